@@ -1,0 +1,76 @@
+/*
+ * Counters: declared once, as lists that yield both the index constants and the exported names
+ * (VPP's foreach_*_error). The data path only does `c[Ctr.rx]++` / `c[Drop.truncated_ipv4]++` on
+ * one Float64Array per worker; prom-client reads the arrays at scrape time (metrics.ts), never
+ * per packet.
+ */
+
+/** Why a frame was dropped. Index 0 means "not dropped". */
+export const DROP_REASONS = [
+  'none',
+  'runt', // shorter than an Ethernet header
+  'frame_too_big', // larger than a slot / the egress MTU
+  'truncated_vlan',
+  'too_many_vlan_tags',
+  'truncated_mpls',
+  'truncated_nsh',
+  'bad_nsh',
+  'truncated_ipv4',
+  'bad_ipv4_header', // version/IHL wrong
+  'bad_ipv4_length', // total length beyond the frame or below the header
+  'truncated_ipv6',
+  'bad_ipv6_length',
+  'truncated_ipv6_ext',
+  'truncated_l4',
+  'bad_tcp_header',
+  'no_instance', // the hop's group has no usable instance (empty, all weight 0, all down)
+  'no_path', // an SF egress frame that belongs to no known path
+  'hairpin', // would leave through the interface it came in on
+  'port_down',
+  'tx_failed',
+  'bad_encap', // encapsulated frame with an unknown label / SPI+SI
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+export const Drop = indexOf(DROP_REASONS);
+
+/** Dataplane event counters (per worker, summed at scrape time). */
+export const COUNTERS = [
+  'rx_packets',
+  'rx_bytes',
+  'tx_packets',
+  'tx_bytes',
+  'dropped',
+  'flow_cache_hits',
+  'flow_cache_misses',
+  'classified', // entered a chain
+  'unclassified', // switched by L2 learning
+  'flooded',
+  'fragments_followed', // non-first fragments steered by their first fragment's decision
+  'fragments_l3_only', // non-first fragments steered by L3 fields alone
+  'table_generations', // table swaps observed by the data path
+  'breaths',
+] as const;
+
+export type CounterName = (typeof COUNTERS)[number];
+export const Ctr = indexOf(COUNTERS);
+
+function indexOf<T extends string>(names: readonly T[]): Readonly<Record<T, number>> {
+  const m = {} as Record<T, number>;
+  names.forEach((n, i) => (m[n] = i));
+  return Object.freeze(m);
+}
+
+/** One worker's counters: events then drop reasons, in one array. */
+export class Counters {
+  readonly events = new Float64Array(COUNTERS.length);
+  readonly drops = new Float64Array(DROP_REASONS.length);
+
+  snapshot(): { events: Record<CounterName, number>; drops: Record<DropReason, number> } {
+    const events = {} as Record<CounterName, number>;
+    const drops = {} as Record<DropReason, number>;
+    COUNTERS.forEach((n, i) => (events[n] = this.events[i]));
+    DROP_REASONS.forEach((n, i) => (drops[n] = this.drops[i]));
+    return { events, drops };
+  }
+}

@@ -29,6 +29,7 @@ export const DROP_REASONS = [
   'port_down',
   'tx_failed',
   'bad_encap', // encapsulated frame with an unknown label / SPI+SI
+  'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -61,10 +62,22 @@ function indexOf<T extends string>(names: readonly T[]): Readonly<Record<T, numb
   return Object.freeze(m);
 }
 
-/** One worker's counters: events then drop reasons, in one array. */
+/**
+ * One worker's counters: events then drop reasons. By default in private memory; given a buffer
+ * (a SharedArrayBuffer, at least Counters.BYTES from byteOffset) they live there, so another
+ * thread can read a worker's counters without messages.
+ */
 export class Counters {
-  readonly events = new Float64Array(COUNTERS.length);
-  readonly drops = new Float64Array(DROP_REASONS.length);
+  static readonly BYTES = (COUNTERS.length + DROP_REASONS.length) * Float64Array.BYTES_PER_ELEMENT;
+  readonly events: Float64Array;
+  readonly drops: Float64Array;
+
+  constructor(buffer?: ArrayBufferLike, byteOffset = 0) {
+    const b = buffer ?? new ArrayBuffer(Counters.BYTES);
+    const off = buffer ? byteOffset : 0;
+    this.events = new Float64Array(b, off, COUNTERS.length);
+    this.drops = new Float64Array(b, off + COUNTERS.length * Float64Array.BYTES_PER_ELEMENT, DROP_REASONS.length);
+  }
 
   snapshot(): { events: Record<CounterName, number>; drops: Record<DropReason, number> } {
     const events = {} as Record<CounterName, number>;

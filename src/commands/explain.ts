@@ -1,0 +1,141 @@
+/*
+ * `sfc explain`: the journey of one synthetic packet through the dataplane built from a config —
+ * which classifier matched, which path (SPI, direction), the SI and instance at every hop, and
+ * where it left — answering "which hop dropped my packet?". It runs the replay machinery
+ * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs.
+ */
+import { buildFrame, type L4Name } from '../../bench/gen.js';
+import { describeRule } from '../classifier/lookup.js';
+import { parseAddress, ruleFromClassifier } from '../classifier/rule.js';
+import { loadConfigFile } from '../control/config.js';
+import type { State } from '../control/model.js';
+import type { TraceStep } from '../dataplane/engine.js';
+import { ReplaySession } from '../dataplane/replay.js';
+import { formatMac, type Tables } from '../dataplane/tables.js';
+import { parseOptions, UsageError, type Command } from './args.js';
+
+export interface PacketSpec {
+  proto: L4Name;
+  ver: 4 | 6;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+}
+
+const PROTOS: readonly L4Name[] = ['tcp', 'udp', 'sctp', 'icmp', 'icmpv6'];
+
+function endpoint(text: string, what: string): { addr: string; ver: 4 | 6; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? (text.split(':').length > 2 ? [text, text, undefined] : /^([^:]+)(?::(\d+))?$/.exec(text));
+  const a = m ? parseAddress(m[1]) : null;
+  const port = m?.[2] === undefined ? 0 : Number(m[2]);
+  if (!m || !a || port > 65535) throw new UsageError(`--packet: bad ${what} '${text}' (ADDRESS[:PORT], IPv6 as [ADDRESS]:PORT)`);
+  return { addr: m[1], ver: a.ver, port };
+}
+
+/** 'tcp 10.0.0.1:1234 > 10.0.0.2:80' (also udp, sctp, icmp, icmpv6; IPv6 as [addr]:port). */
+export function parsePacket(text: string): PacketSpec {
+  const m = /^\s*(\w+)\s+(\S+)\s*>\s*(\S+)\s*$/.exec(text);
+  const proto = m?.[1].toLowerCase() as L4Name | undefined;
+  if (!m || !proto || !PROTOS.includes(proto)) {
+    throw new UsageError(`--packet: expected 'PROTO SRC[:PORT] > DST[:PORT]' with PROTO one of ${PROTOS.join(', ')}, got '${text}'`);
+  }
+  const s = endpoint(m[2], 'source');
+  const d = endpoint(m[3], 'destination');
+  if (s.ver !== d.ver) throw new UsageError('--packet: source and destination must be the same IP version');
+  return { proto, ver: s.ver, src: s.addr, dst: d.addr, sport: s.port, dport: d.port };
+}
+
+/** Lines for one step; `introduce` adds the matched classifier and the path (first chain step). */
+function describeStep(t: Tables, state: State, step: TraceStep, introduce: boolean): string[] {
+  const lines: string[] = [];
+  const out = step.out.join(', ') || '(nothing)';
+  if (introduce && step.rule >= 0) {
+    const info = t.rules[step.rule];
+    const fc = state.flow_classifiers.find((f) => f.id === info.classifierId);
+    const portIdx = (id: string) => t.portIds.indexOf(id);
+    const text = fc ? describeRule(ruleFromClassifier(fc, portIdx, { reverse: info.reverse }), (k) => t.portNames[k]) : '';
+    lines.push(`classifier ${info.classifier}: ${text}`);
+    lines.push(`chain ${step.chain}, path SPI ${step.spi} ${step.reverse ? 'reverse' : 'forward'}`);
+  }
+  switch (step.verdict) {
+    case 'hop':
+      lines.push(`hop ${step.hop + 1} (SI ${step.si}): instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}`);
+      break;
+    case 'end':
+      lines.push(`end of chain: MACs ${formatMac(step.frame, 6)} > ${formatMac(step.frame, 0)} -> out ${out}`);
+      break;
+    case 'l2':
+      lines.push(`not in a chain: switched by L2 learning -> out ${out}`);
+      break;
+    case 'flood':
+      lines.push(`not in a chain: broadcast or unknown destination, flooded -> out ${out}`);
+      break;
+    case 'drop':
+      lines.push(`DROPPED: ${step.drop}`);
+      break;
+  }
+  return lines;
+}
+
+export const command: Command = {
+  summary: "show one packet's journey: classifier, path, SI and instance per hop, output",
+  usage: `--config FILE --in INTERFACE --packet 'PROTO SRC[:PORT] > DST[:PORT]' [--src-mac MAC] [--dst-mac MAC] [--vlan ID]
+
+  --packet          e.g. 'tcp 10.0.0.1:1234 > 10.0.0.2:80', 'udp [fd00::1]:53 > [fd00::2]:53', 'icmp 10.0.0.1 > 10.0.0.2'
+  --src-mac         default: the MAC of the (first) port on INTERFACE
+  --dst-mac         default: ff:ff:ff:ff:ff:ff
+  Service functions are simulated by loopback: a frame sent to an SF port returns on the pair's other port.`,
+  async run(argv) {
+    const { values } = parseOptions(argv, {
+      config: { type: 'string' },
+      in: { type: 'string' },
+      packet: { type: 'string' },
+      'src-mac': { type: 'string' },
+      'dst-mac': { type: 'string' },
+      vlan: { type: 'string' },
+    });
+    if (!values.config) throw new UsageError('--config FILE is required');
+    if (!values.in) throw new UsageError('--in INTERFACE is required');
+    if (!values.packet) throw new UsageError('--packet is required');
+    const pkt = parsePacket(values.packet);
+    const mac = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+    for (const k of ['src-mac', 'dst-mac'] as const) {
+      if (values[k] !== undefined && !mac.test(values[k])) throw new UsageError(`--${k}: bad MAC '${values[k]}'`);
+    }
+    const vlan = values.vlan === undefined ? undefined : Number(values.vlan);
+    if (vlan !== undefined && !(Number.isInteger(vlan) && vlan >= 1 && vlan <= 4094)) throw new UsageError(`--vlan: bad VLAN id '${values.vlan}'`);
+
+    const state = await loadConfigFile(values.config);
+    const session = new ReplaySession(state, { sfLoopback: true });
+    try {
+      const t = session.tables;
+      const f = t.interfaces.indexOf(values.in);
+      if (f < 0) throw new UsageError(`--in: unknown interface '${values.in}' (the config has: ${session.interfaces.join(', ')})`);
+      const ethSrc = values['src-mac'] ?? formatMac(t.portMac, t.ifacePorts[t.ifacePortBase[f]] * 6);
+      const ethDst = values['dst-mac'] ?? 'ff:ff:ff:ff:ff:ff';
+      const frame = buildFrame({
+        ethSrc,
+        ethDst,
+        vlans: vlan === undefined ? undefined : [vlan],
+        ip: { ver: pkt.ver, src: pkt.src, dst: pkt.dst },
+        l4: { proto: pkt.proto, sport: pkt.sport, dport: pkt.dport },
+        frameLen: 64,
+      });
+      const j = session.run(values.in, frame, Date.now() * 1e6);
+      console.log(`packet: ${values.packet.trim()} on ${values.in} (${ethSrc} > ${ethDst}${vlan ? `, vlan ${vlan}` : ''})`);
+      let introduced = false;
+      j.steps.forEach((step, n) => {
+        const [head, ...rest] = describeStep(t, state, step, !introduced && step.rule >= 0);
+        introduced ||= step.rule >= 0;
+        console.log(`${String(n + 1).padStart(2)}. in ${step.in}${n > 0 ? ' (from the SF)' : ''}: ${head}`);
+        for (const line of rest) console.log(`      ${line}`);
+      });
+      const via = j.hops.length ? ` via ${j.hops.join(', ')}` : '';
+      console.log(`verdict: ${j.verdict}${j.chain ? ` (chain ${j.chain}${via})` : ''} -> ${j.out.join(', ') || 'nowhere'}`);
+      return j.verdict.startsWith('drop') ? 1 : 0;
+    } finally {
+      session.close();
+    }
+  },
+};

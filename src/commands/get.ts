@@ -1,0 +1,140 @@
+/*
+ * `sfc get <resource> [name|id]`: list a collection or show one resource of a running server.
+ * Human tables by default (references shown by name), --json for scripts (the API's objects).
+ */
+import { ApiError, REFERENCES, collectionOf, connect, mapReferences, type SfcClient } from '../control/client.js';
+import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph } from '../control/model.js';
+import type { Resource } from '../control/store.js';
+import { UsageError, parseOptions, type Command } from './args.js';
+
+export const RESOURCE_HELP = 'resource: port, port-pair, port-pair-group, flow-classifier, port-chain, service-graph';
+export const CLIENT_OPTIONS = { url: { type: 'string' }, token: { type: 'string' } } as const;
+export const CLIENT_HELP = `  --url URL           API endpoint (default $SFC_URL or http://127.0.0.1:9696)
+  --token T           auth token (default $SFC_TOKEN)`;
+
+/** The collection a command-line word names, or a usage error. */
+export function resourceArg(word: string | undefined): Collection {
+  if (word === undefined) throw new UsageError(`missing resource (${RESOURCE_HELP})`);
+  const coll = collectionOf(word);
+  if (!coll) throw new UsageError(`unknown resource '${word}' (${RESOURCE_HELP})`);
+  return coll;
+}
+
+type Names = (id: string, to: Collection) => string;
+
+/** id → name for every collection `coll` refers to (the id itself when unnamed or unknown). */
+async function referenceNames(client: SfcClient, coll: Collection): Promise<Names> {
+  const names = new Map<string, string>();
+  for (const to of new Set(REFERENCES[coll].map((r) => r.to))) {
+    for (const r of await client.list(to)) if (r.name !== '') names.set(r.id, r.name);
+  }
+  return (id) => names.get(id) ?? id;
+}
+
+const range = (min: number | null, max: number | null) => (min === null && max === null ? '' : `:${min ?? 0}-${max ?? 65535}`);
+const joined = (ids: string[], names: Names, to: Collection) => ids.map((id) => names(id, to)).join(',');
+
+/** List columns per collection: header → cell. */
+const COLUMNS: { [C in Collection]: [string, (r: never, names: Names) => string][] } = {
+  ports: [
+    ['ID', (p: Port) => p.id],
+    ['NAME', (p: Port) => p.name],
+    ['MAC', (p: Port) => p.mac_address],
+    ['INTERFACE', (p: Port) => p['binding:profile'].interface],
+    ['STATUS', (p: Port) => p.status],
+  ],
+  port_pairs: [
+    ['ID', (p: PortPair) => p.id],
+    ['NAME', (p: PortPair) => p.name],
+    ['INGRESS', (p: PortPair, n) => n(p.ingress, 'ports')],
+    ['EGRESS', (p: PortPair, n) => n(p.egress, 'ports')],
+    ['CORRELATION', (p: PortPair) => p.service_function_parameters.correlation ?? 'none'],
+    ['WEIGHT', (p: PortPair) => String(p.service_function_parameters.weight)],
+  ],
+  port_pair_groups: [
+    ['ID', (g: PortPairGroup) => g.id],
+    ['NAME', (g: PortPairGroup) => g.name],
+    ['GROUP', (g: PortPairGroup) => String(g.group_id)],
+    ['PORT PAIRS', (g: PortPairGroup, n) => joined(g.port_pairs, n, 'port_pairs')],
+    ['LB FIELDS', (g: PortPairGroup) => g.port_pair_group_parameters.lb_fields.join(',')],
+    ['TAP', (g: PortPairGroup) => (g.tap_enabled ? 'yes' : 'no')],
+  ],
+  flow_classifiers: [
+    ['ID', (f: FlowClassifier) => f.id],
+    ['NAME', (f: FlowClassifier) => f.name],
+    ['MATCH', (f: FlowClassifier) =>
+      `${f.ethertype} ${f.protocol ?? 'any'} ${f.source_ip_prefix ?? '*'}${range(f.source_port_range_min, f.source_port_range_max)}` +
+      ` -> ${f.destination_ip_prefix ?? '*'}${range(f.destination_port_range_min, f.destination_port_range_max)}`],
+    ['SOURCE PORT', (f: FlowClassifier, n) => (f.logical_source_port ? n(f.logical_source_port, 'ports') : '')],
+    ['DESTINATION PORT', (f: FlowClassifier, n) => (f.logical_destination_port ? n(f.logical_destination_port, 'ports') : '')],
+  ],
+  port_chains: [
+    ['ID', (c: PortChain) => c.id],
+    ['NAME', (c: PortChain) => c.name],
+    ['CHAIN', (c: PortChain) => String(c.chain_id)],
+    ['GROUPS', (c: PortChain, n) => joined(c.port_pair_groups, n, 'port_pair_groups')],
+    ['CLASSIFIERS', (c: PortChain, n) => joined(c.flow_classifiers, n, 'flow_classifiers')],
+    ['CORRELATION', (c: PortChain) => c.chain_parameters.correlation],
+    ['SYMMETRIC', (c: PortChain) => (c.chain_parameters.symmetric ? 'yes' : 'no')],
+  ],
+  service_graphs: [
+    ['ID', (g: ServiceGraph) => g.id],
+    ['NAME', (g: ServiceGraph) => g.name],
+    ['BRANCHES', (g: ServiceGraph, n) =>
+      Object.entries(g.port_chains)
+        .map(([src, dsts]) => `${n(src, 'port_chains')} -> ${joined(dsts, n, 'port_chains')}`)
+        .join('; ')],
+  ],
+};
+
+/** Left-aligned columns separated by two spaces. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows].map((cells) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function listTable(coll: Collection, items: Resource[], names: Names): string {
+  const cols = COLUMNS[coll] as [string, (r: Resource, names: Names) => string][];
+  return formatTable(
+    cols.map(([h]) => h),
+    items.map((r) => cols.map(([, cell]) => cell(r, names))),
+  );
+}
+
+function showTable(coll: Collection, item: Resource, names: Names): string {
+  const shown = mapReferences(coll, item as unknown as Record<string, unknown>, (id, to) => {
+    const name = names(id, to);
+    return name === id ? id : `${name} (${id})`;
+  });
+  const text = (v: unknown) => (typeof v === 'string' ? v : v === null ? '-' : JSON.stringify(v));
+  return formatTable(['FIELD', 'VALUE'], Object.entries(shown).map(([k, v]) => [k, text(v)]));
+}
+
+export const command: Command = {
+  summary: 'list or show resources of a running server',
+  usage: `<resource> [NAME|ID] [--json] [--url URL] [--token T]
+  ${RESOURCE_HELP} (plurals and underscores accepted)
+  --json              print the API's JSON (a list, or one object)
+${CLIENT_HELP}`,
+
+  async run(argv) {
+    const { values, positionals } = parseOptions(argv, { json: { type: 'boolean' }, ...CLIENT_OPTIONS }, true);
+    if (positionals.length > 2) throw new UsageError(`unexpected argument '${positionals[2]}'`);
+    const coll = resourceArg(positionals[0]);
+    const client = connect(values.url, values.token);
+    try {
+      const which = positionals[1];
+      const result = which === undefined ? await client.list(coll) : await client.find(coll, which);
+      if (values.json) console.log(JSON.stringify(result, null, 2));
+      else {
+        const names = await referenceNames(client, coll);
+        console.log(Array.isArray(result) ? listTable(coll, result, names) : showTable(coll, result, names));
+      }
+      return 0;
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      console.error(`sfc get: ${e.message}`);
+      return 1;
+    }
+  },
+};

@@ -1,0 +1,82 @@
+/*
+ * `sfc lab up|down|status`: the network-namespace lab of src/lab/topology.ts from the shell.
+ * `up` prints the generated chain config (also written to --out); `down` is idempotent.
+ */
+import { labDown, labStatus, labUp } from '../lab/topology.js';
+import { parseOptions, UsageError, type Command } from './args.js';
+
+function integer(value: string | undefined, option: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${option} must be ${min}..${max}, got '${value}'`);
+  return n;
+}
+
+async function up(argv: string[]): Promise<number> {
+  const { values } = parseOptions(argv, {
+    name: { type: 'string' },
+    hops: { type: 'string' },
+    instances: { type: 'string' },
+    symmetric: { type: 'boolean' },
+    'no-symmetric': { type: 'boolean' },
+    out: { type: 'string' },
+  });
+  if (values.symmetric && values['no-symmetric']) throw new UsageError('--symmetric and --no-symmetric conflict');
+  const lab = await labUp({
+    name: values.name,
+    hops: integer(values.hops, '--hops', 0, 9),
+    instances: integer(values.instances, '--instances', 1, 9),
+    symmetric: !values['no-symmetric'],
+    out: values.out,
+  });
+  process.stdout.write(lab.configYaml);
+  const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances})` : '';
+  console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}; config: ${lab.configPath}`);
+  return 0;
+}
+
+async function down(argv: string[]): Promise<number> {
+  const { values } = parseOptions(argv, { name: { type: 'string' } });
+  await labDown(values.name);
+  console.error(`lab '${values.name ?? 'sfc'}' down`);
+  return 0;
+}
+
+async function status(argv: string[]): Promise<number> {
+  const { values } = parseOptions(argv, { name: { type: 'string' }, json: { type: 'boolean' } });
+  const s = await labStatus(values.name);
+  if (values.json) {
+    console.log(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  if (!s.namespaces.length && !s.lab) {
+    console.log(`lab '${s.name}': not running`);
+    return 0;
+  }
+  const what = s.lab ? ` (${s.lab.hops} hops x ${s.lab.instances} instances, config ${s.lab.configPath})` : '';
+  console.log(`lab '${s.name}'${what}`);
+  for (const ns of s.namespaces) {
+    console.log(`  ${ns.name}`);
+    for (const i of ns.interfaces) console.log(`    ${i.name.padEnd(8)} ${i.mac}  ${i.state}`);
+  }
+  for (const p of s.pids) console.log(`  pid ${p.pid} ${p.what} ${p.alive ? 'running' : 'gone'}`);
+  return 0;
+}
+
+const ACTIONS: Record<string, (argv: string[]) => Promise<number>> = { up, down, status };
+
+export const command: Command = {
+  summary: 'build, remove or show the network-namespace lab (client, server, SFs around a dataplane namespace)',
+  usage: `up|down|status [options]
+  up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE]
+         namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
+         --out (default /run/sfc/L/chains.yaml)
+  down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
+  status [--name L] [--json]   namespaces, interfaces and recorded pids`,
+  async run(argv) {
+    const [action, ...rest] = argv;
+    const fn = action ? ACTIONS[action] : undefined;
+    if (!fn) throw new UsageError(`expected one of: ${Object.keys(ACTIONS).join(', ')}`);
+    return fn(rest);
+  },
+};

@@ -1,0 +1,139 @@
+/*
+ * `sfc serve`: the control plane process. Opens (and locks) the durable state file, builds the
+ * driver (userspace dataplane or noop), restores the saved state through Store.replace so the
+ * dataplane is rebuilt, seeds an empty state from --config, then serves the REST API until
+ * SIGINT/SIGTERM, when it stops accepting, lets in-flight requests finish and closes everything.
+ *
+ * The dataplane modules are imported only for --driver userspace, so the API runs with --driver
+ * noop on machines where the dataplane cannot start.
+ */
+import { startApiServer } from '../control/api.js';
+import { DriverManager, NoopDriver } from '../control/driver.js';
+import { isLoopbackHost } from '../control/http.js';
+import { Metrics, type DataplaneStats } from '../control/metrics.js';
+import { COLLECTIONS, emptyState, type State } from '../control/model.js';
+import { StateFile, defaultStatePath } from '../control/persist.js';
+import { Store } from '../control/store.js';
+import type { Tables } from '../dataplane/tables.js';
+import { UsageError, parseHostPort, parseOptions, type Command } from './args.js';
+
+const BACKENDS = ['afpacket', 'cap', 'tap'] as const;
+type Backend = (typeof BACKENDS)[number];
+
+const log = (message: string) => console.error(`sfc serve: ${message}`);
+
+interface RunningDataplane {
+  publish(t: Tables): Promise<void>;
+  stats(): DataplaneStats;
+  close(): Promise<void>;
+}
+
+/** The userspace driver over a worker-thread dataplane; `live` follows the published tables. */
+async function userspaceDriver(backend: Backend, workers: number, live: { tables?: Tables }) {
+  const [{ Dataplane }, { UserspaceDriver }] = await Promise.all([
+    import('../dataplane/runtime.js'),
+    import('../control/userspace-driver.js'),
+  ]);
+  const dataplane: RunningDataplane = new Dataplane({ backend, workers, log });
+  const driver = new UserspaceDriver(async (t: Tables) => {
+    await dataplane.publish(t);
+    live.tables = t;
+  });
+  return { drivers: new DriverManager([driver]), dataplane };
+}
+
+const objectCount = (s: State) => COLLECTIONS.reduce((n, c) => n + s[c].length, 0);
+
+/** The state to start from and where it came from: the saved one, else the --config seed, else empty. */
+async function initialState(saved: State, statePath: string, config: string | undefined): Promise<{ state: State; from: string }> {
+  if (objectCount(saved) > 0) {
+    if (config !== undefined) log(`--config ${config} ignored: state file ${statePath} already holds ${objectCount(saved)} objects`);
+    return { state: saved, from: statePath };
+  }
+  if (config === undefined) return { state: emptyState(), from: 'an empty state' };
+  const { loadConfigFile } = await import('../control/config.js');
+  return { state: await loadConfigFile(config), from: config };
+}
+
+function positiveInt(value: string, option: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${option} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (signal: string) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(signal);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+export const command: Command = {
+  summary: 'serve the networking-sfc REST API and run the dataplane',
+  usage: `[--config FILE] [--state FILE] [--listen HOST:PORT] [--driver userspace|noop] [--token T]
+           [--workers N] [--backend afpacket|cap|tap]
+  --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
+  --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
+  --listen HOST:PORT  default 127.0.0.1:9696; port 0 picks a free port (printed as 'listening on URL')
+  --driver D          userspace (default: steer packets in this process) or noop (API only)
+  --token T           require X-Auth-Token: T or Authorization: Bearer T (or env SFC_TOKEN);
+                      without a token only loopback addresses may be used
+  --workers N         dataplane worker threads (default 1)
+  --backend B         packet I/O: afpacket (default), cap (libpcap) or tap`,
+
+  async run(argv) {
+    const { values } = parseOptions(argv, {
+      config: { type: 'string' },
+      state: { type: 'string' },
+      listen: { type: 'string', default: '127.0.0.1:9696' },
+      driver: { type: 'string', default: 'userspace' },
+      token: { type: 'string' },
+      workers: { type: 'string', default: '1' },
+      backend: { type: 'string', default: 'afpacket' },
+    });
+    const { host, port } = parseHostPort(values.listen, '--listen');
+    const token = values.token ?? (process.env.SFC_TOKEN || undefined);
+    if (token === '') throw new UsageError('the token must not be empty');
+    if (token === undefined && !isLoopbackHost(host)) {
+      throw new UsageError(`refusing to listen on ${host} without a token: set --token or SFC_TOKEN, or listen on a loopback address (127.0.0.1, ::1)`);
+    }
+    if (values.driver !== 'userspace' && values.driver !== 'noop') throw new UsageError(`--driver must be userspace or noop, got '${values.driver}'`);
+    const backend = values.backend as Backend;
+    if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${values.backend}'`);
+    const workers = positiveInt(values.workers, '--workers');
+
+    const statePath = values.state ?? defaultStatePath();
+    const { file, state: saved } = await StateFile.open(statePath);
+    const live: { tables?: Tables } = {};
+    let dataplane: RunningDataplane | undefined;
+    let drivers = new DriverManager([new NoopDriver()]);
+    try {
+      if (values.driver === 'userspace') ({ drivers, dataplane } = await userspaceDriver(backend, workers, live));
+      const store = new Store({ drivers, persist: (next) => file.write(next) });
+      const initial = await initialState(saved, statePath, values.config);
+      await store.replace(initial.state).catch((e: Error) => {
+        throw new Error(`cannot apply ${initial.from}: ${e.message}`);
+      });
+      const metrics = new Metrics({
+        revision: () => store.revision,
+        generation: () => live.tables?.generation ?? 0,
+        dataplane: () => (dataplane && live.tables ? { stats: dataplane.stats(), instances: live.tables.instanceNames } : undefined),
+      });
+      const api = await startApiServer({ store, token, metrics, log, host, port });
+      console.log(`listening on ${api.url}`);
+      log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
+      log(`${await untilSignal()}: shutting down`);
+      await api.close();
+    } finally {
+      await drivers.close();
+      await dataplane?.close();
+      await file.close();
+    }
+    return 0;
+  },
+};

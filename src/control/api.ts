@@ -1,0 +1,213 @@
+/*
+ * The REST API: networking-sfc's /v2.0 routes over node:http (no framework), on top of the Store.
+ *
+ * A request goes: request id → token check (401) → route (404 unknown path, 405 wrong method) →
+ * body (413 over 1 MiB, 400 malformed JSON) → envelope (400: no body, bulk, missing singular key)
+ * → Store, which runs the rest of Neutron's order (owner, unknown attributes, create/update
+ * rules, converters, lookup 404, cross-resource rules, driver precommit) and answers with a
+ * NeutronError or the stored resource. Lists go through query.ts (filters, fields, sorting,
+ * pagination). Besides the collections: GET / (version discovery), /v2.0 (resources),
+ * /v2.0/extensions, /healthz and /metrics. Every response carries X-Openstack-Request-Id.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { NeutronError, badRequest } from './errors.js';
+import { API_VERSION, authorized, collectionPath, readBody, sendError, sendJson } from './http.js';
+import type { Metrics } from './metrics.js';
+import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
+import { pageLinks, pageOf, parseFields, parseListQuery, pickFields, selectItems } from './query.js';
+import type { Resource, Store } from './store.js';
+import { chainNotFound, classifierNotFound, graphNotFound, groupNotFound, pairNotFound, portNotFound } from './validate/common.js';
+
+export interface ApiOptions {
+  store: Store;
+  /** Required token (X-Auth-Token or Authorization: Bearer); none = open. */
+  token?: string;
+  metrics?: Metrics;
+  log?: (message: string) => void;
+}
+
+const NOT_FOUND: Record<Collection, (id: string) => NeutronError> = {
+  ports: portNotFound,
+  port_pairs: pairNotFound,
+  port_pair_groups: groupNotFound,
+  flow_classifiers: classifierNotFound,
+  port_chains: chainNotFound,
+  service_graphs: graphNotFound,
+};
+
+const EXTENSIONS = [
+  { alias: 'sfc', name: 'Port Chain', description: 'Service Function Chaining: port pairs, port pair groups and port chains.' },
+  { alias: 'flow_classifier', name: 'Flow Classifier', description: 'Flow classifiers selecting the traffic that enters a port chain.' },
+  { alias: 'service_graph', name: 'Service Graph', description: 'Service graphs branching from the end of one port chain into others.' },
+  { alias: 'networking-sfc-tap', name: 'Networking SFC Tap', description: 'Tap-enabled port pair groups (passive service functions).' },
+].map((e) => ({ ...e, updated: '2026-01-01T00:00:00-00:00', links: [] }));
+
+/** A resolved path: a collection or one member of it, or a fixed document. */
+type Route =
+  | { kind: 'collection'; coll: Collection }
+  | { kind: 'member'; coll: Collection; id: string }
+  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'metrics' }
+  | { kind: 'extension'; alias: string };
+
+const COLLECTION_BY_PATH = new Map(COLLECTIONS.map((c) => [collectionPath(c), c]));
+
+function route(path: string): Route | undefined {
+  const p = path.length > 1 ? path.replace(/\/$/, '').replace(/\.json$/, '') : path;
+  if (p === '/') return { kind: 'versions' };
+  if (p === `/${API_VERSION}`) return { kind: 'resources' };
+  if (p === `/${API_VERSION}/extensions`) return { kind: 'extensions' };
+  if (p === '/healthz') return { kind: 'healthz' };
+  if (p === '/metrics') return { kind: 'metrics' };
+  const ext = new RegExp(`^/${API_VERSION}/extensions/([^/]+)$`).exec(p);
+  if (ext) return { kind: 'extension', alias: decodeURIComponent(ext[1]!) };
+  const coll = COLLECTION_BY_PATH.get(p);
+  if (coll) return { kind: 'collection', coll };
+  const slash = p.lastIndexOf('/');
+  const parent = COLLECTION_BY_PATH.get(p.slice(0, slash));
+  if (parent && slash < p.length - 1) return { kind: 'member', coll: parent, id: decodeURIComponent(p.slice(slash + 1)) };
+  return undefined;
+}
+
+const ALLOWED: Record<Route['kind'], string[]> = {
+  collection: ['GET', 'POST'],
+  member: ['GET', 'PUT', 'DELETE'],
+  versions: ['GET'],
+  resources: ['GET'],
+  extensions: ['GET'],
+  extension: ['GET'],
+  healthz: ['GET'],
+  metrics: ['GET'],
+};
+
+/** The request handler: mount it on any node:http server. */
+export function createApiHandler(opts: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const log = opts.log ?? (() => undefined);
+  return (req, res) => {
+    res.setHeader('X-Openstack-Request-Id', `req-${randomUUID()}`);
+    if (opts.metrics) {
+      const metrics = opts.metrics;
+      res.once('finish', () => metrics.countRequest(req.method ?? '', res.statusCode));
+    }
+    handle(opts, req, res).catch((e: unknown) => {
+      if (!(e instanceof NeutronError) || e.status >= 500) log(`${req.method} ${req.url}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      const err =
+        e instanceof NeutronError ? e : new NeutronError(500, 'HTTPInternalServerError', 'Request Failed: internal server error while processing your request.');
+      if (res.headersSent) res.destroy();
+      else sendError(res, err);
+    });
+  };
+}
+
+async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!authorized(req, opts.token)) throw new NeutronError(401, 'HTTPUnauthorized', 'Authentication required: send X-Auth-Token or Authorization: Bearer.');
+  const url = new URL(req.url ?? '/', 'http://placeholder');
+  const r = route(url.pathname);
+  if (!r) throw new NeutronError(404, 'HTTPNotFound', 'The resource could not be found.');
+  const method = req.method ?? 'GET';
+  if (!ALLOWED[r.kind].includes(method)) {
+    res.setHeader('Allow', ALLOWED[r.kind].join(', '));
+    throw new NeutronError(405, 'HTTPMethodNotAllowed', `The method ${method} is not allowed for this resource.`);
+  }
+  const base = `http://${req.headers.host ?? 'localhost'}`;
+  const { store } = opts;
+  switch (r.kind) {
+    case 'versions':
+      return sendJson(res, 200, { versions: [{ id: API_VERSION, status: 'CURRENT', links: [{ href: `${base}/${API_VERSION}/`, rel: 'self' }] }] });
+    case 'resources':
+      return sendJson(res, 200, {
+        resources: COLLECTIONS.map((c) => ({ name: SINGULAR[c], collection: c, links: [{ href: `${base}${collectionPath(c)}`, rel: 'self' }] })),
+      });
+    case 'extensions':
+      return sendJson(res, 200, { extensions: EXTENSIONS });
+    case 'extension': {
+      const ext = EXTENSIONS.find((e) => e.alias === r.alias);
+      if (!ext) throw new NeutronError(404, 'ExtensionNotFound', `Extension with alias ${r.alias} does not exist`);
+      return sendJson(res, 200, { extension: ext });
+    }
+    case 'healthz':
+      return sendJson(res, 200, { status: 'ok', revision: store.revision });
+    case 'metrics': {
+      if (!opts.metrics) throw new NeutronError(404, 'HTTPNotFound', 'Metrics are not enabled.');
+      const text = await opts.metrics.registry.metrics();
+      res.writeHead(200, { 'Content-Type': opts.metrics.registry.contentType, 'Content-Length': Buffer.byteLength(text) });
+      res.end(text);
+      return;
+    }
+    case 'collection':
+      if (method === 'GET') return sendJson(res, 200, listBody(store, r.coll, url, base));
+      return sendJson(res, 201, { [SINGULAR[r.coll]]: await store.create(r.coll, envelope(r.coll, await readBody(req))) });
+    case 'member':
+      if (method === 'GET') {
+        const item = store.get(r.coll, r.id);
+        if (!item) throw NOT_FOUND[r.coll](r.id);
+        return sendJson(res, 200, { [SINGULAR[r.coll]]: pickFields(item, parseFields(url.searchParams)) });
+      }
+      if (method === 'PUT') {
+        return sendJson(res, 200, { [SINGULAR[r.coll]]: await store.update(r.coll, r.id, envelope(r.coll, await readBody(req))) });
+      }
+      if ((await readBody(req)).length > 0) throw badRequest('HTTPBadRequest', 'Request body is not supported in DELETE.');
+      await store.delete(r.coll, r.id);
+      return sendJson(res, 204);
+  }
+}
+
+function listBody(store: Store, coll: Collection, url: URL, base: string): Record<string, unknown> {
+  const q = parseListQuery(coll, url.searchParams);
+  const page = pageOf(selectItems(store.list(coll), q), q);
+  const body: Record<string, unknown> = { [coll]: page.map((item: Resource) => pickFields(item, q.fields)) };
+  const links = pageLinks(page, q, `${base}${url.pathname}`, url.searchParams);
+  if (links.length > 0) body[`${coll}_links`] = links;
+  return body;
+}
+
+/** Step 1 of Neutron's order: valid JSON holding `{"<singular>": {...}}` (no bulk). */
+function envelope(coll: Collection, raw: Buffer): unknown {
+  const text = raw.toString('utf8').trim();
+  if (text === '') throw badRequest('HTTPBadRequest', 'Resource body required');
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw badRequest('MalformedRequestBody', 'Malformed request body: the body is not valid JSON.');
+  }
+  if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('HTTPBadRequest', 'Body contains invalid data');
+  if (body === null || Object.keys(body).length === 0) throw badRequest('HTTPBadRequest', 'Resource body required');
+  if (Object.hasOwn(body, coll)) throw badRequest('HTTPBadRequest', 'Bulk operation not supported');
+  const singular = SINGULAR[coll];
+  const inner = (body as Record<string, unknown>)[singular];
+  if (inner === undefined || inner === null) throw badRequest('HTTPBadRequest', `Unable to find '${singular}' in request body`);
+  if (typeof inner !== 'object' || Array.isArray(inner)) throw badRequest('HTTPBadRequest', `Object '${singular}' contains invalid data`);
+  return inner;
+}
+
+export interface ApiServer {
+  server: Server;
+  /** http://host:port of the bound socket. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Listen on host:port (0 = any free port). close() stops accepting and ends idle keep-alive sockets. */
+export async function startApiServer(opts: ApiOptions & { host: string; port: number }): Promise<ApiServer> {
+  const server = createServer({ keepAliveTimeout: 30_000 }, createApiHandler(opts));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    server,
+    url: `http://${host}:${addr.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}

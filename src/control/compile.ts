@@ -1,0 +1,376 @@
+/*
+ * The compiler: one State (the networking-sfc model) into one immutable Tables generation
+ * (dataplane/tables.ts). Runs on the main thread, in the userspace driver's precommit (a compile
+ * error vetoes the write) and postcommit (the result is published to the data path).
+ *
+ * What it renders (networking-sfc-spec.md B.1, B.4, B.6, B.11):
+ *  - per chain a forward path (SPI = chain_id; hop i has SI 254 - i) and, for symmetric chains, a
+ *    reverse path over the same groups in reverse order, entered at each classifier's
+ *    logical_destination_port, leaving SFs by their ingress port and addressing their egress MAC;
+ *  - per classifier one rule at its logical_source_port (and one reverse rule at its
+ *    logical_destination_port for symmetric chains), in chain order then classifier order, which is
+ *    the classifier's priority order (the API refuses overlaps across chains anyway);
+ *  - per SF return port the (path, hop) pairs it closes, plus a classifier over the rules of those
+ *    paths with logical ports ignored, used when the flow state does not know a returning frame
+ *    (OVS re-classifies at every SF egress the same way);
+ *  - per group the instances (port pairs) and a weighted Maglev table over them, hashed on the
+ *    group's lb_fields.
+ * Instance indices are stable across generations (keyed by port pair id; `prev` supplies the old
+ * assignment), and so are interface indices (keyed by name).
+ *
+ * Not rendered yet (the seams exist: hopKind, pathEncap): tap groups are skipped, so their chain
+ * continues to the next non-tap hop and the SI numbering counts only non-tap hops, as the reference
+ * renumbers them (B.1); SF-aware port pairs (correlation mpls/nsh) and non-empty service graphs are
+ * refused with 400, since sending them plain frames would be silently wrong; ppg_n_tuple_mapping is
+ * ignored. Errors are NeutronError(400, 'SfcBadRequest') naming the object.
+ */
+import { NeutronError } from './errors.js';
+import type { FlowClassifier, Port, PortChain, PortPair, PortPairGroup, State } from './model.js';
+import { compileClassifier } from '../classifier/lookup.js';
+import { ruleFromClassifier, type Rule } from '../classifier/rule.js';
+import { lbFieldMask } from '../hash/flowhash.js';
+import { buildMaglev, maglevSize } from '../hash/maglev.js';
+import {
+  allocTables,
+  HOP_SF,
+  INST_MAC_STRIDE,
+  MAX_HOPS,
+  parseMac,
+  RULE_MAC_STRIDE,
+  type InstanceName,
+  type RuleInfo,
+  type Tables,
+} from '../dataplane/tables.js';
+import { ENCAP_NONE } from '../dataplane/batch.js';
+
+const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
+
+const label = (o: { id: string; name: string }) => (o.name ? o.name : o.id);
+
+interface ChainPlan {
+  chain: PortChain;
+  hops: PortPairGroup[];
+  classifiers: FlowClassifier[];
+}
+
+interface RulePlan {
+  fc: FlowClassifier;
+  path: number;
+  reverse: boolean;
+  rule: Rule;
+}
+
+export function compileTables(state: State, prev?: Tables): Tables {
+  const generation = (prev?.generation ?? 0) + 1;
+  const ports = state.ports;
+  const portIndex = new Map<string, number>(ports.map((p, k) => [p.id, k]));
+  const pairs = new Map<string, PortPair>(state.port_pairs.map((p) => [p.id, p]));
+  const groups = new Map<string, PortPairGroup>(state.port_pair_groups.map((g) => [g.id, g]));
+  const classifiers = new Map<string, FlowClassifier>(state.flow_classifiers.map((f) => [f.id, f]));
+
+  for (const sg of state.service_graphs) {
+    if (Object.keys(sg.port_chains).length > 0) {
+      throw refuse(`service graph ${label(sg)}: service graphs are not supported by the userspace dataplane yet`);
+    }
+  }
+
+  for (const p of ports) {
+    if (typeof p['binding:profile']?.interface !== 'string' || p['binding:profile'].interface === '') {
+      throw refuse(`port ${label(p)}: binding:profile.interface is required`);
+    }
+  }
+
+  const portOf = (id: string | null, what: string): number => {
+    const k = id === null ? -1 : (portIndex.get(id) ?? -1);
+    if (k < 0) throw refuse(`${what}: unknown port ${id}`);
+    return k;
+  };
+
+  // Chains: resolve references, drop tap hops, check what the data path can render.
+  const plans: ChainPlan[] = state.port_chains.map((chain) => {
+    const what = `port chain ${label(chain)}`;
+    const hops: PortPairGroup[] = [];
+    for (const gid of chain.port_pair_groups) {
+      const g = groups.get(gid);
+      if (!g) throw refuse(`${what}: unknown port pair group ${gid}`);
+      // Tap groups (passive copies) are not rendered yet: the chain goes on to the next hop.
+      if (!g.tap_enabled) hops.push(g);
+    }
+    if (hops.length > MAX_HOPS) throw refuse(`${what}: at most ${MAX_HOPS} hops are supported, got ${hops.length}`);
+    const fcs = chain.flow_classifiers.map((fid) => {
+      const fc = classifiers.get(fid);
+      if (!fc) throw refuse(`${what}: unknown flow classifier ${fid}`);
+      portOf(fc.logical_source_port, `flow classifier ${label(fc)}: logical_source_port`);
+      if (fc.logical_destination_port !== null) portOf(fc.logical_destination_port, `flow classifier ${label(fc)}: logical_destination_port`);
+      else if (chain.chain_parameters.symmetric) {
+        throw refuse(`flow classifier ${label(fc)}: a symmetric chain needs a logical_destination_port`);
+      }
+      return fc;
+    });
+    return { chain, hops, classifiers: fcs };
+  });
+
+  // Groups used by some chain, in first-use order, and their port pairs.
+  const groupList: PortPairGroup[] = [];
+  const groupIndex = new Map<string, number>();
+  const groupChains = new Map<string, { chains: string[]; hop: number }>();
+  for (const { chain, hops } of plans) {
+    hops.forEach((g, h) => {
+      if (!groupIndex.has(g.id)) {
+        groupIndex.set(g.id, groupList.length);
+        groupList.push(g);
+        groupChains.set(g.id, { chains: [], hop: h + 1 });
+      }
+      groupChains.get(g.id)!.chains.push(label(chain));
+    });
+  }
+  const pairGroup = new Map<string, PortPairGroup>();
+  const groupPairs: PortPair[][] = groupList.map((g) =>
+    g.port_pairs.map((pid) => {
+      const pp = pairs.get(pid);
+      if (!pp) throw refuse(`port pair group ${label(g)}: unknown port pair ${pid}`);
+      const other = pairGroup.get(pid);
+      if (other && other !== g) throw refuse(`port pair ${label(pp)} is in two port pair groups (${label(other)}, ${label(g)})`);
+      pairGroup.set(pid, g);
+      if (pp.service_function_parameters.correlation !== null) {
+        throw refuse(
+          `port pair ${label(pp)}: SF-aware port pairs (correlation ${pp.service_function_parameters.correlation}) are not supported by the userspace dataplane yet`,
+        );
+      }
+      portOf(pp.ingress, `port pair ${label(pp)}: ingress`);
+      portOf(pp.egress, `port pair ${label(pp)}: egress`);
+      return pp;
+    }),
+  );
+
+  // Instance indices: keep the previous generation's, fill holes, then append.
+  const instanceKeys = assignStable(
+    groupPairs.flat().map((pp) => pp.id),
+    prev?.instanceKeys ?? [],
+  );
+  const instIndex = new Map<string, number>();
+  instanceKeys.forEach((key, k) => key && instIndex.set(key, k));
+
+  // Interface indices: same policy, keyed by name.
+  const interfaces = assignStable(
+    ports.map((p) => p['binding:profile'].interface),
+    prev?.interfaces ?? [],
+  );
+  const ifIndex = new Map<string, number>();
+  interfaces.forEach((name, k) => name && ifIndex.set(name, k));
+
+  // Paths and hops.
+  interface PathPlan {
+    chainIdx: number;
+    reverse: boolean;
+    hops: number[]; // group indices in path order
+    chainHops: number[];
+  }
+  const paths: PathPlan[] = [];
+  const chainPaths: { fwd: number; rev: number }[] = [];
+  plans.forEach(({ chain, hops }, c) => {
+    const gs = hops.map((g) => groupIndex.get(g.id)!);
+    const fwd = paths.push({ chainIdx: c, reverse: false, hops: gs, chainHops: gs.map((_, h) => h) }) - 1;
+    let rev = -1;
+    if (chain.chain_parameters.symmetric) {
+      const n = gs.length;
+      rev = paths.push({ chainIdx: c, reverse: true, hops: [...gs].reverse(), chainHops: gs.map((_, h) => n - 1 - h) }) - 1;
+    }
+    chainPaths.push({ fwd, rev });
+  });
+
+  // Rules, in priority order.
+  const rulePlans: RulePlan[] = [];
+  const build = (fc: FlowClassifier, opts: { reverse?: boolean; anyPort?: boolean }): Rule => {
+    try {
+      return ruleFromClassifier(fc, (id) => portIndex.get(id) ?? -1, opts);
+    } catch (e) {
+      throw refuse(`flow classifier ${label(fc)}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  plans.forEach(({ classifiers: fcs }, c) => {
+    for (const fc of fcs) rulePlans.push({ fc, path: chainPaths[c].fwd, reverse: false, rule: build(fc, {}) });
+    if (chainPaths[c].rev >= 0) {
+      for (const fc of fcs) rulePlans.push({ fc, path: chainPaths[c].rev, reverse: true, rule: build(fc, { reverse: true }) });
+    }
+  });
+
+  // SF return ports: (path, hop) pairs.
+  const sfByPort: { path: number; hop: number }[][] = ports.map(() => []);
+  let hopCount = 0;
+  paths.forEach((p, pi) => {
+    p.hops.forEach((g, h) => {
+      for (const pp of groupPairs[g]) sfByPort[portIndex.get(p.reverse ? pp.ingress : pp.egress)!].push({ path: pi, hop: h });
+    });
+    hopCount += p.hops.length;
+  });
+
+  const maglevs = groupPairs.map((pps) =>
+    buildMaglev(
+      pps.map((pp) => ({ key: pp.id, weight: pp.service_function_parameters.weight })),
+      maglevSize(pps.length),
+    ),
+  );
+
+  const t = allocTables(
+    {
+      interfaces: interfaces.length,
+      ports: ports.length,
+      sfEntries: sfByPort.reduce((n, l) => n + l.length, 0),
+      rules: rulePlans.length,
+      paths: paths.length,
+      hops: hopCount,
+      groups: groupList.length,
+      groupInst: groupPairs.reduce((n, l) => n + l.length, 0),
+      maglev: maglevs.reduce((n, m) => n + m.length, 0),
+      instances: instanceKeys.length,
+    },
+    compileClassifier(rulePlans.map((r) => r.rule)),
+  );
+  t.generation = generation;
+  t.interfaces = interfaces;
+
+  // Logical ports.
+  t.portIds = ports.map((p) => p.id);
+  t.portNames = ports.map(label);
+  ports.forEach((p, k) => {
+    if (!parseMac(p.mac_address, t.portMac, k * 6)) throw refuse(`port ${label(p)}: bad mac_address '${p.mac_address}'`);
+    t.portIface[k] = ifIndex.get(p['binding:profile'].interface)!;
+    t.portMacHi[k] = (t.portMac[k * 6] << 8) | t.portMac[k * 6 + 1];
+    t.portMacLo[k] = ((t.portMac[k * 6 + 2] << 24) | (t.portMac[k * 6 + 3] << 16) | (t.portMac[k * 6 + 4] << 8) | t.portMac[k * 6 + 5]) >>> 0;
+  });
+  let at = 0;
+  for (let f = 0; f < interfaces.length; f++) {
+    t.ifacePortBase[f] = at;
+    ports.forEach((_, k) => {
+      if (t.portIface[k] === f) t.ifacePorts[at++] = k;
+    });
+    t.ifacePortCount[f] = at - t.ifacePortBase[f];
+  }
+  at = 0;
+  sfByPort.forEach((list, k) => {
+    t.portSfBase[k] = at;
+    t.portSfCount[k] = list.length;
+    for (const { path, hop } of list) {
+      t.sfPath[at] = path;
+      t.sfHop[at] = hop;
+      at++;
+    }
+  });
+
+  // Rules.
+  t.rules = rulePlans.map(
+    (r): RuleInfo => ({ classifier: label(r.fc), classifierId: r.fc.id, reverse: r.reverse }),
+  );
+  rulePlans.forEach((r, k) => {
+    t.rulePath[k] = r.path;
+    t.portEntry[r.rule.inPort] = 1;
+    const from = portIndex.get(r.fc.logical_source_port!)!;
+    const to = r.fc.logical_destination_port === null ? -1 : portIndex.get(r.fc.logical_destination_port)!;
+    const [src, dst] = r.reverse ? [to, from] : [from, to];
+    t.ruleDstPort[k] = dst;
+    if (dst >= 0) {
+      t.ruleMacs.set(t.portMac.subarray(dst * 6, dst * 6 + 6), k * RULE_MAC_STRIDE);
+      t.ruleMacs.set(t.portMac.subarray(src * 6, src * 6 + 6), k * RULE_MAC_STRIDE + 6);
+      t.ruleHasMacs[k] = 1;
+    }
+  });
+
+  // Re-classification tables, one per distinct set of paths an SF port returns from.
+  const tableByKey = new Map<string, number>();
+  sfByPort.forEach((list, k) => {
+    if (list.length === 0) return;
+    const pathSet = [...new Set(list.map((e) => e.path))].sort((a, b) => a - b);
+    const key = pathSet.join(',');
+    let ti = tableByKey.get(key);
+    if (ti === undefined) {
+      const members = rulePlans.map((r, ri) => ({ r, ri })).filter(({ r }) => pathSet.includes(r.path));
+      ti = t.sfTables.length;
+      t.sfTables.push(compileClassifier(members.map(({ r }) => build(r.fc, { reverse: r.reverse, anyPort: true }))));
+      t.sfTableRules.push(Int32Array.from(members.map(({ ri }) => ri)));
+      tableByKey.set(key, ti);
+    }
+    t.portSfTable[k] = ti;
+  });
+
+  // Chains, paths, hops.
+  t.chainNames = plans.map(({ chain }) => label(chain));
+  let hopAt = 0;
+  paths.forEach((p, pi) => {
+    t.pathChain[pi] = p.chainIdx;
+    t.pathSpi[pi] = plans[p.chainIdx].chain.chain_id;
+    t.pathReverse[pi] = p.reverse ? 1 : 0;
+    // SF-unaware hops only (see the design comment): frames cross the hops plain.
+    t.pathEncap[pi] = ENCAP_NONE;
+    t.pathHopBase[pi] = hopAt;
+    t.pathHopCount[pi] = p.hops.length;
+    p.hops.forEach((g, h) => {
+      t.hopGroup[hopAt] = g;
+      t.hopChainHop[hopAt] = p.chainHops[h];
+      t.hopSi[hopAt] = 254 - h;
+      t.hopKind[hopAt] = HOP_SF;
+      hopAt++;
+    });
+  });
+
+  // Groups and their Maglev tables.
+  t.groupNames = groupList.map(label);
+  let instAt = 0;
+  let magAt = 0;
+  groupList.forEach((g, gi) => {
+    t.groupLbMask[gi] = lbFieldMask(g.port_pair_group_parameters.lb_fields);
+    t.groupInstBase[gi] = instAt;
+    t.groupInstCount[gi] = groupPairs[gi].length;
+    for (const pp of groupPairs[gi]) t.groupInst[instAt++] = instIndex.get(pp.id)!;
+    const m = maglevs[gi];
+    t.groupMaglevBase[gi] = magAt;
+    t.groupMaglevMask[gi] = m.length - 1;
+    for (let s = 0; s < m.length; s++) t.maglev[magAt + s] = m[s] < 0 ? -1 : instIndex.get(groupPairs[gi][m[s]].id)!;
+    magAt += m.length;
+  });
+
+  // Instances.
+  t.instanceKeys = instanceKeys;
+  const portById = (id: string): Port => ports[portIndex.get(id)!];
+  const prevIndex = new Map<string, number>((prev?.instanceKeys ?? []).map((key, k) => [key, k]));
+  t.instanceNames = instanceKeys.map((): InstanceName => ({ chain: '', hop: 0, portPair: '', ingress: '', egress: '' }));
+  groupList.forEach((g, gi) => {
+    const use = groupChains.get(g.id)!;
+    for (const pp of groupPairs[gi]) {
+      const k = instIndex.get(pp.id)!;
+      const ing = portById(pp.ingress);
+      const eg = portById(pp.egress);
+      t.instanceNames[k] = { chain: use.chains.join(','), hop: use.hop, portPair: label(pp), ingress: label(ing), egress: label(eg) };
+      t.instGroup[k] = gi;
+      t.instWeight[k] = pp.service_function_parameters.weight;
+      t.instIfIn[k] = ifIndex.get(ing['binding:profile'].interface)!;
+      t.instIfOut[k] = ifIndex.get(eg['binding:profile'].interface)!;
+      t.instMac.set(t.portMac.subarray(portIndex.get(ing.id)! * 6, portIndex.get(ing.id)! * 6 + 6), k * INST_MAC_STRIDE);
+      t.instMac.set(t.portMac.subarray(portIndex.get(eg.id)! * 6, portIndex.get(eg.id)! * 6 + 6), k * INST_MAC_STRIDE + 6);
+      const before = prevIndex.get(pp.id);
+      t.instBorn[k] = before === k && prev ? prev.instBorn[k] : generation;
+    }
+  });
+  return t;
+}
+
+/**
+ * Stable index assignment: keys already placed in `prev` keep their index, indices whose key is
+ * gone become holes (''), new keys fill holes from the lowest index, then append. Trailing holes
+ * are trimmed.
+ */
+function assignStable(keys: string[], prev: readonly string[]): string[] {
+  const wanted = new Set(keys);
+  const out = prev.map((k) => (wanted.has(k) ? k : ''));
+  const placed = new Set(out);
+  let hole = 0;
+  for (const k of keys) {
+    if (placed.has(k)) continue;
+    placed.add(k);
+    while (hole < out.length && out[hole] !== '') hole++;
+    if (hole < out.length) out[hole] = k;
+    else out.push(k);
+  }
+  while (out.length > 0 && out[out.length - 1] === '') out.pop();
+  return out;
+}

@@ -1,0 +1,69 @@
+/*
+ * What every resource module of the validator provides, and the lookups they share.
+ *
+ * A resource module turns a request into the resource it would store, checking it against the
+ * current snapshot; it never mutates the snapshot. validate.ts splices the result into a new
+ * State. Relations are never stored twice (a pair's group is "the group listing it"), so a
+ * write only ever replaces the one resource it targets.
+ */
+import type { NeutronError } from '../errors.js';
+import { notFound } from '../errors.js';
+import type { FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from '../model.js';
+
+export interface WriteContext {
+  projectId: string;
+  /** Port status: the bound interface exists and is up. */
+  linkUp: (ifname: string) => boolean;
+}
+
+/** Extras only the config loader uses, so a file reproduces ids exactly. */
+export interface CreateOptions {
+  id?: string;
+  group_id?: number;
+}
+
+export interface ResourceOps<R> {
+  /** Neutron's NotFound for this resource. */
+  notFound(id: string): NeutronError;
+  create(state: State, body: unknown, ctx: WriteContext, id: string, opts: CreateOptions): R;
+  /** Steps 1-5 on the PUT body (before the lookup); returns the rest of the update. */
+  parseUpdate(body: unknown): (state: State, current: R, ctx: WriteContext) => R;
+  /** Refuse the delete while something references the resource. */
+  checkDelete(state: State, current: R): void;
+}
+
+export const portNotFound = (id: string) => notFound('PortNotFound', `Port ${id} could not be found.`);
+export const pairNotFound = (id: string) => notFound('PortPairNotFound', `Port Pair ${id} not found.`);
+export const groupNotFound = (id: string) => notFound('PortPairGroupNotFound', `Port Pair Group ${id} not found.`);
+export const classifierNotFound = (id: string) =>
+  notFound('FlowClassifierNotFound', `Flow Classifier ${id} not found.`);
+export const chainNotFound = (id: string) => notFound('PortChainNotFound', `Port Chain ${id} not found.`);
+export const graphNotFound = (id: string) => notFound('ServiceGraphNotFound', `Service Graph ${id} not found.`);
+
+function byId<R extends { id: string }>(items: readonly R[], id: string, missing: (id: string) => NeutronError): R {
+  const found = items.find((r) => r.id === id);
+  if (!found) throw missing(id);
+  return found;
+}
+
+export const findPair = (s: State, id: string, missing = pairNotFound): PortPair => byId(s.port_pairs, id, missing);
+export const findGroup = (s: State, id: string): PortPairGroup => byId(s.port_pair_groups, id, groupNotFound);
+export const findClassifier = (s: State, id: string): FlowClassifier =>
+  byId(s.flow_classifiers, id, classifierNotFound);
+export const findChain = (s: State, id: string): PortChain => byId(s.port_chains, id, chainNotFound);
+export const findPort = (s: State, id: string, missing = portNotFound): Port => byId(s.ports, id, missing);
+export const findGraph = (s: State, id: string): ServiceGraph => byId(s.service_graphs, id, graphNotFound);
+
+/** Every chain named in a graph, as source or destination. */
+export function chainsOfGraph(g: Pick<ServiceGraph, 'port_chains'>): Set<string> {
+  const ids = new Set<string>();
+  for (const [src, dsts] of Object.entries(g.port_chains)) {
+    ids.add(src);
+    for (const d of dsts) ids.add(d);
+  }
+  return ids;
+}
+
+export function graphOfChain(s: State, chainId: string, except?: string): ServiceGraph | undefined {
+  return s.service_graphs.find((g) => g.id !== except && chainsOfGraph(g).has(chainId));
+}

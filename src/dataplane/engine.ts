@@ -1,0 +1,300 @@
+/*
+ * Engine: one data path instance (one per worker thread): its interfaces, one batch, the steer
+ * state, and the breath loop (ARCHITECTURE.md §4, Snabb's breathe()).
+ *
+ *   breathe(): for each interface (round-robin start) rxBurst into the batch; whenever the batch is
+ *              full, and once at the end, process it:
+ *                parse -> steer -> rewrite -> per-output tx index lists -> one txBurst per interface
+ *
+ * Tables are published by reference: publish() only parks the new generation; the next breath
+ * applies it before its first batch (opening newly named interfaces, closing dropped ones), and the
+ * batch functions receive the table reference read once. A swap is therefore atomic between
+ * batches and never drops a frame. Interface indices are the table's (stable across generations).
+ *
+ * Hot path discipline: the stages are plain functions over the batch; tx index lists are one
+ * Uint16Array per interface sized once; counters are typed-array increments. A tracer (replay,
+ * explain) may be attached; it is the only code that builds objects per packet and costs one
+ * branch per batch when absent.
+ */
+import { Batch, BATCH, OUT_FLOOD } from './batch.js';
+import { Counters, Ctr, Drop, DROP_REASONS } from './counters.js';
+import type { PortIO } from './io/portio.js';
+import { parseBatch } from './parse.js';
+import { rewriteBatch } from './rewrite.js';
+import { SteerState, steerBatch, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './steer.js';
+import type { Tables } from './tables.js';
+
+export interface EngineOptions extends SteerOptions {
+  /** Coarse clock in ms (flow LRU, MAC ageing); default Date.now. Replay passes frame time. */
+  clock?: () => number;
+}
+
+export interface InterfaceStats {
+  name: string;
+  rxPackets: number;
+  txPackets: number;
+  drops: number;
+  up: boolean;
+}
+
+export interface EngineStats {
+  events: Float64Array;
+  drops: Float64Array;
+  /** Packets steered to each instance (index = Tables instance index). */
+  instancePackets: Float64Array;
+  interfaces: InterfaceStats[];
+}
+
+/** What happened to one slot in one batch (tracing only). */
+export interface TraceStep {
+  in: string;
+  verdict: 'l2' | 'flood' | 'hop' | 'end' | 'drop';
+  /** Drop reason name when verdict is 'drop'. */
+  drop: string | null;
+  chain: string | null;
+  /** Matched (or re-matched) classifier, its rule index in the Tables (-1 = none), and whether it is the reverse-path rule. */
+  classifier: string | null;
+  rule: number;
+  reverse: boolean;
+  spi: number;
+  /** 0-based hop index within the path, -1 when not at a hop. */
+  hop: number;
+  si: number;
+  /** Port pair chosen at this hop. */
+  instance: string | null;
+  out: string[];
+  /** The frame as it leaves (after rewrite). */
+  frame: Uint8Array;
+}
+
+export type Tracer = (step: TraceStep) => void;
+
+export class Engine {
+  readonly counters: Counters;
+  private readonly open: (ifname: string) => PortIO;
+  private readonly clock: () => number;
+  private readonly batch = new Batch();
+  private readonly steer: SteerState;
+  private tables: Tables | null = null;
+  private pending: Tables | null = null;
+  private ios: (PortIO | null)[] = [];
+  private names: string[] = [];
+  private txIdx: Uint16Array[] = [];
+  private txCount = new Int32Array(0);
+  private ifRx = new Float64Array(0);
+  private ifTx = new Float64Array(0);
+  private ifDrops = new Float64Array(0);
+  private rr = 0;
+  private tracer: Tracer | null = null;
+
+  constructor(open: (ifname: string) => PortIO, counters?: Counters, opts: EngineOptions = {}) {
+    this.open = open;
+    this.counters = counters ?? new Counters();
+    this.clock = opts.clock ?? Date.now;
+    this.steer = new SteerState(opts);
+  }
+
+  /** Park a new table generation; the next breath applies it before its first batch. */
+  publish(t: Tables): void {
+    this.pending = t;
+  }
+
+  /** The generation in force (null before the first breath after publish). */
+  get current(): Tables | null {
+    return this.tables;
+  }
+
+  /** Attach (or detach with null) a per-slot tracer. */
+  setTracer(tracer: Tracer | null): void {
+    this.tracer = tracer;
+  }
+
+  private apply(t: Tables): void {
+    const n = Math.max(t.interfaces.length, this.names.length);
+    if (n > this.ios.length) {
+      this.ios.length = n;
+      this.ios.fill(null, this.names.length);
+      for (let f = this.txIdx.length; f < n; f++) this.txIdx.push(new Uint16Array(BATCH));
+      this.txCount = new Int32Array(n);
+      this.ifRx = grow(this.ifRx, n);
+      this.ifTx = grow(this.ifTx, n);
+      this.ifDrops = grow(this.ifDrops, n);
+    }
+    let changed = false;
+    for (let f = 0; f < n; f++) {
+      const want = t.interfaces[f] ?? '';
+      const have = this.names[f] ?? '';
+      if (want === have) continue;
+      changed = true;
+      this.ios[f]?.close();
+      this.ios[f] = null;
+      this.ifRx[f] = this.ifTx[f] = this.ifDrops[f] = 0;
+      this.names[f] = want;
+      if (want !== '') {
+        try {
+          this.ios[f] = this.open(want);
+        } catch {
+          // Unavailable interface: stays closed (reported down in stats, frames to it dropped
+          // 'port_down') until a later publish retries it.
+        }
+      }
+    }
+    // Interface indices changed meaning: forget learned MACs.
+    if (changed) this.steer.l2.clear();
+    const prev = this.tables;
+    this.steer.ensureInstances(t.instanceCount);
+    for (let k = 0; k < t.instanceCount; k++) {
+      if (prev && prev.instanceKeys[k] !== t.instanceKeys[k]) this.steer.instancePackets[k] = 0;
+    }
+    this.tables = t;
+    this.counters.events[Ctr.table_generations]++;
+  }
+
+  /** One pass over every interface; returns the number of frames processed (0 = idle). */
+  breathe(): number {
+    if (this.pending !== null) {
+      const t = this.pending;
+      this.pending = null;
+      this.apply(t);
+    }
+    const t = this.tables;
+    if (t === null) return 0;
+    this.counters.events[Ctr.breaths]++;
+    const b = this.batch;
+    const ios = this.ios;
+    const n = ios.length;
+    let total = 0;
+    b.reset();
+    for (let k = 0; k < n; k++) {
+      const f = (this.rr + k) % n;
+      const io = ios[f];
+      if (io === null) continue;
+      const got = io.rxBurst(b, f, BATCH - b.count);
+      this.ifRx[f] += got;
+      if (b.count === BATCH) {
+        total += this.process(t);
+        b.reset();
+      }
+    }
+    if (b.count > 0) total += this.process(t);
+    this.rr = n > 0 ? (this.rr + 1) % n : 0;
+    return total;
+  }
+
+  private process(t: Tables): number {
+    const b = this.batch;
+    const c = this.counters;
+    const s = this.steer;
+    s.setNow(this.clock());
+    let bytes = 0;
+    for (let i = 0; i < b.count; i++) bytes += b.len[i];
+    c.events[Ctr.rx_packets] += b.count;
+    c.events[Ctr.rx_bytes] += bytes;
+    parseBatch(b, c);
+    steerBatch(t, b, s, c);
+    rewriteBatch(t, b, s, c);
+    if (this.tracer !== null) this.trace(t, this.tracer);
+    this.transmit();
+    return b.count;
+  }
+
+  private transmit(): void {
+    const b = this.batch;
+    const c = this.counters;
+    const ios = this.ios;
+    const n = ios.length;
+    const txCount = this.txCount;
+    txCount.fill(0);
+    for (let i = 0; i < b.count; i++) {
+      if (b.drop[i] !== 0) {
+        this.ifDrops[b.port[i]]++;
+        continue;
+      }
+      const o = b.out[i];
+      if (o >= 0) {
+        if (ios[o] !== null) this.txIdx[o][txCount[o]++] = i;
+        else this.dropAt(o, Drop.port_down, 1);
+      } else if (o === OUT_FLOOD) {
+        const from = b.port[i];
+        for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null) this.txIdx[f][txCount[f]++] = i;
+      }
+    }
+    for (let f = 0; f < n; f++) {
+      const k = txCount[f];
+      if (k === 0) continue;
+      const io = ios[f]!;
+      if (!io.isUp()) {
+        this.dropAt(f, Drop.port_down, k);
+        continue;
+      }
+      const idx = this.txIdx[f];
+      const sent = io.txBurst(b, idx, k);
+      let bytes = 0;
+      for (let j = 0; j < sent; j++) bytes += b.len[idx[j]];
+      this.ifTx[f] += sent;
+      c.events[Ctr.tx_packets] += sent;
+      c.events[Ctr.tx_bytes] += bytes;
+      if (sent < k) this.dropAt(f, Drop.tx_failed, k - sent);
+    }
+  }
+
+  private dropAt(f: number, reason: number, k: number): void {
+    this.counters.drops[reason] += k;
+    this.counters.events[Ctr.dropped] += k;
+    this.ifDrops[f] += k;
+  }
+
+  private trace(t: Tables, tracer: Tracer): void {
+    const b = this.batch;
+    const s = this.steer;
+    for (let i = 0; i < b.count; i++) {
+      const v = s.verdict[i];
+      const p = b.path[i];
+      const r = s.slotRule[i];
+      const inChain = v === V_HOP || v === V_END || (v === V_DROP && p >= 0);
+      const hop = v === V_HOP ? b.hop[i] : -1;
+      const out: string[] = [];
+      if (b.out[i] >= 0) out.push(this.names[b.out[i]]);
+      else if (b.out[i] === OUT_FLOOD) this.names.forEach((name, f) => f !== b.port[i] && this.ios[f] && out.push(name));
+      tracer({
+        in: this.names[b.port[i]],
+        verdict: v === V_HOP ? 'hop' : v === V_END ? 'end' : v === V_DROP ? 'drop' : v === V_FLOOD ? 'flood' : 'l2',
+        drop: v === V_DROP ? DROP_REASONS[b.drop[i]] : null,
+        chain: inChain ? t.chainNames[t.pathChain[p]] : null,
+        classifier: inChain && r >= 0 ? t.rules[r].classifier : null,
+        rule: inChain ? r : -1,
+        reverse: inChain && t.pathReverse[p] === 1,
+        spi: inChain ? t.pathSpi[p] : 0,
+        hop,
+        si: hop >= 0 ? t.hopSi[t.pathHopBase[p] + hop] : 0,
+        instance: v === V_HOP ? t.instanceNames[s.slotInst[i]].portPair : null,
+        out,
+        frame: b.frame(i),
+      });
+    }
+  }
+
+  stats(): EngineStats {
+    return {
+      events: this.counters.events.slice(),
+      drops: this.counters.drops.slice(),
+      instancePackets: this.steer.instancePackets.slice(0, this.tables?.instanceCount ?? 0),
+      interfaces: this.names.flatMap((name, f) =>
+        name === ''
+          ? []
+          : [{ name, rxPackets: this.ifRx[f], txPackets: this.ifTx[f], drops: this.ifDrops[f], up: this.ios[f]?.isUp() ?? false }],
+      ),
+    };
+  }
+
+  close(): void {
+    for (const io of this.ios) io?.close();
+    this.ios = this.ios.map(() => null);
+  }
+}
+
+function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
+  const g = new Float64Array(n);
+  g.set(a);
+  return g;
+}

@@ -1,0 +1,437 @@
+/*
+ * Steer: decide, for every parsed slot of a batch, where it goes (ARCHITECTURE.md §4, spec B.4).
+ *
+ * The input interface and source MAC name a logical port (the interface's only port, or the port
+ * whose MAC is the frame's source). The port's role picks the case:
+ *  - SF return port (an instance's egress on a forward path, ingress on a reverse path), and the
+ *    flow state says the flow is on a path this port returns from: continue at the next hop, or end
+ *    the chain.
+ *  - Chain entry port (a classifier's logical port): classify (once per flow and in-port: the
+ *    result is cached in the flow state), remember the frame's MACs, steer to hop 0.
+ *  - SF return port the flow state does not know (state evicted, or an SF that rewrote the tuple):
+ *    re-classify with the rules of the paths through this port, logical ports ignored (OVS does the
+ *    same), and continue after this port's hop.
+ *  - Anything else (ARP, unmatched IP, ports with no role, encapsulated frames for now): the
+ *    learning switch (l2.ts): learned unicast to its interface, unknown unicast and broadcast
+ *    flooded, a destination learned on the input interface dropped as 'hairpin'.
+ *
+ * Per-flow state (FlowState) lives in a FlowCache keyed by the CANONICAL 5-tuple + VLAN, so both
+ * directions of a flow share one entry: the API refuses overlapping classifiers across chains, so
+ * a 5-tuple belongs to one chain. Per entry: for each orientation (which endpoint sends) the
+ * classification (path, rule, logical in-port, or "no chain"), the MACs seen at chain entry, and
+ * one instance per chain hop, shared by the forward and reverse paths (a symmetric chain crosses
+ * the same instances both ways). Sticky beats hashing: an instance is reused while it is still a
+ * member of the hop's group, so adding an instance moves no flow, removing one moves only its
+ * flows, and weight 0 drains (the Maglev table, used only for new choices, skips it). An entry
+ * stamped with an older table generation is re-validated on first use: its classifications are
+ * redone and instance indices re-born since then are forgotten (instBorn).
+ *
+ * Fragments: a first fragment records its flow entry in a FragmentTable (addresses, protocol, IP
+ * id, VLAN); later fragments follow that decision. A later fragment seen first is classified and
+ * hashed on L3 fields alone, without creating flow state.
+ *
+ * Output per slot: b.out (interface, OUT_FLOOD or OUT_DROP), b.path/b.hop/b.flow, and the
+ * SteerState scratch rows the rewrite stage and the tracer read (verdict, instance, rule, MACs to
+ * restore). Drops set b.drop and count a reason; nothing throws.
+ */
+import { classify } from '../classifier/lookup.js';
+import { FlowCache, FragmentTable } from '../classifier/flowcache.js';
+import { hashFlow, LB_PORT_BITS, type FlowHasher } from '../hash/flowhash.js';
+import { BATCH, FRAG_FIRST, FRAG_LATER, OUT_DROP, OUT_FLOOD, type Batch } from './batch.js';
+import { Ctr, Drop, type Counters } from './counters.js';
+import { MacTable } from './l2.js';
+import { MAX_HOPS, RULE_MAC_STRIDE, type Tables } from './tables.js';
+
+/** Per-slot verdicts (SteerState.verdict). */
+export const V_L2 = 0;
+export const V_FLOOD = 1;
+export const V_HOP = 2;
+export const V_END = 3;
+export const V_DROP = 4;
+
+/** Per-orientation classification state of a flow entry. */
+const UNKNOWN = 0;
+const CHAIN = 1;
+const NONE = 2;
+
+const MACS = 12;
+
+export interface SteerOptions {
+  flowCapacity?: number;
+  fragmentCapacity?: number;
+  macCapacity?: number;
+  macAgeMs?: number;
+  hash?: FlowHasher;
+}
+
+export const DEFAULT_FLOW_STATE_CAPACITY = 1 << 17;
+
+/** Everything steer keeps between batches (one per engine) plus its per-slot output rows. */
+export class SteerState {
+  readonly flows: FlowCache;
+  readonly frags: FragmentTable;
+  readonly l2: MacTable;
+  readonly hash: FlowHasher;
+  /** Packets steered to each instance (index = instance index). */
+  instancePackets: Float64Array;
+
+  // flow entry payload, [entry * 2 + orientation]
+  readonly oState: Uint8Array;
+  readonly oPath: Int32Array;
+  readonly oRule: Int32Array;
+  readonly oInPort: Int32Array;
+  readonly oMacs: Uint8Array;
+  readonly oMacValid: Uint8Array;
+  /** [entry * MAX_HOPS + chain hop] instance index, -1 = not chosen. */
+  readonly inst: Int16Array;
+  /** Bumped whenever an entry is (re)used for a new flow, so fragment records can tell. */
+  readonly serial: Uint32Array;
+  private nextSerial = 0;
+
+  // fragment record payload
+  readonly fragFlow: Int32Array;
+  readonly fragSerial: Uint32Array;
+  readonly fragOrient: Uint8Array;
+
+  // per-slot outputs
+  readonly verdict = new Uint8Array(BATCH);
+  readonly slotInst = new Int32Array(BATCH);
+  readonly slotRule = new Int32Array(BATCH);
+  readonly slotMacs = new Uint8Array(BATCH * MACS);
+  readonly slotHasMacs = new Uint8Array(BATCH);
+
+  constructor(opts: SteerOptions = {}) {
+    this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY);
+    this.frags = new FragmentTable(opts.fragmentCapacity);
+    this.l2 = new MacTable(opts.macCapacity, opts.macAgeMs);
+    this.hash = opts.hash ?? hashFlow;
+    this.instancePackets = new Float64Array(16);
+    const cap = this.flows.capacity;
+    this.oState = new Uint8Array(cap * 2);
+    this.oPath = new Int32Array(cap * 2);
+    this.oRule = new Int32Array(cap * 2);
+    this.oInPort = new Int32Array(cap * 2);
+    this.oMacs = new Uint8Array(cap * 2 * MACS);
+    this.oMacValid = new Uint8Array(cap * 2);
+    this.inst = new Int16Array(cap * MAX_HOPS);
+    this.serial = new Uint32Array(cap);
+    const fcap = this.frags.capacity;
+    this.fragFlow = new Int32Array(fcap);
+    this.fragSerial = new Uint32Array(fcap);
+    this.fragOrient = new Uint8Array(fcap);
+  }
+
+  /** Set the coarse clock of every table (once per batch). */
+  setNow(ms: number): void {
+    this.flows.now = ms;
+    this.frags.now = ms;
+    this.l2.now = ms;
+  }
+
+  /** Make room for `n` instance counters (configure time, on publish). */
+  ensureInstances(n: number): void {
+    if (n <= this.instancePackets.length) return;
+    const grown = new Float64Array(Math.max(n, this.instancePackets.length * 2));
+    grown.set(this.instancePackets);
+    this.instancePackets = grown;
+  }
+
+  /** A fresh entry for slot i's flow, payload reset. */
+  newFlow(b: Batch, i: number, generation: number): number {
+    const e = this.flows.insert(b, i, b.vlan[i], true);
+    this.flows.gen[e] = generation;
+    const e2 = e * 2;
+    this.oState[e2] = UNKNOWN;
+    this.oState[e2 + 1] = UNKNOWN;
+    this.oMacValid[e2] = 0;
+    this.oMacValid[e2 + 1] = 0;
+    this.inst.fill(-1, e * MAX_HOPS, e * MAX_HOPS + MAX_HOPS);
+    this.serial[e] = ++this.nextSerial;
+    return e;
+  }
+
+  /** Bring an entry stamped with an older generation up to date (see the design comment). */
+  revalidate(t: Tables, e: number): void {
+    const old = this.flows.gen[e];
+    this.oState[e * 2] = UNKNOWN;
+    this.oState[e * 2 + 1] = UNKNOWN;
+    const base = e * MAX_HOPS;
+    for (let h = 0; h < MAX_HOPS; h++) {
+      const k = this.inst[base + h];
+      if (k >= 0 && (k >= t.instanceCount || t.instBorn[k] > old)) this.inst[base + h] = -1;
+    }
+    this.flows.gen[e] = t.generation;
+  }
+}
+
+/** 0 when (src, sport) orders before or equal to (dst, dport), else 1: which endpoint sends. */
+function orientation(b: Batch, i: number): number {
+  const o = i << 2;
+  for (let w = 0; w < 4; w++) {
+    const s = b.src[o + w];
+    const d = b.dst[o + w];
+    if (s !== d) return s > d ? 1 : 0;
+  }
+  return b.sport[i] > b.dport[i] ? 1 : 0;
+}
+
+/** Copy an Ethernet header's two MACs (12 bytes) without making views. */
+export function copyMacs(from: Uint8Array, fo: number, to: Uint8Array, tof: number): void {
+  for (let k = 0; k < MACS; k++) to[tof + k] = from[fo + k];
+}
+
+function drop(b: Batch, s: SteerState, c: Counters, i: number, reason: number): void {
+  b.drop[i] = reason;
+  b.out[i] = OUT_DROP;
+  s.verdict[i] = V_DROP;
+  c.drops[reason]++;
+  c.events[Ctr.dropped]++;
+}
+
+/** Learning-switch delivery of slot i (arrived on interface f) to the MAC hi:lo. */
+function switchTo(b: Batch, s: SteerState, c: Counters, i: number, f: number, hi: number, lo: number): void {
+  if ((hi & 0x100) !== 0) {
+    s.verdict[i] = V_FLOOD;
+    b.out[i] = OUT_FLOOD;
+    c.events[Ctr.flooded]++;
+    return;
+  }
+  const k = s.l2.lookup(b.vlan[i], hi, lo);
+  if (k < 0) {
+    s.verdict[i] = V_FLOOD;
+    b.out[i] = OUT_FLOOD;
+    c.events[Ctr.flooded]++;
+  } else if (k === f) {
+    drop(b, s, c, i, Drop.hairpin);
+  } else {
+    s.verdict[i] = V_L2;
+    b.out[i] = k;
+  }
+}
+
+function learnSource(b: Batch, s: SteerState, i: number, f: number): void {
+  const at = b.start[i] + 6;
+  const d = b.data;
+  if ((d[at] & 1) === 0) s.l2.learn(b.vlan[i], (d[at] << 8) | d[at + 1], b.view.getUint32(at + 2), f);
+}
+
+function switchSlot(b: Batch, s: SteerState, c: Counters, i: number, f: number): void {
+  learnSource(b, s, i, f);
+  const at = b.start[i];
+  c.events[Ctr.unclassified]++;
+  switchTo(b, s, c, i, f, (b.data[at] << 8) | b.data[at + 1], b.view.getUint32(at + 2));
+}
+
+/** Hop index of path p that logical port L returns from, or -1. */
+function hopAt(t: Tables, L: number, p: number): number {
+  const end = t.portSfBase[L] + t.portSfCount[L];
+  for (let k = t.portSfBase[L]; k < end; k++) if (t.sfPath[k] === p) return t.sfHop[k];
+  return -1;
+}
+
+/** Instance for hop `hop` of path p: the flow's sticky choice if still valid, else Maglev. */
+function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number, p: number, hop: number): number {
+  const g = t.hopGroup[hop];
+  if (e >= 0) {
+    const base = e * MAX_HOPS;
+    const at = base + t.hopChainHop[hop];
+    const k = s.inst[at];
+    if (k >= 0 && t.instGroup[k] === g) return k;
+    // The chain may have been re-ordered since: look for this group's instance in other positions.
+    for (let h = base; h < base + MAX_HOPS; h++) {
+      const x = s.inst[h];
+      if (x >= 0 && t.instGroup[x] === g) {
+        s.inst[h] = -1;
+        s.inst[at] = x;
+        return x;
+      }
+    }
+  }
+  let mask = t.groupLbMask[g];
+  if (b.frag[i] === FRAG_LATER) mask &= ~LB_PORT_BITS;
+  const h = s.hash(b, i, mask, t.pathReverse[p] === 1);
+  const k = t.maglev[t.groupMaglevBase[g] + (h & t.groupMaglevMask[g])];
+  if (k >= 0 && e >= 0) s.inst[e * MAX_HOPS + t.hopChainHop[hop]] = k;
+  return k;
+}
+
+/** Slot i continues on path p at hop index k (k = hop count: end of chain). */
+function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, e: number, eo: number, p: number, k: number, r: number): void {
+  b.path[i] = p;
+  b.flow[i] = e;
+  s.slotRule[i] = r;
+  if (k < t.pathHopCount[p]) {
+    const hop = t.pathHopBase[p] + k;
+    const inst = chooseInstance(t, b, s, i, e, p, hop);
+    if (inst < 0) {
+      drop(b, s, c, i, Drop.no_instance);
+      return;
+    }
+    s.verdict[i] = V_HOP;
+    s.slotInst[i] = inst;
+    b.hop[i] = k;
+    b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
+    s.instancePackets[inst]++;
+    return;
+  }
+  // End of chain: restore the MACs seen at entry (else the rule's port MACs), deliver.
+  s.verdict[i] = V_END;
+  b.hop[i] = -1;
+  const m = i * MACS;
+  if (e >= 0 && s.oMacValid[eo] === 1) {
+    copyMacs(s.oMacs, eo * MACS, s.slotMacs, m);
+    s.slotHasMacs[i] = 1;
+  } else if (t.ruleHasMacs[r] === 1) {
+    copyMacs(t.ruleMacs, r * RULE_MAC_STRIDE, s.slotMacs, m);
+    s.slotHasMacs[i] = 1;
+  }
+  const d = t.ruleDstPort[r];
+  if (d >= 0) {
+    b.out[i] = t.portIface[d];
+    return;
+  }
+  const src = s.slotHasMacs[i] === 1 ? s.slotMacs : b.data;
+  const at = s.slotHasMacs[i] === 1 ? m : b.start[i];
+  const hi = (src[at] << 8) | src[at + 1];
+  const lo = ((src[at + 2] << 24) | (src[at + 3] << 16) | (src[at + 4] << 8) | src[at + 5]) >>> 0;
+  switchTo(b, s, c, i, f, hi, lo);
+  if (s.verdict[i] !== V_DROP) s.verdict[i] = V_END;
+}
+
+/** Remember the first fragment's decision for the later fragments of its datagram. */
+function recordFragment(b: Batch, s: SteerState, i: number, e: number, o: number): void {
+  const fe = s.frags.insert(b, i, b.vlan[i]);
+  s.fragFlow[fe] = e;
+  s.fragSerial[fe] = s.serial[e];
+  s.fragOrient[fe] = o;
+}
+
+/** Slot i arrived from logical port L, which has a chain role. */
+function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number): void {
+  let e = -1;
+  let o = 0;
+  let early = false;
+  const frag = b.frag[i];
+  if (frag === FRAG_LATER) {
+    const fe = s.frags.lookup(b, i, b.vlan[i]);
+    if (fe >= 0 && s.serial[s.fragFlow[fe]] === s.fragSerial[fe]) {
+      e = s.fragFlow[fe];
+      o = s.fragOrient[fe];
+      c.events[Ctr.fragments_followed]++;
+    } else {
+      early = true;
+      c.events[Ctr.fragments_l3_only]++;
+    }
+  } else {
+    o = orientation(b, i);
+    e = s.flows.lookup(b, i, b.vlan[i], true);
+    c.events[e >= 0 ? Ctr.flow_cache_hits : Ctr.flow_cache_misses]++;
+  }
+  if (e >= 0 && s.flows.gen[e] !== t.generation) s.revalidate(t, e);
+  let eo = e * 2 + o;
+
+  // 1. Returning from an SF on a path the flow state knows.
+  if (e >= 0 && t.portSfCount[L] !== 0 && s.oState[eo] === CHAIN) {
+    const p = s.oPath[eo];
+    const h = hopAt(t, L, p);
+    if (h >= 0) {
+      proceed(t, b, s, c, i, f, e, eo, p, h + 1, s.oRule[eo]);
+      if (frag === FRAG_FIRST) recordFragment(b, s, i, e, o);
+      return;
+    }
+  }
+
+  // 2. Chain entry: classify once per flow and in-port.
+  if (t.portEntry[L] !== 0) {
+    let r: number;
+    if (e >= 0 && s.oState[eo] !== UNKNOWN && s.oInPort[eo] === L) {
+      r = s.oState[eo] === CHAIN ? s.oRule[eo] : -1;
+    } else {
+      r = classify(t.entryTable, b, i, L, early);
+      if (e < 0 && !early) {
+        e = s.newFlow(b, i, t.generation);
+        eo = e * 2 + o;
+      }
+      if (e >= 0) {
+        s.oState[eo] = r >= 0 ? CHAIN : NONE;
+        s.oRule[eo] = r;
+        s.oPath[eo] = r >= 0 ? t.rulePath[r] : -1;
+        s.oInPort[eo] = L;
+        if (r >= 0) {
+          copyMacs(b.data, b.start[i], s.oMacs, eo * MACS);
+          s.oMacValid[eo] = 1;
+        }
+      }
+    }
+    if (r < 0) {
+      switchSlot(b, s, c, i, f);
+      return;
+    }
+    learnSource(b, s, i, f);
+    c.events[Ctr.classified]++;
+    proceed(t, b, s, c, i, f, e, eo, t.rulePath[r], 0, r);
+    if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
+    return;
+  }
+
+  // 3. Returning from an SF the flow state does not know: re-classify, logical ports ignored.
+  const tb = t.portSfTable[L];
+  const local = classify(t.sfTables[tb], b, i, -1, early);
+  const r = local >= 0 ? t.sfTableRules[tb][local] : -1;
+  const p = r >= 0 ? t.rulePath[r] : -1;
+  const h = p >= 0 ? hopAt(t, L, p) : -1;
+  if (h < 0) {
+    switchSlot(b, s, c, i, f);
+    return;
+  }
+  if (e < 0 && !early) {
+    e = s.newFlow(b, i, t.generation);
+    eo = e * 2 + o;
+  }
+  if (e >= 0) {
+    s.oState[eo] = CHAIN;
+    s.oRule[eo] = r;
+    s.oPath[eo] = p;
+    s.oInPort[eo] = -1;
+  }
+  proceed(t, b, s, c, i, f, e, eo, p, h + 1, r);
+  if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
+}
+
+/** Steer every slot of b with tables t. */
+export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
+  const d = b.data;
+  for (let i = 0; i < b.count; i++) {
+    s.slotInst[i] = -1;
+    s.slotRule[i] = -1;
+    s.slotHasMacs[i] = 0;
+    if (b.drop[i] !== 0) {
+      s.verdict[i] = V_DROP;
+      b.out[i] = OUT_DROP;
+      continue;
+    }
+    const f = b.port[i];
+    const n = t.ifacePortCount[f];
+    let L = -1;
+    if (n === 1) {
+      L = t.ifacePorts[t.ifacePortBase[f]];
+    } else if (n > 1) {
+      const at = b.start[i] + 6;
+      const hi = (d[at] << 8) | d[at + 1];
+      const lo = b.view.getUint32(at + 2);
+      for (let k = t.ifacePortBase[f]; k < t.ifacePortBase[f] + n; k++) {
+        const q = t.ifacePorts[k];
+        if (t.portMacHi[q] === hi && t.portMacLo[q] === lo) {
+          L = q;
+          break;
+        }
+      }
+    }
+    // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
+    if (L >= 0 && b.ipVer[i] !== 0 && b.encap[i] === 0 && (t.portEntry[L] !== 0 || t.portSfCount[L] !== 0)) {
+      steerChain(t, b, s, c, i, f, L);
+    } else {
+      switchSlot(b, s, c, i, f);
+    }
+  }
+}

@@ -1,0 +1,475 @@
+/*
+ * The network-namespace lab: a client, a server and service-function (SF) "VMs" around one
+ * dataplane namespace, built from veth pairs so that real Linux TCP/IP stacks sit at every end.
+ *
+ *   L-client eth0 (02:00:00:00:00:01, 10.0.0.1/24, fd00::1/64) <-> cli0      ┐
+ *   L-server eth0 (02:00:00:00:00:02, 10.0.0.2/24, fd00::2/64) <-> srv0      │ in L-dp: the
+ *   L-sf<h><k> in0  (02:00:00:00:<h><k>:01)                    <-> sf<h><k>i │ dataplane's
+ *   L-sf<h><k> out0 (02:00:00:00:<h><k>:02)                    <-> sf<h><k>e ┘ interfaces
+ *
+ * Names and MACs are fixed: examples/two-hop.yaml and the generated chain config use them.
+ *
+ * - Each SF namespace routes like an SF VM: forwarding on, rp_filter off, no addresses;
+ *   10.0.0.2/32 and fd00::2/128 via out0, 10.0.0.1/32 and fd00::1/128 via in0 (reverse traffic),
+ *   each a permanent neighbour entry holding the real endpoint's MAC (server behind out0, client
+ *   behind in0). A forwarded frame leaves with dst = that endpoint's MAC, src = the SF port's own
+ *   MAC, TTL / hop limit decremented: two hops -> TTL 62 at the server. A route-mode SF drops
+ *   frames not addressed to its MAC, so a wrong rewrite shows up as loss.
+ * - L-dp: IPv6 off (no MLD/RS noise from the namespace itself), no addresses, RPS off, and an
+ *   nftables netdev ingress chain with policy drop on every interface. Packet taps (AF_PACKET),
+ *   XDP and tc ingress run before it, so forwarders see every frame while the namespace's own IP
+ *   stack processes none (LAB-NOTES). A kernel bridge (an rx_handler) runs after it: delete table
+ *   `netdev sfc_lab` (DP_DROP_TABLE) first to use one.
+ * - Endpoints keep IPv6 (DAD and router solicitations off) and default offloads (real TCP).
+ *
+ * State lives in /run/sfc/<name>/: lab.json (the options), chains.yaml (default --out) and pids
+ * (processes started through netnsSpawn, as "pid starttime what" so a recycled pid is never
+ * killed). labDown kills those pids and anything still running inside the lab's namespaces, then
+ * deletes the namespaces (matched by exact name pattern); it is idempotent and works after a crash.
+ */
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { stringify } from 'yaml';
+
+export const CLIENT = { mac: '02:00:00:00:00:01', ip: '10.0.0.1', ip6: 'fd00::1', dpIf: 'cli0' } as const;
+export const SERVER = { mac: '02:00:00:00:00:02', ip: '10.0.0.2', ip6: 'fd00::2', dpIf: 'srv0' } as const;
+/** nftables netdev table in L-dp that keeps the namespace's own stack from processing frames. */
+export const DP_DROP_TABLE = 'sfc_lab';
+export const RUN_ROOT = '/run/sfc';
+
+export interface LabOptions {
+  /** Namespace prefix and run-directory name (default `sfc`). */
+  name?: string;
+  /** SF hops, 0..9 (0 = client–dp–server only, no chain). Default 2. */
+  hops?: number;
+  /** SF instances per hop, 1..9. Default 2. */
+  instances?: number;
+  /** chain_parameters.symmetric of the generated chain. Default true. */
+  symmetric?: boolean;
+  /** Where to write the chain config. Default /run/sfc/<name>/chains.yaml. */
+  out?: string;
+}
+
+export interface LabSf {
+  hop: number;
+  instance: number;
+  ns: string;
+  /** dp-side interfaces (in L-dp) facing the SF's in0 and out0. */
+  ingressIf: string;
+  egressIf: string;
+  /** MACs of the SF's own in0 and out0 (what frames to and from the SF carry). */
+  ingressMac: string;
+  egressMac: string;
+}
+
+export interface Lab {
+  name: string;
+  hops: number;
+  instances: number;
+  symmetric: boolean;
+  dpNs: string;
+  clientNs: string;
+  serverNs: string;
+  sfs: LabSf[];
+  /** Every interface in L-dp: cli0, srv0, then sf<h><k>i, sf<h><k>e in hop/instance order. */
+  dpInterfaces: string[];
+  runDir: string;
+  configPath: string;
+  configYaml: string;
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  input?: string;
+  /** Reject on a non-zero exit (default true). */
+  check?: boolean;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}
+
+/** Run argv to completion and collect its output. */
+export function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { env: opts.env ?? process.env, timeout: opts.timeoutMs });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', (e) => reject(new Error(`${argv[0]}: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      if (opts.check !== false && code !== 0) {
+        const why = signal ? `killed by ${signal}` : `exit ${code}`;
+        reject(new Error(`${argv.join(' ')}: ${why}: ${(stderr.trim() || stdout.trim()).slice(0, 2000)}`));
+      } else resolve({ code: code ?? 128, stdout, stderr });
+    });
+    child.stdin.on('error', () => {}); // a command that exits without reading its input
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Run argv inside network namespace `ns` (`ip netns exec` execs: no extra process). */
+export function netnsExec(ns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
+}
+
+export interface SpawnOptions {
+  /** Pin to this CPU (taskset; threads inherit it). */
+  cpu?: number;
+  env?: NodeJS.ProcessEnv;
+  stdio?: StdioOptions;
+}
+
+/**
+ * Start a long-running process inside `ns` and record its pid for labDown. `ip netns exec` and
+ * `taskset` both exec, so the child's pid is the program's own pid (usable for /proc/<pid>/stat).
+ */
+export async function netnsSpawn(lab: string, ns: string, argv: string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
+  const pinned = opts.cpu === undefined ? argv : ['taskset', '-c', String(opts.cpu), ...argv];
+  const child = spawn('ip', ['netns', 'exec', ns, ...pinned], { stdio: opts.stdio ?? 'pipe', env: opts.env ?? process.env });
+  if (child.pid === undefined) {
+    const e = await new Promise<Error>((resolve) => child.once('error', resolve));
+    throw new Error(`${argv[0]}: ${e.message}`);
+  }
+  await recordPid(lab, child.pid, argv[0]);
+  return child;
+}
+
+/** Remember a process the lab owns; labDown kills it if it is still the same process. */
+export async function recordPid(lab: string, pid: number, what: string): Promise<void> {
+  await mkdir(runDir(lab), { recursive: true });
+  await appendFile(join(runDir(lab), 'pids'), `${pid} ${procStat(pid)?.[STAT_STARTTIME] ?? 0} ${what.replace(/\s+/g, '_')}\n`);
+}
+
+/** Index of fields in procStat()'s result (proc(5) field number minus 3). */
+export const STAT_UTIME = 11;
+export const STAT_STIME = 12;
+const STAT_STARTTIME = 19;
+
+/** Fields of /proc/<pid>/stat after the command name (index 0 = field 3, state), or null if gone. */
+export function procStat(pid: number): string[] | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).trim().split(' ');
+  } catch {
+    return null;
+  }
+}
+
+export function runDir(name: string): string {
+  return join(RUN_ROOT, name);
+}
+
+export function sfMac(hop: number, instance: number, side: 'in' | 'out'): string {
+  return `02:00:00:00:${hop}${instance}:${side === 'in' ? '01' : '02'}`;
+}
+
+function checkName(name: string): void {
+  // namespace names L-sf99 must stay short and shell/nft-safe
+  if (!/^[a-z][a-z0-9-]{0,23}$/.test(name)) {
+    throw new Error(`lab name '${name}' must be 1-24 characters of a-z, 0-9 and '-', starting with a letter`);
+  }
+}
+
+/** The full description of a lab, derived from its options only (no system calls). */
+export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
+  const name = opts.name ?? 'sfc';
+  const hops = opts.hops ?? 2;
+  const instances = opts.instances ?? 2;
+  checkName(name);
+  if (!Number.isInteger(hops) || hops < 0 || hops > 9) throw new Error(`hops must be 0..9, got ${hops}`);
+  if (!Number.isInteger(instances) || instances < 1 || instances > 9) {
+    throw new Error(`instances must be 1..9, got ${instances}`);
+  }
+  const sfs: LabSf[] = [];
+  for (let h = 1; h <= hops; h++) {
+    for (let k = 1; k <= instances; k++) {
+      sfs.push({
+        hop: h,
+        instance: k,
+        ns: `${name}-sf${h}${k}`,
+        ingressIf: `sf${h}${k}i`,
+        egressIf: `sf${h}${k}e`,
+        ingressMac: sfMac(h, k, 'in'),
+        egressMac: sfMac(h, k, 'out'),
+      });
+    }
+  }
+  return {
+    name,
+    hops,
+    instances,
+    symmetric: opts.symmetric ?? true,
+    dpNs: `${name}-dp`,
+    clientNs: `${name}-client`,
+    serverNs: `${name}-server`,
+    sfs,
+    dpInterfaces: [CLIENT.dpIf, SERVER.dpIf, ...sfs.flatMap((s) => [s.ingressIf, s.egressIf])],
+    runDir: runDir(name),
+    configPath: opts.out ?? join(runDir(name), 'chains.yaml'),
+  };
+}
+
+/**
+ * The chain config (examples/two-hop.yaml shape): client and server ports, one port pair per SF
+ * instance, one group per hop, IPv4 and IPv6 client->server classifiers, one chain. With 0 hops only
+ * the two ports (the dataplane then forwards as a plain L2 switch).
+ */
+export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
+  const port = (name: string, mac: string, iface: string) => ({
+    name,
+    mac_address: mac,
+    'binding:profile': { interface: iface },
+  });
+  const config: Record<string, unknown[]> = {
+    ports: [
+      port('client', CLIENT.mac, CLIENT.dpIf),
+      port('server', SERVER.mac, SERVER.dpIf),
+      ...lab.sfs.flatMap((s) => [port(s.ingressIf, s.ingressMac, s.ingressIf), port(s.egressIf, s.egressMac, s.egressIf)]),
+    ],
+  };
+  if (lab.hops > 0) {
+    config.port_pairs = lab.sfs.map((s) => ({ name: `pp${s.hop}${s.instance}`, ingress: s.ingressIf, egress: s.egressIf }));
+    config.port_pair_groups = Array.from({ length: lab.hops }, (_, i) => ({
+      name: `ppg${i + 1}`,
+      port_pairs: lab.sfs.filter((s) => s.hop === i + 1).map((s) => `pp${s.hop}${s.instance}`),
+    }));
+    const classifier = (name: string, ethertype: string, src: string, dst: string) => ({
+      name,
+      ethertype,
+      source_ip_prefix: src,
+      destination_ip_prefix: dst,
+      logical_source_port: 'client',
+      logical_destination_port: 'server',
+    });
+    config.flow_classifiers = [
+      classifier('fc-v4', 'IPv4', `${CLIENT.ip}/32`, `${SERVER.ip}/32`),
+      classifier('fc-v6', 'IPv6', `${CLIENT.ip6}/128`, `${SERVER.ip6}/128`),
+    ];
+    config.port_chains = [
+      {
+        name: 'pc1',
+        port_pair_groups: config.port_pair_groups.map((_, i) => `ppg${i + 1}`),
+        flow_classifiers: ['fc-v4', 'fc-v6'],
+        chain_parameters: { correlation: 'mpls', symmetric: lab.symmetric },
+      },
+    ];
+  }
+  const flags = `--name ${lab.name} --hops ${lab.hops} --instances ${lab.instances}${lab.symmetric ? '' : ' --no-symmetric'}`;
+  return `# written by: sfc lab up ${flags}\n${stringify(config)}`;
+}
+
+function labNamespaces(lab: Omit<Lab, 'configYaml'>): string[] {
+  return [lab.dpNs, lab.clientNs, lab.serverNs, ...lab.sfs.map((s) => s.ns)];
+}
+
+/** Namespaces that exist now and belong to lab `name` (exact pattern, so lab `a` never matches `a-b`). */
+export async function existingNamespaces(name: string): Promise<string[]> {
+  checkName(name);
+  const { stdout } = await run(['ip', '-j', 'netns', 'list']);
+  const list = stdout.trim() ? (JSON.parse(stdout) as { name: string }[]) : [];
+  const mine = new RegExp(`^${name}-(dp|client|server|sf[1-9][1-9])$`);
+  return list
+    .map((n) => n.name)
+    .filter((n) => mine.test(n))
+    .sort();
+}
+
+async function sysctl(ns: string, settings: Record<string, string | number>): Promise<void> {
+  await netnsExec(ns, ['sysctl', '-q', '-w', ...Object.entries(settings).map(([k, v]) => `${k}=${v}`)]);
+}
+
+async function ipBatch(ns: string | null, lines: string[]): Promise<void> {
+  await run(['ip', ...(ns ? ['-n', ns] : []), '-batch', '-'], { input: lines.join('\n') + '\n' });
+}
+
+/** Build the lab. Refuses if any of its namespaces already exist (run labDown first). */
+export async function labUp(opts: LabOptions = {}): Promise<Lab> {
+  const desc = describeLab(opts);
+  const present = await existingNamespaces(desc.name);
+  if (present.length) {
+    throw new Error(`lab '${desc.name}' already exists (${present.join(', ')}); run: sfc lab down --name ${desc.name}`);
+  }
+  try {
+    await build(desc);
+  } catch (e) {
+    await labDown(desc.name);
+    throw e;
+  }
+  const configYaml = chainConfig(desc);
+  await mkdir(desc.runDir, { recursive: true });
+  await mkdir(dirname(desc.configPath), { recursive: true });
+  await writeFile(desc.configPath, configYaml);
+  await writeFile(join(desc.runDir, 'lab.json'), JSON.stringify({ ...desc }, null, 2) + '\n');
+  return { ...desc, configYaml };
+}
+
+async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
+  const { dpNs, clientNs, serverNs } = lab;
+  await ipBatch(null, labNamespaces(lab).map((ns) => `netns add ${ns}`));
+  // Defaults first, so interfaces created afterwards inherit them.
+  await sysctl(dpNs, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+  for (const ns of [clientNs, serverNs, ...lab.sfs.map((s) => s.ns)]) {
+    await sysctl(ns, {
+      'net.ipv6.conf.all.accept_dad': 0,
+      'net.ipv6.conf.default.accept_dad': 0,
+      'net.ipv6.conf.all.router_solicitations': 0,
+      'net.ipv6.conf.default.router_solicitations': 0,
+    });
+  }
+  for (const s of lab.sfs) {
+    await sysctl(s.ns, {
+      'net.ipv4.ip_forward': 1,
+      'net.ipv4.conf.all.rp_filter': 0,
+      'net.ipv4.conf.default.rp_filter': 0,
+      'net.ipv6.conf.all.forwarding': 1,
+    });
+  }
+  const veth = (dpIf: string, ns: string, ifname: string, mac: string) =>
+    `link add ${dpIf} netns ${dpNs} type veth peer name ${ifname} address ${mac} netns ${ns}`;
+  await ipBatch(null, [
+    veth(CLIENT.dpIf, clientNs, 'eth0', CLIENT.mac),
+    veth(SERVER.dpIf, serverNs, 'eth0', SERVER.mac),
+    ...lab.sfs.flatMap((s) => [veth(s.ingressIf, s.ns, 'in0', s.ingressMac), veth(s.egressIf, s.ns, 'out0', s.egressMac)]),
+  ]);
+  await ipBatch(dpNs, ['link set lo up', ...lab.dpInterfaces.map((i) => `link set ${i} up`)]);
+  for (const [ns, ep] of [[clientNs, CLIENT], [serverNs, SERVER]] as const) {
+    await ipBatch(ns, [
+      'link set lo up',
+      `addr add ${ep.ip}/24 dev eth0`,
+      `addr add ${ep.ip6}/64 dev eth0 nodad`,
+      'link set eth0 up',
+    ]);
+  }
+  for (const s of lab.sfs) {
+    await ipBatch(s.ns, [
+      'link set lo up',
+      'link set in0 up',
+      'link set out0 up',
+      `route add ${SERVER.ip}/32 dev out0`,
+      `route add ${CLIENT.ip}/32 dev in0`,
+      `route add ${SERVER.ip6}/128 dev out0`,
+      `route add ${CLIENT.ip6}/128 dev in0`,
+      `neigh replace ${SERVER.ip} lladdr ${SERVER.mac} dev out0 nud permanent`,
+      `neigh replace ${CLIENT.ip} lladdr ${CLIENT.mac} dev in0 nud permanent`,
+      `neigh replace ${SERVER.ip6} lladdr ${SERVER.mac} dev out0 nud permanent`,
+      `neigh replace ${CLIENT.ip6} lladdr ${CLIENT.mac} dev in0 nud permanent`,
+    ]);
+  }
+  // RPS off on the dataplane's interfaces (receive softirq stays on the sending CPU).
+  await netnsExec(dpNs, [
+    'sh',
+    '-c',
+    'for f in "$@"; do for q in /sys/class/net/$f/queues/rx-*/rps_cpus; do echo 0 > "$q"; done; done',
+    'rps-off',
+    ...lab.dpInterfaces,
+  ]);
+  await netnsExec(dpNs, ['nft', '-f', '-'], {
+    input:
+      `table netdev ${DP_DROP_TABLE} {\n` +
+      `  chain stack_drop {\n` +
+      `    type filter hook ingress devices = { ${lab.dpInterfaces.join(', ')} } priority 500; policy drop;\n` +
+      `  }\n}\n`,
+  });
+}
+
+interface PidRecord {
+  pid: number;
+  start: string;
+  what: string;
+}
+
+async function readPids(name: string): Promise<PidRecord[]> {
+  let text = '';
+  try {
+    text = await readFile(join(runDir(name), 'pids'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => {
+      const [pid, start, what] = l.split(' ');
+      return { pid: Number(pid), start, what: what ?? '' };
+    })
+    .filter((r) => Number.isInteger(r.pid) && r.pid > 1);
+}
+
+function isSameProcess(r: PidRecord): boolean {
+  const start = procStat(r.pid)?.[STAT_STARTTIME];
+  return start !== undefined && (r.start === '0' || start === r.start);
+}
+
+async function pidsInNamespace(ns: string): Promise<number[]> {
+  const { stdout } = await run(['ip', 'netns', 'pids', ns], { check: false });
+  return stdout.split(/\s+/).filter(Boolean).map(Number).filter((p) => p > 1 && p !== process.pid);
+}
+
+/** SIGTERM, wait up to `graceMs`, then SIGKILL whatever is left. */
+async function terminate(pids: number[], graceMs = 2000): Promise<void> {
+  const signal = (pid: number, sig: NodeJS.Signals | 0) => {
+    try {
+      process.kill(pid, sig);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let alive = pids.filter((p) => signal(p, 'SIGTERM'));
+  for (let waited = 0; alive.length && waited < graceMs; waited += 50) {
+    await sleep(50);
+    alive = alive.filter((p) => signal(p, 0));
+  }
+  for (const p of alive) signal(p, 'SIGKILL');
+}
+
+/** Remove everything lab `name` made. Idempotent; safe after a crash or a half-built lab. */
+export async function labDown(name = 'sfc'): Promise<void> {
+  checkName(name);
+  const recorded = (await readPids(name)).filter(isSameProcess).map((r) => r.pid);
+  await terminate(recorded);
+  const namespaces = await existingNamespaces(name);
+  const inside = (await Promise.all(namespaces.map(pidsInNamespace))).flat();
+  await terminate(inside);
+  if (namespaces.length) await ipBatch(null, namespaces.map((ns) => `netns del ${ns}`));
+  await rm(runDir(name), { recursive: true, force: true });
+}
+
+export interface LabStatus {
+  name: string;
+  /** The options the lab was built with (lab.json), or null if it has no run directory. */
+  lab: Omit<Lab, 'configYaml'> | null;
+  namespaces: { name: string; interfaces: { name: string; mac: string; state: string }[] }[];
+  pids: { pid: number; what: string; alive: boolean }[];
+}
+
+export async function labStatus(name = 'sfc'): Promise<LabStatus> {
+  checkName(name);
+  let lab: LabStatus['lab'] = null;
+  try {
+    lab = JSON.parse(await readFile(join(runDir(name), 'lab.json'), 'utf8')) as LabStatus['lab'];
+  } catch {
+    // no run directory: nothing recorded
+  }
+  const namespaces = [];
+  for (const ns of await existingNamespaces(name)) {
+    const { stdout } = await run(['ip', '-n', ns, '-j', 'link', 'show']);
+    const links = JSON.parse(stdout) as { ifname: string; address?: string; operstate: string }[];
+    namespaces.push({
+      name: ns,
+      interfaces: links
+        .filter((l) => l.ifname !== 'lo')
+        .map((l) => ({ name: l.ifname, mac: l.address ?? '', state: l.operstate })),
+    });
+  }
+  const pids = (await readPids(name)).map((r) => ({ pid: r.pid, what: r.what, alive: isSameProcess(r) }));
+  return { name, lab, namespaces, pids };
+}

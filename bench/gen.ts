@@ -198,77 +198,87 @@ function payloadBytes(p: Uint8Array | number | undefined): Uint8Array {
   return Uint8Array.from({ length: p ?? 0 }, (_, k) => k & 0xff);
 }
 
-function extSize(e: Ipv6Ext): { type: number; bytes: number } {
+function extHeader(e: Ipv6Ext): { type: number; bytes: number } {
   if (typeof e !== 'number') return e;
   return { type: e, bytes: e === 51 ? 12 : 8 };
 }
 
+/** MPLS label stack or NSH (MD type 1) between the Ethernet header and the IP packet. */
+function writeEncap(w: Writer, spec: FrameSpec, ethSrc: string, ethDst: string, ipType: number): void {
+  const labels = spec.mpls ?? [];
+  labels.forEach((label, k) => w.u32(((label & 0xfffff) << 12) | (k === labels.length - 1 ? 0x100 : 0) | 64));
+  if (!spec.nsh) return;
+  const next = spec.nsh.ethernet ? 3 : ipType === ETH_IPV4 ? 1 : 2;
+  w.u32((63 << 22) | (6 << 16) | (1 << 8) | next); // version 0, TTL 63, length 6 words, MD type 1
+  w.u32(((spec.nsh.spi & 0xffffff) << 8) | (spec.nsh.si & 0xff));
+  w.zeros(16); // MD type 1 fixed context
+  if (spec.nsh.ethernet) writeEthernet(w, ethSrc, ethDst, [], false, ipType);
+}
+
+/** IPv4 header with zero total length and checksum (set once the packet is complete). */
+function writeIpv4Header(w: Writer, ip: IpSpec, proto: number): void {
+  const opts = ip.options ?? new Uint8Array(0);
+  const optLen = (opts.length + 3) & ~3;
+  if (optLen > 40) throw new Error('IPv4 options exceed 40 bytes');
+  w.u8(0x40 | ((20 + optLen) >>> 2));
+  w.u8(0); // DSCP/ECN
+  w.u16(0); // total length
+  w.u16(ip.id ?? 0);
+  w.u16((ip.moreFragments ? 0x2000 : 0) | ((ip.fragOffset ?? 0) & 0x1fff));
+  w.u8(ip.ttl ?? 64);
+  w.u8(proto);
+  w.u16(0); // header checksum
+  w.put(ipv4Bytes(ip.src));
+  w.put(ipv4Bytes(ip.dst));
+  w.put(opts);
+  w.zeros(optLen - opts.length);
+}
+
+/** IPv6 header (zero payload length, set later) and its extension headers. */
+function writeIpv6Headers(w: Writer, ip: IpSpec, proto: number): void {
+  const exts = (ip.ext ?? []).map(extHeader);
+  const fragmented = (ip.fragOffset ?? 0) !== 0 || (ip.moreFragments ?? false);
+  if (fragmented && !exts.some((e) => e.type === 44)) exts.push({ type: 44, bytes: 8 });
+  w.u32(0x60000000);
+  w.u16(0); // payload length
+  w.u8(exts.length ? exts[0].type : proto);
+  w.u8(ip.ttl ?? 64);
+  w.put(ipv6Bytes(ip.src));
+  w.put(ipv6Bytes(ip.dst));
+  exts.forEach((e, k) => {
+    w.u8(k + 1 < exts.length ? exts[k + 1].type : proto);
+    if (e.type === 44) {
+      w.u8(0);
+      w.u16((((ip.fragOffset ?? 0) & 0x1fff) << 3) | (ip.moreFragments ? 1 : 0));
+      w.u32(ip.id ?? 0);
+    } else {
+      w.u8(e.type === 51 ? (e.bytes >>> 2) - 2 : (e.bytes >>> 3) - 1); // AH counts 4-byte units
+      w.zeros(e.bytes - 2);
+    }
+  });
+}
+
 export function buildFrame(spec: FrameSpec): Uint8Array {
   const { ip, l4 } = spec;
-  if (spec.mpls && spec.nsh) throw new Error('a frame carries MPLS or NSH, not both');
+  const mpls = (spec.mpls?.length ?? 0) > 0;
+  if (mpls && spec.nsh) throw new Error('a frame carries MPLS or NSH, not both');
   const ipType = ip.ver === 4 ? ETH_IPV4 : ETH_IPV6;
-  const outerType = spec.mpls?.length ? 0x8847 : spec.nsh ? 0x894f : ipType;
   const ethSrc = spec.ethSrc ?? DEFAULT_ETH_SRC;
   const ethDst = spec.ethDst ?? DEFAULT_ETH_DST;
   const w = new Writer();
-  writeEthernet(w, ethSrc, ethDst, spec.vlans ?? [], spec.qinq ?? false, outerType);
-
-  if (spec.mpls?.length) {
-    spec.mpls.forEach((label, k) => w.u32(((label & 0xfffff) << 12) | (k === spec.mpls!.length - 1 ? 0x100 : 0) | 64));
-  } else if (spec.nsh) {
-    const next = spec.nsh.ethernet ? 3 : ip.ver === 4 ? 1 : 2;
-    w.u32((63 << 22) | (6 << 16) | (1 << 8) | next); // ver 0, TTL 63, length 6 words, MD type 1
-    w.u32(((spec.nsh.spi & 0xffffff) << 8) | (spec.nsh.si & 0xff));
-    w.zeros(16); // MD type 1 fixed context
-    if (spec.nsh.ethernet) writeEthernet(w, ethSrc, ethDst, [], false, ipType);
-  }
+  writeEthernet(w, ethSrc, ethDst, spec.vlans ?? [], spec.qinq ?? false, mpls ? 0x8847 : spec.nsh ? 0x894f : ipType);
+  writeEncap(w, spec, ethSrc, ethDst, ipType);
 
   const proto = typeof l4.proto === 'number' ? l4.proto : L4_PROTO[l4.proto];
-  const laterFragment = (ip.fragOffset ?? 0) !== 0;
-  const fragmented = laterFragment || (ip.moreFragments ?? false);
   const l3 = w.length;
-  if (ip.ver === 4) {
-    const opts = ip.options ?? new Uint8Array(0);
-    const optLen = (opts.length + 3) & ~3;
-    if (optLen > 40) throw new Error('IPv4 options exceed 40 bytes');
-    w.u8(0x40 | ((20 + optLen) >>> 2));
-    w.u8(0);
-    w.u16(0); // total length, set below
-    w.u16(ip.id ?? 0);
-    w.u16((ip.moreFragments ? 0x2000 : 0) | ((ip.fragOffset ?? 0) & 0x1fff));
-    w.u8(ip.ttl ?? 64);
-    w.u8(proto);
-    w.u16(0); // header checksum, set below
-    w.put(ipv4Bytes(ip.src));
-    w.put(ipv4Bytes(ip.dst));
-    w.put(opts);
-    w.zeros(optLen - opts.length);
-  } else {
-    w.u32(0x60000000);
-    w.u16(0); // payload length, set below
-    const exts = (ip.ext ?? []).map(extSize);
-    if (fragmented && !exts.some((e) => e.type === 44)) exts.push({ type: 44, bytes: 8 });
-    w.u8(exts.length ? exts[0].type : proto);
-    w.u8(ip.ttl ?? 64);
-    w.put(ipv6Bytes(ip.src));
-    w.put(ipv6Bytes(ip.dst));
-    exts.forEach((e, k) => {
-      w.u8(k + 1 < exts.length ? exts[k + 1].type : proto);
-      if (e.type === 44) {
-        w.u8(0);
-        w.u16(((ip.fragOffset ?? 0) << 3) | (ip.moreFragments ? 1 : 0));
-        w.u32(ip.id ?? 0);
-      } else {
-        w.u8(e.type === 51 ? (e.bytes >>> 2) - 2 : (e.bytes >>> 3) - 1);
-        w.zeros(e.bytes - 2);
-      }
-    });
-  }
+  if (ip.ver === 4) writeIpv4Header(w, ip, proto);
+  else writeIpv6Headers(w, ip, proto);
   const l4Start = w.length;
 
+  // A non-first fragment carries no L4 header; a numeric protocol carries the payload raw.
   const payload = payloadBytes(spec.payload);
-  const named = typeof l4.proto !== 'number' && !laterFragment;
-  if (named) writeL4(w, proto, l4, ip.ver, payload.length);
+  const withL4 = typeof l4.proto !== 'number' && (ip.fragOffset ?? 0) === 0;
+  if (withL4) writeL4(w, proto, l4, ip.ver, payload.length);
   w.put(payload);
   const ipEnd = w.length;
   if (ip.ver === 4) w.set16(l3 + 2, ipEnd - l3);
@@ -281,7 +291,7 @@ export function buildFrame(spec: FrameSpec): Uint8Array {
     frame[l3 + 10] = sum >>> 8;
     frame[l3 + 11] = sum & 0xff;
   }
-  if (named) fixL4Checksum(frame, l3, l4Start, ipEnd - l4Start, ip.ver, proto);
+  if (withL4) fixL4Checksum(frame, l3, l4Start, ipEnd - l4Start, ip.ver, proto);
   return frame;
 }
 

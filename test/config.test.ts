@@ -175,6 +175,8 @@ describe('error shapes', () => {
     const dup = 'ports:\n  - id: 7d0e6c9a-3b1f-4c2d-9e8f-0a1b2c3d4e5f\n    binding:profile: {interface: a}\n  - id: 7d0e6c9a-3b1f-4c2d-9e8f-0a1b2c3d4e5f\n    binding:profile: {interface: b}\n';
     expect(await failure(loadConfig(dup, 'x.yaml'))).toMatch(/^x\.yaml:4: ports\[1\]: Conflict: /);
     expect(await failure(loadConfig('port_pair_groups:\n  - group_id: 0\n', 'x.yaml'))).toMatch(/^x\.yaml:2: port_pair_groups\[0\]: field 'group_id': /);
+    expect(await failure(loadConfig('port_pair_groups:\n  - group_id: 2\n  - group_id: 2\n', 'x.yaml'))).toMatch(/^x\.yaml:3: port_pair_groups\[1\]: field 'group_id': .*already used/);
+    expect(await failure(loadConfig('ports:\n  - group_id: 2\n', 'x.yaml'))).toMatch(/^x\.yaml:2: ports\[0\]: field 'group_id': HTTPBadRequest: Unrecognized attribute/);
     expect(await failure(loadConfig('ports: []\n', 'x.txt'))).toMatch(/unsupported file type '\.txt'/);
     expect(await failure(loadConfigFile(join(dir, 'missing.yaml')))).toMatch(/missing\.yaml: cannot read: /);
   });

@@ -10,7 +10,6 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -27,7 +26,7 @@ import {
   runDir,
   type Lab,
 } from '../src/lab/topology.js';
-import { latencySummary } from '../src/lab/traffic.js';
+import { latencySummary, nextEvent } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
 
 const TRAFFIC = fileURLToPath(new URL('../dist/src/lab/traffic.js', import.meta.url));
@@ -35,23 +34,6 @@ const built = () => (existsSync(TRAFFIC) ? null : `${TRAFFIC} missing: run npm r
 const LAB = 'sfct-lab';
 
 type Json = Record<string, unknown>;
-
-/** Next JSON line on a child's stdout satisfying `want`. */
-function jsonLine(child: ChildProcess, want: (j: Json) => boolean): Promise<Json> {
-  return new Promise((resolvePromise, reject) => {
-    // Several readers may watch one stdout: detach the listener, never close (that pauses the stream).
-    const lines = createInterface({ input: child.stdout! });
-    const onLine = (line: string) => {
-      const j = JSON.parse(line) as Json;
-      if (want(j)) {
-        lines.off('line', onLine);
-        resolvePromise(j);
-      }
-    };
-    lines.on('line', onLine);
-    child.once('close', (code) => reject(new Error(`traffic tool exited (${code}) before the expected line`)));
-  });
-}
 
 const runLab = prerequisites('lab', { root: true, commands: ['ip', 'nft', 'ping', 'sysctl'], check: built });
 
@@ -154,8 +136,8 @@ describe.skipIf(!runLab)('lab (network namespaces)', () => {
       const server = await netnsSpawn(LAB, lab.serverNs, [
         process.execPath, TRAFFIC, 'tcp-server', '--listen', `${SERVER.ip}:5201`, '--flows', '4', '--timeout', '30',
       ]);
-      const serverResult = jsonLine(server, (j) => j.event === 'result');
-      await jsonLine(server, (j) => j.event === 'listening');
+      const serverResult = nextEvent(server, (j) => j.event === 'result');
+      await nextEvent(server, (j) => j.event === 'listening');
       const client = await netnsExec(lab.clientNs, [
         process.execPath, TRAFFIC, 'tcp-client', '--connect', `${SERVER.ip}:5201`, '--flows', '4', '--bytes', '3000001', '--seed', '42',
       ], { check: false });
@@ -227,8 +209,8 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('the TCP server rejects a flow whose bytes differ from the seeded stream', async () => {
     const server = tool('tcp-server', '--listen', '127.0.0.1:0', '--flows', '1', '--timeout', '10');
-    const result = jsonLine(server, (j) => j.event === 'result');
-    const { port } = (await jsonLine(server, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent(server, (j) => j.event === 'result');
+    const { port } = (await nextEvent(server, (j) => j.event === 'listening')) as { port: number };
     const header = Buffer.alloc(20);
     header.writeUInt32BE(0x53464354, 0);
     header.writeUInt32BE(0, 4); // flow
@@ -249,10 +231,10 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('the TCP client and server agree on a multi-flow transfer', async () => {
     const server = tool('tcp-server', '--listen', '127.0.0.1:0', '--flows', '3', '--timeout', '10');
-    const result = jsonLine(server, (j) => j.event === 'result');
-    const { port } = (await jsonLine(server, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent(server, (j) => j.event === 'result');
+    const { port } = (await nextEvent(server, (j) => j.event === 'listening')) as { port: number };
     const client = tool('tcp-client', '--connect', `127.0.0.1:${port}`, '--flows', '3', '--bytes', '100003');
-    const sent = (await jsonLine(client, (j) => j.event === 'result')) as { ok: boolean; flows: { sha256: string }[] };
+    const sent = (await nextEvent(client, (j) => j.event === 'result')) as { ok: boolean; flows: { sha256: string }[] };
     const got = (await result) as { ok: boolean; flows: { sha256: string }[] };
     expect(sent.ok && got.ok).toBe(true);
     expect(got.flows.map((f) => f.sha256)).toEqual(sent.flows.map((f) => f.sha256));
@@ -260,8 +242,8 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('the UDP receiver counts loss, reordering and duplicates per flow', async () => {
     const recv = tool('udp-recv', '--listen', '127.0.0.1:0', '--idle', '0.5');
-    const result = jsonLine(recv, (j) => j.event === 'result');
-    const { port } = (await jsonLine(recv, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent(recv, (j) => j.event === 'result');
+    const { port } = (await nextEvent(recv, (j) => j.event === 'listening')) as { port: number };
     const sock = createSocket('udp4');
     const send = (seq: number) =>
       new Promise<void>((done) => {
@@ -284,10 +266,10 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('udp-send paces and the receiver sees every packet over loopback', async () => {
     const recv = tool('udp-recv', '--listen', '127.0.0.1:0', '--idle', '0.5', '--expect', '300');
-    const result = jsonLine(recv, (j) => j.event === 'result');
-    const { port } = (await jsonLine(recv, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent(recv, (j) => j.event === 'result');
+    const { port } = (await nextEvent(recv, (j) => j.event === 'listening')) as { port: number };
     const sender = tool('udp-send', '--connect', `127.0.0.1:${port}`, '--flows', '3', '--sport', String(30000 + Math.floor(Math.random() * 30000)), '--pps', '1000', '--count', '300');
-    const sent = (await jsonLine(sender, (j) => j.event === 'result')) as { sent: number; seconds: number };
+    const sent = (await nextEvent(sender, (j) => j.event === 'result')) as { sent: number; seconds: number };
     const r = (await result) as { ok: boolean; received: number; lost: number; flows: unknown[] };
     expect(sent.sent).toBe(300);
     expect(sent.seconds).toBeGreaterThan(0.25); // 300 packets at 1,000 pps take ~0.3 s

@@ -26,7 +26,12 @@ function frameOf(n: number, len: number): Uint8Array {
 }
 
 /** Bytes of a classic pcap file built field by field (not with PcapWriter). */
-function craftPcap(opts: { bigEndian: boolean; nanos: boolean; linktype: number; records: { sec: number; sub: number; data: Uint8Array }[] }): Buffer {
+interface CraftedRecord {
+  sec: number;
+  sub: number;
+  data: Uint8Array;
+}
+function craftPcap(opts: { bigEndian: boolean; nanos: boolean; linktype: number; records: CraftedRecord[] }): Buffer {
   const parts: Buffer[] = [];
   const h = Buffer.alloc(24);
   const u32 = (b: Buffer, v: number, o: number) => (opts.bigEndian ? b.writeUInt32BE(v, o) : b.writeUInt32LE(v, o));
@@ -163,14 +168,18 @@ describe('readPcap on crafted files', () => {
   });
 });
 
-describe.skipIf(!prerequisites('pcap interoperability', { commands: ['tcpdump'] }))('tcpdump reads PcapWriter files', () => {
+const haveTcpdump = prerequisites('pcap interoperability', { commands: ['tcpdump'] });
+describe.skipIf(!haveTcpdump)('tcpdump reads PcapWriter files', () => {
   it('lists every frame with its microsecond time', async () => {
     const path = join(dir, 'tcpdump.pcap');
     const w = new PcapWriter(path);
     const times = [timeOf(T0, 1000), timeOf(T0 + 5, 250_000_000), timeOf(T0 + 7, 999_999_000)];
     times.forEach((t, n) => w.write(frameOf(n, 98), t));
     await w.close();
-    const out = execFileSync('tcpdump', ['-r', path, '-nn', '-tt', '-e'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('tcpdump', ['-r', path, '-nn', '-tt', '-e'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const lines = out.trim().split('\n');
     expect(lines.length).toBe(times.length);
     expect(lines.map((l) => l.split(' ')[0])).toEqual(['1700000000.000001', '1700000005.250000', '1700000007.999999']);

@@ -3,7 +3,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { FlowClassifier } from '../src/control/model.js';
-import { parsePrefix, prefixesOverlap } from '../src/control/validate/prefix.js';
 import { UNKNOWN, chain, classifier, group, newStore, port, refused } from './store-fixture.js';
 
 const FULL = {
@@ -124,6 +123,12 @@ describe('flow classifiers: conflicts on one logical source port (C.3.12-13)', (
     ['dst /16 vs sibling', { destination_ip_prefix: '10.100.0.0/16' }, { destination_ip_prefix: '10.101.0.0/16' }, false],
     ['v6 /32 vs inner /48', { ethertype: 'IPv6', source_ip_prefix: '2001:db8::/32' }, { ethertype: 'IPv6', source_ip_prefix: '2001:db8:1::/48' }, true],
     ['v6 /32 vs sibling', { ethertype: 'IPv6', source_ip_prefix: '2001:db8::/32' }, { ethertype: 'IPv6', source_ip_prefix: '2001:db9::/32' }, false],
+    ['v6 /33 halves', { ethertype: 'IPv6', source_ip_prefix: '2001:db8::/33' }, { ethertype: 'IPv6', source_ip_prefix: '2001:db8:8000::/33' }, false],
+    ['v6 /31 vs inner /33', { ethertype: 'IPv6', source_ip_prefix: '2001:db8::/31' }, { ethertype: 'IPv6', source_ip_prefix: '2001:db9:8000::/33' }, true],
+    ['v6 /96 in the last words', { ethertype: 'IPv6', source_ip_prefix: '::a:0:0/96' }, { ethertype: 'IPv6', source_ip_prefix: '::b:0:0/96' }, false],
+    ['/0 vs host', { source_ip_prefix: '0.0.0.0/0' }, { source_ip_prefix: '192.168.1.1/32' }, true],
+    ['two hosts', { source_ip_prefix: '192.168.1.1/32' }, { source_ip_prefix: '192.168.1.2/32' }, false],
+    ['host bits set vs /16', { source_ip_prefix: '10.1.2.3/8' }, { source_ip_prefix: '10.200.0.0/16' }, true],
     ['100-200 vs 99-201', range(100, 200), range(99, 201), true],
     ['100-200 vs 101-199', range(100, 200), range(101, 199), true],
     ['100-200 vs min 99', range(100, 200), range(99, null), true],
@@ -202,32 +207,29 @@ describe('flow classifiers: update and delete', () => {
   });
 });
 
-describe('prefix parsing', () => {
-  it('accepts canonical IPv4 and any IPv6 text form', () => {
-    expect(parsePrefix('10.0.0.1/8')).toEqual({ ver: 4, words: [0x0a000001], len: 8 });
-    expect(parsePrefix('0.0.0.0/0')).toEqual({ ver: 4, words: [0], len: 0 });
-    expect(parsePrefix('::/0')).toEqual({ ver: 6, words: [0, 0, 0, 0], len: 0 });
-    expect(parsePrefix('2001:DB8::1/128')).toEqual({ ver: 6, words: [0x20010db8, 0, 0, 1], len: 128 });
-    expect(parsePrefix('::ffff:10.1.2.3/96')).toEqual({ ver: 6, words: [0, 0, 0xffff, 0x0a010203], len: 96 });
-    expect(parsePrefix('1:2:3:4:5:6:7:8/64')?.words).toEqual([0x10002, 0x30004, 0x50006, 0x70008]);
-    expect(parsePrefix('1:2:3:4:5:6:7::/64')?.words).toEqual([0x10002, 0x30004, 0x50006, 0x70000]);
-  });
-
-  it('refuses malformed prefixes', () => {
-    for (const bad of ['10.0.0.0', '10.0.0.0/', '10.0.0.0/08', '10.0.0/8', '1.2.3.4.5/8', ' 10.0.0.0/8', '10.0.0.0/8/8', '1::2::3/64', '1:2:3:4:5:6:7:8:9/64', '1:2:3:4:5:6:7/64', '12345::/16', '::/129', 'fe80::1%eth0/64', ':1::/64', '::1.2.3/96']) {
-      expect(parsePrefix(bad), bad).toBeUndefined();
+describe('prefix syntax (type:subnet_or_none)', () => {
+  it('accepts canonical IPv4 (host bits kept) and IPv6 text forms', async () => {
+    const store = newStore();
+    const ok: [string, string][] = [
+      ['IPv4', '10.0.0.1/8'],
+      ['IPv4', '0.0.0.0/0'],
+      ['IPv6', '::/0'],
+      ['IPv6', '2001:DB8::1/128'],
+      ['IPv6', '::ffff:10.1.2.3/96'],
+      ['IPv6', '1:2:3:4:5:6:7:8/64'],
+    ];
+    for (const [ethertype, prefix] of ok) {
+      expect((await classifier(store, { ethertype, destination_ip_prefix: prefix })).destination_ip_prefix).toBe(prefix);
     }
   });
 
-  it('overlap is containment on the shorter length', () => {
-    const p = (t: string) => parsePrefix(t)!;
-    expect(prefixesOverlap(p('10.0.0.0/8'), p('10.255.0.0/16'))).toBe(true);
-    expect(prefixesOverlap(p('10.0.0.0/8'), p('11.0.0.0/16'))).toBe(false);
-    expect(prefixesOverlap(p('0.0.0.0/0'), p('192.168.1.1/32'))).toBe(true);
-    expect(prefixesOverlap(p('192.168.1.1/32'), p('192.168.1.2/32'))).toBe(false);
-    expect(prefixesOverlap(p('2001:db8::/33'), p('2001:db8:8000::/33'))).toBe(false);
-    expect(prefixesOverlap(p('2001:db8::/31'), p('2001:db9:8000::/33'))).toBe(true);
-    expect(prefixesOverlap(p('::a:0:0/96'), p('::b:0:0/96'))).toBe(false);
-    expect(prefixesOverlap(p('10.0.0.0/8'), p('::/0'))).toBe(false);
+  it('refuses malformed prefixes', async () => {
+    const store = newStore();
+    const src = (await port(store, 'src')).id;
+    const bad = ['10.0.0.0/', '10.0.0.0/08', '10.0.0/8', '1.2.3.4.5/8', ' 10.0.0.0/8', '10.0.0.0/8/8', '1::2::3/64',
+      '1:2:3:4:5:6:7:8:9/64', '1:2:3:4:5:6:7/64', '12345::/16', '::/129', 'fe80::1%eth0/64', '::1.2.3/96'];
+    for (const prefix of bad) {
+      await refused(store, () => store.create('flow_classifiers', { logical_source_port: src, source_ip_prefix: prefix }), 400, 'HTTPBadRequest');
+    }
   });
 });

@@ -12,8 +12,8 @@
  * least recently used (`now` is a coarse clock the engine sets once per batch). No chains, no
  * tombstones: an entry only ever lives in one of its two buckets.
  *
- * Two key shapes share that machinery (KeyedTable, used by composition so every call site stays
- * monomorphic):
+ * Two key shapes share that machinery (KeyedTable, held by composition so its hot methods only
+ * ever see one class; a small base class adds the clock and housekeeping):
  *  - FlowCache: ipVer, proto, src[4], dst[4], sport, dport, scope. `canonical` orders the two
  *    (address, port) endpoints so both directions of a flow find the same entry (symmetric chains).
  *  - FragmentTable: ipVer, proto, src[4], dst[4], IP id, scope: lets non-first fragments, which
@@ -28,6 +28,11 @@ const KEY_WORDS = 11;
 /** Set in word 0 of every stored key, so a zero word 0 means "empty". */
 const TAG = 1 << 24;
 const CANONICAL = 1 << 16;
+
+function mixWord(h: number, w: number): number {
+  const x = Math.imul(h ^ w, 0x9e3779b1);
+  return x ^ (x >>> 15);
+}
 
 /** Generic exact-match table over KEY_WORDS-int keys; the key to look up is written into `key`. */
 class KeyedTable {
@@ -54,16 +59,21 @@ class KeyedTable {
     this.bucketMask = capacity / WAYS - 1;
   }
 
-  /** murmur3-style mix of the key words, finalised. */
+  /**
+   * Hash of the key: one multiply-xorshift round per word, then murmur3's finaliser. IPv4 keys
+   * skip the address words that are always zero (words 2..4 and 6..8).
+   */
   private hashKey(): number {
     const k = this.key;
     let h = 0x9747b28c;
-    for (let w = 0; w < KEY_WORDS; w++) {
-      let x = Math.imul(k[w], 0xcc9e2d51);
-      x = (x << 15) | (x >>> 17);
-      h ^= Math.imul(x, 0x1b873593);
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    if ((k[0] & 0xff) === 4) {
+      h = mixWord(h, k[0]);
+      h = mixWord(h, k[1]);
+      h = mixWord(h, k[5]);
+      h = mixWord(h, k[9]);
+      h = mixWord(h, k[10]);
+    } else {
+      for (let w = 0; w < KEY_WORDS; w++) h = mixWord(h, k[w]);
     }
     h ^= h >>> 16;
     h = Math.imul(h, 0x85ebca6b);

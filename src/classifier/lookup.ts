@@ -10,21 +10,29 @@
  *    search but multiply the quadratic bitset memory by the number of ports.)
  *  - Within a partition every dimension (src address, dst address, sport, dport, proto) is cut
  *    into elementary intervals: the sorted distinct start points {0} ∪ {lo} ∪ {hi + 1} of the
- *    rules' ranges (a prefix is the range [addr, addr | ~mask]). Each interval stores the bitset of
- *    the partition's rules whose range covers it. A packet value finds its interval by binary search
- *    (IPv4 and ports on one int32 word, IPv6 on four; proto by a direct 256-entry map).
+ *    rules' ranges (a prefix is the range [addr, addr | ~mask]). Each interval has a row: the
+ *    bitset of the partition's rules whose range covers it.
+ *  - Finding the packet's interval: proto through a 256-entry map; the other dimensions through a
+ *    small first-level index (Click-style: precompute so the packet path only indexes). The start
+ *    points after 0 share some leading bits; a key outside that prefix is below or above them all
+ *    (row 0 or the last row); inside, the next B bits (2^B ≈ number of start points) pick a block
+ *    whose few start points a binary search finishes. Skipping the shared prefix keeps clustered
+ *    rule sets (all in 10.0.0.0/8, or 2001:db8::/32) spread over the blocks. Ports live in the top
+ *    16 bits of a word so they use the IPv4 code; IPv6 compares four words.
  *  - A row is [S summary words][W bitset words]: summary bit w is set when bitset word w is not
  *    zero. The lookup ANDs the five rows' summaries first, and only visits bitset words whose
  *    summary bit survived; the first non-zero AND's lowest bit is the answer (bit j = j-th rule of
  *    the partition, kept in input order, so the lowest bit is the lowest input index). A miss
- *    usually costs the binary searches plus one AND of S words (S = 1 up to 1,024 rules).
+ *    usually costs the five interval look-ups plus one AND of S words (S = 1 up to 1,024 rules).
  *  - Port dimensions carry one extra row with every rule set: `ignorePorts` (non-first fragments)
  *    selects it instead of searching, so the AND loop has no branch for it.
- * Memory is O(rules^2 / 32) words per partition (about 1.3 MB for 1,000 rules on one port).
+ * Memory is O(rules^2 / 32) words per partition (about 1 MB for 1,000 rules on one port);
+ * compiling 1,000 rules takes tens of milliseconds (BigInt arithmetic, control thread only).
  *
  * The table is a plain object of typed arrays and numbers (structured-clone safe, so it can be
- * posted to worker threads); all partitions share the same flat arrays, addressed through `meta`.
- * Addresses are stored biased (xor 0x80000000) so int32 comparison gives unsigned order.
+ * posted to worker threads); all partitions share the same flat arrays, addressed through `meta`
+ * and `dims`. Start points are stored biased (xor 0x80000000) so int32 comparison gives unsigned
+ * order.
  */
 import type { Batch } from '../dataplane/batch.js';
 import { formatAddress, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type Rule } from './rule.js';

@@ -141,9 +141,12 @@ async function replay(store: Store, coll: Collection, index: number, raw: unknow
     throw new ConfigError(`${file}:${lines.at([coll, index, ...path])}: ${where}:${at} ${message}`);
   };
   if (!isObject(raw)) return fail([], undefined, 'must be a mapping of attributes');
-  const { id, group_id, ...body } = raw;
+  // id (and a group's group_id) are not API attributes: they become create options
+  const { id, ...body } = raw;
+  const groupId = coll === 'port_pair_groups' ? body.group_id : undefined;
+  if (groupId !== undefined) delete body.group_id;
   if (id !== undefined && typeof id !== 'string') fail(['id'], 'id', 'must be a UUID string');
-  if (group_id !== undefined && typeof group_id !== 'number') fail(['group_id'], 'group_id', 'must be an integer');
+  if (groupId !== undefined && typeof groupId !== 'number') fail(['group_id'], 'group_id', 'must be an integer');
   for (const [field, target] of Object.entries(REFS[coll] ?? {})) {
     if (!Object.hasOwn(body, field)) continue;
     const resolve = (value: unknown, path: readonly PathStep[]): unknown => {
@@ -167,7 +170,7 @@ async function replay(store: Store, coll: Collection, index: number, raw: unknow
   try {
     await store.create(coll, body, {
       ...(id === undefined ? {} : { id: id as string }),
-      ...(group_id === undefined ? {} : { group_id: group_id as number }),
+      ...(groupId === undefined ? {} : { group_id: groupId as number }),
     });
   } catch (e) {
     if (!(e instanceof NeutronError)) throw e;

@@ -21,10 +21,15 @@ import { emptyState } from './model.js';
 import { planCreate, planDelete, planUpdate, type CreateOptions } from './validate.js';
 
 export interface StoreOptions {
+  /** Default: a manager with the noop driver. */
   drivers?: DriverManager;
+  /** Durable write of the next state, awaited before the write is acknowledged. */
   persist?: (next: State) => Promise<void> | void;
+  /** Owner of created resources that name none (default 'sfc'). */
   projectId?: string;
+  /** Starting state, trusted as valid (copied). */
   initial?: State;
+  /** Port status: the interface exists and is up (default: read /sys/class/net). */
   linkUp?: (ifname: string) => boolean;
 }
 
@@ -151,10 +156,12 @@ export function sysfsLinkUp(ifname: string): boolean {
   }
 }
 
+/** Freeze what is new; parts shared with the previous snapshot are frozen already and skipped. */
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
+    if (Array.isArray(value)) for (const v of value) deepFreeze(v);
+    else for (const key in value) deepFreeze(value[key]);
   }
   return value;
 }

@@ -55,6 +55,15 @@ const IPV6_AH = 51;
 const IPV6_NONXT = 59;
 const IPV6_DSTOPTS = 60;
 
+/** Fixed L4 header bytes by IP protocol (0: no ports known); ICMP and ICMPv6 share ICMP_FIXED. */
+const ICMP_FIXED = 4;
+const L4_FIXED_HEADER = new Uint8Array(256);
+L4_FIXED_HEADER[IPPROTO_TCP] = 20;
+L4_FIXED_HEADER[IPPROTO_UDP] = 8;
+L4_FIXED_HEADER[IPPROTO_SCTP] = 12;
+L4_FIXED_HEADER[IPPROTO_ICMP] = ICMP_FIXED;
+L4_FIXED_HEADER[IPPROTO_ICMPV6] = ICMP_FIXED;
+
 // Drop reasons and counter indices copied into module constants once.
 const DROPPED = Ctr.dropped;
 const RUNT = Drop.runt;
@@ -73,32 +82,23 @@ const TRUNCATED_IPV6_EXT = Drop.truncated_ipv6_ext;
 const TRUNCATED_L4 = Drop.truncated_l4;
 const BAD_TCP_HEADER = Drop.bad_tcp_header;
 
+/*
+ * Cost notes. Stores are most of this stage's cost (a typed-array store is ~10 instructions in
+ * V8), so no field is written twice for a common frame: parseBatch fills the defaults of fields
+ * most frames leave alone for the whole batch; per frame, parseFrame writes etherType (and VLAN,
+ * encapsulation fields when present), parseIPv4/parseIPv6 the remaining L3 fields, parseL4 (or
+ * noL4) every L4 field. Frames that end before L3 (non-IP payloads) and dropped frames get
+ * clearLayers, so a dropped slot keeps its Ethernet fields (and encap/label when the drop is inside
+ * the encapsulated packet) and has every L3/L4 field at its default.
+ * The common path parseFrame -> parseIPv4 -> parseL4 is kept small enough (bytecode) for V8 to
+ * inline all of it into parseBatch (its cumulative inlining budget is 920 bytes); rarer layers
+ * (VLAN tags, MPLS, NSH, IPv6) live in their own functions.
+ */
+
 /** Parse slots 0..b.count-1: fill the parse fields, drop[i] (0 or a reason), path/hop/flow = -1. */
 export function parseBatch(b: Batch, c: Counters): void {
   const n = b.count;
-  resetDefaults(b, n);
-  for (let i = 0; i < n; i++) {
-    const reason = parseFrame(b, i);
-    if (reason !== 0) {
-      b.drop[i] = reason;
-      clearLayers(b, i);
-      c.drops[reason]++;
-      c.events[DROPPED]++;
-    }
-  }
-}
-
-/*
- * Stores are most of this stage's cost (a typed-array store is ~10 instructions in V8), so no field
- * is written twice for a common frame. Fields that most frames leave at their default are reset
- * for the whole batch at memset speed (resetDefaults); the per-frame code writes only what the
- * frame sets: etherType always, the other Ethernet and encapsulation fields when present, every
- * remaining L3 field in parseIPv4/parseIPv6 and every L4 field in parseL4 (noL4 when there is no
- * L4). Frames that end before L3 (non-IP payloads) and dropped frames get clearLayers, so a dropped
- * slot keeps its Ethernet fields (and encap/label when the drop is inside the encapsulated packet)
- * and has every L3/L4 field at its default.
- */
-function resetDefaults(b: Batch, n: number): void {
+  // Defaults of the fields most frames leave alone, at memset speed.
   b.drop.fill(0, 0, n);
   b.vlan.fill(0, 0, n);
   b.vlanCount.fill(0, 0, n);
@@ -111,6 +111,15 @@ function resetDefaults(b: Batch, n: number): void {
   b.path.fill(-1, 0, n);
   b.hop.fill(-1, 0, n);
   b.flow.fill(-1, 0, n);
+  for (let i = 0; i < n; i++) {
+    const reason = parseFrame(b, i);
+    if (reason !== 0) {
+      b.drop[i] = reason;
+      clearLayers(b, i);
+      c.drops[reason]++;
+      c.events[DROPPED]++;
+    }
+  }
 }
 
 function clearLayers(b: Batch, i: number): void {
@@ -136,43 +145,45 @@ function clearLayers(b: Batch, i: number): void {
 /** Returns 0 or a Drop reason. Offsets below are relative to the frame start s; len bounds them. */
 function parseFrame(b: Batch, i: number): number {
   const len = b.len[i];
+  if (len < ETH_HLEN) {
+    b.etherType[i] = 0;
+    return RUNT;
+  }
   const v = b.view;
   const s = b.start[i];
-  let et = 0;
-  let vlan = 0;
-  let tags = 0;
   let off = ETH_HLEN;
-  let reason = 0;
-  if (len < ETH_HLEN) reason = RUNT;
-  else {
-    et = v.getUint16(s + 12);
-    while (et === ETH_VLAN || et === ETH_QINQ || et === ETH_QINQ_OLD) {
-      if (tags === MAX_VLAN_TAGS) {
-        reason = TOO_MANY_VLAN_TAGS;
-        break;
-      }
-      if (off + 4 > len) {
-        reason = TRUNCATED_VLAN;
-        break;
-      }
-      if (tags === 0) vlan = v.getUint16(s + off) & 0x0fff;
-      et = v.getUint16(s + off + 2);
-      off += 4;
-      tags++;
-    }
+  let et = v.getUint16(s + 12);
+  if (et === ETH_VLAN || et === ETH_QINQ || et === ETH_QINQ_OLD) {
+    off = parseVlanTags(b, i, s, len);
+    if (off < 0) return -off;
+    et = v.getUint16(s + off - 2);
   }
   b.etherType[i] = et;
-  if (tags !== 0) {
-    b.vlan[i] = vlan;
-    b.vlanCount[i] = tags;
-  }
-  if (reason !== 0) return reason;
   if (et === ETH_IPV4) return parseIPv4(b, i, s, off, len);
   if (et === ETH_IPV6) return parseIPv6(b, i, s, off, len);
   if (et === ETH_MPLS) return parseMpls(b, i, s, off, len);
   if (et === ETH_NSH) return parseNsh(b, i, s, off, len);
   clearLayers(b, i);
   return 0;
+}
+
+/** Walk the VLAN tags of a tagged frame: the offset after them, or -reason (etherType then set). */
+function parseVlanTags(b: Batch, i: number, s: number, len: number): number {
+  const v = b.view;
+  let off = ETH_HLEN;
+  let tags = 0;
+  let et = v.getUint16(s + 12);
+  while (et === ETH_VLAN || et === ETH_QINQ || et === ETH_QINQ_OLD) {
+    if (tags === MAX_VLAN_TAGS || off + 4 > len) {
+      b.etherType[i] = et;
+      return tags === MAX_VLAN_TAGS ? -TOO_MANY_VLAN_TAGS : -TRUNCATED_VLAN;
+    }
+    if (tags === 0) b.vlan[i] = v.getUint16(s + off) & 0x0fff;
+    b.vlanCount[i] = ++tags;
+    et = v.getUint16(s + off + 2);
+    off += 4;
+  }
+  return off;
 }
 
 function parseMpls(b: Batch, i: number, s: number, off: number, len: number): number {
@@ -308,30 +319,27 @@ function noL4(b: Batch, i: number): number {
 
 /** L4 header at off, bounded by end (the IP packet's end, not the frame's). */
 function parseL4(b: Batch, i: number, s: number, off: number, end: number, proto: number): number {
+  const fixed = L4_FIXED_HEADER[proto];
   const avail = end - off;
-  const p = s + off;
-  if (proto === IPPROTO_TCP) {
-    if (avail < 20) return TRUNCATED_L4;
-    const dataOffset = (b.data[p + 12] >>> 4) << 2;
-    if (dataOffset < 20 || dataOffset > avail) return BAD_TCP_HEADER;
-  } else if (proto === IPPROTO_UDP) {
-    if (avail < 8) return TRUNCATED_L4;
-  } else if (proto === IPPROTO_SCTP) {
-    if (avail < 12) return TRUNCATED_L4;
-  } else if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) {
-    if (avail < 4) return TRUNCATED_L4;
-    b.l4Off[i] = off;
-    b.sport[i] = b.data[p];
-    b.dport[i] = b.data[p + 1];
-    return 0;
-  } else {
+  if (fixed === 0) {
     // Another upper layer (GRE, OSPF...): located, but no ports.
     noL4(b, i);
     if (avail > 0) b.l4Off[i] = off;
     return 0;
   }
+  if (avail < fixed) return TRUNCATED_L4;
+  const p = s + off;
+  if (proto === IPPROTO_TCP) {
+    const dataOffset = (b.data[p + 12] >>> 4) << 2;
+    if (dataOffset < 20 || dataOffset > avail) return BAD_TCP_HEADER;
+  }
   b.l4Off[i] = off;
-  b.sport[i] = b.view.getUint16(p);
-  b.dport[i] = b.view.getUint16(p + 2);
+  if (fixed === ICMP_FIXED) {
+    b.sport[i] = b.data[p]; // type
+    b.dport[i] = b.data[p + 1]; // code
+  } else {
+    b.sport[i] = b.view.getUint16(p);
+    b.dport[i] = b.view.getUint16(p + 2);
+  }
   return 0;
 }

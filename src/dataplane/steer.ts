@@ -49,10 +49,25 @@ export const V_HOP = 2;
 export const V_END = 3;
 export const V_DROP = 4;
 
-/** Per-orientation classification state of a flow entry. */
-const UNKNOWN = 0;
-const CHAIN = 1;
-const NONE = 2;
+/*
+ * Flow entry payload: one record of REC int32 words per FlowCache entry (64 bytes, so a hit
+ * touches one line of payload, not one per field):
+ *   [R_GEN] table generation the entry was last validated against
+ *   [R_SERIAL] bumped whenever the entry starts a new flow (fragment records check it)
+ *   [R_RULE + o] classification of orientation o: rule index, RULE_NONE, or RULE_UNKNOWN
+ *   [R_INPORT + o] logical port it was classified at (-1: re-classified at an SF port)
+ *   [R_MACS] bit o set when oMacs holds orientation o's MACs seen at chain entry
+ *   words 8..15: MAX_HOPS int16 instance indices (-1 = not chosen), by chain hop (inst16 view)
+ */
+const REC = 16;
+const R_GEN = 0;
+const R_SERIAL = 1;
+const R_RULE = 2;
+const R_INPORT = 4;
+const R_MACS = 6;
+const R_INST16 = 16;
+const RULE_NONE = -1;
+const RULE_UNKNOWN = -2;
 
 const MACS = 12;
 
@@ -75,22 +90,16 @@ export class SteerState {
   /** Packets steered to each instance (index = instance index). */
   instancePackets: Float64Array;
 
-  // flow entry payload, [entry * 2 + orientation]
-  readonly oState: Uint8Array;
-  readonly oPath: Int32Array;
-  readonly oRule: Int32Array;
-  readonly oInPort: Int32Array;
+  /** Flow entry records (see REC) and the int16 view of the same memory for instances. */
+  readonly rec: Int32Array;
+  readonly inst16: Int16Array;
+  /** MACs seen at chain entry, [(entry * 2 + orientation) * 12]. */
   readonly oMacs: Uint8Array;
-  readonly oMacValid: Uint8Array;
-  /** [entry * MAX_HOPS + chain hop] instance index, -1 = not chosen. */
-  readonly inst: Int16Array;
-  /** Bumped whenever an entry is (re)used for a new flow, so fragment records can tell. */
-  readonly serial: Uint32Array;
   private nextSerial = 0;
 
   // fragment record payload
   readonly fragFlow: Int32Array;
-  readonly fragSerial: Uint32Array;
+  readonly fragSerial: Int32Array;
   readonly fragOrient: Uint8Array;
 
   // per-slot outputs
@@ -107,17 +116,13 @@ export class SteerState {
     this.hash = opts.hash ?? hashFlow;
     this.instancePackets = new Float64Array(16);
     const cap = this.flows.capacity;
-    this.oState = new Uint8Array(cap * 2);
-    this.oPath = new Int32Array(cap * 2);
-    this.oRule = new Int32Array(cap * 2);
-    this.oInPort = new Int32Array(cap * 2);
+    const records = new ArrayBuffer(cap * REC * 4);
+    this.rec = new Int32Array(records);
+    this.inst16 = new Int16Array(records);
     this.oMacs = new Uint8Array(cap * 2 * MACS);
-    this.oMacValid = new Uint8Array(cap * 2);
-    this.inst = new Int16Array(cap * MAX_HOPS);
-    this.serial = new Uint32Array(cap);
     const fcap = this.frags.capacity;
     this.fragFlow = new Int32Array(fcap);
-    this.fragSerial = new Uint32Array(fcap);
+    this.fragSerial = new Int32Array(fcap);
     this.fragOrient = new Uint8Array(fcap);
   }
 
@@ -139,28 +144,31 @@ export class SteerState {
   /** A fresh entry for slot i's flow, payload reset. */
   newFlow(b: Batch, i: number, generation: number): number {
     const e = this.flows.insert(b, i, b.vlan[i], true);
-    this.flows.gen[e] = generation;
-    const e2 = e * 2;
-    this.oState[e2] = UNKNOWN;
-    this.oState[e2 + 1] = UNKNOWN;
-    this.oMacValid[e2] = 0;
-    this.oMacValid[e2 + 1] = 0;
-    this.inst.fill(-1, e * MAX_HOPS, e * MAX_HOPS + MAX_HOPS);
-    this.serial[e] = ++this.nextSerial;
+    const r = e * REC;
+    const rec = this.rec;
+    rec[r + R_GEN] = generation;
+    rec[r + R_SERIAL] = ++this.nextSerial | 0;
+    rec[r + R_RULE] = RULE_UNKNOWN;
+    rec[r + R_RULE + 1] = RULE_UNKNOWN;
+    rec[r + R_INPORT] = -1;
+    rec[r + R_INPORT + 1] = -1;
+    rec[r + R_MACS] = 0;
+    this.inst16.fill(-1, r * 2 + R_INST16, r * 2 + R_INST16 + MAX_HOPS);
     return e;
   }
 
-  /** Bring an entry stamped with an older generation up to date (see the design comment). */
+  /** Bring an entry validated against an older generation up to date (see the design comment). */
   revalidate(t: Tables, e: number): void {
-    const old = this.flows.gen[e];
-    this.oState[e * 2] = UNKNOWN;
-    this.oState[e * 2 + 1] = UNKNOWN;
-    const base = e * MAX_HOPS;
-    for (let h = 0; h < MAX_HOPS; h++) {
-      const k = this.inst[base + h];
-      if (k >= 0 && (k >= t.instanceCount || t.instBorn[k] > old)) this.inst[base + h] = -1;
+    const r = e * REC;
+    const old = this.rec[r + R_GEN];
+    this.rec[r + R_RULE] = RULE_UNKNOWN;
+    this.rec[r + R_RULE + 1] = RULE_UNKNOWN;
+    const base = r * 2 + R_INST16;
+    for (let h = base; h < base + MAX_HOPS; h++) {
+      const k = this.inst16[h];
+      if (k >= 0 && (k >= t.instanceCount || t.instBorn[k] > old)) this.inst16[h] = -1;
     }
-    this.flows.gen[e] = t.generation;
+    this.rec[r + R_GEN] = t.generation;
   }
 }
 
@@ -232,17 +240,18 @@ function hopAt(t: Tables, L: number, p: number): number {
 /** Instance for hop `hop` of path p: the flow's sticky choice if still valid, else Maglev. */
 function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number, p: number, hop: number): number {
   const g = t.hopGroup[hop];
+  const inst = s.inst16;
+  const base = e * REC * 2 + R_INST16;
+  const at = base + t.hopChainHop[hop];
   if (e >= 0) {
-    const base = e * MAX_HOPS;
-    const at = base + t.hopChainHop[hop];
-    const k = s.inst[at];
+    const k = inst[at];
     if (k >= 0 && t.instGroup[k] === g) return k;
     // The chain may have been re-ordered since: look for this group's instance in other positions.
     for (let h = base; h < base + MAX_HOPS; h++) {
-      const x = s.inst[h];
+      const x = inst[h];
       if (x >= 0 && t.instGroup[x] === g) {
-        s.inst[h] = -1;
-        s.inst[at] = x;
+        inst[h] = -1;
+        inst[at] = x;
         return x;
       }
     }
@@ -251,12 +260,12 @@ function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number
   if (b.frag[i] === FRAG_LATER) mask &= ~LB_PORT_BITS;
   const h = s.hash(b, i, mask, t.pathReverse[p] === 1);
   const k = t.maglev[t.groupMaglevBase[g] + (h & t.groupMaglevMask[g])];
-  if (k >= 0 && e >= 0) s.inst[e * MAX_HOPS + t.hopChainHop[hop]] = k;
+  if (k >= 0 && e >= 0) inst[at] = k;
   return k;
 }
 
-/** Slot i continues on path p at hop index k (k = hop count: end of chain). */
-function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, e: number, eo: number, p: number, k: number, r: number): void {
+/** Slot i (orientation o of flow entry e, -1 = none) continues on path p at hop index k (k = hop count: end of chain). */
+function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, e: number, o: number, p: number, k: number, r: number): void {
   b.path[i] = p;
   b.flow[i] = e;
   s.slotRule[i] = r;
@@ -278,8 +287,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   s.verdict[i] = V_END;
   b.hop[i] = -1;
   const m = i * MACS;
-  if (e >= 0 && s.oMacValid[eo] === 1) {
-    copyMacs(s.oMacs, eo * MACS, s.slotMacs, m);
+  if (e >= 0 && (s.rec[e * REC + R_MACS] & (1 << o)) !== 0) {
+    copyMacs(s.oMacs, (e * 2 + o) * MACS, s.slotMacs, m);
     s.slotHasMacs[i] = 1;
   } else if (t.ruleHasMacs[r] === 1) {
     copyMacs(t.ruleMacs, r * RULE_MAC_STRIDE, s.slotMacs, m);
@@ -302,19 +311,26 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
 function recordFragment(b: Batch, s: SteerState, i: number, e: number, o: number): void {
   const fe = s.frags.insert(b, i, b.vlan[i]);
   s.fragFlow[fe] = e;
-  s.fragSerial[fe] = s.serial[e];
+  s.fragSerial[fe] = s.rec[e * REC + R_SERIAL];
   s.fragOrient[fe] = o;
+}
+
+/** Record orientation o of entry e as classified into rule r (or RULE_NONE) at logical port L. */
+function setRule(s: SteerState, e: number, o: number, r: number, L: number): void {
+  s.rec[e * REC + R_RULE + o] = r;
+  s.rec[e * REC + R_INPORT + o] = L;
 }
 
 /** Slot i arrived from logical port L, which has a chain role. */
 function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number): void {
+  const rec = s.rec;
   let e = -1;
   let o = 0;
   let early = false;
   const frag = b.frag[i];
   if (frag === FRAG_LATER) {
     const fe = s.frags.lookup(b, i, b.vlan[i]);
-    if (fe >= 0 && s.serial[s.fragFlow[fe]] === s.fragSerial[fe]) {
+    if (fe >= 0 && rec[s.fragFlow[fe] * REC + R_SERIAL] === s.fragSerial[fe]) {
       e = s.fragFlow[fe];
       o = s.fragOrient[fe];
       c.events[Ctr.fragments_followed]++;
@@ -327,15 +343,18 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     e = s.flows.lookup(b, i, b.vlan[i], true);
     c.events[e >= 0 ? Ctr.flow_cache_hits : Ctr.flow_cache_misses]++;
   }
-  if (e >= 0 && s.flows.gen[e] !== t.generation) s.revalidate(t, e);
-  let eo = e * 2 + o;
+  let known = RULE_UNKNOWN;
+  if (e >= 0) {
+    if (rec[e * REC + R_GEN] !== t.generation) s.revalidate(t, e);
+    known = rec[e * REC + R_RULE + o];
+  }
 
   // 1. Returning from an SF on a path the flow state knows.
-  if (e >= 0 && t.portSfCount[L] !== 0 && s.oState[eo] === CHAIN) {
-    const p = s.oPath[eo];
+  if (known >= 0 && t.portSfCount[L] !== 0) {
+    const p = t.rulePath[known];
     const h = hopAt(t, L, p);
     if (h >= 0) {
-      proceed(t, b, s, c, i, f, e, eo, p, h + 1, s.oRule[eo]);
+      proceed(t, b, s, c, i, f, e, o, p, h + 1, known);
       if (frag === FRAG_FIRST) recordFragment(b, s, i, e, o);
       return;
     }
@@ -344,22 +363,16 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   // 2. Chain entry: classify once per flow and in-port.
   if (t.portEntry[L] !== 0) {
     let r: number;
-    if (e >= 0 && s.oState[eo] !== UNKNOWN && s.oInPort[eo] === L) {
-      r = s.oState[eo] === CHAIN ? s.oRule[eo] : -1;
+    if (known !== RULE_UNKNOWN && rec[e * REC + R_INPORT + o] === L) {
+      r = known;
     } else {
       r = classify(t.entryTable, b, i, L, early);
-      if (e < 0 && !early) {
-        e = s.newFlow(b, i, t.generation);
-        eo = e * 2 + o;
-      }
+      if (e < 0 && !early) e = s.newFlow(b, i, t.generation);
       if (e >= 0) {
-        s.oState[eo] = r >= 0 ? CHAIN : NONE;
-        s.oRule[eo] = r;
-        s.oPath[eo] = r >= 0 ? t.rulePath[r] : -1;
-        s.oInPort[eo] = L;
+        setRule(s, e, o, r < 0 ? RULE_NONE : r, L);
         if (r >= 0) {
-          copyMacs(b.data, b.start[i], s.oMacs, eo * MACS);
-          s.oMacValid[eo] = 1;
+          copyMacs(b.data, b.start[i], s.oMacs, (e * 2 + o) * MACS);
+          rec[e * REC + R_MACS] |= 1 << o;
         }
       }
     }
@@ -369,7 +382,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     }
     learnSource(b, s, i, f);
     c.events[Ctr.classified]++;
-    proceed(t, b, s, c, i, f, e, eo, t.rulePath[r], 0, r);
+    proceed(t, b, s, c, i, f, e, o, t.rulePath[r], 0, r);
     if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
     return;
   }
@@ -384,17 +397,9 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     switchSlot(b, s, c, i, f);
     return;
   }
-  if (e < 0 && !early) {
-    e = s.newFlow(b, i, t.generation);
-    eo = e * 2 + o;
-  }
-  if (e >= 0) {
-    s.oState[eo] = CHAIN;
-    s.oRule[eo] = r;
-    s.oPath[eo] = p;
-    s.oInPort[eo] = -1;
-  }
-  proceed(t, b, s, c, i, f, e, eo, p, h + 1, r);
+  if (e < 0 && !early) e = s.newFlow(b, i, t.generation);
+  if (e >= 0) setRule(s, e, o, r, -1);
+  proceed(t, b, s, c, i, f, e, o, p, h + 1, r);
   if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
 }
 

@@ -13,11 +13,14 @@
  *
  * Two hash functions consume the same key with the same semantics: `hashFlow`, int32 mixing in plain
  * JS (two xxh32-style Math.imul/rotate lanes, then murmur3's fmix32 finaliser), and
- * `createXxhFlowHasher`, xxh32 from xxhash-wasm over the key's bytes. They return different numbers; never mix them for one table.
+ * `createXxhFlowHasher`, xxh32 from xxhash-wasm over the key's bytes. They return different
+ * numbers: never mix them for one table.
  *
- * DEFAULT_HASH: bench/hash.ts (node 20, 256 prepared slots, default 5-tuple, 2-core lab VM) measured
- * js-int32 ≈ 23 ns/hash against xxhash-wasm ≈ 45 ns/hash: the JS hash wins, because a 56-byte key is
- * too short for xxh32's throughput to pay for crossing into wasm and copying the key into its memory.
+ * DEFAULT_HASH = 'js-int32'. bench/hash.ts (node 20, 256 prepared slots, default 5-tuple, the 2-core
+ * lab VM) measured js-int32 ≈ 75 ns/hash against xxhash-wasm ≈ 310 ns/hash on an idle machine, and
+ * 270 vs 530 / 500 vs 1000 ns with both cores saturated: the JS hash is 2-4x faster, because a 56-byte
+ * key is too short for xxh32's throughput to pay for the call into wasm and the copy of the key
+ * into wasm memory.
  *
  * Field rules:
  *  - eth_src/eth_dst are read from the frame bytes (destination MAC at start+0, source at +6).

@@ -125,6 +125,8 @@ export interface SpawnOptions {
   cpu?: number;
   env?: NodeJS.ProcessEnv;
   stdio?: StdioOptions;
+  /** Own process group (signal the whole group with process.kill(-pid, sig)). */
+  detached?: boolean;
 }
 
 /**
@@ -133,7 +135,11 @@ export interface SpawnOptions {
  */
 export async function netnsSpawn(lab: string, ns: string, argv: string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
   const pinned = opts.cpu === undefined ? argv : ['taskset', '-c', String(opts.cpu), ...argv];
-  const child = spawn('ip', ['netns', 'exec', ns, ...pinned], { stdio: opts.stdio ?? 'pipe', env: opts.env ?? process.env });
+  const child = spawn('ip', ['netns', 'exec', ns, ...pinned], {
+    stdio: opts.stdio ?? 'pipe',
+    env: opts.env ?? process.env,
+    detached: opts.detached,
+  });
   if (child.pid === undefined) {
     const e = await new Promise<Error>((resolve) => child.once('error', resolve));
     throw new Error(`${argv[0]}: ${e.message}`);

@@ -35,9 +35,11 @@
  *     (and, with --expect N, at least N packets). Stops after --seconds S, after --idle S without
  *     packets once one arrived (default 2), or on SIGTERM/SIGINT (then still prints the result).
  */
+import type { ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, isIPv6, type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { parseHostPort, parseOptions, UsageError } from '../commands/args.js';
 
@@ -455,6 +457,34 @@ async function udpRecv(argv: string[]): Promise<number> {
     latency_us: latencySummary(latencies.subarray(0, n)),
   });
   return ok ? 0 : 1;
+}
+
+export type TrafficEvent = { event: string; mode: string; ok?: boolean } & Record<string, unknown>;
+
+/**
+ * For callers that spawned the tool: the next output line of `child` satisfying `want` (e.g. the
+ * "listening" or "result" event). Several may wait on one child at once.
+ */
+export function nextEvent(child: ChildProcess, want: (e: TrafficEvent) => boolean): Promise<TrafficEvent> {
+  return new Promise((resolve, reject) => {
+    if (!child.stdout) return reject(new Error('traffic tool spawned without a stdout pipe'));
+    // Detach the listener when done, never close the interface: that would pause the shared stream.
+    const lines = createInterface({ input: child.stdout });
+    const onLine = (line: string) => {
+      let e: TrafficEvent;
+      try {
+        e = JSON.parse(line) as TrafficEvent;
+      } catch {
+        return;
+      }
+      if (want(e)) {
+        lines.off('line', onLine);
+        resolve(e);
+      }
+    };
+    lines.on('line', onLine);
+    child.once('close', (code) => reject(new Error(`traffic tool exited (${code}) before the expected event`)));
+  });
 }
 
 const MODES: Record<string, (argv: string[]) => Promise<number>> = {

@@ -105,7 +105,7 @@ export function parseCreate<T>(spec: ResourceSpec<T>, raw: unknown, defaultProje
   const attrs = spec.attrs as Record<string, AttrSpec<unknown>>;
   for (const [name, attr] of Object.entries(attrs)) {
     if (attr.required && !Object.hasOwn(body, name)) {
-      throw tagged(httpBadRequest(`Failed to parse request. Required attribute '${name}' not specified`), name);
+      throw tagged(httpBadRequest(`Required attribute '${name}' is missing`), name);
     }
   }
   const project = owner === undefined ? defaultProject : stringAttr(NAME_MAX)(owner, 'project_id');

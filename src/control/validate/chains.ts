@@ -29,7 +29,7 @@ import {
 import { basicConflict } from './classifiers.js';
 import { chainNotFound, findClassifier, findGroup, findPair, graphOfChain, type ResourceOps } from './common.js';
 
-type ChainInput = Pick<PortChain, 'chain_id' | 'name' | 'description' | 'port_pair_groups' | 'flow_classifiers' | 'chain_parameters'>;
+type ChainInput = Omit<PortChain, 'id' | 'tenant_id' | 'project_id'>;
 type ChainParameters = PortChain['chain_parameters'];
 
 const MAX_CHAIN_ID = 65535;
@@ -44,7 +44,7 @@ function chainId(value: unknown, attr: string): number {
 
 function groupList(value: unknown, attr: string): string[] {
   const list = toList(value);
-  if (list.length === 0) throw badRequest('PortPairGroupNotSpecified', 'Port Pair Group is not specified in Port Chain.');
+  if (list.length === 0) throw badRequest('PortPairGroupNotSpecified', 'A Port Chain needs at least one Port Pair Group.');
   return uuidListAttr(list, attr);
 }
 
@@ -85,12 +85,18 @@ function checkGroups(state: State, ids: readonly string[], self: string): void {
     (pc) => pc.id !== self && pc.port_pair_groups.length === ids.length && pc.port_pair_groups.every((g, i) => g === ids[i]),
   );
   if (twin) {
-    throw conflict('InvalidPortPairGroups', `Port Pair Group(s) ${ids.join(', ')} in use by Port Chain ${twin.id}.`);
+    throw conflict(
+      'InvalidPortPairGroups',
+      `Port Chain ${twin.id} already has exactly this Port Pair Group list (${ids.join(', ')}).`,
+    );
   }
 }
 
 /** Rule 3: every pair of every group is uncorrelated or uses the chain's correlation. */
-export function checkChainCorrelation(state: State, chain: Pick<PortChain, 'id' | 'port_pair_groups' | 'chain_parameters'>): void {
+export function checkChainCorrelation(
+  state: State,
+  chain: Pick<PortChain, 'id' | 'port_pair_groups' | 'chain_parameters'>,
+): void {
   const want = chain.chain_parameters.correlation;
   for (const gid of chain.port_pair_groups) {
     for (const ppid of findGroup(state, gid).port_pairs) {
@@ -98,7 +104,8 @@ export function checkChainCorrelation(state: State, chain: Pick<PortChain, 'id' 
       if (has !== null && has !== want) {
         throw badRequest(
           'PortChainInconsistentCorrelations',
-          `Port Chain ${chain.id} uses correlation ${want} but includes Port Pair Group ${gid} whose port pair ${ppid} uses ${has}.`,
+          `Port Chain ${chain.id} uses correlation ${want} but includes Port Pair Group ${gid} ` +
+            `whose port pair ${ppid} uses ${has}.`,
         );
       }
     }
@@ -121,7 +128,7 @@ function checkClassifiers(state: State, ids: readonly string[], self: string): v
       if (fc) {
         throw badRequest(
           'PortChainFlowClassifierInConflict',
-          `Flow Classifier ${fc.id} conflicts with Flow Classifier ${other.id} in port chain ${pc.id}.`,
+          `Flow Classifier ${fc.id} overlaps Flow Classifier ${other.id} of Port Chain ${pc.id}.`,
         );
       }
     }
@@ -142,12 +149,12 @@ function allocateChainId(state: State, self: string, requested: number, params: 
   if (requested !== 0) {
     const holder = state.port_chains.find((pc) => pc.chain_id === requested);
     if (holder) {
-      throw badRequest('PortChainChainIdInConflict', `Chain id ${requested} conflicts with Chain id in port chain ${holder.id}.`);
+      throw badRequest('PortChainChainIdInConflict', `Chain id ${requested} is already used by Port Chain ${holder.id}.`);
     }
     return requested;
   }
   for (let id = 1; id <= limit; id++) if (!used.has(id)) return id;
-  throw badRequest('PortChainUnavailableChainId', `Port Chain ${self} no available chain id.`);
+  throw badRequest('PortChainUnavailableChainId', `No free chain id (1..${limit}) left for Port Chain ${self}.`);
 }
 
 /** Rule 7 (OVS driver precommit): the reverse path starts at the logical destination port. */

@@ -22,7 +22,7 @@ import {
   type ResourceSpec,
 } from './attrs.js';
 import { classifierNotFound, findPort, type ResourceOps } from './common.js';
-import { parsePrefix, prefixesOverlap } from './prefix.js';
+import { maskWords, parsePrefix, type Prefix } from '../../classifier/rule.js';
 
 type ClassifierInput = Omit<FlowClassifier, 'id' | 'tenant_id' | 'project_id'>;
 
@@ -35,15 +35,19 @@ export function portValue(value: unknown): number | null {
   const n =
     typeof value === 'number' ? value : typeof value === 'string' && /^\s*[+-]?\d+\s*$/.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    throw badRequest('FlowClassifierInvalidPortValue', `Flow Classifier has invalid port value ${show(value)}.`);
+    throw badRequest('FlowClassifierInvalidPortValue', `Invalid port value ${show(value)}: ports are integers from 0 to 65535.`);
   }
   return n;
 }
 
-/** neutron-lib type:subnet_or_none (see prefix.ts for what is accepted); kept as written. */
+/**
+ * neutron-lib type:subnet_or_none: "<address>/<length>", IPv4 in canonical dotted decimal (the
+ * parser is the classifier compiler's), no leading zeros in the length. Host bits may be set
+ * ("10.0.0.1/8"); the text is kept as written.
+ */
 export function prefixOrNull(value: unknown, attr: string): string | null {
   if (value === null) return null;
-  if (typeof value !== 'string' || !parsePrefix(value)) {
+  if (typeof value !== 'string' || !parsePrefix(value) || !/\/(0|[1-9]\d*)$/.test(value)) {
     throw invalidAttr(attr, `'${show(value)}' is not a valid IP subnet`);
   }
   return value;
@@ -55,7 +59,7 @@ function ethertype(value: unknown): FlowClassifier['ethertype'] {
   if (!found) {
     throw badRequest(
       'FlowClassifierInvalidEthertype',
-      `Flow Classifier does not support ethertype ${show(value)}. Supported ethertype values are ${ETHERTYPES.join(', ')}.`,
+      `Ethertype ${show(value)} is not supported (use ${ETHERTYPES.join(' or ')}).`,
     );
   }
   return found;
@@ -67,7 +71,7 @@ function protocol(value: unknown): FlowClassifier['protocol'] {
   if (!found) {
     throw badRequest(
       'FlowClassifierInvalidProtocol',
-      `Flow Classifier does not support protocol ${show(value)}. Supported protocol values are ${PROTOCOLS.join(', ')}.`,
+      `Protocol ${show(value)} is not supported (use ${PROTOCOLS.join(', ')} or null for any).`,
     );
   }
   return found;
@@ -78,7 +82,7 @@ function l7Parameters(value: unknown): Record<string, never> {
   const key = isObject(value) ? Object.keys(value)[0] : show(value);
   throw badRequest(
     'FlowClassifierInvalidL7Parameter',
-    `Invalid Flow Classifier parameters: Unknown key ${key}. Supported flow classifier parameters are {}.`,
+    `l7_parameters supports no keys, got ${key}.`,
   );
 }
 
@@ -110,11 +114,11 @@ function checkRange(fc: ClassifierInput, min: number | null, max: number | null)
   if (min !== null && max !== null && min > max) {
     throw badRequest(
       'FlowClassifierInvalidPortRange',
-      `Invalid IP protocol port range. min_port_range=${min} must be lesser or equal to max_port_range=${max}.`,
+      `Port range minimum ${min} is greater than its maximum ${max}.`,
     );
   }
   if ((min !== null || max !== null) && fc.protocol !== 'tcp' && fc.protocol !== 'udp') {
-    throw badRequest('FlowClassifierProtocolRequiredWithPorts', 'IP protocol must be TCP or UDP, if port range is given.');
+    throw badRequest('FlowClassifierProtocolRequiredWithPorts', 'A port range needs protocol tcp or udp.');
   }
 }
 
@@ -123,13 +127,33 @@ function checkFamily(fc: ClassifierInput, text: string | null): void {
   if (parsePrefix(text)!.ver !== (fc.ethertype === 'IPv4' ? 4 : 6)) {
     throw badRequest(
       'FlowClassifierIpPrefixFormatConflictWithEthertype',
-      `IP prefix ${text} format conflicts with ethertype ${fc.ethertype}.`,
+      `Prefix ${text} does not belong to ethertype ${fc.ethertype}.`,
     );
   }
 }
 
-function prefixOverlap(a: string | null, b: string | null): boolean {
-  return a === null || b === null || prefixesOverlap(parsePrefix(a)!, parsePrefix(b)!);
+type MatchFields = Omit<ClassifierInput, 'name' | 'description' | 'l7_parameters'>;
+type Prefixes = { src: Prefix | null; dst: Prefix | null };
+
+/** Parsed prefixes per classifier object: stored classifiers never change, so this never goes stale. */
+const PARSED = new WeakMap<MatchFields, Prefixes>();
+
+function prefixesOf(fc: MatchFields): Prefixes {
+  let p = PARSED.get(fc);
+  if (!p) {
+    const parse = (text: string | null) => (text === null ? null : parsePrefix(text)!);
+    p = { src: parse(fc.source_ip_prefix), dst: parse(fc.destination_ip_prefix) };
+    PARSED.set(fc, p);
+  }
+  return p;
+}
+
+/** Either is null (any), or one contains the other: they agree on the shorter length's bits. */
+function prefixOverlap(a: Prefix | null, b: Prefix | null): boolean {
+  if (a === null || b === null) return true;
+  const len = Math.min(a.len, b.len);
+  const mb = maskWords(b.words, len);
+  return a.ver === b.ver && maskWords(a.words, len).every((w, i) => w === mb[i]);
 }
 
 function rangeOverlap(aMin: number | null, aMax: number | null, bMin: number | null, bMax: number | null): boolean {
@@ -139,15 +163,13 @@ function rangeOverlap(aMin: number | null, aMax: number | null, bMin: number | n
 
 const sameOrWild = <T>(a: T | null, b: T | null) => a === null || b === null || a === b;
 
-type MatchFields = Omit<ClassifierInput, 'name' | 'description' | 'l7_parameters'>;
-
 /** Conflict on the match fields only (logical ports ignored). */
 export function basicConflict(a: MatchFields, b: MatchFields): boolean {
   return (
     a.ethertype === b.ethertype &&
     sameOrWild(a.protocol, b.protocol) &&
-    prefixOverlap(a.source_ip_prefix, b.source_ip_prefix) &&
-    prefixOverlap(a.destination_ip_prefix, b.destination_ip_prefix) &&
+    prefixOverlap(prefixesOf(a).src, prefixesOf(b).src) &&
+    prefixOverlap(prefixesOf(a).dst, prefixesOf(b).dst) &&
     rangeOverlap(a.source_port_range_min, a.source_port_range_max, b.source_port_range_min, b.source_port_range_max) &&
     rangeOverlap(
       a.destination_port_range_min,
@@ -166,7 +188,7 @@ export function fullConflict(a: MatchFields, b: MatchFields): boolean {
   );
 }
 
-const portMissing = (id: string) => notFound('FlowClassifierPortNotFound', `Flow Classifier Neutron Port ${id} not found.`);
+const portMissing = (id: string) => notFound('FlowClassifierPortNotFound', `Logical port ${id} of the Flow Classifier not found.`);
 
 export const classifierOps: ResourceOps<FlowClassifier> = {
   notFound: classifierNotFound,
@@ -181,7 +203,10 @@ export const classifierOps: ResourceOps<FlowClassifier> = {
     if (fc.logical_destination_port !== null) findPort(state, fc.logical_destination_port, portMissing);
     const rival = state.flow_classifiers.find((e) => fullConflict(fc, e));
     if (rival) {
-      throw badRequest('FlowClassifierInConflict', `Flow Classifier conflicts with another Flow Classifier ${rival.id}.`);
+      throw badRequest(
+        'FlowClassifierInConflict',
+        `Flow Classifier overlaps Flow Classifier ${rival.id} on every match field and logical port.`,
+      );
     }
     if (fc.logical_source_port === null) {
       throw badRequest(

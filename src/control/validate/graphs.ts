@@ -19,10 +19,7 @@ type GraphInput = Pick<ServiceGraph, 'name' | 'description' | 'port_chains'>;
 type Edges = ServiceGraph['port_chains'];
 
 const invalidUuid = (what: string, value: unknown) =>
-  badRequest(
-    'InvalidUUID',
-    `An invalid UUID was specified: UUID of ${what} Port-Chain is invalid: ${show(value)}. Make sure only valid UUIDs are provided.`,
-  );
+  badRequest('InvalidUUID', `'${show(value)}' is not a valid UUID for a ${what} Port Chain.`);
 
 function edges(value: unknown, attr: string): Edges {
   if (value === null) return {};
@@ -46,21 +43,19 @@ const SPEC: ResourceSpec<GraphInput> = {
   readOnly: ['id'],
 };
 
-const impossibleBranching = (chain: PortChain, groupId: string) =>
-  badRequest(
-    'ServiceGraphImpossibleBranching',
-    `Service Graphs require source (branching) and destination port pair groups (their PPs) to have correlation ` +
-      `enabled: Port Pair Group ${groupId} of Port Chain ${chain.id} has a port pair without correlation ` +
-      `${chain.chain_parameters.correlation}.`,
-  );
-
 /** The pairs of the chain's group at `end` carry exactly the chain's correlation. */
 function checkBranchEnd(state: State, chain: PortChain, end: 'first' | 'last'): void {
   const groups = chain.port_pair_groups;
   const gid = end === 'first' ? groups[0]! : groups[groups.length - 1]!;
+  const want = chain.chain_parameters.correlation;
   for (const ppid of findGroup(state, gid).port_pairs) {
-    if (findPair(state, ppid).service_function_parameters.correlation !== chain.chain_parameters.correlation) {
-      throw impossibleBranching(chain, gid);
+    const has = findPair(state, ppid).service_function_parameters.correlation;
+    if (has !== want) {
+      throw badRequest(
+        'ServiceGraphImpossibleBranching',
+        `Port Chain ${chain.id} cannot be a branch ${end === 'first' ? 'destination' : 'source'}: port pair ${ppid} ` +
+          `of its ${end} group ${gid} has correlation ${show(has)}, the chain's ${want} is required.`,
+      );
     }
   }
 }
@@ -69,8 +64,8 @@ function checkEncapsulation(chain: PortChain, correlation: string): void {
   if (chain.chain_parameters.correlation !== correlation) {
     throw badRequest(
       'ServiceGraphInconsistentEncapsulation',
-      `Service Graph may only connect port-chains sharing the same correlation (Port Chain ${chain.id} uses ` +
-        `${chain.chain_parameters.correlation}, the graph ${correlation}).`,
+      `All Port Chains of a Service Graph need one correlation: Port Chain ${chain.id} uses ` +
+        `${chain.chain_parameters.correlation}, the graph ${correlation}.`,
     );
   }
 }
@@ -83,7 +78,8 @@ function checkBranchClassifiers(state: State, destinations: readonly PortChain[]
       if (basicConflict(fcs[i]!, fcs[j]!)) {
         throw badRequest(
           'ServiceGraphFlowClassifierInConflict',
-          `Flow Classifier ${fcs[i]!.id} conflicts with Flow Classifier ${fcs[j]!.id} on one of the branching points being created.`,
+          `Flow Classifiers ${fcs[i]!.id} and ${fcs[j]!.id} of destinations of one branch point overlap: ` +
+            'the branch could not tell their traffic apart.',
         );
       }
     }
@@ -104,7 +100,10 @@ export function checkBranches(state: State, map: Edges, withClassifiers = false)
     const seen = new Set<string>();
     const dsts = dstIds.map((id) => {
       if (seen.has(id)) {
-        throw badRequest('ServiceGraphPortChainInConflict', `Port Chain ${id} is duplicated on one of the branching points being created.`);
+        throw badRequest(
+          'ServiceGraphPortChainInConflict',
+          `Port Chain ${id} is listed twice as a destination of Port Chain ${srcId}.`,
+        );
       }
       seen.add(id);
       const dst = findChain(state, id);
@@ -121,7 +120,7 @@ function checkNoLoop(map: Edges): void {
   const onPath = new Set<string>();
   const visit = (id: string): void => {
     if (onPath.has(id)) {
-      throw badRequest('ServiceGraphLoopDetected', 'Service Graph defined contains at least one port chain loop.');
+      throw badRequest('ServiceGraphLoopDetected', `Service Graph has a loop through Port Chain ${id}.`);
     }
     if (done.has(id)) return;
     onPath.add(id);
@@ -142,7 +141,7 @@ export const graphOps: ResourceOps<ServiceGraph> = {
     if (taken.length > 0) {
       throw conflict(
         'ServiceGraphInvalidPortChains',
-        `Some of the Port Chain(s): ${[...new Set(taken)].join(', ')}, are already in use by a Service Graph.`,
+        `Port Chain(s) ${[...new Set(taken)].join(', ')} already belong to a Service Graph.`,
       );
     }
     checkBranches(state, input.port_chains, true);

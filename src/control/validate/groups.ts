@@ -38,8 +38,7 @@ const MAPPING_SIDES = ['ingress_n_tuple', 'egress_n_tuple'] as const;
 const invalidMapping = (reason: string) =>
   badRequest(
     'PPGParametersInvalidNTupleMappingParameter',
-    `Invalid Port Pair Group N-Tuple Mapping parameters: ${reason}. Supported PPG classifier N-Tuple Mapping ` +
-      `parameters are ${N_TUPLE_KEYS.join(', ')}.`,
+    `Invalid ppg_n_tuple_mapping: ${reason} (sides: ${MAPPING_SIDES.join(', ')}; keys: ${N_TUPLE_KEYS.join(', ')}).`,
   );
 
 function lbFields(value: unknown, attr: string): LbField[] {
@@ -51,10 +50,10 @@ function lbFields(value: unknown, attr: string): LbField[] {
 
 function nTuple(value: unknown, side: string): NTuple {
   if (value === null) return {};
-  if (!isObject(value)) throw invalidMapping(`${side} must be a dictionary, not ${show(value)}`);
+  if (!isObject(value)) throw invalidMapping(`${side} must be a dictionary, not '${show(value)}'`);
   const out: NTuple = {};
   for (const [key, v] of Object.entries(value)) {
-    if (!(N_TUPLE_KEYS as readonly string[]).includes(key)) throw invalidMapping(`Unknown key ${key}`);
+    if (!(N_TUPLE_KEYS as readonly string[]).includes(key)) throw invalidMapping(`unknown key '${key}' in ${side}`);
     const k = key as (typeof N_TUPLE_KEYS)[number];
     out[k] = k.endsWith('_ip_prefix') ? prefixOrNull(v, k) : portValue(v);
   }
@@ -63,9 +62,9 @@ function nTuple(value: unknown, side: string): NTuple {
 
 function mapping(value: unknown): Mapping {
   if (value === null) return { ingress_n_tuple: {}, egress_n_tuple: {} };
-  if (!isObject(value)) throw invalidMapping(`${show(value)} is not a dictionary`);
+  if (!isObject(value)) throw invalidMapping(`'${show(value)}' is not a dictionary`);
   for (const key of Object.keys(value)) {
-    if (!(MAPPING_SIDES as readonly string[]).includes(key)) throw invalidMapping(`Unknown key ${key}`);
+    if (!(MAPPING_SIDES as readonly string[]).includes(key)) throw invalidMapping(`unknown side '${key}'`);
   }
   return {
     ingress_n_tuple: nTuple(value.ingress_n_tuple ?? null, 'ingress_n_tuple'),
@@ -99,7 +98,9 @@ function checkPairs(state: State, groupId: string, pairIds: readonly string[], t
     if (pp.service_function_parameters.correlation !== pairs[0]!.service_function_parameters.correlation) {
       throw badRequest(
         'InconsistentCorrelations',
-        'Port Pair Group attempted creation included Port Pairs with inconsistent correlation types.',
+        `Port pairs ${pairs[0]!.id} and ${pp.id} have different correlations ` +
+          `(${show(pairs[0]!.service_function_parameters.correlation)}, ${show(pp.service_function_parameters.correlation)}): ` +
+          'the pairs of a group must share one.',
       );
     }
     if (state.port_pair_groups.some((g) => g.id !== groupId && g.port_pairs.includes(pp.id))) {
@@ -109,7 +110,7 @@ function checkPairs(state: State, groupId: string, pairIds: readonly string[], t
   if (tap && pairs.length > 1) {
     throw badRequest(
       'MultiplePortPairsInTapPPGNotSupported',
-      'Multiple port pairs in a tap enabled port pair group are not supported.',
+      'A tap port pair group holds at most one port pair.',
     );
   }
 }

@@ -48,7 +48,7 @@ const SPEC: ResourceSpec<PairInput> = {
   readOnly: ['id'],
 };
 
-const portMissing = (id: string) => notFound('PortPairPortNotFound', `Port Pair port ${id} not found.`);
+const portMissing = (id: string) => notFound('PortPairPortNotFound', `Port ${id} of the Port Pair not found.`);
 
 export const pairOps: ResourceOps<PortPair> = {
   notFound: pairNotFound,
@@ -59,7 +59,8 @@ export const pairOps: ResourceOps<PortPair> = {
     if (twin) {
       throw badRequest(
         'PortPairIngressEgressInUse',
-        `Port Pair with ingress port ${input.ingress} and egress port ${input.egress} is already used by another Port Pair ${twin.id}.`,
+        `Port Pair with ingress port ${input.ingress} and egress port ${input.egress} ` +
+          `is already used by another Port Pair ${twin.id}.`,
       );
     }
     findPort(state, input.ingress, portMissing);

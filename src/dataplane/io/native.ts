@@ -7,6 +7,10 @@
  * backend then fails with an Error that says how to build it (undici's optional-binding pattern).
  * The addon is a Node-API module: each worker thread loads its own instance and its handles are
  * bound to that thread's event loop.
+ *
+ * NativePort is the PortIO over an addon handle shared by the AF_PACKET and TAP backends (one
+ * native call per burst, one-shot readiness, a cached link state that notices a deleted
+ * interface).
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -213,4 +217,21 @@ export class NativePort implements PortIO {
 /** A fresh per-port counter array for the addon (or a view the caller placed in shared memory). */
 export function ioCounters(io: SfcIo): Float64Array {
   return new Float64Array(io.counterNames.length);
+}
+
+/**
+ * Run the calling thread in the network namespace /run/netns/NAME (as `ip netns exec` would for
+ * a process) until the returned function restores the previous one. Sockets opened meanwhile, and
+ * worker threads started meanwhile, live in that namespace. Used by tests and by tools that attach
+ * to a lab's namespace without re-executing themselves.
+ */
+export function enterNetns(name: string): () => void {
+  const io = loadNative();
+  const back = io.netnsEnter(name.includes('/') ? name : `/run/netns/${name}`);
+  let left = false;
+  return () => {
+    if (left) return;
+    left = true;
+    io.netnsRestore(back);
+  };
 }

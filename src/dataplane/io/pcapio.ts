@@ -81,18 +81,16 @@ export async function readPcap(path: string): Promise<{ linktype: number; frames
     });
     parser.on('error', (e) => {
       failed = true;
-      const hint = bytes.readUInt32BE(0) === 0x0a0d0d0a ? ' (pcapng is not supported: convert with editcap -F pcap)' : '';
+      const pcapng = bytes.readUInt32BE(0) === 0x0a0d0d0a;
+      const hint = pcapng ? ' (pcapng is not supported: convert with editcap -F pcap)' : '';
       reject(new Error(`${path}: not a readable pcap file: ${e.message}${hint}`));
     });
     parser.on('end', () => {
       if (failed) return;
       if (consumed !== bytes.length) {
-        const at = frames.length + 1;
-        reject(
-          new Error(
-            `${path}: truncated pcap file: record ${at} is cut off (${bytes.length - consumed} stray bytes at offset ${consumed})`,
-          ),
-        );
+        const stray = bytes.length - consumed;
+        const where = `record ${frames.length + 1} is cut off (${stray} stray bytes at offset ${consumed})`;
+        reject(new Error(`${path}: truncated pcap file: ${where}`));
         return;
       }
       resolve({ linktype, frames });

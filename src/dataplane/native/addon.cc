@@ -67,6 +67,12 @@ bool optBool(const Napi::Object& o, const char* key, bool def) {
 RingConfig ringConfig(const Napi::Object& o) {
   RingConfig r;
   r.version = optU32(o, "version", r.version);
+  if (r.version == 3) {
+    // Many smaller blocks: a partly filled block is retired every retireMs, so a late reader's
+    // slack is blockCount x retireMs, whatever the block size (256 KiB still holds a GSO frame).
+    r.blockSize = 256u << 10;
+    r.blockCount = 16;
+  }
   r.blockSize = optU32(o, "blockSize", r.blockSize);
   r.blockCount = optU32(o, "blockCount", r.blockCount);
   r.retireMs = optU32(o, "retireMs", r.retireMs);

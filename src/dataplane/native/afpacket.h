@@ -40,9 +40,9 @@
 namespace sfc {
 
 struct RingConfig {
-  uint32_t version = 2;           // 2 = TPACKET_V2, 3 = TPACKET_V3
+  uint32_t version = 2;           // 2 = TPACKET_V2, 3 = TPACKET_V3 (addon.cc picks V3 defaults)
   uint32_t blockSize = 1u << 20;  // V3: must hold the largest GSO frame (64 KiB + headers)
-  uint32_t blockCount = 4;
+  uint32_t blockCount = 4;        // V2: 4 MiB = 2048 frames of 2 KiB
   uint32_t retireMs = 2;          // V3 only
 };
 

@@ -1,0 +1,270 @@
+/*
+ * End-to-end benchmark against peers, on the network-namespace lab (2 hops x 2 instances; the
+ * one-hop topology uses only client -> cli0 -> srv0 -> server). trafgen offers 64-byte UDP on
+ * CPU 0, the forwarder runs on CPU 1, an nftables sink counts what arrives correctly rewritten
+ * (dst MAC = the server's; TTL 64 on one hop, 62 through the chain's two L3 SF hops).
+ *
+ *   npm run build && node dist/bench/e2e.js [--quick] [--rounds N] [--seconds S] [--only NAMES]
+ *       [--flows 256,65536] [--no-latency]
+ *
+ * --only takes forwarder and/or topology names, comma-separated: sfc-afpacket, sfc-cap, ovs,
+ * netsniff-ng, tc, one-hop, chain. --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s,
+ * alternating forwarders within each round (A B C A B C), about 5 minutes.
+ *
+ * Output, one JSON object per line:
+ *   {bench:"e2e", forwarder, topology, flows, round, seconds, offered_pps, delivered_pps, loss,
+ *    misdelivered_pps, cpu_us_per_pkt, cpu_util, [instance_share] | error}
+ *     delivered = frames at the sink with the right MAC and TTL; misdelivered = frames that reached
+ *     udp/9 at the sink otherwise; cpu_util = forwarder CPU time / wall time (1 = one core);
+ *     cpu_us_per_pkt = forwarder CPU µs per delivered packet (null for tc: softirq, no process)
+ *   {bench:"e2e-latency", forwarder, topology, pps, sent, received, lost, p50_us, p99_us, max_us}
+ *     one-way, 1,000 pps, one flow, traffic tool timestamps (same host clock)
+ *   {bench:"e2e-summary", medians: [...], ratios: {...}, latency: [...]}
+ *
+ * Everything (namespaces, OVS daemons, trafgen, dataplanes) is removed at the end and on Ctrl-C;
+ * net.core.wmem_default is raised for trafgen (it cannot inside a namespace) and restored.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseOptions } from '../src/commands/args.js';
+import { chainConfig, CLIENT, describeLab, labDown, labUp, netnsExec, netnsSpawn, SERVER, type Lab } from '../src/lab/topology.js';
+import { nextEvent } from '../src/lab/traffic.js';
+import { FORWARDERS, type BenchEnv, type Forwarder, type Running, type Topology } from './e2e/forwarders.js';
+import {
+  initClockTicks,
+  installSink,
+  snapshot,
+  startGenerator,
+  stopGroup,
+  writeTrafgenConfigs,
+  type Snapshot,
+} from './e2e/measure.js';
+
+const LAB = 'sfcb';
+const TRAFFIC = fileURLToPath(new URL('../src/lab/traffic.js', import.meta.url));
+const WMEM = '/proc/sys/net/core/wmem_default';
+const WMEM_FOR_TRAFGEN = 4 * 1024 * 1024;
+const LATENCY_PORT = 7000;
+
+interface Settings {
+  rounds: number;
+  seconds: number;
+  warmup: number;
+  flows: number[];
+  latencyPackets: number;
+  only: string[] | null;
+}
+
+type Row = Record<string, unknown>;
+
+function emit(row: Row): void {
+  console.log(JSON.stringify(row));
+}
+
+function settings(argv: string[]): Settings {
+  const { values } = parseOptions(argv, {
+    quick: { type: 'boolean' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    only: { type: 'string' },
+    flows: { type: 'string' },
+    'no-latency': { type: 'boolean' },
+  });
+  const quick = values.quick ?? false;
+  const num = (v: string | undefined, fallback: number) => {
+    const n = v === undefined ? fallback : Number(v);
+    if (!(n > 0)) throw new Error(`expected a positive number, got '${v}'`);
+    return n;
+  };
+  return {
+    rounds: num(values.rounds, quick ? 1 : 2),
+    seconds: num(values.seconds, quick ? 1 : 5),
+    warmup: quick ? 0.5 : 1,
+    flows: (values.flows ?? '256,65536').split(',').map((f) => num(f, 0)),
+    latencyPackets: values['no-latency'] ? 0 : quick ? 300 : 2000,
+    only: values.only ? values.only.split(',') : null,
+  };
+}
+
+const round = (x: number, digits = 0) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+function rates(a: Snapshot, b: Snapshot, topology: Topology): Row {
+  const secs = (b.ms - a.ms) / 1000;
+  const offered = b.offered - a.offered;
+  const key = topology === 'chain' ? 'mac_ttl62' : 'mac_ttl64';
+  const delivered = b.sink[key] - a.sink[key];
+  const cpu = a.cpuUs !== null && b.cpuUs !== null ? b.cpuUs - a.cpuUs : null;
+  return {
+    seconds: round(secs, 3),
+    offered_pps: round(offered / secs),
+    delivered_pps: round(delivered / secs),
+    loss: offered > 0 ? round(1 - delivered / offered, 4) : null,
+    misdelivered_pps: round((b.sink.all - a.sink.all - delivered) / secs),
+    cpu_us_per_pkt: cpu !== null && delivered > 0 ? round(cpu / delivered, 3) : null,
+    cpu_util: cpu !== null ? round(cpu / (secs * 1e6), 3) : null,
+  };
+}
+
+async function throughput(env: BenchEnv, s: Settings, trafgen: Map<number, string>, fwd: Forwarder, topology: Topology, flows: number, r: number): Promise<Row> {
+  const base = { bench: 'e2e', forwarder: fwd.name, topology, flows, round: r };
+  let running: Running | null = null;
+  let gen: Awaited<ReturnType<typeof startGenerator>> | null = null;
+  try {
+    running = await fwd.start(env, topology);
+    gen = await startGenerator(env.lab, trafgen.get(flows)!);
+    await sleep(s.warmup * 1000);
+    const a = await snapshot(env.lab, running.pid);
+    await sleep(s.seconds * 1000);
+    const b = await snapshot(env.lab, running.pid);
+    if (gen.exitCode !== null) throw new Error(`trafgen stopped early (exit ${gen.exitCode})`);
+    return { ...base, ...rates(a, b, topology), ...(running.detail ? await running.detail() : {}) };
+  } catch (e) {
+    return { ...base, error: e instanceof Error ? e.message : String(e) };
+  } finally {
+    if (gen) await stopGroup(gen, 'SIGINT');
+    if (running) await running.stop();
+  }
+}
+
+async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Topology): Promise<Row> {
+  const base = { bench: 'e2e-latency', forwarder: fwd.name, topology, pps: 1000 };
+  const { lab } = env;
+  let running: Running | null = null;
+  let recv: Awaited<ReturnType<typeof netnsSpawn>> | null = null;
+  try {
+    running = await fwd.start(env, topology);
+    const limit = String(s.latencyPackets / 1000 + 5);
+    const argv = [process.execPath, TRAFFIC, 'udp-recv', '--listen', `${SERVER.ip}:${LATENCY_PORT}`, '--idle', '1', '--seconds', limit];
+    recv = await netnsSpawn(lab.name, lab.serverNs, argv, { detached: true });
+    const result = nextEvent(recv, (e) => e.event === 'result');
+    await nextEvent(recv, (e) => e.event === 'listening');
+    const send = [process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
+    send.push('--count', String(s.latencyPackets), '--sport', '40000');
+    const sent = JSON.parse((await netnsExec(lab.clientNs, send)).stdout.trim().split('\n').pop()!) as { sent: number };
+    const r = (await result) as { received: number; lost: number; latency_us: { p50: number; p99: number; max: number } };
+    return { ...base, sent: sent.sent, received: r.received, lost: r.lost, p50_us: r.latency_us.p50, p99_us: r.latency_us.p99, max_us: r.latency_us.max };
+  } catch (e) {
+    return { ...base, error: e instanceof Error ? e.message : String(e) };
+  } finally {
+    if (recv) await stopGroup(recv, 'SIGTERM').catch(() => {});
+    if (running) await running.stop();
+  }
+}
+
+function median(xs: number[]): number | null {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function summary(rows: Row[], latencies: Row[]): Row {
+  const ok = rows.filter((r) => !r.error);
+  const groups = new Map<string, Row[]>();
+  for (const r of ok) {
+    const key = `${r.forwarder}|${r.topology}|${r.flows}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const med = (rs: Row[], k: string) => median(rs.map((r) => r[k]).filter((v): v is number => typeof v === 'number'));
+  const medians = [...groups.values()].map((rs) => ({
+    forwarder: rs[0].forwarder,
+    topology: rs[0].topology,
+    flows: rs[0].flows,
+    rounds: rs.length,
+    offered_pps: med(rs, 'offered_pps'),
+    delivered_pps: med(rs, 'delivered_pps'),
+    loss: med(rs, 'loss'),
+    cpu_us_per_pkt: med(rs, 'cpu_us_per_pkt'),
+  }));
+  const find = (fwd: string, topology: Topology, flows: unknown) =>
+    medians.find((m) => m.forwarder === fwd && m.topology === topology && m.flows === flows);
+  const ratios: Record<string, Record<string, number | null>> = {};
+  const flowCounts = [...new Set(medians.map((m) => m.flows))];
+  for (const backend of ['sfc-afpacket', 'sfc-cap']) {
+    const vsOvs: Record<string, number | null> = {};
+    const cpu: Record<string, number | null> = {};
+    for (const flows of flowCounts) {
+      const mine = find(backend, 'chain', flows)?.delivered_pps;
+      const ovs = find('ovs', 'chain', flows)?.delivered_pps;
+      vsOvs[String(flows)] = mine != null && ovs ? round(mine / ovs, 3) : null;
+      cpu[String(flows)] = find(backend, 'one-hop', flows)?.cpu_us_per_pkt ?? null;
+    }
+    ratios[`${backend}_vs_ovs_chain_delivered_pps`] = vsOvs;
+    ratios[`${backend}_one_hop_cpu_us_per_pkt`] = cpu;
+  }
+  const latency = latencies.filter((l) => !l.error).map(({ forwarder, topology, p50_us, p99_us }) => ({ forwarder, topology, p50_us, p99_us }));
+  return { bench: 'e2e-summary', medians, ratios, latency, errors: rows.filter((r) => r.error).length };
+}
+
+async function main(): Promise<number> {
+  const s = settings(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
+  const selected = (fwd: Forwarder, topology: Topology) =>
+    fwd.topologies.includes(topology) && (!s.only || s.only.includes(fwd.name) || s.only.includes(topology));
+  const dir = await mkdtemp(join(tmpdir(), 'sfc-e2e-'));
+  const wmem = (await readFile(WMEM, 'utf8')).trim();
+  let cleaned = false;
+  const cleanup = async () => {
+    if (cleaned) return;
+    cleaned = true;
+    await labDown(LAB).catch((e: unknown) => process.stderr.write(`e2e: lab down: ${String(e)}\n`));
+    await writeFile(WMEM, wmem).catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`e2e: ${sig}: cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await labDown(LAB);
+    const lab: Lab = await labUp({ name: LAB, hops: 2, instances: 2, out: join(dir, 'chains.yaml') });
+    const oneHopConfig = join(dir, 'one-hop.yaml');
+    await writeFile(oneHopConfig, chainConfig(describeLab({ name: LAB, hops: 0 })));
+    // One-way tools (netsniff-ng, tc) carry no ARP replies back: the client knows the server's MAC.
+    await netnsExec(lab.clientNs, ['ip', 'neigh', 'replace', SERVER.ip, 'lladdr', SERVER.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    await netnsExec(lab.serverNs, ['ip', 'neigh', 'replace', CLIENT.ip, 'lladdr', CLIENT.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    await installSink(lab);
+    await initClockTicks();
+    if (Number(wmem) < WMEM_FOR_TRAFGEN) await writeFile(WMEM, String(WMEM_FOR_TRAFGEN));
+    const trafgen = await writeTrafgenConfigs(dir, s.flows);
+    const env: BenchEnv = { lab, dir, oneHopConfig };
+    const rows: Row[] = [];
+    const latencies: Row[] = [];
+    for (const topology of ['one-hop', 'chain'] as const) {
+      const fwds = FORWARDERS.filter((f) => selected(f, topology));
+      for (const flows of s.flows) {
+        for (let r = 1; r <= s.rounds; r++) {
+          for (const fwd of fwds) {
+            const row = await throughput(env, s, trafgen, fwd, topology, flows, r);
+            emit(row);
+            rows.push(row);
+          }
+        }
+      }
+      if (s.latencyPackets) {
+        for (const fwd of fwds) {
+          const row = await latency(env, s, fwd, topology);
+          emit(row);
+          latencies.push(row);
+        }
+      }
+    }
+    emit(summary(rows, latencies));
+    return 0;
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  (code) => (process.exitCode = code),
+  (e: unknown) => {
+    process.stderr.write(`e2e: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,334 @@
+/*
+ * runtime: the live dataplane — N worker threads, each an Engine over its own packet sockets
+ * (worker.ts), driven from the main thread (ARCHITECTURE.md §3).
+ *
+ * Interfaces: the main thread opens every socket. For AF_PACKET with several workers each
+ * interface gets one socket per worker, joined to one PACKET_FANOUT group (hash mode) in worker
+ * order: the kernel's fanout hash is symmetric and indexes the group's members in join order (an
+ * order that survives link flaps), so both directions of a flow, arriving on different interfaces,
+ * meet the same worker and its flow state. Each worker then adopts its fd. A TAP gets one fd
+ * shared by all workers: all may transmit, worker 0 reads. The cap backend cannot run in a worker
+ * (its binding polls the main event loop), so it runs one in-process data path on this thread.
+ *
+ * A missing interface (absent at publish, or deleted later) is logged once and retried every
+ * second; its ports stay in the engine, reported down, and come back when it reappears.
+ *
+ * publish(t) posts the tables to every worker and resolves when each reports that generation live
+ * (applied before its next batch). stats() sums the workers' SharedArrayBuffers: no messages.
+ * close() lets each worker process what it already received, close its ports and exit.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { COUNTERS, DROP_REASONS } from './counters.js';
+import { openAfPacketSocket } from './io/afpacket.js';
+import { LINK_UP, loadNative, nativeAvailable, type RingOptions } from './io/native.js';
+import type { Backend } from './io/open.js';
+import { openTapDevice } from './io/tap.js';
+import type { Tables } from './tables.js';
+import {
+  DataplaneWorker,
+  MAX_INSTANCES,
+  MAX_INTERFACES,
+  StatsLayout,
+  type FromWorker,
+  type ToWorker,
+  type WorkerConfig,
+} from './worker.js';
+
+export interface DataplaneOptions {
+  backend: Backend;
+  workers: number;
+  log?: (m: string) => void;
+  /** AF_PACKET ring layout (default TPACKET_V2, 4 MiB). */
+  ring?: RingOptions;
+}
+
+export interface InterfaceStats {
+  name: string;
+  rxPackets: number;
+  txPackets: number;
+  up: boolean;
+  /** Packet I/O counters summed over workers (the addon's names; empty for cap). */
+  io: Record<string, number>;
+}
+
+export interface DataplaneStats {
+  events: Float64Array;
+  drops: Float64Array;
+  instancePackets: Float64Array;
+  interfaces: InterfaceStats[];
+}
+
+const RETRY_MS = 1000;
+const CLOSE_TIMEOUT_MS = 5000;
+const FANOUT_TRIES = 16;
+
+interface Member {
+  sab: SharedArrayBuffer;
+  worker: Worker | null;
+  local: DataplaneWorker | null;
+  live: number;
+  waiters: { generation: number; resolve: () => void; reject: (e: Error) => void }[];
+  closed: Promise<void>;
+  dead: Error | null;
+}
+
+interface Iface {
+  name: string;
+  attached: boolean;
+  /** Increments on every attach; a loss report for an older epoch is stale. */
+  epoch: number;
+  tapFd: number;
+}
+
+export class Dataplane {
+  private readonly backend: Backend;
+  private readonly log: (m: string) => void;
+  private readonly ring: RingOptions;
+  private readonly layout: StatsLayout;
+  private readonly ioNames: readonly string[];
+  private readonly members: Member[] = [];
+  private readonly ifaces = new Map<string, Iface>();
+  private tables: Tables | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private nextGroup: number;
+  private closing: Promise<void> | null = null;
+
+  constructor(opts: DataplaneOptions) {
+    this.backend = opts.backend;
+    this.log = opts.log ?? ((m) => console.error(`sfc dataplane: ${m}`));
+    this.ring = opts.ring ?? {};
+    // Load what the backend needs now, so a missing addon fails here with its build hint.
+    this.ioNames = this.backend === 'cap' ? [] : loadNative().counterNames;
+    this.layout = new StatsLayout(this.ioNames.length);
+    this.nextGroup = (process.pid * 16) & 0xffff;
+    const workers = Math.max(1, Math.floor(opts.workers));
+    if (this.backend === 'cap') {
+      if (workers > 1) this.log(`the cap backend runs one data path on the main thread; --workers ${workers} ignored`);
+      this.members.push(this.localMember());
+    } else {
+      const url = workerUrl();
+      for (let i = 0; i < workers; i++) this.members.push(this.threadMember(url, i));
+    }
+  }
+
+  get workers(): number {
+    return this.members.length;
+  }
+
+  async publish(t: Tables): Promise<void> {
+    if (this.closing !== null) throw new Error('dataplane is closed');
+    const wanted = new Set(t.interfaces.filter((n) => n !== ''));
+    for (const name of wanted) {
+      if (this.ifaces.has(name) || this.backend === 'cap') continue;
+      const iface: Iface = { name, attached: false, epoch: 0, tapFd: -1 };
+      this.ifaces.set(name, iface);
+      this.attach(iface);
+    }
+    await Promise.all(this.members.map((m) => this.whenLive(m, t)));
+    for (const iface of this.ifaces.values()) {
+      if (wanted.has(iface.name)) continue;
+      this.ifaces.delete(iface.name);
+      if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+    }
+    this.tables = t;
+  }
+
+  stats(): DataplaneStats {
+    const t = this.tables;
+    const events = new Float64Array(COUNTERS.length);
+    const drops = new Float64Array(DROP_REASONS.length);
+    const instancePackets = new Float64Array(Math.min(t?.instanceCount ?? 0, MAX_INSTANCES));
+    const L = this.layout;
+    const names = t?.interfaces ?? [];
+    const nIf = Math.min(names.length, MAX_INTERFACES);
+    const rx = new Float64Array(nIf);
+    const tx = new Float64Array(nIf);
+    const io = new Float64Array(nIf * L.ioCount);
+    for (const m of this.members) {
+      addInto(events, new Float64Array(m.sab, L.counters, COUNTERS.length));
+      addInto(drops, new Float64Array(m.sab, L.counters + COUNTERS.length * 8, DROP_REASONS.length));
+      addInto(instancePackets, new Float64Array(m.sab, L.instances, instancePackets.length));
+      addInto(rx, new Float64Array(m.sab, L.ifRx, nIf));
+      addInto(tx, new Float64Array(m.sab, L.ifTx, nIf));
+      addInto(io, new Float64Array(m.sab, L.io, io.length));
+    }
+    const interfaces: InterfaceStats[] = [];
+    for (let f = 0; f < nIf; f++) {
+      const name = names[f];
+      if (name === '') continue;
+      const counters: Record<string, number> = {};
+      this.ioNames.forEach((n, k) => (counters[n] = io[f * L.ioCount + k]));
+      interfaces.push({ name, rxPackets: rx[f], txPackets: tx[f], up: this.isUp(name), io: counters });
+    }
+    return { events, drops, instancePackets, interfaces };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
+    for (const m of this.members) this.send(m, { type: 'close' });
+    await Promise.all(this.members.map((m) => m.closed));
+    for (const iface of this.ifaces.values()) if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+    this.ifaces.clear();
+  }
+
+  private isUp(name: string): boolean {
+    if (this.backend === 'cap') return this.members[0].local?.attached(name) === true;
+    return this.ifaces.get(name)?.attached === true && nativeAvailable() && loadNative().ifState(name) === LINK_UP;
+  }
+
+  /** Open the interface's socket(s) for every worker and post them; false when it is missing. */
+  private attach(iface: Iface): boolean {
+    let fds: number[];
+    try {
+      fds = this.backend === 'tap' ? [this.openTap(iface)] : this.openFanout(iface.name);
+    } catch (e) {
+      if (iface.epoch === 0 || iface.attached) this.log(`${iface.name}: ${(e as Error).message}; retrying every second`);
+      iface.attached = false;
+      this.scheduleRetry();
+      return false;
+    }
+    iface.attached = true;
+    iface.epoch++;
+    this.members.forEach((m, i) => {
+      const fd = this.backend === 'tap' ? fds[0] : fds[i];
+      this.send(m, { type: 'attach', name: iface.name, fd, rx: this.backend !== 'tap' || i === 0, epoch: iface.epoch });
+    });
+    const how = this.backend === 'tap' ? 'TAP' : `AF_PACKET TPACKET_V${this.ring.version ?? 2}, ${fds.length} socket(s)`;
+    this.log(`${iface.name}: attached (${how}; GSO and partial checksums repaired in userspace)`);
+    return true;
+  }
+
+  private openTap(iface: Iface): number {
+    if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+    iface.tapFd = -1;
+    iface.tapFd = openTapDevice(iface.name);
+    return iface.tapFd;
+  }
+
+  /** One socket per worker, in worker order, in a fresh fanout group (none for one worker). */
+  private openFanout(name: string): number[] {
+    const n = this.members.length;
+    for (let attempt = 0; ; attempt++) {
+      const group = n > 1 ? this.nextGroup++ & 0xffff : undefined;
+      const fds: number[] = [];
+      try {
+        for (let i = 0; i < n; i++) fds.push(openAfPacketSocket(name, { ...this.ring, fanoutGroup: group }));
+        return fds;
+      } catch (e) {
+        for (const fd of fds) loadNative().closeFd(fd);
+        // Another group with this id (other process, other interface): try the next id.
+        if (!(e as Error).message.includes('PACKET_FANOUT') || attempt + 1 >= FANOUT_TRIES) throw e;
+      }
+    }
+  }
+
+  private scheduleRetry(): void {
+    if (this.retry !== null || this.closing !== null) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      for (const iface of this.ifaces.values()) {
+        if (!iface.attached && this.attach(iface) && iface.epoch > 1) this.log(`${iface.name}: back`);
+      }
+    }, RETRY_MS);
+    this.retry.unref();
+  }
+
+  private fromWorker(m: Member, msg: FromWorker): void {
+    switch (msg.type) {
+      case 'live':
+        m.live = Math.max(m.live, msg.generation);
+        m.waiters = m.waiters.filter((w) => (w.generation <= m.live ? (w.resolve(), false) : true));
+        break;
+      case 'lost': {
+        const iface = this.ifaces.get(msg.name);
+        if (iface === undefined || !iface.attached || msg.epoch !== iface.epoch) break;
+        iface.attached = false;
+        this.log(`${msg.name}: interface lost; retrying every second`);
+        if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+        iface.tapFd = -1;
+        this.scheduleRetry();
+        break;
+      }
+      case 'log':
+        this.log(msg.message);
+        break;
+      case 'error':
+        this.log(msg.message);
+        break;
+      case 'closed':
+        break;
+    }
+  }
+
+  private whenLive(m: Member, t: Tables): Promise<void> {
+    if (m.dead !== null) return Promise.reject(m.dead);
+    const p = new Promise<void>((resolve, reject) => m.waiters.push({ generation: t.generation, resolve, reject }));
+    this.send(m, { type: 'publish', tables: t });
+    return p;
+  }
+
+  private send(m: Member, msg: ToWorker): void {
+    if (m.worker !== null) m.worker.postMessage(msg);
+    else if (m.local !== null) m.local.handle(msg);
+  }
+
+  private fail(m: Member, e: Error): void {
+    m.dead ??= e;
+    for (const w of m.waiters) w.reject(e);
+    m.waiters = [];
+  }
+
+  private threadMember(url: URL, index: number): Member {
+    const sab = new SharedArrayBuffer(this.layout.bytes);
+    const config: WorkerConfig = { index, backend: this.backend, sab, ioNames: this.ioNames, ring: this.ring };
+    const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
+    const m: Member = { sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
+    worker.on('message', (msg: FromWorker) => this.fromWorker(m, msg));
+    worker.on('error', (e) => {
+      this.log(`worker ${index} failed: ${e.stack ?? e.message}`);
+      this.fail(m, e);
+    });
+    m.closed = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => void worker.terminate(), CLOSE_TIMEOUT_MS);
+      timer.unref();
+      worker.once('exit', (code) => {
+        clearTimeout(timer);
+        if (this.closing === null) this.log(`worker ${index} exited (code ${code})`);
+        this.fail(m, new Error(`dataplane worker ${index} exited`));
+        resolve();
+      });
+    });
+    return m;
+  }
+
+  private localMember(): Member {
+    const sab = new SharedArrayBuffer(this.layout.bytes);
+    const m: Member = { sab, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
+    const config: WorkerConfig = { index: 0, backend: this.backend, sab, ioNames: [] };
+    m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
+    return m;
+  }
+}
+
+function addInto(sum: Float64Array, part: Float64Array): void {
+  for (let i = 0; i < sum.length; i++) sum[i] += part[i];
+}
+
+/** worker.js beside this module; from TypeScript sources (tests), its compiled twin under dist/. */
+function workerUrl(): URL {
+  const here = fileURLToPath(import.meta.url);
+  if (!here.endsWith('.ts')) return new URL('./worker.js', import.meta.url);
+  const root = resolve(dirname(here), '..', '..');
+  const js = join(root, 'dist', 'src', 'dataplane', 'worker.js');
+  if (!existsSync(js)) throw new Error(`sfc: ${js} is missing: run \`npm run build\` (worker threads run the compiled JavaScript)`);
+  return pathToFileURL(js);
+}

@@ -1,0 +1,282 @@
+/*
+ * worker: one data path (an Engine) driven by readiness, as a worker thread or in-process.
+ *
+ * The breath loop: when any port signals readiness, run breaths (engine.breathe()) until one
+ * returns 0 — at most BREATHS_PER_TURN per event-loop turn, so messages (table publications,
+ * close) are handled between turns — then arm every port's one-shot readiness again and sleep.
+ * An idle data path sleeps in epoll and uses no CPU.
+ *
+ * Ports: the engine opens interfaces by name through `open`, which returns an AttachedPort at
+ * once; the packet socket underneath arrives separately (`attach` messages carry fds the main
+ * thread opened, see runtime.ts; the cap backend opens in-process). A port whose interface
+ * vanished is reported (`lost`) and re-attached when the owner has a new fd.
+ *
+ * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
+ * directly, and per-instance / per-interface figures copied from engine.stats() at most every
+ * STATS_EVERY_MS while busy and whenever the loop goes idle. The main thread reads them without
+ * messages.
+ */
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { Counters } from './counters.js';
+import { Engine } from './engine.js';
+import { adoptAfPacket } from './io/afpacket.js';
+import { openCap } from './io/cap.js';
+import { loadNative, type RingOptions } from './io/native.js';
+import { AttachedPort, type Backend } from './io/open.js';
+import { adoptTap } from './io/tap.js';
+import type { Tables } from './tables.js';
+
+export const MAX_INTERFACES = 1024;
+export const MAX_INSTANCES = 16384;
+const BREATHS_PER_TURN = 64;
+const STATS_EVERY_MS = 100;
+const RETRY_MS = 1000;
+
+/** Where each figure lives in a worker's SharedArrayBuffer (byte offsets; all Float64). */
+export class StatsLayout {
+  readonly ioCount: number;
+  readonly counters = 0;
+  readonly instances = Counters.BYTES;
+  readonly ifRx = this.instances + MAX_INSTANCES * 8;
+  readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
+  readonly io = this.ifTx + MAX_INTERFACES * 8;
+  readonly bytes: number;
+
+  constructor(ioCount: number) {
+    this.ioCount = ioCount;
+    this.bytes = this.io + MAX_INTERFACES * ioCount * 8;
+  }
+}
+
+/** main -> worker */
+export type ToWorker =
+  | { type: 'attach'; name: string; fd: number; rx: boolean; epoch: number }
+  | { type: 'publish'; tables: Tables }
+  | { type: 'close' };
+
+/** worker -> main */
+export type FromWorker =
+  | { type: 'live'; generation: number }
+  | { type: 'lost'; name: string; epoch: number }
+  | { type: 'log'; message: string }
+  | { type: 'error'; message: string }
+  | { type: 'closed' };
+
+export interface WorkerConfig {
+  index: number;
+  backend: Backend;
+  sab: SharedArrayBuffer;
+  /** Names of the addon's per-port counters (empty for cap). */
+  ioNames: readonly string[];
+  ring?: RingOptions;
+}
+
+export class DataplaneWorker {
+  readonly engine: Engine;
+  private readonly cfg: WorkerConfig;
+  private readonly layout: StatsLayout;
+  private readonly post: (m: FromWorker) => void;
+  private readonly ports = new Map<string, AttachedPort>();
+  private readonly fds = new Map<string, { fd: number; rx: boolean }>();
+  /** The runtime's attach epoch of each interface's current fd (echoed in loss reports). */
+  private readonly epochs = new Map<string, number>();
+  /** cap: interfaces that failed to open (logged once). */
+  private readonly missing = new Set<string>();
+  private readonly instances: Float64Array;
+  private readonly ifRx: Float64Array;
+  private readonly ifTx: Float64Array;
+  private tables: Tables | null = null;
+  private liveWanted = -1;
+  private scheduled = false;
+  private closing = false;
+  private syncedAt = 0;
+  private retry: NodeJS.Timeout | null = null;
+  private readonly runFn = (): void => this.run();
+  private readonly wakeFn = (): void => this.wake();
+
+  constructor(cfg: WorkerConfig, post: (m: FromWorker) => void) {
+    this.cfg = cfg;
+    this.post = post;
+    this.layout = new StatsLayout(cfg.ioNames.length);
+    this.instances = new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES);
+    this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
+    this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
+    this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
+  }
+
+  handle(m: ToWorker): void {
+    if (this.closing) return;
+    if (m.type === 'attach') {
+      this.epochs.set(m.name, m.epoch);
+      this.attachFd(m.name, m.fd, m.rx);
+    }
+    else if (m.type === 'publish') this.publish(m.tables);
+    else this.close();
+  }
+
+  private publish(t: Tables): void {
+    if (t.interfaces.length > MAX_INTERFACES || t.instanceCount > MAX_INSTANCES) {
+      this.post({ type: 'log', message: `worker ${this.cfg.index}: statistics cover the first ${MAX_INTERFACES} interfaces and ${MAX_INSTANCES} instances only` });
+    }
+    this.tables = t;
+    this.engine.publish(t);
+    this.liveWanted = t.generation;
+    this.wake();
+  }
+
+  /** The engine's open(): a port that exists at once and gets its socket when one is there. */
+  private open(name: string): AttachedPort {
+    const port = new AttachedPort(name, (p) => this.lost(p));
+    this.ports.set(name, port);
+    if (this.cfg.backend === 'cap') {
+      this.openCap(port);
+    } else {
+      const pending = this.fds.get(name);
+      this.fds.delete(name);
+      if (pending !== undefined) this.adopt(port, pending.fd, pending.rx);
+    }
+    return port;
+  }
+
+  private attachFd(name: string, fd: number, rx: boolean): void {
+    const port = this.ports.get(name);
+    if (port !== undefined && !port.isClosed) {
+      this.adopt(port, fd, rx);
+      this.wake();
+    } else {
+      this.fds.set(name, { fd, rx });
+    }
+  }
+
+  private adopt(port: AttachedPort, fd: number, rx: boolean): void {
+    const counters = this.ioCounters(port.name);
+    try {
+      if (this.cfg.backend === 'tap') port.attach(adoptTap(fd, port.name, { rx, ownsFd: false, counters }));
+      else port.attach(adoptAfPacket(fd, port.name, { ...this.cfg.ring, counters }));
+    } catch (e) {
+      if (this.cfg.backend === 'afpacket') loadNative().closeFd(fd);
+      this.post({ type: 'log', message: `worker ${this.cfg.index}: ${port.name}: ${(e as Error).message}` });
+      this.post({ type: 'lost', name: port.name, epoch: this.epochs.get(port.name) ?? 0 });
+    }
+  }
+
+  /** cap opens in-process: a missing interface is logged once and retried every second. */
+  private openCap(port: AttachedPort): void {
+    try {
+      port.attach(openCap(port.name));
+      if (this.missing.delete(port.name)) this.post({ type: 'log', message: `${port.name}: attached` });
+    } catch (e) {
+      if (!this.missing.has(port.name)) {
+        this.missing.add(port.name);
+        this.post({ type: 'log', message: `${port.name}: ${(e as Error).message}; retrying every second` });
+      }
+      this.scheduleRetry();
+    }
+  }
+
+  /** Per-interface I/O counters in shared memory (by engine interface index). */
+  private ioCounters(name: string): Float64Array | undefined {
+    const f = this.tables?.interfaces.indexOf(name) ?? -1;
+    if (f < 0 || f >= MAX_INTERFACES || this.layout.ioCount === 0) return undefined;
+    return new Float64Array(this.cfg.sab, this.layout.io + f * this.layout.ioCount * 8, this.layout.ioCount);
+  }
+
+  private lost(port: AttachedPort): void {
+    if (this.cfg.backend !== 'cap') {
+      this.post({ type: 'lost', name: port.name, epoch: this.epochs.get(port.name) ?? 0 });
+      return;
+    }
+    this.missing.add(port.name);
+    this.post({ type: 'log', message: `${port.name}: interface lost; retrying every second` });
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retry !== null || this.closing) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      for (const port of this.ports.values()) if (!port.isClosed && !port.attached) this.openCap(port);
+      this.wake();
+    }, RETRY_MS);
+  }
+
+  /** Whether the interface currently has a live port underneath. */
+  attached(name: string): boolean {
+    return this.ports.get(name)?.attached === true;
+  }
+
+  private wake(): void {
+    if (this.scheduled || this.closing) return;
+    this.scheduled = true;
+    setImmediate(this.runFn);
+  }
+
+  private run(): void {
+    this.scheduled = false;
+    if (this.closing) return;
+    let n = 0;
+    try {
+      for (let i = 0; i < BREATHS_PER_TURN; i++) {
+        n = this.engine.breathe();
+        if (n === 0) break;
+      }
+    } catch (e) {
+      this.post({ type: 'error', message: `worker ${this.cfg.index}: ${(e as Error).stack ?? String(e)}` });
+    }
+    if (this.liveWanted >= 0 && this.engine.current?.generation === this.liveWanted) {
+      this.post({ type: 'live', generation: this.liveWanted });
+      this.liveWanted = -1;
+    }
+    const now = performance.now();
+    if (n === 0 || now - this.syncedAt >= STATS_EVERY_MS) this.sync(now);
+    if (n > 0) {
+      this.wake();
+      return;
+    }
+    for (const port of this.ports.values()) if (!port.isClosed) port.onReadable(this.wakeFn);
+  }
+
+  /** Copy the engine's per-instance and per-interface figures into shared memory. */
+  private sync(now: number): void {
+    this.syncedAt = now;
+    const s = this.engine.stats();
+    this.instances.set(s.instancePackets.subarray(0, MAX_INSTANCES));
+    this.instances.fill(0, Math.min(s.instancePackets.length, MAX_INSTANCES));
+    const n = Math.min(s.interfaces.length, MAX_INTERFACES);
+    for (let f = 0; f < n; f++) {
+      this.ifRx[f] = s.interfaces[f].rxPackets;
+      this.ifTx[f] = s.interfaces[f].txPackets;
+    }
+    this.ifRx.fill(0, n);
+    this.ifTx.fill(0, n);
+  }
+
+  /** Process what is already received, then close every port and stop. */
+  close(): void {
+    if (this.closing) return;
+    try {
+      for (let i = 0; i < BREATHS_PER_TURN && this.engine.breathe() > 0; i++);
+    } catch {
+      // closing anyway
+    }
+    this.sync(performance.now());
+    this.closing = true;
+    if (this.retry !== null) clearTimeout(this.retry);
+    this.retry = null;
+    this.engine.close();
+    for (const port of this.ports.values()) port.close();
+    this.ports.clear();
+    if (this.cfg.backend === 'afpacket') for (const { fd } of this.fds.values()) loadNative().closeFd(fd);
+    this.fds.clear();
+    this.post({ type: 'closed' });
+  }
+}
+
+if (!isMainThread && parentPort !== null && (workerData as { role?: string } | null)?.role === 'sfc-dataplane') {
+  const port = parentPort;
+  const w = new DataplaneWorker((workerData as { config: WorkerConfig }).config, (m) => port.postMessage(m));
+  port.on('message', (m: ToWorker) => {
+    w.handle(m);
+    if (m.type === 'close') port.close();
+  });
+}

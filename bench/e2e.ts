@@ -7,9 +7,10 @@
  *   npm run build && node dist/bench/e2e.js [--quick] [--rounds N] [--seconds S] [--only NAMES]
  *       [--flows 256,65536] [--no-latency]
  *
- * --only takes forwarder and/or topology names, comma-separated: sfc-afpacket, sfc-cap, ovs,
- * netsniff-ng, tc, one-hop, chain. --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s,
- * alternating forwarders within each round (A B C A B C), about 5 minutes.
+ * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-cap, ovs,
+ * netsniff-ng, tc; one-hop, chain): `--only ovs,chain` runs OVS on the chain only.
+ * --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s, alternating forwarders within each
+ * round (A B C A B C), about 5 minutes.
  *
  * Output, one JSON object per line:
  *   {bench:"e2e", forwarder, topology, flows, round, seconds, offered_pps, delivered_pps, loss,
@@ -25,13 +26,13 @@
  * net.core.wmem_default is raised for trafgen (it cannot inside a namespace) and restored.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseOptions } from '../src/commands/args.js';
 import { chainConfig, CLIENT, describeLab, labDown, labUp, netnsExec, netnsSpawn, SERVER, type Lab } from '../src/lab/topology.js';
-import { nextEvent } from '../src/lab/traffic.js';
+import { nextEvent, type UdpRecvResult, type UdpSendResult } from '../src/lab/traffic.js';
 import { FORWARDERS, type BenchEnv, type Forwarder, type Running, type Topology } from './e2e/forwarders.js';
 import {
   initClockTicks,
@@ -60,8 +61,10 @@ interface Settings {
 
 type Row = Record<string, unknown>;
 
+let interrupted = false;
+
 function emit(row: Row): void {
-  console.log(JSON.stringify(row));
+  if (!interrupted) console.log(JSON.stringify(row)); // rows cut short by Ctrl-C are not results
 }
 
 function settings(argv: string[]): Settings {
@@ -139,12 +142,12 @@ async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Top
     const limit = String(s.latencyPackets / 1000 + 5);
     const argv = [process.execPath, TRAFFIC, 'udp-recv', '--listen', `${SERVER.ip}:${LATENCY_PORT}`, '--idle', '1', '--seconds', limit];
     recv = await netnsSpawn(lab.name, lab.serverNs, argv, { detached: true });
-    const result = nextEvent(recv, (e) => e.event === 'result');
+    const result = nextEvent<UdpRecvResult>(recv, (e) => e.event === 'result');
     await nextEvent(recv, (e) => e.event === 'listening');
     const send = [process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
     send.push('--count', String(s.latencyPackets), '--sport', '40000');
-    const sent = JSON.parse((await netnsExec(lab.clientNs, send)).stdout.trim().split('\n').pop()!) as { sent: number };
-    const r = (await result) as { received: number; lost: number; latency_us: { p50: number; p99: number; max: number } };
+    const sent = JSON.parse((await netnsExec(lab.clientNs, send)).stdout.trim().split('\n').pop()!) as UdpSendResult;
+    const r = await result;
     return { ...base, sent: sent.sent, received: r.received, lost: r.lost, p50_us: r.latency_us.p50, p99_us: r.latency_us.p99, max_us: r.latency_us.max };
   } catch (e) {
     return { ...base, error: e instanceof Error ? e.message : String(e) };
@@ -196,14 +199,31 @@ function summary(rows: Row[], latencies: Row[]): Row {
     ratios[`${backend}_one_hop_cpu_us_per_pkt`] = cpu;
   }
   const latency = latencies.filter((l) => !l.error).map(({ forwarder, topology, p50_us, p99_us }) => ({ forwarder, topology, p50_us, p99_us }));
-  return { bench: 'e2e-summary', medians, ratios, latency, errors: rows.filter((r) => r.error).length };
+  return {
+    bench: 'e2e-summary',
+    medians,
+    ratios,
+    latency,
+    errors: rows.filter((r) => r.error).length,
+    // Other load on the 2 CPUs skews everything: cpu_util well below 1 at loss > 0 means the
+    // forwarder was not getting its core.
+    loadavg: loadavg().map((x) => round(x, 2)),
+  };
 }
 
 async function main(): Promise<number> {
   const s = settings(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
+  const topologies: Topology[] = ['one-hop', 'chain'];
+  const only = (names: string[]) => (s.only ?? []).filter((n) => names.includes(n));
+  const unknown = (s.only ?? []).filter((n) => !topologies.includes(n as Topology) && !FORWARDERS.some((f) => f.name === n));
+  if (unknown.length) throw new Error(`--only: unknown name(s) ${unknown.join(', ')}`);
+  const onlyFwds = only(FORWARDERS.map((f) => f.name));
+  const onlyTopologies = only(topologies);
   const selected = (fwd: Forwarder, topology: Topology) =>
-    fwd.topologies.includes(topology) && (!s.only || s.only.includes(fwd.name) || s.only.includes(topology));
+    fwd.topologies.includes(topology) &&
+    (!onlyFwds.length || onlyFwds.includes(fwd.name)) &&
+    (!onlyTopologies.length || onlyTopologies.includes(topology));
   const dir = await mkdtemp(join(tmpdir(), 'sfc-e2e-'));
   const wmem = (await readFile(WMEM, 'utf8')).trim();
   let cleaned = false;
@@ -215,6 +235,7 @@ async function main(): Promise<number> {
     await rm(dir, { recursive: true, force: true });
   };
   const onSignal = (sig: NodeJS.Signals) => {
+    interrupted = true;
     process.stderr.write(`e2e: ${sig}: cleaning up\n`);
     void cleanup().finally(() => process.exit(130));
   };
@@ -228,6 +249,10 @@ async function main(): Promise<number> {
     // One-way tools (netsniff-ng, tc) carry no ARP replies back: the client knows the server's MAC.
     await netnsExec(lab.clientNs, ['ip', 'neigh', 'replace', SERVER.ip, 'lladdr', SERVER.mac, 'dev', 'eth0', 'nud', 'permanent']);
     await netnsExec(lab.serverNs, ['ip', 'neigh', 'replace', CLIENT.ip, 'lladdr', CLIENT.mac, 'dev', 'eth0', 'nud', 'permanent']);
+    // Full checksums from the endpoints: a veth transmit with checksum offload hands packet sockets
+    // CHECKSUM_PARTIAL frames, which raw-socket forwarders (OVS netdev, netsniff-ng) pass on
+    // unfinished and the receiver then drops. trafgen writes complete checksums anyway.
+    for (const ns of [lab.clientNs, lab.serverNs]) await netnsExec(ns, ['ethtool', '-K', 'eth0', 'tx', 'off']);
     await installSink(lab);
     await initClockTicks();
     if (Number(wmem) < WMEM_FOR_TRAFGEN) await writeFile(WMEM, String(WMEM_FOR_TRAFGEN));
@@ -235,7 +260,7 @@ async function main(): Promise<number> {
     const env: BenchEnv = { lab, dir, oneHopConfig };
     const rows: Row[] = [];
     const latencies: Row[] = [];
-    for (const topology of ['one-hop', 'chain'] as const) {
+    for (const topology of topologies) {
       const fwds = FORWARDERS.filter((f) => selected(f, topology));
       for (const flows of s.flows) {
         for (let r = 1; r <= s.rounds; r++) {

@@ -183,7 +183,7 @@ describe('compileTables', () => {
       [aware.state, /SF-aware port pairs/],
       [sym.state, /symmetric chain needs a logical_destination_port/],
       [dangling.state, /unknown port pair group/],
-      [long.state, /at most 16 hops/],
+      [long.state, new RegExp(`at most ${MAX_HOPS} hops`)],
       [graph.state, /service graphs are not supported/],
       [badMac.state, /bad mac_address/],
     ] as const) {

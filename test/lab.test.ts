@@ -3,7 +3,7 @@
  * (test only), real ping and TCP through the traffic tool, real L3 forwarding in an SF namespace.
  * Also the traffic tool's own checks (corruption, loss, reordering) over loopback.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -26,7 +26,15 @@ import {
   runDir,
   type Lab,
 } from '../src/lab/topology.js';
-import { latencySummary, nextEvent } from '../src/lab/traffic.js';
+import {
+  latencySummary,
+  nextEvent,
+  type ListeningEvent,
+  type TcpClientResult,
+  type TcpServerResult,
+  type UdpRecvResult,
+  type UdpSendResult,
+} from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
 
 const TRAFFIC = fileURLToPath(new URL('../dist/src/lab/traffic.js', import.meta.url));
@@ -136,13 +144,13 @@ describe.skipIf(!runLab)('lab (network namespaces)', () => {
       const server = await netnsSpawn(LAB, lab.serverNs, [
         process.execPath, TRAFFIC, 'tcp-server', '--listen', `${SERVER.ip}:5201`, '--flows', '4', '--timeout', '30',
       ]);
-      const serverResult = nextEvent(server, (j) => j.event === 'result');
-      await nextEvent(server, (j) => j.event === 'listening');
+      const serverResult = nextEvent<TcpServerResult>(server, (j) => j.event === 'result');
+      await nextEvent<ListeningEvent>(server, (j) => j.event === 'listening');
       const client = await netnsExec(lab.clientNs, [
         process.execPath, TRAFFIC, 'tcp-client', '--connect', `${SERVER.ip}:5201`, '--flows', '4', '--bytes', '3000001', '--seed', '42',
       ], { check: false });
-      const clientResult = JSON.parse(client.stdout.trim().split('\n').pop()!) as { ok: boolean; flows: Json[] };
-      const received = (await serverResult) as { ok: boolean; flows: { bytes: number; sha256: string; ok: boolean }[] };
+      const clientResult = JSON.parse(client.stdout.trim().split('\n').pop()!) as TcpClientResult;
+      const received = await serverResult;
       expect(clientResult.ok).toBe(true);
       expect(received.ok).toBe(true);
       expect(received.flows.map((f) => f.bytes)).toEqual([3000001, 3000001, 3000001, 3000001]);
@@ -209,8 +217,8 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('the TCP server rejects a flow whose bytes differ from the seeded stream', async () => {
     const server = tool('tcp-server', '--listen', '127.0.0.1:0', '--flows', '1', '--timeout', '10');
-    const result = nextEvent(server, (j) => j.event === 'result');
-    const { port } = (await nextEvent(server, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent<TcpServerResult>(server, (j) => j.event === 'result');
+    const { port } = await nextEvent<ListeningEvent>(server, (j) => j.event === 'listening');
     const header = Buffer.alloc(20);
     header.writeUInt32BE(0x53464354, 0);
     header.writeUInt32BE(0, 4); // flow
@@ -224,26 +232,26 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
       sock.on('close', () => done(Buffer.concat(parts)));
     });
     expect(answer[0]).toBe(0);
-    const r = (await result) as { ok: boolean; flows: { bytes: number; ok: boolean }[] };
+    const r = await result;
     expect(r.ok).toBe(false);
     expect(r.flows[0]).toMatchObject({ bytes: 1000, ok: false });
   });
 
   it('the TCP client and server agree on a multi-flow transfer', async () => {
     const server = tool('tcp-server', '--listen', '127.0.0.1:0', '--flows', '3', '--timeout', '10');
-    const result = nextEvent(server, (j) => j.event === 'result');
-    const { port } = (await nextEvent(server, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent<TcpServerResult>(server, (j) => j.event === 'result');
+    const { port } = await nextEvent<ListeningEvent>(server, (j) => j.event === 'listening');
     const client = tool('tcp-client', '--connect', `127.0.0.1:${port}`, '--flows', '3', '--bytes', '100003');
-    const sent = (await nextEvent(client, (j) => j.event === 'result')) as { ok: boolean; flows: { sha256: string }[] };
-    const got = (await result) as { ok: boolean; flows: { sha256: string }[] };
+    const sent = await nextEvent<TcpClientResult>(client, (j) => j.event === 'result');
+    const got = await result;
     expect(sent.ok && got.ok).toBe(true);
     expect(got.flows.map((f) => f.sha256)).toEqual(sent.flows.map((f) => f.sha256));
   });
 
   it('the UDP receiver counts loss, reordering and duplicates per flow', async () => {
     const recv = tool('udp-recv', '--listen', '127.0.0.1:0', '--idle', '0.5');
-    const result = nextEvent(recv, (j) => j.event === 'result');
-    const { port } = (await nextEvent(recv, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent<UdpRecvResult>(recv, (j) => j.event === 'result');
+    const { port } = await nextEvent<ListeningEvent>(recv, (j) => j.event === 'listening');
     const sock = createSocket('udp4');
     const send = (seq: number) =>
       new Promise<void>((done) => {
@@ -256,7 +264,7 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
         sock.send(b, port, '127.0.0.1', () => done());
       });
     for (const seq of [0, 1, 3, 2, 3, 6]) await send(seq);
-    const r = (await result) as Json & { flows: Json[]; latency_us: { n: number; p50: number } };
+    const r = await result;
     sock.close();
     expect(r).toMatchObject({ received: 5, lost: 2, reordered: 1, duplicates: 1 });
     expect(r.flows).toHaveLength(1);
@@ -266,11 +274,11 @@ describe.skipIf(!runTool)('traffic tool (loopback)', () => {
 
   it('udp-send paces and the receiver sees every packet over loopback', async () => {
     const recv = tool('udp-recv', '--listen', '127.0.0.1:0', '--idle', '0.5', '--expect', '300');
-    const result = nextEvent(recv, (j) => j.event === 'result');
-    const { port } = (await nextEvent(recv, (j) => j.event === 'listening')) as { port: number };
+    const result = nextEvent<UdpRecvResult>(recv, (j) => j.event === 'result');
+    const { port } = await nextEvent<ListeningEvent>(recv, (j) => j.event === 'listening');
     const sender = tool('udp-send', '--connect', `127.0.0.1:${port}`, '--flows', '3', '--sport', String(30000 + Math.floor(Math.random() * 30000)), '--pps', '1000', '--count', '300');
-    const sent = (await nextEvent(sender, (j) => j.event === 'result')) as { sent: number; seconds: number };
-    const r = (await result) as { ok: boolean; received: number; lost: number; flows: unknown[] };
+    const sent = await nextEvent<UdpSendResult>(sender, (j) => j.event === 'result');
+    const r = await result;
     expect(sent.sent).toBe(300);
     expect(sent.seconds).toBeGreaterThan(0.25); // 300 packets at 1,000 pps take ~0.3 s
     expect(r).toMatchObject({ ok: true, received: 300, lost: 0 });

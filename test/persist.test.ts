@@ -180,6 +180,7 @@ describe('StateFile (in process)', () => {
     let s: State = emptyState();
     const commit = async (next: State) => {
       await f.write(next);
+      await f.sync();
       s = next;
     };
     await commit({ ...s, ports: [mkPort(1), mkPort(2), mkPort(3)] });

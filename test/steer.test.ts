@@ -259,6 +259,29 @@ describe('steering through the Engine', () => {
       expect(fresh(rig)).not.toContain('sf11i');
     });
 
+    it('a chain update that inserts a hop keeps each flow on its instances', () => {
+      const s = twoHop({ hops: 1 });
+      const rig = new Rig(s.state);
+      const before = place(rig);
+      s.port('sf01-in', 'sf01i', sfMac(0, 1, 'in'));
+      s.port('sf01-out', 'sf01e', sfMac(0, 1, 'out'));
+      s.pair('pp01', 'sf01-in', 'sf01-out');
+      s.group('ppg0', ['pp01']);
+      s.state.port_chains[0].port_pair_groups.unshift(s.byName('port_pair_groups', 'ppg0').id);
+      // Also grow ppg1, so that re-hashing (instead of remembering) would move flows.
+      s.port('sf13-in', 'sf13i', sfMac(1, 3, 'in'));
+      s.port('sf13-out', 'sf13e', sfMac(1, 3, 'out'));
+      s.pair('pp13', 'sf13-in', 'sf13-out');
+      s.byName('port_pair_groups', 'ppg1').port_pairs.push(s.byName('port_pairs', 'pp13').id);
+      rig.update(s.state);
+      const after = flows.map((f) => {
+        const [a, g] = rig.one('cli0', f);
+        expect(a).toBe('sf01i');
+        return rig.one('sf01e', g)[0];
+      });
+      expect(after).toEqual(before);
+    });
+
     it('an instance index re-used by another port pair does not inherit old flows', () => {
       const s = twoHop({ hops: 1 });
       const rig = new Rig(s.state);

@@ -102,11 +102,14 @@ export interface Snapshot {
   cpuUs: number | null;
 }
 
+/** Counters at one moment: the offered count is read before and after the sink and averaged. */
 export async function snapshot(lab: Lab, pid: number | null): Promise<Snapshot> {
   const before = performance.now();
+  const offered1 = await readTxPackets(lab.clientNs, 'eth0');
   const cpuUs = cpuMicros(pid);
-  const [offered, sink] = await Promise.all([readTxPackets(lab.clientNs, 'eth0'), readSink(lab)]);
-  return { ms: (before + performance.now()) / 2, offered, sink, cpuUs };
+  const sink = await readSink(lab);
+  const offered2 = await readTxPackets(lab.clientNs, 'eth0');
+  return { ms: (before + performance.now()) / 2, offered: (offered1 + offered2) / 2, sink, cpuUs };
 }
 
 /** trafgen in L-client on the generator CPU, in its own process group (it forks a worker). */

@@ -20,7 +20,10 @@ async function up(argv: string[]): Promise<number> {
     symmetric: { type: 'boolean' },
     'no-symmetric': { type: 'boolean' },
     out: { type: 'string' },
+    'dp-link': { type: 'string' },
   });
+  const dpLink = values['dp-link'];
+  if (dpLink !== undefined && dpLink !== 'veth' && dpLink !== 'tap') throw new UsageError(`--dp-link must be veth or tap, got '${dpLink}'`);
   if (values.symmetric && values['no-symmetric']) throw new UsageError('--symmetric and --no-symmetric conflict');
   const lab = await labUp({
     name: values.name,
@@ -28,6 +31,7 @@ async function up(argv: string[]): Promise<number> {
     instances: integer(values.instances, '--instances', 1, 9),
     symmetric: !values['no-symmetric'],
     out: values.out,
+    dpLink,
   });
   process.stdout.write(lab.configYaml);
   const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances})` : '';
@@ -68,9 +72,10 @@ const ACTIONS: Record<string, (argv: string[]) => Promise<number>> = { up, down,
 export const command: Command = {
   summary: 'build, remove or show the network-namespace lab (client, server, SFs around a dataplane namespace)',
   usage: `up|down|status [options]
-  up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE]
+  up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE] [--dp-link veth|tap]
          namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
-         --out (default /run/sfc/L/chains.yaml)
+         --out (default /run/sfc/L/chains.yaml); --dp-link tap: the dataplane's interfaces are TAPs
+         bridged to the veths (for sfc serve --backend tap)
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
   status [--name L] [--json]   namespaces, interfaces and recorded pids`,
   async run(argv) {

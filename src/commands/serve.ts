@@ -10,11 +10,12 @@
 import { startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
 import { isLoopbackHost } from '../control/http.js';
-import { Metrics, type DataplaneStats } from '../control/metrics.js';
+import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
 import { Store } from '../control/store.js';
-import type { Tables } from '../dataplane/tables.js';
+import type { UserspaceDriver } from '../control/userspace-driver.js';
+import type { Dataplane } from '../dataplane/runtime.js';
 import { UsageError, parseHostPort, parseOptions, type Command } from './args.js';
 
 const BACKENDS = ['afpacket', 'cap', 'tap'] as const;
@@ -22,24 +23,11 @@ type Backend = (typeof BACKENDS)[number];
 
 const log = (message: string) => console.error(`sfc serve: ${message}`);
 
-interface RunningDataplane {
-  publish(t: Tables): Promise<void>;
-  stats(): DataplaneStats;
-  close(): Promise<void>;
-}
-
-/** The userspace driver over a worker-thread dataplane; `live` follows the published tables. */
-async function userspaceDriver(backend: Backend, workers: number, live: { tables?: Tables }) {
-  const [{ Dataplane }, { UserspaceDriver }] = await Promise.all([
-    import('../dataplane/runtime.js'),
-    import('../control/userspace-driver.js'),
-  ]);
-  const dataplane: RunningDataplane = new Dataplane({ backend, workers, log });
-  const driver = new UserspaceDriver(async (t: Tables) => {
-    await dataplane.publish(t);
-    live.tables = t;
-  });
-  return { drivers: new DriverManager([driver]), dataplane };
+/** The userspace driver publishing to a worker-thread dataplane (modules loaded only here). */
+async function startUserspace(backend: Backend, workers: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
+  const [runtime, userspace] = await Promise.all([import('../dataplane/runtime.js'), import('../control/userspace-driver.js')]);
+  const dataplane = new runtime.Dataplane({ backend, workers, log });
+  return { driver: new userspace.UserspaceDriver((t) => dataplane.publish(t)), dataplane };
 }
 
 const objectCount = (s: State) => COLLECTIONS.reduce((n, c) => n + s[c].length, 0);
@@ -109,29 +97,35 @@ export const command: Command = {
 
     const statePath = values.state ?? defaultStatePath();
     const { file, state: saved } = await StateFile.open(statePath);
-    const live: { tables?: Tables } = {};
-    let dataplane: RunningDataplane | undefined;
+    let userspace: { driver: UserspaceDriver; dataplane: Dataplane } | undefined;
     let drivers = new DriverManager([new NoopDriver()]);
     try {
-      if (values.driver === 'userspace') ({ drivers, dataplane } = await userspaceDriver(backend, workers, live));
+      if (values.driver === 'userspace') {
+        userspace = await startUserspace(backend, workers);
+        drivers = new DriverManager([userspace.driver]);
+      }
       const store = new Store({ drivers, persist: (next) => file.write(next) });
       const initial = await initialState(saved, statePath, values.config);
       await store.replace(initial.state).catch((e: Error) => {
         throw new Error(`cannot apply ${initial.from}: ${e.message}`);
       });
+      await file.sync();
       const metrics = new Metrics({
         revision: () => store.revision,
-        generation: () => live.tables?.generation ?? 0,
-        dataplane: () => (dataplane && live.tables ? { stats: dataplane.stats(), instances: live.tables.instanceNames } : undefined),
+        generation: () => userspace?.driver.tables?.generation ?? 0,
+        dataplane: () => {
+          const tables = userspace?.driver.tables;
+          return userspace && tables ? { stats: userspace.dataplane.stats(), instances: tables.instanceNames } : undefined;
+        },
       });
-      const api = await startApiServer({ store, token, metrics, log, host, port });
+      const api = await startApiServer({ store, token, metrics, log, host, port, durable: () => file.sync() });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);
       await api.close();
     } finally {
       await drivers.close();
-      await dataplane?.close();
+      await userspace?.dataplane.close();
       await file.close();
     }
     return 0;

@@ -6,8 +6,9 @@
  * → Store, which runs the rest of Neutron's order (owner, unknown attributes, create/update
  * rules, converters, lookup 404, cross-resource rules, driver precommit) and answers with a
  * NeutronError or the stored resource. Lists go through query.ts (filters, fields, sorting,
- * pagination). Besides the collections: GET / (version discovery), /v2.0 (resources),
- * /v2.0/extensions, /healthz and /metrics. Every response carries X-Openstack-Request-Id.
+ * pagination). A write is answered only after `durable()` (the state file's group commit).
+ * Besides the collections: GET / (version discovery), /v2.0 (resources), /v2.0/extensions,
+ * /healthz and /metrics. Every response carries X-Openstack-Request-Id.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -25,6 +26,8 @@ export interface ApiOptions {
   /** Required token (X-Auth-Token or Authorization: Bearer); none = open. */
   token?: string;
   metrics?: Metrics;
+  /** Resolves once every committed change is on disk (StateFile.sync): awaited before a write is answered. */
+  durable?: () => Promise<void>;
   log?: (message: string) => void;
 }
 
@@ -135,21 +138,28 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
       res.end(text);
       return;
     }
-    case 'collection':
+    case 'collection': {
       if (method === 'GET') return sendJson(res, 200, listBody(store, r.coll, url, base));
-      return sendJson(res, 201, { [SINGULAR[r.coll]]: await store.create(r.coll, envelope(r.coll, await readBody(req))) });
-    case 'member':
+      const created = await store.create(r.coll, envelope(r.coll, await readBody(req)));
+      await opts.durable?.();
+      return sendJson(res, 201, { [SINGULAR[r.coll]]: created });
+    }
+    case 'member': {
       if (method === 'GET') {
         const item = store.get(r.coll, r.id);
         if (!item) throw NOT_FOUND[r.coll](r.id);
         return sendJson(res, 200, { [SINGULAR[r.coll]]: pickFields(item, parseFields(url.searchParams)) });
       }
       if (method === 'PUT') {
-        return sendJson(res, 200, { [SINGULAR[r.coll]]: await store.update(r.coll, r.id, envelope(r.coll, await readBody(req))) });
+        const updated = await store.update(r.coll, r.id, envelope(r.coll, await readBody(req)));
+        await opts.durable?.();
+        return sendJson(res, 200, { [SINGULAR[r.coll]]: updated });
       }
       if ((await readBody(req)).length > 0) throw badRequest('HTTPBadRequest', 'Request body is not supported in DELETE.');
       await store.delete(r.coll, r.id);
+      await opts.durable?.();
       return sendJson(res, 204);
+    }
   }
 }
 

@@ -35,6 +35,7 @@ import {
   HOP_SF,
   INST_MAC_STRIDE,
   MAX_HOPS,
+  MAX_INDEX,
   parseMac,
   RULE_MAC_STRIDE,
   type InstanceName,
@@ -79,6 +80,8 @@ export function compileTables(state: State, prev?: Tables): Tables {
       throw refuse(`port ${label(p)}: binding:profile.interface is required`);
     }
   }
+
+  if (ports.length > MAX_INDEX) throw refuse(`at most ${MAX_INDEX} ports are supported, got ${ports.length}`);
 
   const portOf = (id: string | null, what: string): number => {
     const k = id === null ? -1 : (portIndex.get(id) ?? -1);
@@ -148,6 +151,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
     groupPairs.flat().map((pp) => pp.id),
     prev?.instanceKeys ?? [],
   );
+  if (instanceKeys.length > MAX_INDEX) throw refuse(`at most ${MAX_INDEX} port pairs in chains are supported`);
   const instIndex = new Map<string, number>();
   instanceKeys.forEach((key, k) => key && instIndex.set(key, k));
 

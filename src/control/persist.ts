@@ -3,20 +3,26 @@
  *
  * Format: JSON lines. The first line is a snapshot {"sfc_state":1,"seq":n,"state":{...}}; each
  * later line is one committed change as a delta {"seq":n+1,"put":{coll:[objects]},"del":{coll:[ids]}}
- * (new objects are appended to their list, changed ones replaced in place, deleted ones removed).
- * A change is one append + fdatasync (a fraction of a millisecond), so writes do not slow down as
- * the model grows. When the deltas outweigh the snapshot, or a change cannot be expressed as a
- * delta (a whole-State replace that reorders a list), the file is compacted: the full snapshot is
- * written to a temporary file in the same directory, fsynced, renamed over the file, and the
- * directory fsynced — the classic atomic replace, so a crash leaves either the old or the new file.
+ * (new objects are appended to their list, changed ones replaced in place, deleted ones removed),
+ * so a change costs one small append whatever the size of the model. When the deltas outweigh the
+ * snapshot, or a change cannot be expressed as a delta (a whole-State replace that reorders a
+ * list), the file is compacted: the full snapshot is written to a temporary file in the same
+ * directory, fsynced, renamed over the file, and the directory fsynced — the classic atomic
+ * replace, so a crash leaves either the old or the new file.
  *
- * Crash safety (kill -9 at any moment): a record is only acknowledged after its fdatasync, and a
- * record is one write ending in "\n", so the only damage a crash can leave is an unterminated
+ * Group commit: write() (the Store's persist hook, serialised by the Store) appends the record;
+ * sync() resolves once everything appended so far is on disk, sharing one fdatasync among all the
+ * changes appended while the previous one ran. The API awaits sync() before answering a write, so
+ * concurrent writers do not queue behind one fdatasync each. (A reader may see a change a few
+ * hundred microseconds before it is durable; it is acknowledged only after.)
+ *
+ * Crash safety (kill -9 at any moment): a record is acknowledged only after its fdatasync, and a
+ * record is one append ending in "\n", so the only damage a crash can leave is an unterminated
  * last line, which was never acknowledged and is dropped on load. Anything else that does not
  * parse (a bad line in the middle, a gap in seq, a wrong shape) is corruption: loading stops with
  * an error naming the file and line — never a silent empty state. A failed append is truncated
- * away and forces a compaction on the next write. A lock file (pid) keeps a second server off the
- * same state file.
+ * away; a failed append or fdatasync forces a compaction on the next write. A lock file (pid)
+ * keeps a second server off the same state file.
  */
 import { mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -41,7 +47,11 @@ export function defaultStatePath(env: NodeJS.ProcessEnv = process.env): string {
 export class StateFile {
   #journal: FileHandle | null = null;
   #last: State;
+  /** Last record appended, and last one known to be on disk. */
   #seq: number;
+  #durableSeq: number;
+  #syncing: Promise<void> | null = null;
+  #compacting: Promise<void> | null = null;
   #snapshotBytes = 0;
   #journalBytes = 0;
   #mustCompact = false;
@@ -51,7 +61,7 @@ export class StateFile {
     loaded: { state: State; seq: number },
   ) {
     this.#last = loaded.state;
-    this.#seq = loaded.seq;
+    this.#seq = this.#durableSeq = loaded.seq;
   }
 
   /**
@@ -72,7 +82,7 @@ export class StateFile {
     }
   }
 
-  /** Make `next` durable (the Store's persist hook; calls are serialised by the Store). */
+  /** Record `next` (the Store's persist hook). Durable once a later sync() resolves. */
   async write(next: State): Promise<void> {
     if (next === this.#last) return;
     const delta = this.#mustCompact || this.#journalBytes > Math.max(this.#snapshotBytes, MIN_COMPACT_BYTES) ? null : diff(this.#last, next);
@@ -81,10 +91,23 @@ export class StateFile {
     this.#last = next;
   }
 
+  /** Resolve when every change written so far is on disk (one fdatasync serves many callers). */
+  async sync(): Promise<void> {
+    const target = this.#seq;
+    while (this.#durableSeq < target) {
+      if (this.#compacting) await this.#compacting.catch(() => undefined);
+      else await (this.#syncing ??= this.#datasync());
+    }
+  }
+
   async close(): Promise<void> {
-    await this.#journal?.close();
-    this.#journal = null;
-    await unlock(this.path);
+    try {
+      await this.sync();
+    } finally {
+      await this.#journal?.close();
+      this.#journal = null;
+      await unlock(this.path);
+    }
   }
 
   async #append(delta: Delta): Promise<void> {
@@ -93,23 +116,35 @@ export class StateFile {
     if (Object.keys(delta.put).length > 0) record.put = delta.put;
     if (Object.keys(delta.del).length > 0) record.del = delta.del;
     const line = Buffer.from(JSON.stringify(record) + '\n');
-    const size = this.#snapshotBytes + this.#journalBytes;
     try {
       await journal.appendFile(line);
-      await journal.datasync();
     } catch (e) {
       this.#mustCompact = true;
-      await journal.truncate(size).catch(() => undefined);
-      throw new StateFileError(`cannot write state file ${this.path}: ${(e as Error).message}`);
+      await journal.truncate(this.#snapshotBytes + this.#journalBytes).catch(() => undefined);
+      throw this.#failure(e);
     }
     this.#seq++;
     this.#journalBytes += line.length;
   }
 
+  async #datasync(): Promise<void> {
+    const upTo = this.#seq;
+    try {
+      await this.#journal!.datasync();
+      this.#durableSeq = Math.max(this.#durableSeq, upTo);
+    } catch (e) {
+      this.#mustCompact = true;
+      throw this.#failure(e);
+    } finally {
+      this.#syncing = null;
+    }
+  }
+
+  /** Snapshot `state` atomically; everything up to it is then durable. */
   async #compact(state: State): Promise<void> {
     const text = Buffer.from(JSON.stringify({ sfc_state: FORMAT, seq: this.#seq, state }) + '\n');
     const tmp = join(dirname(this.path), `.${basename(this.path)}.tmp`);
-    try {
+    const run = async () => {
       const f = await open(tmp, 'w', 0o600);
       try {
         await f.writeFile(text);
@@ -119,15 +154,28 @@ export class StateFile {
       }
       await rename(tmp, this.path);
       await syncDir(dirname(this.path));
+      await this.#syncing?.catch(() => undefined); // never close the journal under a running fdatasync
       await this.#journal?.close();
+      this.#journal = null;
       this.#journal = await open(this.path, 'a');
+      this.#durableSeq = this.#seq;
+    };
+    this.#compacting = run();
+    try {
+      await this.#compacting;
     } catch (e) {
       this.#mustCompact = true;
-      throw new StateFileError(`cannot write state file ${this.path}: ${(e as Error).message}`);
+      throw this.#failure(e);
+    } finally {
+      this.#compacting = null;
     }
     this.#snapshotBytes = text.length;
     this.#journalBytes = 0;
     this.#mustCompact = false;
+  }
+
+  #failure(e: unknown): StateFileError {
+    return new StateFileError(`cannot write state file ${this.path}: ${(e as Error).message}`);
   }
 }
 
@@ -147,29 +195,39 @@ async function syncDir(dir: string): Promise<void> {
 function diff(prev: State, next: State): Delta | null {
   const delta: Delta = { put: {}, del: {} };
   for (const coll of COLLECTIONS) {
-    const before: readonly Item[] = prev[coll];
-    const after: readonly Item[] = next[coll];
-    if (before === after) continue;
-    const old = new Map(before.map((r) => [r.id, r]));
-    const put: Item[] = [];
-    const nextIds = new Set(after.map((r) => r.id));
-    const survivors = before.filter((r) => nextIds.has(r.id));
-    let s = 0;
-    for (const item of after) {
-      const was = old.get(item.id);
-      if (was === undefined) {
-        if (s !== survivors.length) return null;
-        put.push(item);
-        continue;
-      }
-      if (survivors[s++]?.id !== item.id) return null;
-      if (was !== item && JSON.stringify(was) !== JSON.stringify(item)) put.push(item);
-    }
-    const del = before.filter((r) => !nextIds.has(r.id)).map((r) => r.id);
-    if (put.length > 0) delta.put[coll] = put;
-    if (del.length > 0) delta.del[coll] = del;
+    if (prev[coll] === next[coll]) continue;
+    const change = diffList(prev[coll], next[coll]);
+    if (change === null) return null;
+    if (change.put.length > 0) delta.put[coll] = change.put;
+    if (change.del.length > 0) delta.del[coll] = change.del;
   }
   return delta;
+}
+
+/**
+ * One merge walk. Snapshots share unchanged objects, so the common case is pointer compares only;
+ * an id set is built only when something disappeared (to tell a delete from a move).
+ */
+function diffList(before: readonly Item[], after: readonly Item[]): { put: Item[]; del: string[] } | null {
+  const put: Item[] = [];
+  const del: string[] = [];
+  let afterIds: Set<string> | undefined;
+  let j = 0;
+  for (const was of before) {
+    const now = after[j];
+    if (now === was) {
+      j++;
+    } else if (now !== undefined && now.id === was.id) {
+      if (JSON.stringify(now) !== JSON.stringify(was)) put.push(now);
+      j++;
+    } else {
+      afterIds ??= new Set(after.map((r) => r.id));
+      if (afterIds.has(was.id)) return null; // still there, elsewhere: a reorder
+      del.push(was.id);
+    }
+  }
+  put.push(...after.slice(j)); // the rest is new: every id of `before` was matched or is gone
+  return { put, del };
 }
 
 function applyDelta(state: State, delta: Delta): void {

@@ -175,7 +175,10 @@ export class Dataplane {
     if (this.retry !== null) clearTimeout(this.retry);
     this.retry = null;
     for (const m of this.members) this.send(m, { type: 'close' });
+    // A worker that does not finish closing in time is stopped.
+    const timer = setTimeout(() => this.members.forEach((m) => void m.worker?.terminate()), CLOSE_TIMEOUT_MS);
     await Promise.all(this.members.map((m) => m.closed));
+    clearTimeout(timer);
     for (const iface of this.ifaces.values()) if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
     this.ifaces.clear();
   }
@@ -298,10 +301,7 @@ export class Dataplane {
       this.fail(m, e);
     });
     m.closed = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => void worker.terminate(), CLOSE_TIMEOUT_MS);
-      timer.unref();
       worker.once('exit', (code) => {
-        clearTimeout(timer);
         if (this.closing === null) this.log(`worker ${index} exited (code ${code})`);
         this.fail(m, new Error(`dataplane worker ${index} exited`));
         resolve();

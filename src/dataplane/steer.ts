@@ -50,22 +50,26 @@ export const V_END = 3;
 export const V_DROP = 4;
 
 /*
- * Flow entry payload: one record of REC int32 words per FlowCache entry (64 bytes, so a hit
- * touches one line of payload, not one per field):
- *   [R_GEN] table generation the entry was last validated against
- *   [R_SERIAL] bumped whenever the entry starts a new flow (fragment records check it)
- *   [R_RULE + o] classification of orientation o: rule index, RULE_NONE, or RULE_UNKNOWN
- *   [R_INPORT + o] logical port it was classified at (-1: re-classified at an SF port)
- *   [R_MACS] bit o set when oMacs holds orientation o's MACs seen at chain entry
- *   words 8..15: MAX_HOPS int16 instance indices (-1 = not chosen), by chain hop (inst16 view)
+ * Flow entry payload: one 64-byte record of REC int32 words per FlowCache entry, so a hit touches
+ * one line of payload (int16 and byte views of the same memory reach the packed fields):
+ *   word 0 [R_GEN]      table generation the entry was last validated against
+ *   word 1 [R_SERIAL]   bumped whenever the entry starts a new flow (fragment records check it)
+ *   word 2,3 [R_RULE+o] classification of orientation o: rule index, RULE_NONE or RULE_UNKNOWN
+ *   word 4 (int16 H_INPORT+o) logical port orientation o was classified at (-1: at an SF port)
+ *   word 5 [R_FLAGS]    bit o: the MACs of orientation o are recorded; F_KEPT: instances survived
+ *                       a re-validation, so a hop's choice may sit at another position
+ *   words 6-9 (int16 H_INST + chain hop) MAX_HOPS instance indices, -1 = not chosen yet
+ *   words 10-15 (bytes B_MACS + 12*o) the MACs (dst, src) orientation o carried at chain entry
  */
 const REC = 16;
 const R_GEN = 0;
 const R_SERIAL = 1;
 const R_RULE = 2;
-const R_INPORT = 4;
-const R_MACS = 6;
-const R_INST16 = 16;
+const H_INPORT = 8;
+const R_FLAGS = 5;
+const F_KEPT = 1 << 8;
+const H_INST = 12;
+const B_MACS = 40;
 const RULE_NONE = -1;
 const RULE_UNKNOWN = -2;
 
@@ -90,11 +94,10 @@ export class SteerState {
   /** Packets steered to each instance (index = instance index). */
   instancePackets: Float64Array;
 
-  /** Flow entry records (see REC) and the int16 view of the same memory for instances. */
+  /** Flow entry records (see REC), with int16 and byte views of the same memory. */
   readonly rec: Int32Array;
-  readonly inst16: Int16Array;
-  /** MACs seen at chain entry, [(entry * 2 + orientation) * 12]. */
-  readonly oMacs: Uint8Array;
+  readonly rec16: Int16Array;
+  readonly rec8: Uint8Array;
   private nextSerial = 0;
 
   // fragment record payload
@@ -108,6 +111,10 @@ export class SteerState {
   readonly slotRule = new Int32Array(BATCH);
   readonly slotMacs = new Uint8Array(BATCH * MACS);
   readonly slotHasMacs = new Uint8Array(BATCH);
+  // first-pass results: logical port (-1 = plain L2), orientation, flow entry serial
+  readonly slotPort = new Int32Array(BATCH);
+  readonly slotOrient = new Uint8Array(BATCH);
+  readonly slotSerial = new Int32Array(BATCH);
 
   constructor(opts: SteerOptions = {}) {
     this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY);
@@ -118,8 +125,8 @@ export class SteerState {
     const cap = this.flows.capacity;
     const records = new ArrayBuffer(cap * REC * 4);
     this.rec = new Int32Array(records);
-    this.inst16 = new Int16Array(records);
-    this.oMacs = new Uint8Array(cap * 2 * MACS);
+    this.rec16 = new Int16Array(records);
+    this.rec8 = new Uint8Array(records);
     const fcap = this.frags.capacity;
     this.fragFlow = new Int32Array(fcap);
     this.fragSerial = new Int32Array(fcap);
@@ -150,10 +157,9 @@ export class SteerState {
     rec[r + R_SERIAL] = ++this.nextSerial | 0;
     rec[r + R_RULE] = RULE_UNKNOWN;
     rec[r + R_RULE + 1] = RULE_UNKNOWN;
-    rec[r + R_INPORT] = -1;
-    rec[r + R_INPORT + 1] = -1;
-    rec[r + R_MACS] = 0;
-    this.inst16.fill(-1, r * 2 + R_INST16, r * 2 + R_INST16 + MAX_HOPS);
+    rec[r + H_INPORT / 2] = -1; // both int16 in-ports -1
+    rec[r + R_FLAGS] = 0;
+    for (let w = r + H_INST / 2; w < r + (H_INST + MAX_HOPS) / 2; w++) rec[w] = -1; // instances -1
     return e;
   }
 
@@ -163,11 +169,14 @@ export class SteerState {
     const old = this.rec[r + R_GEN];
     this.rec[r + R_RULE] = RULE_UNKNOWN;
     this.rec[r + R_RULE + 1] = RULE_UNKNOWN;
-    const base = r * 2 + R_INST16;
+    const base = r * 2 + H_INST;
+    let kept = 0;
     for (let h = base; h < base + MAX_HOPS; h++) {
-      const k = this.inst16[h];
-      if (k >= 0 && (k >= t.instanceCount || t.instBorn[k] > old)) this.inst16[h] = -1;
+      const k = this.rec16[h];
+      if (k >= 0 && (k >= t.instanceCount || t.instBorn[k] > old)) this.rec16[h] = -1;
+      else if (k >= 0) kept = F_KEPT;
     }
+    this.rec[r + R_FLAGS] = (this.rec[r + R_FLAGS] & ~F_KEPT) | kept;
     this.rec[r + R_GEN] = t.generation;
   }
 }
@@ -240,19 +249,22 @@ function hopAt(t: Tables, L: number, p: number): number {
 /** Instance for hop `hop` of path p: the flow's sticky choice if still valid, else Maglev. */
 function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number, p: number, hop: number): number {
   const g = t.hopGroup[hop];
-  const inst = s.inst16;
-  const base = e * REC * 2 + R_INST16;
+  const inst = s.rec16;
+  const base = e * REC * 2 + H_INST;
   const at = base + t.hopChainHop[hop];
+  const moved = e >= 0 && (s.rec[e * REC + R_FLAGS] & F_KEPT) !== 0;
   if (e >= 0) {
     const k = inst[at];
     if (k >= 0 && t.instGroup[k] === g) return k;
-    // The chain may have been re-ordered since: look for this group's instance in other positions.
-    for (let h = base; h < base + MAX_HOPS; h++) {
-      const x = inst[h];
-      if (x >= 0 && t.instGroup[x] === g) {
-        inst[h] = -1;
-        inst[at] = x;
-        return x;
+    // After a chain update this group's choice may sit at another position: swap it here.
+    if (moved) {
+      for (let h = base; h < base + MAX_HOPS; h++) {
+        const x = inst[h];
+        if (x >= 0 && t.instGroup[x] === g) {
+          inst[h] = k;
+          inst[at] = x;
+          return x;
+        }
       }
     }
   }
@@ -260,7 +272,19 @@ function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number
   if (b.frag[i] === FRAG_LATER) mask &= ~LB_PORT_BITS;
   const h = s.hash(b, i, mask, t.pathReverse[p] === 1);
   const k = t.maglev[t.groupMaglevBase[g] + (h & t.groupMaglevMask[g])];
-  if (k >= 0 && e >= 0) inst[at] = k;
+  if (k >= 0 && e >= 0) {
+    // Keep another group's remembered choice that occupies this position (a later hop needs it).
+    const old = inst[at];
+    if (moved && old >= 0) {
+      for (let x = base; x < base + MAX_HOPS; x++) {
+        if (inst[x] === -1) {
+          inst[x] = old;
+          break;
+        }
+      }
+    }
+    inst[at] = k;
+  }
   return k;
 }
 
@@ -287,8 +311,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   s.verdict[i] = V_END;
   b.hop[i] = -1;
   const m = i * MACS;
-  if (e >= 0 && (s.rec[e * REC + R_MACS] & (1 << o)) !== 0) {
-    copyMacs(s.oMacs, (e * 2 + o) * MACS, s.slotMacs, m);
+  if (e >= 0 && (s.rec[e * REC + R_FLAGS] & (1 << o)) !== 0) {
+    copyMacs(s.rec8, e * REC * 4 + B_MACS + o * MACS, s.slotMacs, m);
     s.slotHasMacs[i] = 1;
   } else if (t.ruleHasMacs[r] === 1) {
     copyMacs(t.ruleMacs, r * RULE_MAC_STRIDE, s.slotMacs, m);
@@ -318,7 +342,7 @@ function recordFragment(b: Batch, s: SteerState, i: number, e: number, o: number
 /** Record orientation o of entry e as classified into rule r (or RULE_NONE) at logical port L. */
 function setRule(s: SteerState, e: number, o: number, r: number, L: number): void {
   s.rec[e * REC + R_RULE + o] = r;
-  s.rec[e * REC + R_INPORT + o] = L;
+  s.rec16[e * REC * 2 + H_INPORT + o] = L;
 }
 
 /** Slot i arrived from logical port L, which has a chain role. */
@@ -339,9 +363,10 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
       c.events[Ctr.fragments_l3_only]++;
     }
   } else {
-    o = orientation(b, i);
-    e = s.flows.lookup(b, i, b.vlan[i], true);
-    c.events[e >= 0 ? Ctr.flow_cache_hits : Ctr.flow_cache_misses]++;
+    o = s.slotOrient[i];
+    e = b.flow[i];
+    // An entry looked up in the first pass may have been recycled by an insert since.
+    if (e >= 0 && rec[e * REC + R_SERIAL] !== s.slotSerial[i]) e = s.flows.lookup(b, i, b.vlan[i], true);
   }
   let known = RULE_UNKNOWN;
   if (e >= 0) {
@@ -363,7 +388,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   // 2. Chain entry: classify once per flow and in-port.
   if (t.portEntry[L] !== 0) {
     let r: number;
-    if (known !== RULE_UNKNOWN && rec[e * REC + R_INPORT + o] === L) {
+    if (known !== RULE_UNKNOWN && s.rec16[e * REC * 2 + H_INPORT + o] === L) {
       r = known;
     } else {
       r = classify(t.entryTable, b, i, L, early);
@@ -371,8 +396,8 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
       if (e >= 0) {
         setRule(s, e, o, r < 0 ? RULE_NONE : r, L);
         if (r >= 0) {
-          copyMacs(b.data, b.start[i], s.oMacs, (e * 2 + o) * MACS);
-          rec[e * REC + R_MACS] |= 1 << o;
+          copyMacs(b.data, b.start[i], s.rec8, e * REC * 4 + B_MACS + o * MACS);
+          rec[e * REC + R_FLAGS] |= 1 << o;
         }
       }
     }
@@ -403,13 +428,19 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
 }
 
-/** Steer every slot of b with tables t. */
+/**
+ * Steer every slot of b with tables t. Two passes: the first finds each slot's logical port and
+ * looks its flow up (a tight loop whose independent memory accesses overlap across packets, and
+ * which brings every flow record into cache), the second decides.
+ */
 export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
   const d = b.data;
+  const rec = s.rec;
   for (let i = 0; i < b.count; i++) {
     s.slotInst[i] = -1;
     s.slotRule[i] = -1;
     s.slotHasMacs[i] = 0;
+    s.slotPort[i] = -1;
     if (b.drop[i] !== 0) {
       s.verdict[i] = V_DROP;
       b.out[i] = OUT_DROP;
@@ -433,10 +464,23 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
       }
     }
     // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
-    if (L >= 0 && b.ipVer[i] !== 0 && b.encap[i] === 0 && (t.portEntry[L] !== 0 || t.portSfCount[L] !== 0)) {
-      steerChain(t, b, s, c, i, f, L);
+    if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0)) continue;
+    s.slotPort[i] = L;
+    if (b.frag[i] === FRAG_LATER) continue; // no ports: steerChain consults the fragment table
+    s.slotOrient[i] = orientation(b, i);
+    const e = s.flows.lookup(b, i, b.vlan[i], true);
+    b.flow[i] = e;
+    if (e >= 0) {
+      s.slotSerial[i] = rec[e * REC + R_SERIAL];
+      c.events[Ctr.flow_cache_hits]++;
     } else {
-      switchSlot(b, s, c, i, f);
+      c.events[Ctr.flow_cache_misses]++;
     }
+  }
+  for (let i = 0; i < b.count; i++) {
+    if (b.drop[i] !== 0) continue;
+    const L = s.slotPort[i];
+    if (L >= 0) steerChain(t, b, s, c, i, b.port[i], L);
+    else switchSlot(b, s, c, i, b.port[i]);
   }
 }

@@ -29,8 +29,13 @@
  */
 import type { ClassifierTable } from '../classifier/lookup.js';
 
-/** Most hops (non-tap groups) a chain may have: the width of a flow entry's instance list. */
-export const MAX_HOPS = 16;
+/**
+ * Most hops (non-tap groups) a chain may have: the width of a flow entry's instance list, kept
+ * small so a flow's whole state fits one cache line (steer.ts).
+ */
+export const MAX_HOPS = 8;
+/** Instance and logical port indices are stored as int16 in flow state. */
+export const MAX_INDEX = 0x7fff;
 
 /** hopKind values. */
 export const HOP_SF = 0;

@@ -21,6 +21,11 @@
  *   stack processes none (LAB-NOTES). A kernel bridge (an rx_handler) runs after it: delete table
  *   `netdev sfc_lab` (DP_DROP_TABLE) first to use one.
  * - Endpoints keep IPv6 (DAD and router solicitations off) and default offloads (real TCP).
+ * - dpLink 'tap' (for the TAP backend): each dataplane interface (cli0, srv0, sf<h><k>i/e) is a
+ *   persistent TAP instead; the veth's dp end is v<name>, and a two-port Linux bridge b<name>
+ *   joins them (STP and multicast snooping off), so the wire stays veth-real at the far end while
+ *   the dataplane reads and writes the TAP. No drop table then: it would drop what the dataplane
+ *   writes into a TAP before the bridge sees it; the bridges consume the frames anyway.
  *
  * State lives in /run/sfc/<name>/: lab.json (the options), chains.yaml (default --out) and pids
  * (processes started through netnsSpawn, as "pid starttime what" so a recycled pid is never
@@ -32,7 +37,7 @@ import { readFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { stringify } from 'yaml';
+import { Document, Scalar, YAMLMap, YAMLSeq } from 'yaml';
 
 export const CLIENT = { mac: '02:00:00:00:00:01', ip: '10.0.0.1', ip6: 'fd00::1', dpIf: 'cli0' } as const;
 export const SERVER = { mac: '02:00:00:00:00:02', ip: '10.0.0.2', ip6: 'fd00::2', dpIf: 'srv0' } as const;
@@ -51,7 +56,11 @@ export interface LabOptions {
   symmetric?: boolean;
   /** Where to write the chain config. Default /run/sfc/<name>/chains.yaml. */
   out?: string;
+  /** What the dataplane attaches to: the veth ends (default) or TAPs bridged to them. */
+  dpLink?: DpLink;
 }
+
+export type DpLink = 'veth' | 'tap';
 
 export interface LabSf {
   hop: number;
@@ -70,6 +79,7 @@ export interface Lab {
   hops: number;
   instances: number;
   symmetric: boolean;
+  dpLink: DpLink;
   dpNs: string;
   clientNs: string;
   serverNs: string;
@@ -213,6 +223,7 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
     hops,
     instances,
     symmetric: opts.symmetric ?? true,
+    dpLink: opts.dpLink ?? 'veth',
     dpNs: `${name}-dp`,
     clientNs: `${name}-client`,
     serverNs: `${name}-server`,
@@ -223,29 +234,43 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
   };
 }
 
+/** Fixed port pair ids (as in examples/two-hop.yaml): instance choice is keyed by id, so runs repeat. */
+export function portPairId(hop: number, instance: number): string {
+  return `5fc00000-0000-4000-8000-0000000000${hop}${instance}`;
+}
+
 /**
- * The chain config (examples/two-hop.yaml shape): client and server ports, one port pair per SF
- * instance, one group per hop, IPv4 and IPv6 client->server classifiers, one chain. With 0 hops only
- * the two ports (the dataplane then forwards as a plain L2 switch).
+ * The chain config in the examples/two-hop.yaml shape and names: ports client, server,
+ * sf<h><k>-in / -out; port pairs pp<h><k> (fixed ids); groups ppg<h>; IPv4 and IPv6 classifiers for
+ * everything from client to server (all protocols, so ping crosses the SFs too); chain pc1,
+ * chain_id 1. With 0 hops only the two ports (the dataplane then forwards as a plain L2 switch).
  */
 export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
   const port = (name: string, mac: string, iface: string) => ({
     name,
-    mac_address: mac,
-    'binding:profile': { interface: iface },
+    mac_address: quoted(mac),
+    'binding:profile': inlineMap({ interface: iface }),
   });
   const config: Record<string, unknown[]> = {
     ports: [
       port('client', CLIENT.mac, CLIENT.dpIf),
       port('server', SERVER.mac, SERVER.dpIf),
-      ...lab.sfs.flatMap((s) => [port(s.ingressIf, s.ingressMac, s.ingressIf), port(s.egressIf, s.egressMac, s.egressIf)]),
+      ...lab.sfs.flatMap((s) => [
+        port(`sf${s.hop}${s.instance}-in`, s.ingressMac, s.ingressIf),
+        port(`sf${s.hop}${s.instance}-out`, s.egressMac, s.egressIf),
+      ]),
     ],
   };
   if (lab.hops > 0) {
-    config.port_pairs = lab.sfs.map((s) => ({ name: `pp${s.hop}${s.instance}`, ingress: s.ingressIf, egress: s.egressIf }));
+    config.port_pairs = lab.sfs.map((s) => ({
+      name: `pp${s.hop}${s.instance}`,
+      id: portPairId(s.hop, s.instance),
+      ingress: `sf${s.hop}${s.instance}-in`,
+      egress: `sf${s.hop}${s.instance}-out`,
+    }));
     config.port_pair_groups = Array.from({ length: lab.hops }, (_, i) => ({
       name: `ppg${i + 1}`,
-      port_pairs: lab.sfs.filter((s) => s.hop === i + 1).map((s) => `pp${s.hop}${s.instance}`),
+      port_pairs: flow(lab.sfs.filter((s) => s.hop === i + 1).map((s) => `pp${s.hop}${s.instance}`)),
     }));
     const classifier = (name: string, ethertype: string, src: string, dst: string) => ({
       name,
@@ -256,20 +281,47 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
       logical_destination_port: 'server',
     });
     config.flow_classifiers = [
-      classifier('fc-v4', 'IPv4', `${CLIENT.ip}/32`, `${SERVER.ip}/32`),
-      classifier('fc-v6', 'IPv6', `${CLIENT.ip6}/128`, `${SERVER.ip6}/128`),
+      classifier('client-server-v4', 'IPv4', `${CLIENT.ip}/32`, `${SERVER.ip}/32`),
+      classifier('client-server-v6', 'IPv6', `${CLIENT.ip6}/128`, `${SERVER.ip6}/128`),
     ];
     config.port_chains = [
       {
         name: 'pc1',
-        port_pair_groups: config.port_pair_groups.map((_, i) => `ppg${i + 1}`),
-        flow_classifiers: ['fc-v4', 'fc-v6'],
+        chain_id: 1,
+        port_pair_groups: flow(config.port_pair_groups.map((_, i) => `ppg${i + 1}`)),
+        flow_classifiers: flow(['client-server-v4', 'client-server-v6']),
         chain_parameters: { correlation: 'mpls', symmetric: lab.symmetric },
       },
     ];
   }
-  const flags = `--name ${lab.name} --hops ${lab.hops} --instances ${lab.instances}${lab.symmetric ? '' : ' --no-symmetric'}`;
-  return `# written by: sfc lab up ${flags}\n${stringify(config)}`;
+  const flags =
+    `--name ${lab.name} --hops ${lab.hops} --instances ${lab.instances}` +
+    `${lab.symmetric ? '' : ' --no-symmetric'}${lab.dpLink === 'tap' ? ' --dp-link tap' : ''}`;
+  const doc = new Document(config);
+  return `# written by: sfc lab up ${flags}\n${doc.toString({ flowCollectionPadding: false })}`;
+}
+
+/** A double-quoted YAML string (MACs: some YAML 1.1 readers take 02:00:... for a base-60 number). */
+function quoted(value: string): Scalar {
+  const s = new Scalar(value);
+  s.type = Scalar.QUOTE_DOUBLE;
+  return s;
+}
+
+/** A map printed on one line ({k: v}). */
+function inlineMap(entries: Record<string, string>): YAMLMap {
+  const map = new YAMLMap();
+  for (const [k, v] of Object.entries(entries)) map.set(k, v);
+  map.flow = true;
+  return map;
+}
+
+/** A list printed on one line ([a, b]). */
+function flow(items: string[]): YAMLSeq {
+  const seq = new YAMLSeq();
+  seq.items = items;
+  seq.flow = true;
+  return seq;
 }
 
 function labNamespaces(lab: Omit<Lab, 'configYaml'>): string[] {
@@ -338,14 +390,24 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
       'net.ipv6.conf.all.forwarding': 1,
     });
   }
+  const tap = lab.dpLink === 'tap';
+  const vethEnd = (dpIf: string) => (tap ? `v${dpIf}` : dpIf);
   const veth = (dpIf: string, ns: string, ifname: string, mac: string) =>
-    `link add ${dpIf} netns ${dpNs} type veth peer name ${ifname} address ${mac} netns ${ns}`;
+    `link add ${vethEnd(dpIf)} netns ${dpNs} type veth peer name ${ifname} address ${mac} netns ${ns}`;
   await ipBatch(null, [
     veth(CLIENT.dpIf, clientNs, 'eth0', CLIENT.mac),
     veth(SERVER.dpIf, serverNs, 'eth0', SERVER.mac),
     ...lab.sfs.flatMap((s) => [veth(s.ingressIf, s.ns, 'in0', s.ingressMac), veth(s.egressIf, s.ns, 'out0', s.egressMac)]),
   ]);
-  await ipBatch(dpNs, ['link set lo up', ...lab.dpInterfaces.map((i) => `link set ${i} up`)]);
+  const bridged = (i: string) => [
+    `tuntap add dev ${i} mode tap`,
+    `link add b${i} type bridge stp_state 0 mcast_snooping 0`,
+    `link set ${vethEnd(i)} master b${i}`,
+    `link set ${i} master b${i}`,
+    `link set b${i} up`,
+    `link set ${vethEnd(i)} up`,
+  ];
+  await ipBatch(dpNs, ['link set lo up', ...lab.dpInterfaces.flatMap((i) => (tap ? bridged(i) : [])), ...lab.dpInterfaces.map((i) => `link set ${i} up`)]);
   for (const [ns, ep] of [[clientNs, CLIENT], [serverNs, SERVER]] as const) {
     await ipBatch(ns, [
       'link set lo up',
@@ -376,7 +438,9 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     'for f in "$@"; do for q in /sys/class/net/$f/queues/rx-*/rps_cpus; do echo 0 > "$q"; done; done',
     'rps-off',
     ...lab.dpInterfaces,
+    ...(tap ? lab.dpInterfaces.map(vethEnd) : []),
   ]);
+  if (tap) return;
   await netnsExec(dpNs, ['nft', '-f', '-'], {
     input:
       `table netdev ${DP_DROP_TABLE} {\n` +

@@ -49,7 +49,77 @@ const TCP_HEADER = 20;
 const UDP_HEADER = 20;
 const CHUNK = 1 << 16;
 
-function emit(event: Record<string, unknown>): void {
+/** The output lines, as documented above. */
+export interface ListeningEvent {
+  event: 'listening';
+  mode: 'tcp-server' | 'udp-recv';
+  address: string;
+  port: number;
+}
+export interface ServerFlow {
+  flow: number;
+  bytes: number;
+  expected: number;
+  sha256: string;
+  ok: boolean;
+  ms: number;
+}
+export interface ClientFlow {
+  flow: number;
+  bytes: number;
+  sha256: string;
+  ok: boolean;
+  ms: number;
+  mbps: number;
+  error?: string;
+}
+export interface UdpFlow {
+  flow: string;
+  received: number;
+  lost: number;
+  reordered: number;
+  duplicates: number;
+}
+export interface LatencySummary {
+  n: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+export interface TcpServerResult {
+  event: 'result';
+  mode: 'tcp-server';
+  ok: boolean;
+  flows: ServerFlow[];
+}
+export interface TcpClientResult {
+  event: 'result';
+  mode: 'tcp-client';
+  ok: boolean;
+  flows: ClientFlow[];
+}
+export interface UdpSendResult {
+  event: 'result';
+  mode: 'udp-send';
+  ok: boolean;
+  sent: number;
+  flows: number;
+  seconds: number;
+  pps: number;
+}
+export interface UdpRecvResult extends Omit<UdpFlow, 'flow'> {
+  event: 'result';
+  mode: 'udp-recv';
+  ok: boolean;
+  flows: UdpFlow[];
+  latency_us: LatencySummary;
+}
+export type TrafficOutput = ListeningEvent | TcpServerResult | TcpClientResult | UdpSendResult | UdpRecvResult;
+/** Any output line, loosely typed (narrow with `event`/`mode`, or ask nextEvent for a TrafficOutput). */
+export type TrafficEvent = { event: string; mode: string; ok?: boolean } & Record<string, unknown>;
+
+function emit(event: TrafficOutput): void {
   process.stdout.write(JSON.stringify(event) + '\n');
 }
 
@@ -113,14 +183,6 @@ function count(value: string | undefined, fallback: number, option: string, min 
   return n;
 }
 
-interface ServerFlow {
-  flow: number;
-  bytes: number;
-  expected: number;
-  sha256: string;
-  ok: boolean;
-  ms: number;
-}
 
 async function tcpServer(argv: string[]): Promise<number> {
   const { values } = parseOptions(argv, {
@@ -220,15 +282,6 @@ async function tcpClient(argv: string[]): Promise<number> {
   return ok ? 0 : 1;
 }
 
-interface ClientFlow {
-  flow: number;
-  bytes: number;
-  sha256: string;
-  ok: boolean;
-  ms: number;
-  mbps: number;
-  error?: string;
-}
 
 function sendFlow(host: string, port: number, flow: number, seed: number, bytes: number, all: Socket[]): Promise<ClientFlow> {
   return new Promise((resolve) => {
@@ -379,7 +432,7 @@ function round3(x: number): number {
 }
 
 /** Nearest-rank percentiles of latencies in nanoseconds, reported in microseconds. */
-export function latencySummary(ns: Float64Array): { n: number; p50: number; p90: number; p99: number; max: number } {
+export function latencySummary(ns: Float64Array): LatencySummary {
   const sorted = ns.slice().sort();
   const n = sorted.length;
   const at = (p: number) => (n ? round3(sorted[Math.min(n - 1, Math.ceil(p * n) - 1)] / 1000) : 0);
@@ -435,7 +488,7 @@ async function udpRecv(argv: string[]): Promise<number> {
     onStopSignal(stop);
   });
   sock.close();
-  const perFlow = [...flows].map(([flow, f]) => ({
+  const perFlow: UdpFlow[] = [...flows].map(([flow, f]) => ({
     flow,
     received: f.received,
     lost: f.lost,
@@ -459,13 +512,12 @@ async function udpRecv(argv: string[]): Promise<number> {
   return ok ? 0 : 1;
 }
 
-export type TrafficEvent = { event: string; mode: string; ok?: boolean } & Record<string, unknown>;
-
 /**
  * For callers that spawned the tool: the next output line of `child` satisfying `want` (e.g. the
- * "listening" or "result" event). Several may wait on one child at once.
+ * "listening" or the "result" event), typed as E (one of the TrafficOutput shapes) if given.
+ * Several callers may wait on one child at once.
  */
-export function nextEvent(child: ChildProcess, want: (e: TrafficEvent) => boolean): Promise<TrafficEvent> {
+export function nextEvent<E = TrafficEvent>(child: ChildProcess, want: (e: TrafficEvent) => boolean): Promise<E> {
   return new Promise((resolve, reject) => {
     if (!child.stdout) return reject(new Error('traffic tool spawned without a stdout pipe'));
     // Detach the listener when done, never close the interface: that would pause the shared stream.
@@ -479,7 +531,7 @@ export function nextEvent(child: ChildProcess, want: (e: TrafficEvent) => boolea
       }
       if (want(e)) {
         lines.off('line', onLine);
-        resolve(e);
+        resolve(e as E);
       }
     };
     lines.on('line', onLine);

@@ -7,18 +7,30 @@
  * event-loop turn are processed together). Transmit copies each frame into a staging Buffer and
  * calls cap.send() (pcap_sendpacket) once per frame.
  *
+ * Offloads: libpcap hands frames over as the kernel has them, without the metadata AF_PACKET's
+ * virtio header gives. Endpoints that use TSO and checksum offload (veth defaults) send TCP
+ * "super-frames" up to 64 KiB and frames whose L4 checksum is only the pseudo-header sum. While
+ * staging, a TCP frame larger than the interface MTU is therefore cut into MSS-sized segments
+ * (lengths, IPv4 id, sequence numbers, flags and checksums rewritten), and every other TCP/UDP
+ * frame gets its checksum recomputed: a partial checksum cannot be told from a complete one, and
+ * recomputing a correct checksum changes nothing. Oversize non-TCP frames are dropped (rxTooBig).
+ *
  * Settings: immediate mode (cap sets it), an `inbound` capture filter so our own transmissions
  * (and anything else leaving the interface) are not captured, and a large capture buffer: cap
  * fixes the snap length at 65535, so libpcap's ring holds only bufSize / ~64 KiB frames (a 4 MiB
  * buffer drops the 65th frame of a burst); 32 MiB holds ~500.
  *
- * Limits of the binding, not ours: it polls on the main event loop (so this backend runs on the
- * main thread, never in a worker), and it asserts on poll errors, so an attached interface going
- * down or being deleted aborts the process (cap 0.2.1, src/binding.cc cb_packets).
+ * Limits of the binding and of libpcap, not ours: cap polls on the main event loop (so this
+ * backend runs on the main thread, never in a worker), and it asserts on poll errors, so an
+ * attached interface going down or being deleted aborts the process (cap 0.2.1, src/binding.cc
+ * cb_packets). libpcap runs a new filter over frames already in its ring in userland, where
+ * `inbound` (a kernel-only BPF extension) never matches: the first frame a fresh handle receives
+ * is lost (libpcap 1.10.3).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { MAX_FRAME, type Batch } from '../batch.js';
+import { fixL4Checksum, ipv4HeaderChecksum } from '../checksum.js';
 import { LINK_GONE, LINK_UP, loadNative, nativeAvailable } from './native.js';
 import type { PortIO } from './portio.js';
 
@@ -40,7 +52,7 @@ export interface CapOptions {
 }
 
 const DEFAULT_BUF = 32 << 20;
-const DEFAULT_STAGING = 2048;
+const DEFAULT_STAGING = 4096;
 const LINK_TTL_MS = 200;
 const INSTALL_HINT = 'install libpcap (Debian: apt-get install libpcap-dev) and run `npm rebuild cap`';
 
@@ -82,6 +94,7 @@ export class CapPort implements PortIO {
   private arena: Buffer = Buffer.alloc(0);
   private up = true;
   private checkedAt = -Infinity;
+  private mtu: number;
 
   constructor(name: string, opts: CapOptions = {}) {
     const slots = opts.stagingSlots ?? DEFAULT_STAGING;
@@ -103,26 +116,82 @@ export class CapPort implements PortIO {
     }
     cap.on('packet', (nbytes, truncated) => this.stage(nbytes, truncated));
     this.cap = cap;
+    this.mtu = linkMtu(name);
   }
 
   private stage(nbytes: number, truncated: boolean): void {
-    if (truncated || nbytes > MAX_FRAME) {
+    if (truncated) {
       this.rxTooBig++;
       return;
     }
-    if (this.tail - this.head > this.mask) {
+    const l3 = l3Offset(this.capBuf, nbytes);
+    if (nbytes > MAX_FRAME || nbytes > (l3 > 0 ? l3 : 14) + this.mtu) {
+      if (!this.stageSegments(nbytes, l3)) this.rxTooBig++;
+    } else if (this.tail - this.head > this.mask) {
       this.rxOverflow++;
-      return;
+    } else {
+      const s = this.tail & this.mask;
+      this.capBuf.copy(this.ring, s * MAX_FRAME, 0, nbytes);
+      this.ringLen[s] = nbytes;
+      this.ringTime[s] = Date.now() * 1e6;
+      if (l3 > 0) recomputeL4(this.ring, s * MAX_FRAME, l3, nbytes);
+      this.tail++;
     }
-    const s = this.tail & this.mask;
-    this.capBuf.copy(this.ring, s * MAX_FRAME, 0, nbytes);
-    this.ringLen[s] = nbytes;
-    this.ringTime[s] = Date.now() * 1e6;
-    this.tail++;
-    if (this.armed) {
+    if (this.armed && this.head !== this.tail) {
       this.armed = false;
       this.readable!();
     }
+  }
+
+  /** Cut a TCP super-frame in capBuf into MSS-sized segments; false when it is not one we can cut. */
+  private stageSegments(nbytes: number, l3: number): boolean {
+    const f = this.capBuf;
+    const v4 = l3 > 0 && f[l3 - 2] === 0x08 && f[l3 - 1] === 0x00;
+    const v6 = l3 > 0 && f[l3 - 2] === 0x86 && f[l3 - 1] === 0xdd;
+    if (!v4 && !v6) return false;
+    const ipHdr = v4 ? (f[l3] & 0xf) * 4 : 40;
+    const proto = v4 ? f[l3 + 9] : f[l3 + 6];
+    if (proto !== TCP || (v4 && (f.readUInt16BE(l3 + 6) & 0x3fff) !== 0)) return false;
+    const l4 = l3 + ipHdr;
+    const hdr = l4 + (f[l4 + 12] >> 4) * 4;
+    const mss = this.mtu - (hdr - l3);
+    if (hdr + 20 > nbytes || mss <= 0 || hdr + mss > MAX_FRAME) return false;
+    const n = Math.ceil((nbytes - hdr) / mss);
+    if (this.tail - this.head + n > this.mask + 1) {
+      this.rxOverflow++;
+      return true;
+    }
+    const seq0 = f.readUInt32BE(l4 + 4);
+    const id0 = v4 ? f.readUInt16BE(l3 + 4) : 0;
+    const flags0 = f[l4 + 13];
+    const now = Date.now() * 1e6;
+    const r = this.ring;
+    for (let k = 0; k < n; k++) {
+      const s = this.tail & this.mask;
+      const base = s * MAX_FRAME;
+      const from = hdr + k * mss;
+      const chunk = Math.min(mss, nbytes - from);
+      const len = hdr + chunk;
+      f.copy(r, base, 0, hdr);
+      f.copy(r, base + hdr, from, from + chunk);
+      if (v4) {
+        r.writeUInt16BE(len - l3, base + l3 + 2);
+        r.writeUInt16BE((id0 + k) & 0xffff, base + l3 + 4);
+        r.writeUInt16BE(ipv4HeaderChecksum(r, base + l3, ipHdr), base + l3 + 10);
+      } else {
+        r.writeUInt16BE(len - l3 - 40, base + l3 + 4);
+      }
+      r.writeUInt32BE((seq0 + k * mss) >>> 0, base + l4 + 4);
+      let flags = flags0;
+      if (k + 1 < n) flags &= ~(TCP_FIN | TCP_PSH);
+      if (k > 0) flags &= ~TCP_CWR;
+      r[base + l4 + 13] = flags;
+      fixL4Checksum(r, base + l3, base + l4, len - l4, v4 ? 4 : 6, TCP);
+      this.ringLen[s] = len;
+      this.ringTime[s] = now;
+      this.tail++;
+    }
+    return true;
   }
 
   rxBurst(b: Batch, portIndex: number, max: number): number {
@@ -193,6 +262,50 @@ export class CapPort implements PortIO {
     this.cap = null;
     this.armed = false;
     cap?.close();
+  }
+}
+
+const TCP = 6;
+const UDP = 17;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+const TCP_CWR = 0x80;
+
+/** Offset of the L3 header of an IPv4/IPv6 frame (after up to two VLAN tags), 0 for anything else. */
+function l3Offset(f: Uint8Array, len: number): number {
+  let off = 12;
+  for (let tags = 0; tags < 2 && off + 2 <= len; tags++) {
+    const et = (f[off] << 8) | f[off + 1];
+    if (et !== 0x8100 && et !== 0x88a8) break;
+    off += 4;
+  }
+  if (off + 2 > len) return 0;
+  const et = (f[off] << 8) | f[off + 1];
+  return et === 0x0800 || et === 0x86dd ? off + 2 : 0;
+}
+
+/** Recompute the TCP/UDP checksum of an unfragmented IPv4 or IPv6 (no extension header) frame. */
+function recomputeL4(r: Uint8Array, base: number, l3: number, len: number): void {
+  const v4 = r[base + l3 - 1] === 0x00;
+  const ipHdr = v4 ? (r[base + l3] & 0xf) * 4 : 40;
+  if (l3 + ipHdr + 8 > len) return;
+  const proto = v4 ? r[base + l3 + 9] : r[base + l3 + 6];
+  if (proto !== TCP && proto !== UDP) return;
+  if (v4 && (((r[base + l3 + 6] << 8) | r[base + l3 + 7]) & 0x3fff) !== 0) return; // a fragment
+  const l4 = l3 + ipHdr;
+  const ipLen = v4 ? (r[base + l3 + 2] << 8) | r[base + l3 + 3] : 40 + ((r[base + l3 + 4] << 8) | r[base + l3 + 5]);
+  const l4Len = Math.min(len, l3 + ipLen) - l4;
+  if (proto === UDP && v4 && r[base + l4 + 6] === 0 && r[base + l4 + 7] === 0) return; // "no checksum"
+  fixL4Checksum(r, base + l3, base + l4, l4Len, v4 ? 4 : 6, proto);
+}
+
+/** The interface MTU: the addon's ioctl when built, else sysfs, else 1500. */
+function linkMtu(ifname: string): number {
+  if (nativeAvailable()) return loadNative().ifMtu(ifname) || 1500;
+  try {
+    return Number(readFileSync(`/sys/class/net/${ifname}/mtu`, 'utf8')) || 1500;
+  } catch {
+    return 1500;
   }
 }
 

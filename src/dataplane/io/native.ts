@@ -65,6 +65,8 @@ export interface SfcIo {
   /** LINK_UP, LINK_DOWN or LINK_GONE; also refreshes the MTU and kernel drop counts. */
   linkState(h: Handle): number;
   ifState(ifname: string): number;
+  /** The interface's MTU, 0 when it does not exist. */
+  ifMtu(ifname: string): number;
   closePort(h: Handle): void;
   closeFd(fd: number): void;
   /** Move the calling thread into a network namespace; returns an fd to come back with. */

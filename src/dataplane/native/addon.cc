@@ -268,6 +268,13 @@ Napi::Value IfState(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), linkStateByName(ifname.c_str()));
 }
 
+// ifMtu(ifname): the interface's MTU, 0 when it does not exist
+Napi::Value IfMtu(const Napi::CallbackInfo& info) {
+  if (!info[0].IsString()) return throwType(info.Env(), "ifMtu(ifname)");
+  const std::string ifname = info[0].As<Napi::String>();
+  return Napi::Number::New(info.Env(), mtuByName(ifname.c_str()));
+}
+
 Napi::Value ClosePort(const Napi::CallbackInfo& info) {
   Port* p = portOf(info.Env(), info[0]);
   if (p != nullptr) p->close();
@@ -326,6 +333,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("arm", Napi::Function::New(env, Arm, "arm"));
   exports.Set("linkState", Napi::Function::New(env, LinkStateOf, "linkState"));
   exports.Set("ifState", Napi::Function::New(env, IfState, "ifState"));
+  exports.Set("ifMtu", Napi::Function::New(env, IfMtu, "ifMtu"));
   exports.Set("closePort", Napi::Function::New(env, ClosePort, "closePort"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("netnsEnter", Napi::Function::New(env, NetnsEnter, "netnsEnter"));

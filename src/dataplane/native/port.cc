@@ -50,6 +50,12 @@ LinkState linkStateByName(const char* ifname) {
   return flagsState(control.get(), &ifr);
 }
 
+uint32_t mtuByName(const char* ifname) {
+  ifreq ifr{};
+  strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+  return ioctl(control.get(), SIOCGIFMTU, &ifr) < 0 ? 0 : uint32_t(ifr.ifr_mtu);
+}
+
 int setLinkUp(const char* ifname) {
   const int ctl = control.get();
   ifreq ifr{};

@@ -79,6 +79,9 @@ enum LinkState { kLinkGone = -1, kLinkDown = 0, kLinkUp = 1 };
 /** State of an interface by name (for backends without a Port, e.g. libpcap). */
 LinkState linkStateByName(const char* ifname);
 
+/** The MTU of an interface by name, or 0 when it does not exist. */
+uint32_t mtuByName(const char* ifname);
+
 /** Set IFF_UP on an interface (a TAP we created); 0 or -1 with errno. */
 int setLinkUp(const char* ifname);
 

@@ -171,7 +171,10 @@ function summary(rows: Row[], latencies: Row[]): Row {
     const key = `${r.forwarder}|${r.topology}|${r.flows}`;
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
-  const med = (rs: Row[], k: string) => median(rs.map((r) => r[k]).filter((v): v is number => typeof v === 'number'));
+  const med = (rs: Row[], k: string) => {
+    const m = median(rs.map((r) => r[k]).filter((v): v is number => typeof v === 'number'));
+    return m === null ? null : round(m, 4);
+  };
   const medians = [...groups.values()].map((rs) => ({
     forwarder: rs[0].forwarder,
     topology: rs[0].topology,

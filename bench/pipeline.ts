@@ -184,12 +184,12 @@ function runScenario(
   const engine = new Engine(
     (name) => (name === 'in0' ? new RingPort(name, frames, flows, path === 'miss') : new SinkPort(name)),
     undefined,
-    { hash, flowCapacity: 1 << 18 },
+    { hash },
   );
   engine.publish(t);
   const ev = engine.counters.events;
   // Warm-up: populate the flow state (hit) and let the optimising compiler settle.
-  const warm = Math.max(2 * flows, 400_000);
+  const warm = Math.max(2 * flows, 150_000);
   for (let n = 0; n < warm; ) n += engine.breathe();
   const hits0 = ev[Ctr.flow_cache_hits];
   const misses0 = ev[Ctr.flow_cache_misses];

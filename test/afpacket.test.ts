@@ -151,7 +151,7 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
 
   it('fanout: two sockets in one group split the flows and keep each flow on one socket', async () => {
     const a = track(openAfPacket('va'));
-    const group = (process.pid & 0x7fff) + 1;
+    const group = 0x1000 + (process.pid & 0xfff);
     const s = [track(openAfPacket('vb', { fanoutGroup: group })), track(openAfPacket('vb', { fanoutGroup: group }))];
     const flows = 64;
     const send = () => transmit(a, Array.from({ length: flows * 2 }, (_, i) => udp(i % flows, 60)));
@@ -182,7 +182,7 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
     vethPair('vx', 'vy');
     const a = track(openAfPacket('va'));
     const e = track(openAfPacket('vx'));
-    const base = (process.pid & 0x3fff) + 0x4000;
+    const base = 0x2000 + (process.pid & 0xfff) * 2;
     // Member i of each group = "worker i"; the runtime opens them in this order from one thread.
     const fwd = [0, 1, 2].map(() => track(openAfPacket('vb', { fanoutGroup: base })));
     const rev = [0, 1, 2].map(() => track(openAfPacket('vy', { fanoutGroup: base + 1 })));

@@ -348,6 +348,7 @@ describe('HTTP surface', () => {
   it('unknown paths 404 HTTPNotFound, wrong methods 405', async () => {
     expectNeutronError(await call('GET', '/v2.0/sfc/bogus'), 404, 'HTTPNotFound');
     expectNeutronError(await call('GET', '/v3/ports'), 404, 'HTTPNotFound');
+    expectNeutronError(await call('GET', '/v2.0/ports/%E0%A4%A'), 404, 'HTTPNotFound');
     const m1 = await call('DELETE', '/v2.0/sfc/port_pairs');
     expectNeutronError(m1, 405);
     expect(m1.headers.get('allow')).toBe('GET, POST');

@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { command as apply } from '../src/commands/apply.js';
+import { UsageError, type Command } from '../src/commands/args.js';
+import { command as del } from '../src/commands/delete.js';
+import { command as get } from '../src/commands/get.js';
 import { startApiServer, type ApiServer } from '../src/control/api.js';
 import { COLLECTIONS } from '../src/control/model.js';
 import { Store } from '../src/control/store.js';
@@ -27,20 +30,24 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function run(yaml: string, ...extra: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
-  const file = join(dir, `chains-${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(file, yaml);
+/** Run a subcommand in process, capturing what it prints. */
+async function cli(cmd: Command, argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
   const out: string[] = [];
   const err: string[] = [];
   const log = vi.spyOn(console, 'log').mockImplementation((m: string) => void out.push(m));
   const error = vi.spyOn(console, 'error').mockImplementation((m: string) => void err.push(m));
   try {
-    const code = await apply.run(['-f', file, '--url', api.url, ...extra]);
-    return { code, out, err };
+    return { code: await cmd.run(argv), out, err };
   } finally {
     log.mockRestore();
     error.mockRestore();
   }
+}
+
+function run(yaml: string, ...extra: string[]) {
+  const file = join(dir, `chains-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, yaml);
+  return cli(apply, ['-f', file, '--url', api.url, ...extra]);
 }
 
 /** The server's model with references shown by name. */
@@ -196,5 +203,36 @@ describe('sfc apply', () => {
     expect(unnamed.code).toBe(1);
     expect(unnamed.err.join('\n')).toMatch(/ports\[6\]: needs a name or an id/);
     expect(store.revision).toBe(revision);
+  });
+});
+
+describe('sfc get / sfc delete', () => {
+  it('lists as a table with references by name, shows one, and --json for scripts', async () => {
+    const list = await cli(get, ['port-pairs', '--url', api.url]);
+    expect(list.code).toBe(0);
+    const [header, ...rows] = list.out.join('\n').split('\n');
+    expect(header).toMatch(/^ID\s+NAME\s+INGRESS\s+EGRESS\s+CORRELATION\s+WEIGHT$/);
+    expect(rows.find((r) => r.includes(' pp1 '))).toMatch(/ pp1\s+p2\s+p3\s+mpls\s+1$/);
+    const one = await cli(get, ['port_pair_group', 'g1', '--url', api.url]);
+    expect(one.out.join('\n')).toMatch(/^port_pairs\s+\["pp1 \([0-9a-f-]{36}\)"\]$/m);
+    const json = await cli(get, ['flow-classifier', 'fc1', '--json', '--url', api.url]);
+    expect(JSON.parse(json.out.join('\n'))).toMatchObject({ name: 'fc1', protocol: 'tcp' });
+    const all = await cli(get, ['ports', '--json', '--url', api.url]);
+    expect(JSON.parse(all.out.join('\n')).map((p: { name: string }) => p.name)).toEqual(['p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+  });
+
+  it('exit 1 with the server message when refused or not found; usage errors throw UsageError (exit 2)', async () => {
+    const missing = await cli(get, ['port-chain', 'nope', '--url', api.url]);
+    expect([missing.code, missing.err]).toEqual([1, ["sfc get: no port chain with name or id 'nope'"]]);
+    const inUse = await cli(del, ['port-pair-group', 'g1', '--url', api.url]);
+    expect(inUse.code).toBe(1);
+    expect(inUse.err.join('\n')).toMatch(/^sfc delete: Port Pair Group [0-9a-f-]{36} in use/);
+    await expect(cli(get, ['widgets', '--url', api.url])).rejects.toThrow(UsageError);
+    await expect(cli(del, ['port', '--url', api.url])).rejects.toThrow(UsageError);
+    const before = store.state.service_graphs.length;
+    const gone = await cli(del, ['service-graphs', 'sg1', '--url', api.url]);
+    expect(gone.code).toBe(0);
+    expect(gone.out[0]).toMatch(/^deleted service graph sg1 \([0-9a-f-]{36}\)$/);
+    expect(store.state.service_graphs.length).toBe(before - 1);
   });
 });

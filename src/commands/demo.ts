@@ -7,10 +7,11 @@
  * verdict. The end of the run, an error or Ctrl-C removes everything it started (the end keeps
  * the lab with --keep). Exit code 0 when every check passed, 1 otherwise, 130 when interrupted.
  */
+import type { ChildProcess } from 'node:child_process';
 import { BACKENDS, type Backend } from '../dataplane/io/open.js';
 import { installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowTrace } from '../lab/flowlog.js';
 import { buildFrame, count, LiveView, renderFlowMap, renderVerdict, type Check, type Frame, type Snapshot } from '../lab/demo-view.js';
-import { disableOffloads, LabDataplane, metric, startTraffic, stopProcess, type LabInfo, type TrafficRun } from '../lab/harness.js';
+import { disableOffloads, LabDataplane, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
 import { CLIENT, SERVER, describeLab, labDown, labUp } from '../lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../lab/traffic.js';
 import { parseOptions, UsageError, type Command } from './args.js';
@@ -62,7 +63,8 @@ const MEANING = [
 
 class Demo {
   private readonly o: DemoOptions;
-  private readonly runs: TrafficRun[] = [];
+  /** Traffic tools started, stopped at the end. */
+  private readonly children: ChildProcess[] = [];
   private dataplane: LabDataplane | null = null;
   private built = false;
   private stopRequested = false;
@@ -158,7 +160,7 @@ class Demo {
     const timeout = String(o.seconds + 60);
     const start = async <R>(ns: string, argv: string[]) => {
       const r = await startTraffic<R>(lab, ns, argv);
-      this.runs.push(r);
+      this.children.push(r.child);
       return r;
     };
     const tcpServer = await start<TcpServerResult>(lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(TCP_FLOWS), '--timeout', timeout]);
@@ -202,7 +204,7 @@ class Demo {
   }
 
   private async cleanup(interrupted: boolean): Promise<void> {
-    await Promise.all(this.runs.map((r) => stopProcess(r.child, 2000)));
+    await Promise.all(this.children.map((c) => stopProcess(c, 2000)));
     if (!this.built) return;
     if (this.o.keep && !interrupted && this.dataplane?.running) {
       this.dataplane.detach();

@@ -88,7 +88,7 @@ const COLUMNS: { [C in Collection]: [string, (r: never, names: Names) => string]
 };
 
 /** Left-aligned columns separated by two spaces. */
-export function formatTable(header: string[], rows: string[][]): string {
+function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   return [header, ...rows].map((cells) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }

@@ -56,7 +56,13 @@ type Route =
 
 const COLLECTION_BY_PATH = new Map(COLLECTIONS.map((c) => [collectionPath(c), c]));
 
-function route(path: string): Route | undefined {
+function route(rawPath: string): Route | undefined {
+  let path: string;
+  try {
+    path = decodeURIComponent(rawPath);
+  } catch {
+    return undefined; // malformed %-escape: no such resource
+  }
   const p = path.length > 1 ? path.replace(/\/$/, '').replace(/\.json$/, '') : path;
   if (p === '/') return { kind: 'versions' };
   if (p === `/${API_VERSION}`) return { kind: 'resources' };
@@ -64,12 +70,12 @@ function route(path: string): Route | undefined {
   if (p === '/healthz') return { kind: 'healthz' };
   if (p === '/metrics') return { kind: 'metrics' };
   const ext = new RegExp(`^/${API_VERSION}/extensions/([^/]+)$`).exec(p);
-  if (ext) return { kind: 'extension', alias: decodeURIComponent(ext[1]!) };
+  if (ext) return { kind: 'extension', alias: ext[1]! };
   const coll = COLLECTION_BY_PATH.get(p);
   if (coll) return { kind: 'collection', coll };
   const slash = p.lastIndexOf('/');
   const parent = COLLECTION_BY_PATH.get(p.slice(0, slash));
-  if (parent && slash < p.length - 1) return { kind: 'member', coll: parent, id: decodeURIComponent(p.slice(slash + 1)) };
+  if (parent && slash < p.length - 1) return { kind: 'member', coll: parent, id: p.slice(slash + 1) };
   return undefined;
 }
 

@@ -42,6 +42,7 @@ export interface EngineStats {
   drops: Float64Array;
   /** Packets steered to each instance (index = Tables instance index). */
   instancePackets: Float64Array;
+  /** Index = engine port (Tables.interfaces index); a freed index has name ''. */
   interfaces: InterfaceStats[];
 }
 
@@ -279,11 +280,13 @@ export class Engine {
       events: this.counters.events.slice(),
       drops: this.counters.drops.slice(),
       instancePackets: this.steer.instancePackets.slice(0, this.tables?.instanceCount ?? 0),
-      interfaces: this.names.flatMap((name, f) =>
-        name === ''
-          ? []
-          : [{ name, rxPackets: this.ifRx[f], txPackets: this.ifTx[f], drops: this.ifDrops[f], up: this.ios[f]?.isUp() ?? false }],
-      ),
+      interfaces: this.names.map((name, f) => ({
+        name,
+        rxPackets: this.ifRx[f],
+        txPackets: this.ifTx[f],
+        drops: this.ifDrops[f],
+        up: this.ios[f]?.isUp() ?? false,
+      })),
     };
   }
 

@@ -23,6 +23,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { COUNTERS, DROP_REASONS } from './counters.js';
 import { openAfPacketSocket } from './io/afpacket.js';
+import { loadCap } from './io/cap.js';
 import { LINK_UP, loadNative, nativeAvailable, type RingOptions } from './io/native.js';
 import type { Backend } from './io/open.js';
 import { openTapDevice } from './io/tap.js';
@@ -100,7 +101,8 @@ export class Dataplane {
     this.backend = opts.backend;
     this.log = opts.log ?? ((m) => console.error(`sfc dataplane: ${m}`));
     this.ring = opts.ring ?? {};
-    // Load what the backend needs now, so a missing addon fails here with its build hint.
+    // Load what the backend needs now, so a missing addon or libpcap fails here with its hint.
+    if (this.backend === 'cap') loadCap();
     this.ioNames = this.backend === 'cap' ? [] : loadNative().counterNames;
     this.layout = new StatsLayout(this.ioNames.length);
     this.nextGroup = (process.pid * 16) & 0xffff;

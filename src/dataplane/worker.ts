@@ -109,9 +109,11 @@ export class DataplaneWorker {
     if (m.type === 'attach') {
       this.epochs.set(m.name, m.epoch);
       this.attachFd(m.name, m.fd, m.rx);
+    } else if (m.type === 'publish') {
+      this.publish(m.tables);
+    } else {
+      this.close();
     }
-    else if (m.type === 'publish') this.publish(m.tables);
-    else this.close();
   }
 
   private publish(t: Tables): void {
@@ -144,6 +146,8 @@ export class DataplaneWorker {
       this.adopt(port, fd, rx);
       this.wake();
     } else {
+      const stale = this.fds.get(name);
+      if (stale !== undefined && this.cfg.backend === 'afpacket') loadNative().closeFd(stale.fd);
       this.fds.set(name, { fd, rx });
     }
   }
@@ -233,7 +237,10 @@ export class DataplaneWorker {
       this.wake();
       return;
     }
-    for (const port of this.ports.values()) if (!port.isClosed) port.onReadable(this.wakeFn);
+    for (const [name, port] of this.ports) {
+      if (port.isClosed) this.ports.delete(name); // the engine dropped the interface
+      else port.onReadable(this.wakeFn);
+    }
   }
 
   /** Copy the engine's per-instance and per-interface figures into shared memory. */

@@ -104,7 +104,7 @@ export function renderTable(f: Frame): string[] {
 /** One line per refresh (not a terminal). */
 export function renderLine(f: Frame): string {
   const inst = f.rows.map((r) => `${r.portPair} ${count(r.packets)} (${count(r.rate)}/s, ${r.flowsIn} flows)`).join(', ');
-  return `[${f.seconds.toFixed(1)} s] ${inst} | in ${count(f.rx)} out ${count(f.tx)} dropped ${count(f.dropped)}`;
+  return [`[${f.seconds.toFixed(1)} s] ${inst}`, `in ${count(f.rx)} out ${count(f.tx)} dropped ${count(f.dropped)}`, ...f.traffic].join(' | ');
 }
 
 export class LiveView {

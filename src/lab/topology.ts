@@ -158,10 +158,15 @@ export async function netnsSpawn(lab: string, ns: string, argv: string[], opts: 
   return child;
 }
 
-/** Remember a process the lab owns; labDown kills it if it is still the same process. */
+/**
+ * Remember a process the lab owns; labDown kills it if it is still the same process (same start
+ * time, which exec keeps). A process already gone needs no record.
+ */
 export async function recordPid(lab: string, pid: number, what: string): Promise<void> {
+  const start = procStat(pid)?.[STAT_STARTTIME];
+  if (start === undefined) return;
   await mkdir(runDir(lab), { recursive: true });
-  await appendFile(join(runDir(lab), 'pids'), `${pid} ${procStat(pid)?.[STAT_STARTTIME] ?? 0} ${what.replace(/\s+/g, '_')}\n`);
+  await appendFile(join(runDir(lab), 'pids'), `${pid} ${start} ${what.replace(/\s+/g, '_')}\n`);
 }
 
 /** Index of fields in procStat()'s result (proc(5) field number minus 3). */
@@ -474,8 +479,7 @@ async function readPids(name: string): Promise<PidRecord[]> {
 }
 
 function isSameProcess(r: PidRecord): boolean {
-  const start = procStat(r.pid)?.[STAT_STARTTIME];
-  return start !== undefined && (r.start === '0' || start === r.start);
+  return procStat(r.pid)?.[STAT_STARTTIME] === r.start;
 }
 
 async function pidsInNamespace(ns: string): Promise<number[]> {

@@ -15,16 +15,17 @@
  *    learning switch (l2.ts): learned unicast to its interface, unknown unicast and broadcast
  *    flooded, a destination learned on the input interface dropped as 'hairpin'.
  *
- * Per-flow state (FlowState) lives in a FlowCache keyed by the CANONICAL 5-tuple + VLAN, so both
- * directions of a flow share one entry: the API refuses overlapping classifiers across chains, so
- * a 5-tuple belongs to one chain. Per entry: for each orientation (which endpoint sends) the
- * classification (path, rule, logical in-port, or "no chain"), the MACs seen at chain entry, and
- * one instance per chain hop, shared by the forward and reverse paths (a symmetric chain crosses
- * the same instances both ways). Sticky beats hashing: an instance is reused while it is still a
- * member of the hop's group, so adding an instance moves no flow, removing one moves only its
- * flows, and weight 0 drains (the Maglev table, used only for new choices, skips it). An entry
- * stamped with an older table generation is re-validated on first use: its classifications are
- * redone and instance indices re-born since then are forgotten (instBorn).
+ * Per-flow state lives in a FlowCache keyed by the CANONICAL 5-tuple + VLAN, so both directions of
+ * a flow share one entry (the API refuses overlapping classifiers across chains, so a 5-tuple
+ * belongs to one chain), with a one-cache-line payload record per entry (layout below): for each
+ * orientation (which endpoint sends) the classification (rule, hence path, and the logical in-port,
+ * or "no chain"), the MACs seen at chain entry, and one instance per chain hop, shared by the
+ * forward and reverse paths (a symmetric chain crosses the same instances both ways). Sticky beats
+ * hashing: an instance is reused while it is still a member of the hop's group, so adding an
+ * instance moves no flow, removing one moves only its flows, and weight 0 drains (the Maglev table,
+ * used only for new choices, skips it). An entry validated against an older table generation is
+ * re-validated on first use: its classifications are redone and instance indices re-born since
+ * then are forgotten (instBorn); kept instances are found again by group if the chain changed shape.
  *
  * Fragments: a first fragment records its flow entry in a FragmentTable (addresses, protocol, IP
  * id, VLAN); later fragments follow that decision. A later fragment seen first is classified and

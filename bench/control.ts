@@ -63,7 +63,7 @@ function summary(values: number[]) {
 
 /** Run the workload; `onUpdate(i, sent, acked)` sees each of the sequential chain updates. */
 async function workload(client: SfcClient, onUpdate: (i: number, sent: number, acked: number) => void) {
-  const ids = { sf: [] as string[], client: [] as string[], pairs: [] as string[], groups: [] as string[], fcs: [] as string[], chains: [] as string[] };
+  const ids: Record<'sf' | 'client' | 'pairs' | 'groups' | 'fcs' | 'chains', string[]> = { sf: [], client: [], pairs: [], groups: [], fcs: [], chains: [] };
   const phases: Record<string, { writes: number; seconds: number; per_s: number }> = {};
   let writes = 0;
   const phase = async (name: string, count: number, one: (i: number) => Promise<void>) => {
@@ -89,7 +89,8 @@ async function workload(client: SfcClient, onUpdate: (i: number, sent: number, a
   });
   const perGroup = N.pairs / N.groups;
   await phase('port_pair_groups', N.groups, async (i) => {
-    ids.groups[i] = (await client.create('port_pair_groups', { name: `g${i}`, port_pairs: ids.pairs.slice(perGroup * i, perGroup * (i + 1)) })).id;
+    const members = ids.pairs.slice(perGroup * i, perGroup * (i + 1));
+    ids.groups[i] = (await client.create('port_pair_groups', { name: `g${i}`, port_pairs: members })).id;
   });
   await phase('flow_classifiers', N.classifiers, async (i) => {
     ids.fcs[i] = (
@@ -102,7 +103,8 @@ async function workload(client: SfcClient, onUpdate: (i: number, sent: number, a
     ).id;
   });
   await phase('port_chains', N.chains, async (i) => {
-    ids.chains[i] = (await client.create('port_chains', { name: `pc${i}`, port_pair_groups: [ids.groups[i]], flow_classifiers: [ids.fcs[2 * i], ids.fcs[2 * i + 1]] })).id;
+    const chain = { name: `pc${i}`, port_pair_groups: [ids.groups[i]], flow_classifiers: [ids.fcs[2 * i], ids.fcs[2 * i + 1]] };
+    ids.chains[i] = (await client.create('port_chains', chain)).id;
   });
   const createSeconds = (performance.now() - t0) / 1000;
   const latencies: number[] = [];
@@ -133,7 +135,8 @@ async function cpuSeconds(pid: number): Promise<number> {
 
 async function benchNoop(dir: string) {
   const state = join(dir, 'noop', 'state.json');
-  const proc = spawn(process.execPath, [CLI, 'serve', '--driver', 'noop', '--listen', '127.0.0.1:0', '--state', state], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = [CLI, 'serve', '--driver', 'noop', '--listen', '127.0.0.1:0', '--state', state];
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
@@ -147,7 +150,14 @@ async function benchNoop(dir: string) {
     const cpu0 = await cpuSeconds(proc.pid!);
     const result = await workload(new SfcClient(url), () => undefined);
     const serverCpu = (await cpuSeconds(proc.pid!)) - cpu0;
-    return { driver: 'noop', durable: true, process: 'sfc serve (separate)', ...result, server_cpu_ms_per_write: round((serverCpu * 1000) / result.writes, 3), state_file_bytes: (await stat(state)).size };
+    return {
+      driver: 'noop',
+      durable: true,
+      process: 'sfc serve (separate)',
+      ...result,
+      server_cpu_ms_per_write: round((serverCpu * 1000) / result.writes, 3),
+      state_file_bytes: (await stat(state)).size,
+    };
   } finally {
     proc.kill('SIGTERM');
   }

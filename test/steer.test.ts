@@ -4,6 +4,7 @@ import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
 import { Ctr, Drop } from '../src/dataplane/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
+import { MacTable } from '../src/dataplane/l2.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import { formatMac, type Tables } from '../src/dataplane/tables.js';
 import { CLIENT_MAC, SERVER_MAC, sfMac, twoHop } from './support/sfc-state.js';
@@ -362,5 +363,72 @@ describe('steering through the Engine', () => {
     const [b, g] = rig.one('cli0', tagged);
     expect(b).toMatch(/^sf1\di$/);
     expect(rig.one(b.replace(/i$/, 'e'), g)).toEqual(['srv0', tagged]);
+  });
+});
+
+describe('Engine interfaces', () => {
+  it('retries a failed open on the next publish, drops frames to it as port_down, closes dropped interfaces', () => {
+    let failSrv = true;
+    const ports = new Map<string, QueuePort>();
+    const sent: [string, Uint8Array][] = [];
+    const engine = new Engine((name) => {
+      if (name === 'srv0' && failSrv) throw new Error('no such device');
+      const q = new QueuePort(name, (frame) => sent.push([name, frame]));
+      ports.set(name, q);
+      return q;
+    });
+    const s = twoHop({ hops: 1 });
+    let t = compileTables(s.state);
+    engine.publish(t);
+    engine.breathe();
+    expect(engine.stats().interfaces.find((x) => x.name === 'srv0')?.up).toBe(false);
+    // The chain ends at srv0, which could not be opened: a counted drop, not an exception.
+    ports.get('cli0')!.enqueue(tcp(1));
+    engine.breathe();
+    const [hop, frame] = sent.pop()!;
+    ports.get(hop.replace(/i$/, 'e'))!.enqueue(frame);
+    engine.breathe();
+    expect(sent).toEqual([]);
+    expect(engine.counters.drops[Drop.port_down]).toBe(1);
+    failSrv = false;
+    t = compileTables(s.state, t);
+    engine.publish(t);
+    engine.breathe();
+    expect(engine.stats().interfaces.find((x) => x.name === 'srv0')?.up).toBe(true);
+    // Remove the server port: its interface is closed and its index freed ('').
+    s.state.ports = s.state.ports.filter((p) => p.name !== 'server');
+    for (const fc of s.state.flow_classifiers) fc.logical_destination_port = null;
+    t = compileTables(s.state, t);
+    engine.publish(t);
+    engine.breathe();
+    expect(ports.get('srv0')!.isUp()).toBe(false);
+    expect(engine.stats().interfaces.map((x) => x.name)).toContain('');
+    engine.close();
+  });
+});
+
+describe('MacTable (learning switch)', () => {
+  it('learns per VLAN, ages entries out, survives far more MACs than slots', () => {
+    const t = new MacTable(64, 1000);
+    t.now = 0;
+    t.learn(0, 0x0200, 0x00000001, 3);
+    t.learn(10, 0x0200, 0x00000001, 4);
+    expect(t.lookup(0, 0x0200, 0x00000001)).toBe(3);
+    expect(t.lookup(10, 0x0200, 0x00000001)).toBe(4);
+    expect(t.lookup(0, 0x0200, 0x00000002)).toBe(-1);
+    // A move to another interface is learned even within the same clock reading.
+    t.learn(0, 0x0200, 0x00000001, 5);
+    expect(t.lookup(0, 0x0200, 0x00000001)).toBe(5);
+    t.now = 1001;
+    expect(t.lookup(0, 0x0200, 0x00000001)).toBe(-1);
+    // 10x more MACs than slots: never throws, the most recent ones are found.
+    for (let m = 0; m < 640; m++) {
+      t.now = 2000 + m;
+      t.learn(0, 0x0200, 0x1000 + m, m & 7);
+    }
+    expect(t.lookup(0, 0x0200, 0x1000 + 639)).toBe(639 & 7);
+    expect(t.size()).toBeLessThanOrEqual(64);
+    t.clear();
+    expect(t.lookup(0, 0x0200, 0x1000 + 639)).toBe(-1);
   });
 });

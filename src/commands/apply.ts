@@ -82,10 +82,16 @@ export function planApply(desired: State, given: Record<Collection, Set<string>[
       let found: Resource | undefined;
       if (given[coll][i]!.has('id')) {
         found = onServer.find((s) => s.id === d.id);
-        if (!found) throw new PlanError(`${what}: id ${d.id} is not on the server, and the API cannot create an object with a chosen id (drop the id to create it by name)`);
+        if (!found) {
+          throw new PlanError(
+            `${what}: id ${d.id} is not on the server, and the API cannot create an object with a chosen id (drop the id to create it by name)`,
+          );
+        }
       } else if (d.name !== '') {
         const named = onServer.filter((s) => s.name === d.name);
-        if (named.length > 1) throw new PlanError(`${what}: ${named.length} ${resourceWord(coll)}s on the server are named '${d.name}': give the id`);
+        if (named.length > 1) {
+          throw new PlanError(`${what}: ${named.length} ${resourceWord(coll)}s on the server are named '${d.name}': give the id`);
+        }
         found = named[0];
       } else {
         throw new PlanError(`${what}: needs a name or an id to be matched on the next apply`);
@@ -140,7 +146,8 @@ export function planApply(desired: State, given: Record<Collection, Set<string>[
   for (const s of server.service_graphs) if (doomed(s.id)) del('service_graphs', s.id);
   for (const coll of ['port_chains', 'port_pair_groups'] as const) {
     for (const [id, d] of detach) {
-      if (d.coll === coll && !doomed(id)) steps.push({ op: 'update', coll, id, name: nameOf(id), body: d.body, changes: describe(d.body, server, id, coll, nameOf) });
+      if (d.coll !== coll || doomed(id)) continue;
+      steps.push({ op: 'update', coll, id, name: nameOf(id), body: d.body, changes: describe(d.body, server, id, coll, nameOf) });
     }
   }
   for (const coll of [...COLLECTIONS].reverse()) {
@@ -174,7 +181,8 @@ export function planApply(desired: State, given: Record<Collection, Set<string>[
     for (const { attr, shape, put } of REFERENCES[coll]) {
       if (!put || shape !== 'list') continue;
       const current = s[attr] as string[];
-      const keep = attr === 'port_pair_groups' ? current.filter((id) => !doomed(id)) : current.filter((id) => (want[attr] as string[]).includes(id));
+      const keep =
+        attr === 'port_pair_groups' ? current.filter((id) => !doomed(id)) : current.filter((id) => (want[attr] as string[]).includes(id));
       if (keep.length === current.length) continue;
       if (attr === 'port_pair_groups' && keep.length === 0) return 'replace';
       body[attr] = keep;
@@ -229,8 +237,8 @@ async function readDesired(path: string): Promise<{ desired: State; given: Recor
     throw new PlanError(e.message);
   });
   const raw = (parseYaml(text) ?? {}) as Partial<Record<Collection, Obj[]>>;
-  const given = Object.fromEntries(COLLECTIONS.map((c) => [c, (raw[c] ?? []).map((o) => new Set(Object.keys(o)))])) as Record<Collection, Set<string>[]>;
-  return { desired, given };
+  const given = Object.fromEntries(COLLECTIONS.map((c) => [c, (raw[c] ?? []).map((o) => new Set(Object.keys(o)))]));
+  return { desired, given: given as Record<Collection, Set<string>[]> };
 }
 
 async function fetchState(client: SfcClient): Promise<State> {

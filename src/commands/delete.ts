@@ -15,7 +15,8 @@ ${CLIENT_HELP}`,
   async run(argv) {
     const { values, positionals } = parseOptions(argv, CLIENT_OPTIONS, true);
     const coll = resourceArg(positionals[0]);
-    if (positionals.length !== 2) throw new UsageError(positionals.length < 2 ? 'missing NAME or ID' : `unexpected argument '${positionals[2]}'`);
+    if (positionals.length < 2) throw new UsageError('missing NAME or ID');
+    if (positionals.length > 2) throw new UsageError(`unexpected argument '${positionals[2]}'`);
     const client = connect(values.url, values.token);
     try {
       const target = await client.find(coll, positionals[1]!);

@@ -137,8 +137,8 @@ class Demo {
     this.dataplane = dp;
     say(`API at ${dp.url} (pid ${dp.pid}, ${seconds(t)})`);
 
-    say(`[3/4] traffic: ${TCP_FLOWS} TCP flows of ${TCP_BYTES / 1e6} MB each (checked byte for byte by the server)`);
-    say(`      and ${UDP_FLOWS} UDP flows (source ports ${UDP_SPORT}-${UDP_SPORT + UDP_FLOWS - 1}) at ${count(UDP_PPS)} datagrams/s for ${o.seconds} s`);
+    say(`[3/4] traffic: ${TCP_FLOWS} concurrent TCP flows of ${TCP_BYTES / 1e6} MB each (checked byte for byte by the server),`);
+    say(`      then ${UDP_FLOWS} UDP flows (source ports ${UDP_SPORT}-${UDP_SPORT + UDP_FLOWS - 1}) at ${count(UDP_PPS)} datagrams/s for ${o.seconds} s`);
     say();
     for (const line of MEANING) say(line);
     say();
@@ -155,52 +155,58 @@ class Demo {
     return checks.every((c) => c.ok) ? 0 : 1;
   }
 
+  /**
+   * Two phases under one live view: the TCP transfers (bulk, as fast as the path allows), then
+   * the UDP flows at a steady rate. One after the other, so that the UDP figures show the path,
+   * not its congestion by the TCP transfers (the cap backend's libpcap rings are small).
+   */
   private async traffic(lab: LabInfo, dp: LabDataplane): Promise<TrafficOutcome> {
     const { o } = this;
-    const timeout = String(o.seconds + 60);
     const start = async <R>(ns: string, argv: string[]) => {
       const r = await startTraffic<R>(lab, ns, argv);
       this.children.push(r.child);
       return r;
     };
-    const tcpServer = await start<TcpServerResult>(lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(TCP_FLOWS), '--timeout', timeout]);
-    const udpRecv = await start<UdpRecvResult>(lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${UDP_PORT}`, '--seconds', String(o.seconds + 30), '--idle', '2']);
-    await this.until(Promise.all([tcpServer.listening, udpRecv.listening]));
+    // undefined while running, null when the tool ended without a result.
+    const got: Results = {};
+    let poke = () => {};
+    const collect = <K extends keyof Results>(k: K, p: Promise<NonNullable<Results[K]>>) =>
+      void p.then((r) => (got[k] = r), () => (got[k] = null)).then(() => poke());
+
+    const tcpServer = await start<TcpServerResult>(lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(TCP_FLOWS), '--timeout', '120']);
+    await this.until(tcpServer.listening);
     const began = performance.now();
     const tcpClient = await start<TcpClientResult>(lab.clientNs, [
-      'tcp-client', '--connect', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(TCP_FLOWS), '--bytes', String(TCP_BYTES), '--timeout', timeout,
+      'tcp-client', '--connect', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(TCP_FLOWS), '--bytes', String(TCP_BYTES), '--timeout', '120',
     ]);
-    const udpSend = await start<UdpSendResult>(lab.clientNs, [
-      'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT}`, '--flows', String(UDP_FLOWS), '--sport', String(UDP_SPORT),
-      '--pps', String(UDP_PPS), '--seconds', String(o.seconds),
-    ]);
-
-    // undefined while running, null when the tool failed without a result.
-    const got: Results = {};
-    const all = Promise.all([
-      tcpClient.result.then((r) => (got.tcpClient = r), () => (got.tcpClient = null)),
-      tcpServer.result.then((r) => (got.tcpServer = r), () => (got.tcpServer = null)),
-      udpSend.result.then((r) => (got.udpSend = r), () => (got.udpSend = null)),
-      udpRecv.result.then((r) => (got.udpRecv = r), () => (got.udpRecv = null)),
-    ]);
-    let finished = false;
-    void all.then(() => (finished = true));
+    collect('tcpServer', tcpServer.result);
+    collect('tcpClient', tcpClient.result);
+    let udpStarted = false;
 
     const tty = process.stdout.isTTY === true;
     const view = new LiveView(process.stdout, tty);
     const title = `lab '${lab.name}' · backend ${o.backend}`;
     let prev: Snapshot | null = null;
-    let frame: Frame | null = null;
     for (;;) {
+      if (!udpStarted && got.tcpServer !== undefined && got.tcpClient !== undefined) {
+        udpStarted = true;
+        const udpRecv = await start<UdpRecvResult>(lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${UDP_PORT}`, '--seconds', String(o.seconds + 30), '--idle', '2']);
+        await this.until(udpRecv.listening);
+        const udpSend = await start<UdpSendResult>(lab.clientNs, [
+          'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT}`, '--flows', String(UDP_FLOWS), '--sport', String(UDP_SPORT),
+          '--pps', String(UDP_PPS), '--seconds', String(o.seconds),
+        ]);
+        collect('udpRecv', udpRecv.result);
+        collect('udpSend', udpSend.result);
+      }
       const cur: Snapshot = { at: performance.now(), samples: await this.until(dp.metrics()), log: await this.until(readFlowLog(lab)) };
-      frame = buildFrame(lab, title, began, prev, cur, trafficStatus(got, o));
+      const frame = buildFrame(lab, title, began, prev, cur, trafficStatus(got, o));
       view.show(frame);
       prev = cur;
-      if (finished) break;
+      if (got.udpSend !== undefined && got.udpRecv !== undefined) return { ...got, frame, drops: metric(cur.samples, 'sfc_drops_total') };
       if (!dp.running) throw new Error(`the dataplane exited:\n${dp.logTail()}`);
-      await this.until(Promise.race([sleep(tty ? 1000 : 2000), all]));
+      await this.until(Promise.race([sleep(tty ? 1000 : 2000), new Promise<void>((r) => (poke = r))]));
     }
-    return { ...got, frame: frame!, drops: metric(prev!.samples, 'sfc_drops_total') };
   }
 
   private async cleanup(interrupted: boolean): Promise<void> {
@@ -246,7 +252,9 @@ function trafficStatus(got: Results, o: DemoOptions): string[] {
       ? `${count(got.udpRecv?.received ?? 0)} of ${count(got.udpSend?.sent ?? 0)} datagrams received`
       : got.udpSend !== undefined
         ? `${count(got.udpSend?.sent ?? 0)} sent, receiver finishing`
-        : `running (${o.seconds} s)`;
+        : got.tcpServer !== undefined
+          ? `running (${o.seconds} s)`
+          : 'starts when the TCP transfers are done';
   return [`TCP: ${tcp}`, `UDP: ${udp}`];
 }
 

@@ -88,9 +88,13 @@ export const command: Command = {
     const token = values.token ?? (process.env.SFC_TOKEN || undefined);
     if (token === '') throw new UsageError('the token must not be empty');
     if (token === undefined && !isLoopbackHost(host)) {
-      throw new UsageError(`refusing to listen on ${host} without a token: set --token or SFC_TOKEN, or listen on a loopback address (127.0.0.1, ::1)`);
+      throw new UsageError(
+        `refusing to listen on ${host} without a token: set --token or SFC_TOKEN, or listen on a loopback address (127.0.0.1, ::1)`,
+      );
     }
-    if (values.driver !== 'userspace' && values.driver !== 'noop') throw new UsageError(`--driver must be userspace or noop, got '${values.driver}'`);
+    if (values.driver !== 'userspace' && values.driver !== 'noop') {
+      throw new UsageError(`--driver must be userspace or noop, got '${values.driver}'`);
+    }
     const backend = values.backend as Backend;
     if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${values.backend}'`);
     const workers = positiveInt(values.workers, '--workers');

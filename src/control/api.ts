@@ -79,6 +79,8 @@ function route(rawPath: string): Route | undefined {
   return undefined;
 }
 
+const INTERNAL_ERROR = new NeutronError(500, 'HTTPInternalServerError', 'Request Failed: internal server error while processing your request.');
+
 const ALLOWED: Record<Route['kind'], string[]> = {
   collection: ['GET', 'POST'],
   member: ['GET', 'PUT', 'DELETE'],
@@ -100,9 +102,10 @@ export function createApiHandler(opts: ApiOptions): (req: IncomingMessage, res: 
       res.once('finish', () => metrics.countRequest(req.method ?? '', res.statusCode));
     }
     handle(opts, req, res).catch((e: unknown) => {
-      if (!(e instanceof NeutronError) || e.status >= 500) log(`${req.method} ${req.url}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-      const err =
-        e instanceof NeutronError ? e : new NeutronError(500, 'HTTPInternalServerError', 'Request Failed: internal server error while processing your request.');
+      if (!(e instanceof NeutronError) || e.status >= 500) {
+        log(`${req.method} ${req.url}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      const err = e instanceof NeutronError ? e : INTERNAL_ERROR;
       if (res.headersSent) res.destroy();
       else sendError(res, err);
     });
@@ -110,7 +113,9 @@ export function createApiHandler(opts: ApiOptions): (req: IncomingMessage, res: 
 }
 
 async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (!authorized(req, opts.token)) throw new NeutronError(401, 'HTTPUnauthorized', 'Authentication required: send X-Auth-Token or Authorization: Bearer.');
+  if (!authorized(req, opts.token)) {
+    throw new NeutronError(401, 'HTTPUnauthorized', 'Authentication required: send X-Auth-Token or Authorization: Bearer.');
+  }
   const url = new URL(req.url ?? '/', 'http://placeholder');
   const r = route(url.pathname);
   if (!r) throw new NeutronError(404, 'HTTPNotFound', 'The resource could not be found.');

@@ -64,7 +64,10 @@ export function mapReferences(
     if (v === undefined) continue;
     if (shape === 'one') out[attr] = typeof v === 'string' ? map(v, to) : v;
     else if (shape === 'list') out[attr] = (v as string[]).map((id) => map(id, to));
-    else out[attr] = Object.fromEntries(Object.entries(v as Record<string, string[]>).map(([src, dsts]) => [map(src, to), dsts.map((d) => map(d, to))]));
+    else {
+      const edges = Object.entries(v as Record<string, string[]>);
+      out[attr] = Object.fromEntries(edges.map(([src, dsts]) => [map(src, to), dsts.map((d) => map(d, to))]));
+    }
   }
   return out;
 }

@@ -54,6 +54,14 @@ interface ChainPlan {
   classifiers: FlowClassifier[];
 }
 
+interface PathPlan {
+  chainIdx: number;
+  reverse: boolean;
+  /** Group indices in path order, and each hop's position in the chain's forward order. */
+  hops: number[];
+  chainHops: number[];
+}
+
 interface RulePlan {
   fc: FlowClassifier;
   path: number;
@@ -164,12 +172,6 @@ export function compileTables(state: State, prev?: Tables): Tables {
   interfaces.forEach((name, k) => name && ifIndex.set(name, k));
 
   // Paths and hops.
-  interface PathPlan {
-    chainIdx: number;
-    reverse: boolean;
-    hops: number[]; // group indices in path order
-    chainHops: number[];
-  }
   const paths: PathPlan[] = [];
   const chainPaths: { fwd: number; rev: number }[] = [];
   plans.forEach(({ chain, hops }, c) => {
@@ -209,12 +211,16 @@ export function compileTables(state: State, prev?: Tables): Tables {
     hopCount += p.hops.length;
   });
 
-  const maglevs = groupPairs.map((pps) =>
-    buildMaglev(
-      pps.map((pp) => ({ key: pp.id, weight: pp.service_function_parameters.weight })),
-      maglevSize(pps.length),
-    ),
-  );
+  const maglevs = groupPairs.map((pps, gi) => {
+    try {
+      return buildMaglev(
+        pps.map((pp) => ({ key: pp.id, weight: pp.service_function_parameters.weight })),
+        maglevSize(pps.length),
+      );
+    } catch (e) {
+      throw refuse(`port pair group ${label(groupList[gi])}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  });
 
   const t = allocTables(
     {

@@ -65,7 +65,11 @@ export class Metrics {
       name: string,
       help: string,
       labelNames: L[],
-      fill: (set: (labels: Record<L, string | number>, value: number) => void, stats: DataplaneStats, instances: readonly InstanceName[]) => void,
+      fill: (
+        set: (labels: Record<L, string | number>, value: number) => void,
+        stats: DataplaneStats,
+        instances: readonly InstanceName[],
+      ) => void,
     ) =>
       new Counter({
         name,
@@ -86,7 +90,8 @@ export class Metrics {
         if (i > 0) set({ reason }, s.drops[i] ?? 0);
       }),
     );
-    copied('sfc_instance_packets_total', 'Packets steered to each service function instance', ['port_chain', 'hop', 'port_pair'], (set, s, names) =>
+    const instanceLabels: ('port_chain' | 'hop' | 'port_pair')[] = ['port_chain', 'hop', 'port_pair'];
+    copied('sfc_instance_packets_total', 'Packets steered to each service function instance', instanceLabels, (set, s, names) =>
       names.forEach((n, i) => set({ port_chain: n.chain, hop: n.hop, port_pair: n.portPair }, s.instancePackets[i] ?? 0)),
     );
     copied('sfc_interface_packets_total', 'Frames received and sent per interface', ['interface', 'direction'], (set, s) => {

@@ -93,7 +93,9 @@ export function parseListQuery(coll: Collection, params: URLSearchParams): ListQ
   const sort = keys.map((key, i) => {
     if (!SCALARS[coll].has(key)) throw badRequest('HTTPBadRequest', `${key} is an invalid attribute for sort_keys`);
     const dir = dirs[i];
-    if (dir !== 'asc' && dir !== 'desc') throw badRequest('HTTPBadRequest', `${dir} is an invalid value for sort_dirs, valid values are: asc, desc`);
+    if (dir !== 'asc' && dir !== 'desc') {
+      throw badRequest('HTTPBadRequest', `${dir} is an invalid value for sort_dirs, valid values are: asc, desc`);
+    }
     return { key, desc: dir === 'desc' };
   });
   return {

@@ -125,8 +125,8 @@ export class Engine {
     for (let f = 0; f < n; f++) {
       const want = t.interfaces[f] ?? '';
       const have = this.names[f] ?? '';
-      if (want === have) continue;
-      changed = true;
+      if (want === have && (want === '' || this.ios[f] !== null)) continue; // same, or retry a failed open
+      if (have !== '' && want !== have) changed = true;
       this.ios[f]?.close();
       this.ios[f] = null;
       this.ifRx[f] = this.ifTx[f] = this.ifDrops[f] = 0;
@@ -140,7 +140,7 @@ export class Engine {
         }
       }
     }
-    // Interface indices changed meaning: forget learned MACs.
+    // An interface index changed meaning (not merely a new one): forget learned MACs.
     if (changed) this.steer.l2.clear();
     const prev = this.tables;
     this.steer.ensureInstances(t.instanceCount);

@@ -6,7 +6,8 @@
  * Open addressing in typed arrays, sized once: a key (VLAN, MAC) hashes to a home slot and lives
  * within the PROBE slots after it. Learning refreshes an existing entry, else takes an empty or
  * aged-out slot of the window, else evicts the window's least recently seen entry, so the table
- * never fills up and never allocates. Entries older than `ageMs` (by the caller's coarse clock
+ * never fills up and never allocates; learning the same source again within one batch (same clock
+ * reading) is skipped, since a burst from one host repeats its MAC. Entries older than `ageMs` (by the caller's coarse clock
  * `now`, set once per batch) are ignored by lookups, like a bridge's ageing time. The data path
  * passes MACs as two integers (bytes 0-1 and bytes 2-5) read straight from the frame.
  */
@@ -27,6 +28,11 @@ export class MacTable {
   private readonly keyLo: Int32Array;
   private readonly iface: Int32Array;
   private readonly seen: Float64Array;
+  /** The last (key, interface) learned at `now`: repeats within one batch cost four compares. */
+  private lastHi = 0;
+  private lastLo = 0;
+  private lastIface = -1;
+  private lastNow = -1;
 
   constructor(capacityPow2 = DEFAULT_MAC_CAPACITY, ageMs = DEFAULT_MAC_AGE_MS) {
     if (!Number.isInteger(capacityPow2) || capacityPow2 < PROBE || (capacityPow2 & (capacityPow2 - 1)) !== 0) {
@@ -52,6 +58,11 @@ export class MacTable {
   learn(vlan: number, macHi: number, macLo: number, iface: number): void {
     const hi = TAG | (vlan << 16) | macHi;
     const lo = macLo | 0;
+    if (hi === this.lastHi && lo === this.lastLo && iface === this.lastIface && this.now === this.lastNow) return;
+    this.lastHi = hi;
+    this.lastLo = lo;
+    this.lastIface = iface;
+    this.lastNow = this.now;
     let s = this.home(hi, lo);
     let victim = -1;
     let oldest = Infinity;
@@ -90,6 +101,7 @@ export class MacTable {
   clear(): void {
     this.keyHi.fill(0);
     this.keyLo.fill(0);
+    this.lastNow = -1;
   }
 
   /** Number of entries not aged out (O(capacity): for stats and tests). */

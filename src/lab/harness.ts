@@ -191,7 +191,8 @@ async function waitForUrl(child: ChildProcess, logFile: string): Promise<string>
     if (child.exitCode !== null || child.signalCode !== null) break;
     await sleep(100);
   }
-  const why = child.exitCode !== null || child.signalCode !== null ? 'exited' : 'did not start listening';
+  const ended = child.exitCode !== null || child.signalCode !== null;
+  const why = ended ? `exited (${child.exitCode ?? child.signalCode})` : 'did not start listening';
   throw new Error(`sfc serve ${why}:\n${tail(logFile, 20)}`);
 }
 

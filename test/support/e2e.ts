@@ -1,0 +1,404 @@
+/*
+ * The end-to-end suite, shared by test/e2e-<backend>.test.ts: a real lab (2 hops x 3 SF instances,
+ * Linux stacks everywhere), the compiled `sfc serve` inside L-dp, real TCP/UDP from the traffic
+ * tool, and evidence from both sides: the dataplane's /metrics and what the SF and server
+ * namespaces recorded themselves (src/lab/flowlog.ts).
+ *
+ * Chain configs are derived from the lab's own (names, MACs, port pair ids) with narrower
+ * classifiers, so that some traffic is deliberately left out of the chain:
+ *   l2         ports client and server only: the dataplane is a learning switch
+ *   chain      TCP to 5001-5009 and UDP to 6001-6009 from client to server cross hop 1 and hop 2
+ *   symmetric  the same, chain_parameters.symmetric: replies cross the instances back
+ * Three instances per hop make "removing an instance moves only its flows" meaningful (the two
+ * others must keep theirs); UDP flows use fixed source ports, so their spread is reproducible.
+ */
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { buildFrame, macBytes } from '../../bench/gen.js';
+import { Batch } from '../../src/dataplane/batch.js';
+import { openAfPacket } from '../../src/dataplane/io/afpacket.js';
+import { loadCap } from '../../src/dataplane/io/cap.js';
+import { enterNetns, nativeAvailable } from '../../src/dataplane/io/native.js';
+import type { Backend } from '../../src/dataplane/io/open.js';
+import { flowsSeenBySfs, installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowTrace } from '../../src/lab/flowlog.js';
+import { disableOffloads, distFile, LabDataplane, metric, startTraffic, type Sample } from '../../src/lab/harness.js';
+import { CLIENT, SERVER, labDown, labUp, netnsExec, type Lab } from '../../src/lab/topology.js';
+import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../../src/lab/traffic.js';
+import { prerequisites } from './prereq.js';
+
+type ConfigKind = 'l2' | 'chain' | 'symmetric';
+
+const TCP_PORT = 5001;
+const UDP_PORT = 6001;
+const BYPASS_TCP_PORT = 7001;
+const BYPASS_UDP_PORT = 7002;
+/** Source MAC of the injected garbage, so the server can count any that leaks through. */
+const GARBAGE_MAC = '02:00:00:00:00:ee';
+
+function classifier(name: string, protocol: 'tcp' | 'udp', port: number) {
+  return {
+    name,
+    ethertype: 'IPv4',
+    protocol,
+    source_ip_prefix: `${CLIENT.ip}/32`,
+    destination_ip_prefix: `${SERVER.ip}/32`,
+    destination_port_range_min: port,
+    destination_port_range_max: port + 8,
+    logical_source_port: 'client',
+    logical_destination_port: 'server',
+  };
+}
+
+/** The three configs, written beside the lab's own. */
+async function writeConfigs(lab: Lab): Promise<Record<ConfigKind, string>> {
+  const base = parse(lab.configYaml) as { ports: { name: string }[]; port_chains: Record<string, unknown>[] };
+  const classifiers = [classifier('tcp-in', 'tcp', TCP_PORT), classifier('udp-in', 'udp', UDP_PORT)];
+  const chain = (symmetric: boolean) => ({
+    ...base,
+    flow_classifiers: classifiers,
+    port_chains: [
+      {
+        ...base.port_chains[0],
+        flow_classifiers: classifiers.map((c) => c.name),
+        chain_parameters: { ...(base.port_chains[0].chain_parameters as object), symmetric },
+      },
+    ],
+  });
+  const configs = {
+    l2: { ports: base.ports.filter((p) => p.name === 'client' || p.name === 'server') },
+    chain: chain(false),
+    symmetric: chain(true),
+  };
+  const paths = {} as Record<ConfigKind, string>;
+  for (const [kind, config] of Object.entries(configs) as [ConfigKind, object][]) {
+    paths[kind] = join(lab.runDir, `e2e-${kind}.yaml`);
+    await writeFile(paths[kind], stringify(config));
+  }
+  return paths;
+}
+
+/** Garbage frames, each with the drop reason the parser must count for it. */
+export function garbageFrames(seed = 7): { reason: string; frame: Uint8Array }[] {
+  let x = seed;
+  const random = (n: number) =>
+    Uint8Array.from({ length: n }, () => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x >>> 24;
+    });
+  const eth = (etherType: number, body: Uint8Array) => {
+    const f = new Uint8Array(14 + body.length);
+    f.set(macBytes(SERVER.mac), 0);
+    f.set(macBytes(GARBAGE_MAC), 6);
+    f[12] = etherType >>> 8;
+    f[13] = etherType & 0xff;
+    f.set(body, 14);
+    return f;
+  };
+  const valid = (proto: 'tcp' | 'udp', ver: 4 | 6) =>
+    buildFrame({
+      ethSrc: GARBAGE_MAC,
+      ethDst: SERVER.mac,
+      ip: ver === 4 ? { ver, src: CLIENT.ip, dst: SERVER.ip } : { ver, src: CLIENT.ip6, dst: SERVER.ip6 },
+      l4: { proto, sport: 40000, dport: TCP_PORT },
+      payload: 32,
+    });
+  const frames: { reason: string; frame: Uint8Array }[] = [];
+  for (let k = 0; k < 4; k++) {
+    // Random bytes where a header should be, with a version nibble that is never the right one.
+    const v4 = random(40 + k * 7);
+    v4[0] = (v4[0] & 0x0f) | ((v4[0] >>> 4) === 4 ? 0x50 : v4[0] & 0xf0);
+    frames.push({ reason: 'bad_ipv4_header', frame: eth(0x0800, v4) });
+    const v6 = random(60 + k * 5);
+    v6[0] = (v6[0] >>> 4) === 6 ? 0x70 | (v6[0] & 0x0f) : v6[0];
+    frames.push({ reason: 'bad_ipv6_header', frame: eth(0x86dd, v6) });
+    frames.push({ reason: 'truncated_ipv4', frame: eth(0x0800, random(10 + k)) });
+    frames.push({ reason: 'truncated_ipv6', frame: eth(0x86dd, random(30 + k)) });
+    // VLAN: a second tag cut short (a lone truncated outer tag never gets past the kernel's VLAN
+    // untagging), and one tag too many.
+    frames.push({ reason: 'truncated_vlan', frame: eth(0x8100, Uint8Array.of(0, 10 + k, 0x81, 0x00, ...random(k % 3))) });
+    frames.push({ reason: 'too_many_vlan_tags', frame: buildFrame({ ethSrc: GARBAGE_MAC, ethDst: SERVER.mac, vlans: [10, 20, 30 + k], ip: { ver: 4, src: CLIENT.ip, dst: SERVER.ip }, l4: { proto: 'udp' } }) });
+    // Lengths that lie: IPv4 total length and IPv6 payload length beyond the frame.
+    const longV4 = valid('udp', 4);
+    longV4[16] = 0x05;
+    longV4[17] = 0xdc;
+    frames.push({ reason: 'bad_ipv4_length', frame: longV4 });
+    const longV6 = valid('udp', 6);
+    longV6[18] = 0x07;
+    longV6[19] = 0xd0;
+    frames.push({ reason: 'bad_ipv6_length', frame: longV6 });
+    // A TCP data offset of 2 words, and a TCP header cut short by the IP length.
+    const tcpOffset = valid('tcp', 4);
+    tcpOffset[14 + 20 + 12] = 0x20;
+    frames.push({ reason: 'bad_tcp_header', frame: tcpOffset });
+    const shortL4 = valid('tcp', 4).slice(0, 14 + 30);
+    shortL4[16] = 0;
+    shortL4[17] = 30;
+    frames.push({ reason: 'truncated_l4', frame: shortL4 });
+  }
+  return frames;
+}
+
+/** Transmit raw frames on `ifname` inside namespace `ns` through the project's AF_PACKET port. */
+function inject(ns: string, ifname: string, frames: Uint8Array[]): number {
+  const leave = enterNetns(ns);
+  let port;
+  try {
+    port = openAfPacket(ifname);
+  } finally {
+    leave();
+  }
+  try {
+    const b = new Batch();
+    for (const f of frames) b.push(f, 0);
+    return port.txBurst(b, Uint16Array.from({ length: b.count }, (_, i) => i), b.count);
+  } finally {
+    port.close();
+  }
+}
+
+/** TCP and UDP checksum errors counted by a namespace's stack (/proc/net/snmp). */
+async function checksumErrors(ns: string): Promise<number> {
+  const { stdout } = await netnsExec(ns, ['cat', '/proc/net/snmp']);
+  const lines = stdout.trim().split('\n');
+  let errors = 0;
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const names = lines[i].split(/\s+/);
+    const values = lines[i + 1].split(/\s+/);
+    if (names[0] === 'Tcp:' || names[0] === 'Udp:') errors += Number(values[names.indexOf('InCsumErrors')]);
+  }
+  return errors;
+}
+
+function requirements(backend: Backend): string | null {
+  try {
+    distFile('cli.js');
+    distFile('lab/traffic.js');
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (!nativeAvailable()) return 'the native addon is not built (npm run build:native)';
+  if (backend === 'cap') {
+    try {
+      loadCap();
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+  return null;
+}
+
+export interface SuiteOptions {
+  /** Also the chain-bypass, symmetric and reload tests (the full suite runs on one backend). */
+  full: boolean;
+}
+
+export function e2eSuite(backend: Backend, opts: SuiteOptions): void {
+  const LAB = `sfct-e2e-${backend}`;
+  const commands = ['ip', 'nft', 'ping', ...(backend === 'cap' ? ['ethtool'] : [])];
+  const run = prerequisites(`e2e ${backend}`, { root: true, commands, check: () => requirements(backend) });
+
+  describe.skipIf(!run)(`end to end, ${backend} backend`, () => {
+    let lab: Lab;
+    let configs: Record<ConfigKind, string>;
+    let dp: LabDataplane | null = null;
+    let serving: ConfigKind | null = null;
+
+    beforeAll(async () => {
+      await labDown(LAB);
+      lab = await labUp({ name: LAB, hops: 2, instances: 3, dpLink: backend === 'tap' ? 'tap' : 'veth' });
+      if (backend === 'cap') await disableOffloads(lab);
+      configs = await writeConfigs(lab);
+    });
+
+    afterAll(async () => {
+      await dp?.stop();
+      await labDown(LAB);
+    });
+
+    /** Make the running dataplane serve `kind` (restarted with a fresh state when it differs). */
+    async function serve(kind: ConfigKind): Promise<LabDataplane> {
+      if (dp && serving === kind && dp.running) return dp;
+      await dp?.stop();
+      dp = null;
+      dp = await LabDataplane.start(lab, { backend, config: configs[kind] });
+      serving = kind;
+      return dp;
+    }
+
+    async function tcp(port: number, flows: number, bytes: number) {
+      const server = await startTraffic<TcpServerResult>(lab, lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:${port}`, '--flows', String(flows), '--timeout', '90']);
+      await server.listening;
+      const client = await startTraffic<TcpClientResult>(lab, lab.clientNs, [
+        'tcp-client', '--connect', `${SERVER.ip}:${port}`, '--flows', String(flows), '--bytes', String(bytes), '--timeout', '90',
+      ]);
+      const [c, s] = await Promise.all([client.result, server.result]);
+      return { client: c, server: s };
+    }
+
+    async function udpReceiver(port: number) {
+      const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${port}`, '--idle', '1', '--seconds', '60']);
+      await recv.listening;
+      return recv;
+    }
+
+    async function udp(port: number, flows: number, count: number, pps: number) {
+      const recv = await udpReceiver(port);
+      const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+        'udp-send', '--connect', `${SERVER.ip}:${port}`, '--flows', String(flows), '--count', String(count), '--pps', String(pps),
+      ]);
+      const [s, r] = await Promise.all([send.result, recv.result]);
+      return { sent: s, received: r };
+    }
+
+    const ping = (dst: string) => netnsExec(lab.clientNs, ['ping', '-c', '3', '-i', '0.2', '-W', '2', dst], { check: false });
+
+    const delta = (before: Sample[], after: Sample[], name: string, labels: Record<string, string> = {}) =>
+      metric(after, name, labels) - metric(before, name, labels);
+
+    it('switches L2 without chains: ARP, ping (IPv4 and IPv6) and TCP between client and server', async () => {
+      const d = await serve('l2');
+      const before = await d.metrics();
+      expect((await ping(SERVER.ip)).code).toBe(0);
+      expect((await ping(SERVER.ip6)).code).toBe(0);
+      const { stdout: neigh } = await netnsExec(lab.clientNs, ['ip', '-j', 'neigh', 'show', SERVER.ip]);
+      expect((JSON.parse(neigh) as { lladdr?: string }[])[0]?.lladdr).toBe(SERVER.mac);
+      const { client, server } = await tcp(TCP_PORT, 2, 2_000_000);
+      expect(client.ok).toBe(true);
+      expect(server.flows.filter((f) => f.ok)).toHaveLength(2);
+      const after = await d.metrics();
+      expect(delta(before, after, 'sfc_packets_total', { event: 'classified' })).toBe(0);
+      expect(delta(before, after, 'sfc_packets_total', { event: 'unclassified' })).toBeGreaterThan(100);
+    });
+
+    it('carries classified TCP byte-exact with valid checksums; every instance carries flows; each flow stays on one instance per hop', async () => {
+      const d = await serve('chain');
+      await installFlowLog(lab);
+      const csumBefore = await checksumErrors(lab.serverNs);
+      const [{ client, server }, udpRun] = await Promise.all([tcp(TCP_PORT, 10, 10_000_000), udp(UDP_PORT + 1, 32, 3200, 3200)]);
+      expect(client.ok, JSON.stringify(client.flows.filter((f) => !f.ok))).toBe(true);
+      expect(server.flows.map((f) => f.ok)).toEqual(Array(10).fill(true));
+      expect(await checksumErrors(lab.serverNs)).toBe(csumBefore);
+      expect(udpRun.received.flows.length).toBe(32);
+
+      const log = await readFlowLog(lab);
+      const traces = traceFlows(lab, log);
+      expect(traces.filter((t) => t.flow.startsWith('tcp/'))).toHaveLength(10);
+      expect(traces.filter((t) => t.flow.startsWith('udp/'))).toHaveLength(32);
+      expect(traces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+      // Not symmetric: replies are switched straight back, no SF sees them.
+      expect(log.sfs.flatMap((v) => v.fromOut)).toEqual([]);
+      for (const v of log.sfs) expect(v.fromIn.length, `${v.sf.ns} saw no flow`).toBeGreaterThan(0);
+      const samples = await d.metrics();
+      for (const s of lab.sfs) {
+        expect(metric(samples, 'sfc_instance_packets_total', { port_pair: `pp${s.hop}${s.instance}` }), `pp${s.hop}${s.instance}`).toBeGreaterThan(0);
+      }
+    }, 120_000);
+
+    it.skipIf(!opts.full)('lets unclassified traffic (other ports, ICMP) bypass the chain: no SF sees it', async () => {
+      const d = await serve('chain');
+      await installFlowLog(lab);
+      const before = await d.metrics();
+      expect((await ping(SERVER.ip)).code).toBe(0);
+      const { client } = await tcp(BYPASS_TCP_PORT, 2, 1_000_000);
+      expect(client.ok).toBe(true);
+      const u = await udp(BYPASS_UDP_PORT, 4, 200, 1000);
+      expect(u.received.flows).toHaveLength(4);
+      const after = await d.metrics();
+      const log = await readFlowLog(lab);
+      expect(log.serverFlows.filter((f) => f.startsWith('tcp/'))).toHaveLength(2);
+      expect(log.serverFlows.filter((f) => f.startsWith('udp/'))).toHaveLength(4);
+      expect(log.serverPings).toBeGreaterThanOrEqual(3);
+      expect([...flowsSeenBySfs(log)]).toEqual([]);
+      expect(log.sfs.map((v) => v.pings)).toEqual(lab.sfs.map(() => 0));
+      expect(delta(before, after, 'sfc_packets_total', { event: 'classified' })).toBe(0);
+    }, 120_000);
+
+    it.skipIf(!opts.full)('sends the replies of a symmetric chain through the same instances in reverse order', async () => {
+      await serve('symmetric');
+      await installFlowLog(lab);
+      const { client } = await tcp(TCP_PORT, 8, 2_000_000);
+      expect(client.ok).toBe(true);
+      const traces = traceFlows(lab, await readFlowLog(lab));
+      expect(traces).toHaveLength(8);
+      const bad = traces.filter((t) => !repliesRetraced(t));
+      expect(bad, JSON.stringify(bad)).toEqual([]);
+    }, 120_000);
+
+    it.skipIf(!opts.full)('moves only the removed instance\'s flows when a group loses an instance (API reload)', async () => {
+      const d = await serve('symmetric');
+      await installFlowLog(lab);
+      const recv = await udpReceiver(UDP_PORT + 2);
+      const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+        'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 2}`, '--flows', '32', '--pps', '1600', '--seconds', '7',
+      ]);
+      await sleep(2000);
+      const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
+      const beforeTraces = traceFlows(lab, await readFlowLog(lab));
+      expect(beforeTraces).toHaveLength(32);
+      expect(beforeTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+      const before = placement(beforeTraces);
+      expect(new Set([...before.values()].map((p) => p[0]))).toEqual(new Set(['1', '2', '3']));
+
+      // PUT ppg1 without pp13, then record afresh.
+      serving = null; // the running model no longer matches a config file
+      const { port_pair_groups: groups } = await d.call<{ port_pair_groups: { id: string; port_pairs: string[] }[] }>('GET', '/v2.0/sfc/port_pair_groups?name=ppg1');
+      const { port_pairs: pairs } = await d.call<{ port_pairs: { id: string; name: string }[] }>('GET', '/v2.0/sfc/port_pairs');
+      const pp13 = pairs.find((p) => p.name === 'pp13')!.id;
+      expect(groups[0].port_pairs).toContain(pp13);
+      await d.call('PUT', `/v2.0/sfc/port_pair_groups/${groups[0].id}`, { port_pair_group: { port_pairs: groups[0].port_pairs.filter((id) => id !== pp13) } });
+      await installFlowLog(lab);
+      await sleep(2000);
+      const afterLog = await readFlowLog(lab);
+      const afterTraces = traceFlows(lab, afterLog);
+      expect(afterTraces).toHaveLength(32);
+      expect(afterTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+      expect(afterLog.sfs.find((v) => v.sf.hop === 1 && v.sf.instance === 3)!.fromIn).toEqual([]);
+      const after = placement(afterTraces);
+      for (const [flow, [hop1, hop2]] of before) {
+        const [hop1Now, hop2Now] = after.get(flow)!;
+        if (hop1 === '3') expect(['1', '2'], `${flow} left pp13`).toContain(hop1Now);
+        else expect(hop1Now, `${flow} kept its hop-1 instance`).toBe(hop1);
+        expect(hop2Now, `${flow} kept its hop-2 instance`).toBe(hop2);
+      }
+      await Promise.all([send.result, recv.result]);
+    }, 120_000);
+
+    it('counts garbage by reason, never forwards it, and keeps serving', async () => {
+      const d = await serve('chain');
+      expect((await ping(SERVER.ip)).code).toBe(0); // learned MACs; and the cap backend's first-frame loss is behind us
+      await netnsExec(lab.serverNs, ['nft', '-f', '-'], {
+        input: `table netdev sfct_garbage {}
+delete table netdev sfct_garbage
+table netdev sfct_garbage {
+  counter leaked {}
+  chain in {
+    type filter hook ingress device eth0 priority -500; policy accept;
+    ether saddr ${GARBAGE_MAC} counter name "leaked"
+  }
+}
+`,
+      });
+      const garbage = garbageFrames();
+      const expected = new Map<string, number>();
+      for (const g of garbage) expected.set(g.reason, (expected.get(g.reason) ?? 0) + 1);
+      const before = await d.metrics();
+      expect(inject(lab.clientNs, 'eth0', garbage.map((g) => g.frame))).toBe(garbage.length);
+      let after = before;
+      for (let waited = 0; waited < 5000 && delta(before, after, 'sfc_drops_total') < garbage.length; waited += 100) {
+        await sleep(100);
+        after = await d.metrics();
+      }
+      for (const [reason, n] of expected) expect(delta(before, after, 'sfc_drops_total', { reason }), reason).toBe(n);
+      expect(delta(before, after, 'sfc_drops_total')).toBe(garbage.length);
+      const { stdout } = await netnsExec(lab.serverNs, ['nft', '-j', 'list', 'counter', 'netdev', 'sfct_garbage', 'leaked']);
+      const leaked = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((o) => o.counter)?.counter;
+      expect(leaked?.packets).toBe(0);
+      const { client } = await tcp(TCP_PORT, 1, 2_000_000);
+      expect(client.ok).toBe(true);
+      expect(d.running).toBe(true);
+    }, 120_000);
+  });
+}

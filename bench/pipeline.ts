@@ -234,7 +234,7 @@ function isKnownKey(o: string): boolean {
 async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
   const si = argv.indexOf('--seconds');
-  const seconds = si >= 0 ? Number(argv[si + 1]) : 0.5;
+  const seconds = si >= 0 ? Number(argv[si + 1]) : 0.4;
   const hashers: [string, FlowHasher][] = [
     ['js-int32', hashFlow],
     ['xxhash-wasm', await createXxhFlowHasher()],

@@ -25,7 +25,8 @@
  *   persistent TAP instead; the veth's dp end is v<name>, and a two-port Linux bridge b<name>
  *   joins them (STP and multicast snooping off), so the wire stays veth-real at the far end while
  *   the dataplane reads and writes the TAP. No drop table then: it would drop what the dataplane
- *   writes into a TAP before the bridge sees it; the bridges consume the frames anyway.
+ *   writes into a TAP before the bridge sees it; the bridges consume the frames anyway. Bridge
+ *   netfilter calls are off in L-dp, so malformed frames reach the dataplane as on veth.
  *
  * State lives in /run/sfc/<name>/: lab.json (the options), chains.yaml (default --out) and pids
  * (processes started through netnsSpawn, as "pid starttime what" so a recycled pid is never
@@ -445,7 +446,13 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     ...lab.dpInterfaces,
     ...(tap ? lab.dpInterfaces.map(vethEnd) : []),
   ]);
-  if (tap) return;
+  if (tap) {
+    // Bridges are plain wires here: no br_netfilter (it would drop malformed IP frames before the
+    // dataplane sees them). -e: the keys exist only while br_netfilter is loaded.
+    const nf = ['iptables', 'ip6tables', 'arptables'].map((t) => `net.bridge.bridge-nf-call-${t}=0`);
+    await netnsExec(dpNs, ['sysctl', '-e', '-q', '-w', ...nf]);
+    return;
+  }
   await netnsExec(dpNs, ['nft', '-f', '-'], {
     input:
       `table netdev ${DP_DROP_TABLE} {\n` +

@@ -17,19 +17,67 @@
  * One JSON line per scenario with --json: {path, classifiers, flows, hash, mpps, ns_per_packet,
  * median_ns_per_packet, packets, flow_hit_ratio}; a table otherwise. mpps and ns_per_packet are from
  * the best of ROUNDS rounds of process CPU time (a busy machine inflates wall time and the median).
+ *
+ * Where the time goes (for profiling; both are optional and slower):
+ *   --stages        adds `stages_ns` per scenario: the same loop cut after rx (the arena copy),
+ *                   parse, steer and rewrite, each timed on its own; every stage's figure is the
+ *                   difference to the previous cut, and "tx" is the rest of Engine.breathe() (rx
+ *                   byte count, per-output tx index lists, txBurst calls, tx counters).
+ *   --instructions  adds `instructions_per_packet` (and per stage with --stages): each figure comes
+ *                   from two child runs under `perf stat -e instructions:u` that differ only in
+ *                   the number of timed packets (--packets N), so start-up, frame generation,
+ *                   compilation and warm-up cancel out. Instruction counts barely move with the
+ *                   machine's load, unlike times. Needs `perf` (linux-perf) and perf_event access.
+ *   --packets N     (child mode) process exactly N packets after warm-up, print nothing.
+ *   --upto STAGE    (child mode) cut the loop after rx | parse | steer | rewrite (default: whole engine).
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { flowFrames } from './gen.js';
 import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
-import { Batch } from '../src/dataplane/batch.js';
-import { Ctr } from '../src/dataplane/counters.js';
+import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Counters, Ctr } from '../src/dataplane/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
+import { parseBatch } from '../src/dataplane/parse.js';
+import { rewriteBatch } from '../src/dataplane/rewrite.js';
+import { SteerState, steerBatch } from '../src/dataplane/steer.js';
+import type { Tables } from '../src/dataplane/tables.js';
 import { createXxhFlowHasher, hashFlow, type FlowHasher } from '../src/hash/flowhash.js';
 
 const FRAME = 64;
 const ROUNDS = 5;
 const WORDS = FRAME / 4;
+const FLOW_SETS = [1_000, 100_000];
+const RULE_COUNTS = [1, 100, 1000];
+const STAGES = ['rx', 'parse', 'steer', 'rewrite', 'tx'] as const;
+type Stage = (typeof STAGES)[number];
+type Path = 'hit' | 'miss';
+
+/**
+ * One 64-byte frame, word by word, unrolled: V8 neither unrolls nor drops the bounds checks of a
+ * 16-iteration loop, which would cost 4x more than this straight-line copy (the native rxBurst
+ * copies with memcpy).
+ */
+function copyFrame(dst: Uint32Array, to: number, src: Uint32Array, from: number): void {
+  dst[to] = src[from];
+  dst[to + 1] = src[from + 1];
+  dst[to + 2] = src[from + 2];
+  dst[to + 3] = src[from + 3];
+  dst[to + 4] = src[from + 4];
+  dst[to + 5] = src[from + 5];
+  dst[to + 6] = src[from + 6];
+  dst[to + 7] = src[from + 7];
+  dst[to + 8] = src[from + 8];
+  dst[to + 9] = src[from + 9];
+  dst[to + 10] = src[from + 10];
+  dst[to + 11] = src[from + 11];
+  dst[to + 12] = src[from + 12];
+  dst[to + 13] = src[from + 13];
+  dst[to + 14] = src[from + 14];
+  dst[to + 15] = src[from + 15];
+}
 
 /** Receive side: copies prepared frames round-robin; `fresh` makes every frame a new flow. */
 class RingPort implements PortIO {
@@ -51,9 +99,7 @@ class RingPort implements PortIO {
     for (let k = 0; k < max; k++) {
       const i = b.count++;
       const s = b.start[i];
-      const to = s >>> 2;
-      const from = this.next * WORDS;
-      for (let w = 0; w < WORDS; w++) dst[to + w] = src[from + w];
+      copyFrame(dst, s >>> 2, src, this.next * WORDS);
       b.len[i] = FRAME;
       b.port[i] = port;
       b.time[i] = 0;
@@ -159,42 +205,97 @@ function benchState(rules: number): State {
   return { ports, port_pairs: pairs, port_pair_groups: [group], flow_classifiers: classifiers, port_chains: [chain], service_graphs: [] };
 }
 
-interface Result {
-  path: 'hit' | 'miss';
+interface Scenario {
+  path: Path;
   classifiers: number;
   flows: number;
   hash: string;
+}
+
+interface Result extends Scenario {
   mpps: number;
   ns_per_packet: number;
   median_ns_per_packet: number;
   packets: number;
   flow_hit_ratio: number;
+  stages_ns?: Record<Stage, number>;
+  instructions_per_packet?: number;
+  stages_instructions?: Record<Stage, number>;
 }
 
-function runScenario(
-  state: State,
-  frames: Uint32Array,
-  flows: number,
-  path: 'hit' | 'miss',
-  hashName: string,
-  hash: FlowHasher,
-  seconds: number,
-): Result {
-  const t = compileTables(state);
+/** Everything one measured loop needs; `step()` processes one batch and returns its packet count. */
+interface Loop {
+  step: () => number;
+  counters: Counters;
+  /** Stage loops only: wall time (ms) of each stage in the last step (rx, parse, steer, rewrite). */
+  spent: Float64Array | null;
+}
+
+/** The whole engine: one breath = one batch of BATCH frames from in0. */
+function engineLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher): Loop {
   const engine = new Engine(
     (name) => (name === 'in0' ? new RingPort(name, frames, flows, path === 'miss') : new SinkPort(name)),
     undefined,
     { hash },
   );
   engine.publish(t);
-  const ev = engine.counters.events;
-  // Warm-up: populate the flow state (hit) and let the optimising compiler settle.
+  return { step: () => engine.breathe(), counters: engine.counters, spent: null };
+}
+
+/**
+ * The engine's stages called directly, in its order, each one clocked (performance.now(), four
+ * reads per batch of 256: noise next to a batch's tens of microseconds), cut after `upto`.
+ */
+function stageLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher, upto: Stage): Loop {
+  const rx = new RingPort('in0', frames, flows, path === 'miss');
+  const inPort = t.interfaces.indexOf('in0');
+  const b = new Batch();
+  const c = new Counters();
+  const s = new SteerState({ hash });
+  s.ensureInstances(t.instanceCount);
+  const cut = STAGES.indexOf(upto);
+  const spent = new Float64Array(4);
+  const step = () => {
+    const t0 = performance.now();
+    b.reset();
+    rx.rxBurst(b, inPort, BATCH);
+    const t1 = performance.now();
+    spent[0] = t1 - t0;
+    if (cut >= 1) {
+      parseBatch(b, c);
+      const t2 = performance.now();
+      spent[1] = t2 - t1;
+      if (cut >= 2) {
+        s.setNow(Date.now());
+        steerBatch(t, b, s, c);
+        const t3 = performance.now();
+        spent[2] = t3 - t2;
+        if (cut >= 3) {
+          rewriteBatch(t, b, s, c);
+          spent[3] = performance.now() - t3;
+        }
+      }
+    }
+    return b.count;
+  };
+  return { step, counters: c, spent };
+}
+
+function makeLoop(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHasher, upto: Stage): Loop {
+  return upto === 'tx' ? engineLoop(t, frames, sc.flows, sc.path, hash) : stageLoop(t, frames, sc.flows, sc.path, hash, upto);
+}
+
+/** Populate the flow state (hit) and let the optimising compiler settle. */
+function warmUp(loop: Loop, flows: number): void {
   const warm = Math.max(2 * flows, 150_000);
-  for (let n = 0; n < warm; ) n += engine.breathe();
-  const hits0 = ev[Ctr.flow_cache_hits];
-  const misses0 = ev[Ctr.flow_cache_misses];
-  // CPU time of this process (not wall time) in short rounds; the best round is the figure least
-  // disturbed by other work on a shared machine, the median is reported beside it.
+  for (let n = 0; n < warm; ) n += loop.step();
+}
+
+/**
+ * CPU time of this process (not wall time) per packet, in ROUNDS short rounds: the best round is the
+ * figure least disturbed by other work on a shared machine, the median is reported beside it.
+ */
+function timeLoop(loop: Loop, seconds: number): { best: number; median: number; packets: number } {
   const rounds: number[] = [];
   let packets = 0;
   for (let r = 0; r < ROUNDS; r++) {
@@ -202,75 +303,178 @@ function runScenario(
     let n = 0;
     let usedUs = 0;
     while (usedUs < (seconds * 1e6) / ROUNDS) {
-      for (let k = 0; k < 16; k++) n += engine.breathe();
+      for (let k = 0; k < 16; k++) n += loop.step();
       const c = process.cpuUsage(c0);
       usedUs = c.user + c.system;
     }
     rounds.push((usedUs * 1e3) / n);
     packets += n;
   }
-  engine.close();
+  rounds.sort((a, b) => a - b);
+  return { best: rounds[0], median: rounds[rounds.length >> 1], packets };
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+function median(a: Float64Array): number {
+  const sorted = a.slice().sort();
+  return sorted[sorted.length >> 1];
+}
+
+/**
+ * ns per packet of each stage: the median over many batches of each stage's clocked time (a batch
+ * preempted by other work on the machine is an outlier the median ignores); "tx" is the rest of a
+ * whole engine breath, whose median per batch is clocked the same way.
+ */
+function stageTimes(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number): Record<Stage, number> {
+  const batches = Math.max(64, Math.round((seconds * 1e9) / (BATCH * 500)));
+  const loop = makeLoop(t, frames, sc, hash, 'rewrite');
+  warmUp(loop, sc.flows);
+  const per = [0, 1, 2, 3].map(() => new Float64Array(batches));
+  for (let k = 0; k < batches; k++) {
+    loop.step();
+    for (let st = 0; st < 4; st++) per[st][k] = loop.spent![st];
+  }
+  const engine = makeLoop(t, frames, sc, hash, 'tx');
+  warmUp(engine, sc.flows);
+  const whole = new Float64Array(batches);
+  for (let k = 0; k < batches; k++) {
+    const t0 = performance.now();
+    engine.step();
+    whole[k] = performance.now() - t0;
+  }
+  const ns = per.map((a) => (median(a) * 1e6) / BATCH);
+  const out = {} as Record<Stage, number>;
+  STAGES.forEach((st, k) => (out[st] = round1(k < 4 ? ns[k] : (median(whole) * 1e6) / BATCH - ns.reduce((x, y) => x + y, 0))));
+  return out;
+}
+
+/** Per-stage figures from cumulative cuts: stage k = cut k - cut k-1. */
+function differences(cumulative: number[]): Record<Stage, number> {
+  const out = {} as Record<Stage, number>;
+  STAGES.forEach((st, k) => (out[st] = Math.round(cumulative[k] - (k > 0 ? cumulative[k - 1] : 0))));
+  return out;
+}
+
+function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
+  const t = compileTables(state);
+  const loop = makeLoop(t, frames, sc, hash, 'tx');
+  warmUp(loop, sc.flows);
+  const ev = loop.counters.events;
+  const hits0 = ev[Ctr.flow_cache_hits];
+  const misses0 = ev[Ctr.flow_cache_misses];
+  const m = timeLoop(loop, seconds);
   const hits = ev[Ctr.flow_cache_hits] - hits0;
   const misses = ev[Ctr.flow_cache_misses] - misses0;
-  rounds.sort((a, b) => a - b);
-  const ns = rounds[0];
-  return {
-    path,
-    classifiers: state.flow_classifiers.length,
-    flows,
-    hash: hashName,
-    mpps: Math.round((1e3 / ns) * 100) / 100,
-    ns_per_packet: Math.round(ns * 10) / 10,
-    median_ns_per_packet: Math.round(rounds[rounds.length >> 1] * 10) / 10,
-    packets,
+  const r: Result = {
+    ...sc,
+    mpps: Math.round((1e3 / m.best) * 100) / 100,
+    ns_per_packet: round1(m.best),
+    median_ns_per_packet: round1(m.median),
+    packets: m.packets,
     flow_hit_ratio: Math.round((hits / Math.max(1, hits + misses)) * 1e4) / 1e4,
   };
+  if (stages) r.stages_ns = stageTimes(t, frames, sc, hash, seconds);
+  return r;
+}
+
+/** Child mode: exactly `packets` packets after warm-up, through the loop cut after `upto`. */
+function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, upto: Stage, packets: number): void {
+  const loop = makeLoop(compileTables(state), frames, sc, hash, upto);
+  warmUp(loop, sc.flows);
+  for (let n = 0; n < packets; ) n += loop.step();
+}
+
+/** User-space instructions of one child run (perf stat, CSV output on stderr). */
+function childInstructions(sc: Scenario, upto: Stage, packets: number): number {
+  const self = fileURLToPath(import.meta.url);
+  const only = [sc.path, sc.classifiers, sc.flows, sc.hash].join(',');
+  const args = ['stat', '-x', ',', '-e', 'instructions:u', process.execPath, self, '--only', only, '--upto', upto, '--packets', String(packets)];
+  const run = spawnSync('perf', args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  const out = run.stderr ?? '';
+  const line = out.split('\n').find((l) => l.includes('instructions'));
+  const value = line ? Number(line.split(',')[0]) : NaN;
+  if (run.status !== 0 || !Number.isFinite(value)) throw new Error(`perf stat gave no instruction count: ${run.error?.message ?? out.trim()}`);
+  return value;
+}
+
+/** Instructions per packet of the loop cut after `upto`: two runs, N and 3N packets, differenced. */
+function instructionsPerPacket(sc: Scenario, upto: Stage): number {
+  const n = 1 << 20;
+  return (childInstructions(sc, upto, 3 * n) - childInstructions(sc, upto, n)) / (2 * n);
 }
 
 function isKnownKey(o: string): boolean {
-  return ['1', '100', '1000', '100000', 'hit', 'miss', 'js-int32', 'xxhash-wasm'].includes(o);
+  return [...RULE_COUNTS, ...FLOW_SETS].map(String).includes(o) || ['hit', 'miss', 'js-int32', 'xxhash-wasm'].includes(o);
+}
+
+function option(argv: string[], name: string): string | undefined {
+  const k = argv.indexOf(name);
+  return k >= 0 ? argv[k + 1] : undefined;
+}
+
+/** n prepared 64-byte frames as u32 words. */
+function frameSet(n: number): Uint32Array {
+  const all = new Uint8Array(n * FRAME);
+  flowFrames(n, { proto: 'udp', seed: 7 }).forEach((f, k) => all.set(f.subarray(0, FRAME), k * FRAME));
+  return new Uint32Array(all.buffer);
+}
+
+function printTable(results: Result[]): void {
+  console.log('path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits  insn/pkt');
+  for (const r of results) {
+    const insn = r.instructions_per_packet === undefined ? '' : String(Math.round(r.instructions_per_packet)).padStart(9);
+    console.log(
+      `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1).padStart(8)}% ${insn}`,
+    );
+    if (r.stages_ns) console.log(`      ns/pkt by stage:       ${STAGES.map((st) => `${st} ${r.stages_ns![st]}`).join(', ')}`);
+    if (r.stages_instructions) console.log(`      insn/pkt by stage:     ${STAGES.map((st) => `${st} ${r.stages_instructions![st]}`).join(', ')}`);
+  }
 }
 
 async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
-  const si = argv.indexOf('--seconds');
-  const seconds = si >= 0 ? Number(argv[si + 1]) : 0.4;
-  const hashers: [string, FlowHasher][] = [
+  const stages = argv.includes('--stages');
+  const instructions = argv.includes('--instructions');
+  const seconds = Number(option(argv, '--seconds') ?? 0.4);
+  const packets = option(argv, '--packets');
+  const upto = (option(argv, '--upto') ?? 'tx') as Stage;
+  if (!STAGES.includes(upto)) throw new Error(`--upto: one of ${STAGES.join(', ')}`);
+  const hashers = new Map<string, FlowHasher>([
     ['js-int32', hashFlow],
     ['xxhash-wasm', await createXxhFlowHasher()],
-  ];
-  const flowSets = new Map<number, Uint32Array>();
-  for (const n of [1_000, 100_000]) {
-    const all = new Uint8Array(n * FRAME);
-    flowFrames(n, { proto: 'udp', seed: 7 }).forEach((f, k) => all.set(f.subarray(0, FRAME), k * FRAME));
-    flowSets.set(n, new Uint32Array(all.buffer));
-  }
+  ]);
   // Optional filters, e.g. --only miss,1000,100000,js-int32 (any subset, in any order) for profiling.
-  const oi = argv.indexOf('--only');
-  const only = oi >= 0 ? argv[oi + 1].split(',') : [];
+  const only = option(argv, '--only')?.split(',') ?? [];
   const wanted = (...keys: (string | number)[]) => only.every((o) => keys.map(String).includes(o) || !isKnownKey(o));
+  const flowSets = new Map<number, Uint32Array>();
   const results: Result[] = [];
-  for (const rules of [1, 100, 1000]) {
+  for (const rules of RULE_COUNTS) {
     const state = benchState(rules);
-    for (const [flows, frames] of flowSets) {
+    for (const flows of FLOW_SETS) {
       for (const path of ['hit', 'miss'] as const) {
         for (const [name, hash] of hashers) {
+          const sc: Scenario = { path, classifiers: rules, flows, hash: name };
           if (!wanted(rules, flows, path, name)) continue;
-          const r = runScenario(state, frames, flows, path, name, hash, seconds);
+          if (!flowSets.has(flows)) flowSets.set(flows, frameSet(flows));
+          const frames = flowSets.get(flows)!;
+          if (packets !== undefined) {
+            runFixed(state, frames, sc, hash, upto, Number(packets));
+            continue;
+          }
+          const r = runScenario(state, frames, sc, hash, seconds, stages);
+          if (instructions) {
+            const insn = (stages ? STAGES : (['tx'] as const)).map((st) => instructionsPerPacket(sc, st));
+            r.instructions_per_packet = Math.round(insn[insn.length - 1]);
+            if (stages) r.stages_instructions = differences(insn);
+          }
           results.push(r);
           if (json) console.log(JSON.stringify(r));
         }
       }
     }
   }
-  if (!json) {
-    console.log('path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits');
-    for (const r of results) {
-      console.log(
-        `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1)}%`,
-      );
-    }
-  }
+  if (!json && packets === undefined) printTable(results);
 }
 
 main(process.argv.slice(2)).catch((e) => {

@@ -6,7 +6,8 @@
  * server object by id when the file gives one, else by name within its collection. The plan:
  *
  *   - unmatched server objects are deleted;
- *   - a matched object whose differing attributes are all updatable gets one PUT; one whose
+ *   - a matched object whose differing attributes are all updatable (the API's own list,
+ *     validate.ts UPDATABLE) gets one PUT; one whose
  *     non-updatable attributes differ (a pair's ingress, a classifier's match ...) is replaced
  *     (deleted, then created again). Replacement propagates: an object that refers to a replaced
  *     one through a non-updatable reference is replaced too; a service graph is replaced when one
@@ -27,18 +28,9 @@ import { ApiError, REFERENCES, connect, mapReferences, resourceWord, type SfcCli
 import { loadConfig } from '../control/config.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from '../control/model.js';
 import type { Resource } from '../control/store.js';
+import { UPDATABLE } from '../control/validate.js';
 import { UsageError, parseOptions, type Command } from './args.js';
 import { CLIENT_HELP, CLIENT_OPTIONS } from './get.js';
-
-/** Attributes a PUT may change (networking-sfc's allow_put, and our ports'). */
-const UPDATABLE: Record<Collection, ReadonlySet<string>> = {
-  ports: new Set(['name', 'description', 'mac_address', 'binding:profile', 'admin_state_up']),
-  port_pairs: new Set(['name', 'description']),
-  port_pair_groups: new Set(['name', 'description', 'port_pairs']),
-  flow_classifiers: new Set(['name', 'description']),
-  port_chains: new Set(['name', 'description', 'port_pair_groups', 'flow_classifiers']),
-  service_graphs: new Set(['name', 'description']),
-};
 
 /** Chosen by the server when omitted: compared (and sent) only when the file sets them. */
 const SERVER_CHOSEN = new Set(['chain_id', 'mac_address', 'tenant_id', 'project_id']);

@@ -12,7 +12,7 @@ import { BACKENDS, type Backend } from '../dataplane/io/open.js';
 import { installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowTrace } from '../lab/flowlog.js';
 import { buildFrame, count, LiveView, renderFlowMap, renderVerdict, type Check, type Frame, type Snapshot } from '../lab/demo-view.js';
 import { disableOffloads, LabDataplane, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
-import { CLIENT, SERVER, describeLab, labDown, labUp } from '../lab/topology.js';
+import { CLIENT, SERVER, describeLab, labDown, labUp, run } from '../lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../lab/traffic.js';
 import { parseOptions, UsageError, type Command } from './args.js';
 
@@ -89,16 +89,14 @@ class Demo {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
-    let interrupted = false;
     let code = 1;
     try {
       code = await this.steps();
     } catch (e) {
       if (!(e instanceof Interrupted)) throw e;
-      interrupted = true;
       code = 130;
     } finally {
-      await this.cleanup(interrupted);
+      await this.cleanup();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
@@ -110,8 +108,9 @@ class Demo {
     if (this.stopRequested) throw new Interrupted();
   }
 
-  /** Waits for `p` unless Ctrl-C comes first. */
+  /** Waits for `p` unless Ctrl-C comes first (then p may still settle; its failure is ignored). */
   private until<T>(p: Promise<T>): Promise<T> {
+    p.catch(() => {});
     return Promise.race([p, this.interrupted]);
   }
 
@@ -122,7 +121,7 @@ class Demo {
 
     let t = performance.now();
     process.stdout.write('[1/4] building the lab ... ');
-    // Not interruptible half-way: a signal during labUp is acted on right after it.
+    // Building and starting are not interrupted half-way: a signal is acted on right after them.
     const lab = await labUp({ name: o.name, hops: 2, instances: 2, symmetric: true, dpLink: desc.dpLink });
     this.built = true;
     if (o.backend === 'cap') await disableOffloads(lab);
@@ -133,9 +132,10 @@ class Demo {
 
     t = performance.now();
     process.stdout.write(`[2/4] starting the dataplane (sfc serve --backend ${o.backend}, inside ${lab.dpNs}) ... `);
-    const dp = await this.until(LabDataplane.start(lab, { backend: o.backend, config: lab.configPath }));
+    const dp = await LabDataplane.start(lab, { backend: o.backend, config: lab.configPath });
     this.dataplane = dp;
     say(`API at ${dp.url} (pid ${dp.pid}, ${seconds(t)})`);
+    this.check();
 
     say(`[3/4] traffic: ${TCP_FLOWS} concurrent TCP flows of ${TCP_BYTES / 1e6} MB each (checked byte for byte by the server),`);
     say(`      then ${UDP_FLOWS} UDP flows (source ports ${UDP_SPORT}-${UDP_SPORT + UDP_FLOWS - 1}) at ${count(UDP_PPS)} datagrams/s for ${o.seconds} s`);
@@ -209,10 +209,10 @@ class Demo {
     }
   }
 
-  private async cleanup(interrupted: boolean): Promise<void> {
+  private async cleanup(): Promise<void> {
     await Promise.all(this.children.map((c) => stopProcess(c, 2000)));
     if (!this.built) return;
-    if (this.o.keep && !interrupted && this.dataplane?.running) {
+    if (this.o.keep && !this.stopRequested && this.dataplane?.running) {
       this.dataplane.detach();
       say();
       say(`lab '${this.o.name}' kept; the dataplane (pid ${this.dataplane.pid}) still runs in ${this.o.name}-dp. Try:`);
@@ -293,6 +293,16 @@ function verdictChecks(t: TrafficOutcome, traces: FlowTrace[]): Check[] {
   ];
 }
 
+/** The system tools the run needs, with the Debian package that has each. */
+async function requireTools(backend: Backend): Promise<void> {
+  const tools: [string, string][] = [['ip', 'iproute2'], ['nft', 'nftables']];
+  if (backend === 'cap') tools.push(['ethtool', 'ethtool']);
+  for (const [tool, pkg] of tools) {
+    const { code } = await run(['sh', '-c', `command -v ${tool}`], { check: false });
+    if (code !== 0) throw new Error(`needs '${tool}' (Debian package ${pkg}; scripts/setup.sh installs everything)`);
+  }
+}
+
 const seconds = (since: number) => `${((performance.now() - since) / 1000).toFixed(1)} s`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
@@ -316,6 +326,7 @@ Needs root (network namespaces). Ctrl-C stops and removes everything it started.
     const secs = Number(values.seconds);
     if (!Number.isInteger(secs) || secs < 1 || secs > 3600) throw new UsageError(`--seconds must be 1..3600, got '${values.seconds}'`);
     if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces (run it with sudo)');
+    await requireTools(backend);
     try {
       describeLab({ name: values.name });
     } catch (e) {

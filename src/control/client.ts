@@ -6,6 +6,7 @@
 import { collectionPath } from './http.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
 import type { Resource } from './store.js';
+import { REFERENCES, type Reference } from './validate.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:9696';
 
@@ -23,34 +24,8 @@ export function collectionOf(word: string): Collection | undefined {
 /** Human name of a collection's resource: `port pair group`. */
 export const resourceWord = (coll: Collection) => SINGULAR[coll].replaceAll('_', ' ');
 
-/**
- * Where a resource refers to others: `one` (an id or null), `list` (ids), `graph` (service graph
- * map: source id → destination ids). `put` marks references a PUT may change.
- */
-export interface Reference {
-  attr: string;
-  to: Collection;
-  shape: 'one' | 'list' | 'graph';
-  put: boolean;
-}
-
-export const REFERENCES: Record<Collection, readonly Reference[]> = {
-  ports: [],
-  port_pairs: [
-    { attr: 'ingress', to: 'ports', shape: 'one', put: false },
-    { attr: 'egress', to: 'ports', shape: 'one', put: false },
-  ],
-  port_pair_groups: [{ attr: 'port_pairs', to: 'port_pairs', shape: 'list', put: true }],
-  flow_classifiers: [
-    { attr: 'logical_source_port', to: 'ports', shape: 'one', put: false },
-    { attr: 'logical_destination_port', to: 'ports', shape: 'one', put: false },
-  ],
-  port_chains: [
-    { attr: 'port_pair_groups', to: 'port_pair_groups', shape: 'list', put: true },
-    { attr: 'flow_classifiers', to: 'flow_classifiers', shape: 'list', put: true },
-  ],
-  service_graphs: [{ attr: 'port_chains', to: 'port_chains', shape: 'graph', put: false }],
-};
+/** The reference table is the validator's (re-exported here for the commands). */
+export { REFERENCES, type Reference };
 
 /** A copy of `obj` with every reference id passed through `map` (ids → names, file ids → server ids). */
 export function mapReferences(

@@ -18,6 +18,13 @@
  * Instance indices are stable across generations (keyed by port pair id; `prev` supplies the old
  * assignment), and so are interface indices (keyed by name).
  *
+ * Incremental: every change compiles the whole State, but a compile against `prev` reuses what
+ * that generation already built from identical inputs: each group's Maglev slice (keyed by its
+ * instances' keys, weights and indices), each classifier table (keyed by its rules' fields) and
+ * the parsed MACs. The memo hangs off the Tables in a WeakMap, so Tables stay plain
+ * structured-clone-able objects and a generation's memo goes away with it; a compile keeps only
+ * what it used, so the memo never outgrows one generation.
+ *
  * Not rendered yet (the seams exist: hopKind, pathEncap): tap groups are skipped, so their chain
  * continues to the next non-tap hop and the SI numbering counts only non-tap hops, as the reference
  * renumbers them (B.1); SF-aware port pairs (correlation mpls/nsh) and non-empty service graphs are
@@ -25,8 +32,8 @@
  * ignored. Errors are NeutronError(400, 'SfcBadRequest') naming the object.
  */
 import { NeutronError } from './errors.js';
-import type { FlowClassifier, Port, PortChain, PortPair, PortPairGroup, State } from './model.js';
-import { compileClassifier } from '../classifier/lookup.js';
+import type { FlowClassifier, PortChain, PortPair, PortPairGroup, State } from './model.js';
+import { compileClassifier, type ClassifierTable } from '../classifier/lookup.js';
 import { ruleFromClassifier, type Rule } from '../classifier/rule.js';
 import { lbFieldMask } from '../hash/flowhash.js';
 import { buildMaglev, maglevSize } from '../hash/maglev.js';
@@ -69,8 +76,46 @@ interface RulePlan {
   rule: Rule;
 }
 
+/** What one generation built, by the exact inputs it was built from. */
+interface Memo {
+  /** A group's instances (key, weight, instance index) → its Maglev slice of instance indices. */
+  maglev: Map<string, Int32Array>;
+  /** A rule list (ruleKey per rule) → its compiled classifier. */
+  classifiers: Map<string, ClassifierTable>;
+  /** MAC text → its 6 bytes. */
+  macs: Map<string, Uint8Array>;
+}
+
+const MEMO = new WeakMap<Tables, Memo>();
+
+/** `key` from this compile's memo, else the previous generation's, else made; kept for the next. */
+function reuse<V>(now: Map<string, V>, before: Map<string, V> | undefined, key: string, make: () => V): V {
+  let value = now.get(key) ?? before?.get(key);
+  if (value === undefined) value = make();
+  now.set(key, value);
+  return value;
+}
+
+/** Everything ruleFromClassifier reads from a classifier, for a rule at `inPort` (-1: any port). */
+function ruleKey(fc: FlowClassifier, reverse: boolean, inPort: number): string {
+  return JSON.stringify([
+    fc.ethertype,
+    fc.protocol,
+    fc.source_ip_prefix,
+    fc.destination_ip_prefix,
+    fc.source_port_range_min,
+    fc.source_port_range_max,
+    fc.destination_port_range_min,
+    fc.destination_port_range_max,
+    reverse,
+    inPort,
+  ]);
+}
+
 export function compileTables(state: State, prev?: Tables): Tables {
   const generation = (prev?.generation ?? 0) + 1;
+  const before = prev && MEMO.get(prev);
+  const memo: Memo = { maglev: new Map(), classifiers: new Map(), macs: new Map() };
   const ports = state.ports;
   const portIndex = new Map<string, number>(ports.map((p, k) => [p.id, k]));
   const pairs = new Map<string, PortPair>(state.port_pairs.map((p) => [p.id, p]));
@@ -90,6 +135,9 @@ export function compileTables(state: State, prev?: Tables): Tables {
   }
 
   if (ports.length > MAX_INDEX) throw refuse(`at most ${MAX_INDEX} ports are supported, got ${ports.length}`);
+
+  const classifierFor = (keys: string[], rules: () => Rule[]): ClassifierTable =>
+    reuse(memo.classifiers, before?.classifiers, keys.join('\n'), () => compileClassifier(rules()));
 
   const portOf = (id: string | null, what: string): number => {
     const k = id === null ? -1 : (portIndex.get(id) ?? -1);
@@ -211,15 +259,18 @@ export function compileTables(state: State, prev?: Tables): Tables {
     hopCount += p.hops.length;
   });
 
+  // Maglev slices, entries already instance indices (reused whenever the group's inputs are unchanged).
   const maglevs = groupPairs.map((pps, gi) => {
-    try {
-      return buildMaglev(
-        pps.map((pp) => ({ key: pp.id, weight: pp.service_function_parameters.weight })),
-        maglevSize(pps.length),
-      );
-    } catch (e) {
-      throw refuse(`port pair group ${label(groupList[gi])}: ${e instanceof Error ? e.message : String(e)}`);
-    }
+    const instances = pps.map((pp) => ({ key: pp.id, weight: pp.service_function_parameters.weight }));
+    const inst = pps.map((pp) => instIndex.get(pp.id)!);
+    const key = JSON.stringify([instances, inst]);
+    return reuse(memo.maglev, before?.maglev, key, () => {
+      try {
+        return buildMaglev(instances, maglevSize(pps.length)).map((m) => (m < 0 ? -1 : inst[m]));
+      } catch (e) {
+        throw refuse(`port pair group ${label(groupList[gi])}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
   });
 
   const t = allocTables(
@@ -235,7 +286,10 @@ export function compileTables(state: State, prev?: Tables): Tables {
       maglev: maglevs.reduce((n, m) => n + m.length, 0),
       instances: instanceKeys.length,
     },
-    compileClassifier(rulePlans.map((r) => r.rule)),
+    classifierFor(
+      rulePlans.map((r) => ruleKey(r.fc, r.reverse, r.rule.inPort)),
+      () => rulePlans.map((r) => r.rule),
+    ),
   );
   t.generation = generation;
   t.interfaces = interfaces;
@@ -244,20 +298,22 @@ export function compileTables(state: State, prev?: Tables): Tables {
   t.portIds = ports.map((p) => p.id);
   t.portNames = ports.map(label);
   ports.forEach((p, k) => {
-    if (!parseMac(p.mac_address, t.portMac, k * 6)) throw refuse(`port ${label(p)}: bad mac_address '${p.mac_address}'`);
+    const mac = reuse(memo.macs, before?.macs, p.mac_address, () => {
+      const bytes = new Uint8Array(6);
+      if (!parseMac(p.mac_address, bytes, 0)) throw refuse(`port ${label(p)}: bad mac_address '${p.mac_address}'`);
+      return bytes;
+    });
+    t.portMac.set(mac, k * 6);
     t.portIface[k] = ifIndex.get(p['binding:profile'].interface)!;
     t.portMacHi[k] = (t.portMac[k * 6] << 8) | t.portMac[k * 6 + 1];
     t.portMacLo[k] = ((t.portMac[k * 6 + 2] << 24) | (t.portMac[k * 6 + 3] << 16) | (t.portMac[k * 6 + 4] << 8) | t.portMac[k * 6 + 5]) >>> 0;
   });
+  // Ports by interface (a counting sort: each interface's ports in port order).
+  for (let k = 0; k < ports.length; k++) t.ifacePortCount[t.portIface[k]]++;
+  for (let f = 1; f < interfaces.length; f++) t.ifacePortBase[f] = t.ifacePortBase[f - 1] + t.ifacePortCount[f - 1];
+  const ifaceFill = t.ifacePortBase.slice();
+  for (let k = 0; k < ports.length; k++) t.ifacePorts[ifaceFill[t.portIface[k]]++] = k;
   let at = 0;
-  for (let f = 0; f < interfaces.length; f++) {
-    t.ifacePortBase[f] = at;
-    ports.forEach((_, k) => {
-      if (t.portIface[k] === f) t.ifacePorts[at++] = k;
-    });
-    t.ifacePortCount[f] = at - t.ifacePortBase[f];
-  }
-  at = 0;
   sfByPort.forEach((list, k) => {
     t.portSfBase[k] = at;
     t.portSfCount[k] = list.length;
@@ -287,6 +343,8 @@ export function compileTables(state: State, prev?: Tables): Tables {
   });
 
   // Re-classification tables, one per distinct set of paths an SF port returns from.
+  const pathRules: number[][] = paths.map(() => []);
+  rulePlans.forEach((r, ri) => pathRules[r.path].push(ri));
   const tableByKey = new Map<string, number>();
   sfByPort.forEach((list, k) => {
     if (list.length === 0) return;
@@ -294,10 +352,15 @@ export function compileTables(state: State, prev?: Tables): Tables {
     const key = pathSet.join(',');
     let ti = tableByKey.get(key);
     if (ti === undefined) {
-      const members = rulePlans.map((r, ri) => ({ r, ri })).filter(({ r }) => pathSet.includes(r.path));
+      const members = pathSet.flatMap((p) => pathRules[p]).sort((a, b) => a - b);
       ti = t.sfTables.length;
-      t.sfTables.push(compileClassifier(members.map(({ r }) => build(r.fc, { reverse: r.reverse, anyPort: true }))));
-      t.sfTableRules.push(Int32Array.from(members.map(({ ri }) => ri)));
+      t.sfTables.push(
+        classifierFor(
+          members.map((ri) => ruleKey(rulePlans[ri].fc, rulePlans[ri].reverse, -1)),
+          () => members.map((ri) => build(rulePlans[ri].fc, { reverse: rulePlans[ri].reverse, anyPort: true })),
+        ),
+      );
+      t.sfTableRules.push(Int32Array.from(members));
       tableByKey.set(key, ti);
     }
     t.portSfTable[k] = ti;
@@ -335,32 +398,36 @@ export function compileTables(state: State, prev?: Tables): Tables {
     const m = maglevs[gi];
     t.groupMaglevBase[gi] = magAt;
     t.groupMaglevMask[gi] = m.length - 1;
-    for (let s = 0; s < m.length; s++) t.maglev[magAt + s] = m[s] < 0 ? -1 : instIndex.get(groupPairs[gi][m[s]].id)!;
+    t.maglev.set(m, magAt);
     magAt += m.length;
   });
 
   // Instances.
   t.instanceKeys = instanceKeys;
-  const portById = (id: string): Port => ports[portIndex.get(id)!];
-  const prevIndex = new Map<string, number>((prev?.instanceKeys ?? []).map((key, k) => [key, k]));
   t.instanceNames = instanceKeys.map((): InstanceName => ({ chain: '', hop: 0, portPair: '', ingress: '', egress: '' }));
   groupList.forEach((g, gi) => {
     const use = groupChains.get(g.id)!;
+    const chainNames = use.chains.join(',');
     for (const pp of groupPairs[gi]) {
       const k = instIndex.get(pp.id)!;
-      const ing = portById(pp.ingress);
-      const eg = portById(pp.egress);
-      t.instanceNames[k] = { chain: use.chains.join(','), hop: use.hop, portPair: label(pp), ingress: label(ing), egress: label(eg) };
+      const ingAt = portIndex.get(pp.ingress)!;
+      const egAt = portIndex.get(pp.egress)!;
+      const ing = ports[ingAt];
+      const eg = ports[egAt];
+      t.instanceNames[k] = { chain: chainNames, hop: use.hop, portPair: label(pp), ingress: label(ing), egress: label(eg) };
       t.instGroup[k] = gi;
       t.instWeight[k] = pp.service_function_parameters.weight;
       t.instIfIn[k] = ifIndex.get(ing['binding:profile'].interface)!;
       t.instIfOut[k] = ifIndex.get(eg['binding:profile'].interface)!;
-      t.instMac.set(t.portMac.subarray(portIndex.get(ing.id)! * 6, portIndex.get(ing.id)! * 6 + 6), k * INST_MAC_STRIDE);
-      t.instMac.set(t.portMac.subarray(portIndex.get(eg.id)! * 6, portIndex.get(eg.id)! * 6 + 6), k * INST_MAC_STRIDE + 6);
-      const before = prevIndex.get(pp.id);
-      t.instBorn[k] = before === k && prev ? prev.instBorn[k] : generation;
+      for (let b = 0; b < 6; b++) {
+        t.instMac[k * INST_MAC_STRIDE + b] = t.portMac[ingAt * 6 + b];
+        t.instMac[k * INST_MAC_STRIDE + 6 + b] = t.portMac[egAt * 6 + b];
+      }
+      // indices are stable: k held this port pair before iff prev's key at k is its id
+      t.instBorn[k] = prev && prev.instanceKeys[k] === pp.id ? prev.instBorn[k] : generation;
     }
   });
+  MEMO.set(t, memo);
   return t;
 }
 

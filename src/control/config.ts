@@ -17,6 +17,7 @@ import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document } fro
 import { NeutronError } from './errors.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from './model.js';
 import { Store } from './store.js';
+import { REFERENCES } from './validate.js';
 import { fieldOf, isObject, isUuid, type Body } from './validate/attrs.js';
 
 export class ConfigError extends Error {
@@ -39,15 +40,6 @@ const NOUN: Record<Collection, string> = {
   flow_classifiers: 'flow classifier',
   port_chains: 'port chain',
   service_graphs: 'service graph',
-};
-
-/** Attributes holding references, and the collection they point into. */
-const REFS: Partial<Record<Collection, Record<string, Collection>>> = {
-  port_pairs: { ingress: 'ports', egress: 'ports' },
-  port_pair_groups: { port_pairs: 'port_pairs' },
-  flow_classifiers: { logical_source_port: 'ports', logical_destination_port: 'ports' },
-  port_chains: { port_pair_groups: 'port_pair_groups', flow_classifiers: 'flow_classifiers' },
-  service_graphs: { port_chains: 'port_chains' },
 };
 
 type PathStep = string | number;
@@ -147,14 +139,14 @@ async function replay(store: Store, coll: Collection, index: number, raw: unknow
   if (groupId !== undefined) delete body.group_id;
   if (id !== undefined && typeof id !== 'string') fail(['id'], 'id', 'must be a UUID string');
   if (groupId !== undefined && typeof groupId !== 'number') fail(['group_id'], 'group_id', 'must be an integer');
-  for (const [field, target] of Object.entries(REFS[coll] ?? {})) {
+  for (const { attr: field, to: target, shape } of REFERENCES[coll]) {
     if (!Object.hasOwn(body, field)) continue;
     const resolve = (value: unknown, path: readonly PathStep[]): unknown => {
       const found = resolveRef(store.state, target, value);
       return 'problem' in found ? fail(path, field, found.problem) : found.value;
     };
     const value = body[field];
-    if (coll === 'service_graphs' && isObject(value)) {
+    if (shape === 'graph' && isObject(value)) {
       body[field] = Object.fromEntries(
         Object.entries(value).map(([src, dsts]) => [
           resolve(src, [field, src]),
@@ -214,15 +206,15 @@ export function stateToConfig(state: State): Record<string, unknown[]> {
       const obj: Body = {};
       for (const [key, value] of Object.entries(item)) {
         if (value === null || value === '' || key === 'tenant_id' || (coll === 'ports' && key === 'status')) continue;
-        const target = REFS[coll]?.[key];
-        if (!target) obj[key] = structuredClone(value);
-        else if (coll === 'service_graphs') {
+        const ref = REFERENCES[coll].find((r) => r.attr === key);
+        if (!ref) obj[key] = structuredClone(value);
+        else if (ref.shape === 'graph') {
           const edges = value as Record<string, string[]>;
           obj[key] = Object.fromEntries(
-            Object.entries(edges).map(([src, dsts]) => [label(target, src), dsts.map((d) => label(target, d))]),
+            Object.entries(edges).map(([src, dsts]) => [label(ref.to, src), dsts.map((d) => label(ref.to, d))]),
           );
-        } else if (Array.isArray(value)) obj[key] = value.map((v: string) => label(target, v));
-        else obj[key] = label(target, value as string);
+        } else if (Array.isArray(value)) obj[key] = value.map((v: string) => label(ref.to, v));
+        else obj[key] = label(ref.to, value as string);
       }
       return obj;
     });

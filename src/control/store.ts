@@ -10,7 +10,9 @@
  * previous. A rejected write changes nothing: ids, group_id and chain_id are derived from the
  * snapshot being built, so there is no allocator state to roll back.
  *
- * Committed snapshots are deep-frozen: readers share them freely. Port `status` is computed
+ * Committed snapshots are deep-frozen: readers share them freely. A next snapshot shares every
+ * unchanged list and object with the previous one, so freezing it touches only what is new, and
+ * lookups by id use the validator's per-list indexes. Port `status` is computed
  * (ACTIVE when admin_state_up and the bound interface exists and is up) each time a port is read.
  */
 import { readFileSync } from 'node:fs';
@@ -19,6 +21,7 @@ import { NeutronError } from './errors.js';
 import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from './model.js';
 import { emptyState } from './model.js';
 import { planCreate, planDelete, planUpdate, type CreateOptions } from './validate.js';
+import { findById } from './validate/indexes.js';
 
 export interface StoreOptions {
   /** Default: a manager with the noop driver. */
@@ -73,8 +76,8 @@ export class Store {
   }
 
   get<C extends Collection>(coll: C, id: string): ResourceOf<C> | undefined {
-    const found = (this.#state[coll] as readonly Resource[]).find((r) => r.id === id);
-    return (found && coll === 'ports' ? this.#withStatus(found as Port) : found) as ResourceOf<C> | undefined;
+    const found = findById(this.#state, coll, id);
+    return found && this.#shown(coll, found);
   }
 
   /** body is the inner object (no envelope). opts.id / opts.group_id are for config replay only. */
@@ -82,7 +85,7 @@ export class Store {
     return this.#serialise(async () => {
       const plan = planCreate(this.#state, coll, body, { projectId: this.#projectId, linkUp: this.#linkUp }, opts);
       await this.#commit(plan.next);
-      return this.#read(coll, plan.id);
+      return this.#shown(coll, plan.created as ResourceOf<C>);
     });
   }
 
@@ -130,6 +133,11 @@ export class Store {
       }
       throw e;
     }
+  }
+
+  /** As readers see it: ports with live status. */
+  #shown<C extends Collection>(coll: C, r: ResourceOf<C>): ResourceOf<C> {
+    return (coll === 'ports' ? this.#withStatus(r as Port) : r) as ResourceOf<C>;
   }
 
   #read<C extends Collection>(coll: C, id: string): ResourceOf<C> {

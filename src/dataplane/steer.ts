@@ -36,9 +36,9 @@
  * restore). Drops set b.drop and count a reason; nothing throws.
  */
 import { classify } from '../classifier/lookup.js';
-import { FlowCache, FragmentTable } from '../classifier/flowcache.js';
+import { endpointsReversed, FLOW_PAYLOAD, flowRecordWords, FlowCache, FragmentTable } from '../classifier/flowcache.js';
 import { hashFlow, LB_PORT_BITS, type FlowHasher } from '../hash/flowhash.js';
-import { BATCH, FRAG_FIRST, FRAG_LATER, OUT_DROP, OUT_FLOOD, type Batch } from './batch.js';
+import { BATCH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, type Batch } from './batch.js';
 import { Ctr, Drop, type Counters } from './counters.js';
 import { MacTable } from './l2.js';
 import { MAX_HOPS, RULE_MAC_STRIDE, type Tables } from './tables.js';
@@ -51,8 +51,9 @@ export const V_END = 3;
 export const V_DROP = 4;
 
 /*
- * Flow entry payload: one 64-byte record of REC int32 words per FlowCache entry, so a hit touches
- * one line of payload (int16 and byte views of the same memory reach the packed fields):
+ * Flow entry payload: PAYLOAD int32 words stored in the FlowCache's own record of the entry, right
+ * after its key, so a hit finds key and state in one record (int16 and byte views of the same
+ * memory reach the packed fields). Offsets below are relative to the payload's first word:
  *   word 0 [R_GEN]      table generation the entry was last validated against
  *   word 1 [R_SERIAL]   bumped whenever the entry starts a new flow (fragment records check it)
  *   word 2,3 [R_RULE+o] classification of orientation o: rule index, RULE_NONE or RULE_UNKNOWN
@@ -62,7 +63,9 @@ export const V_DROP = 4;
  *   words 6-9 (int16 H_INST + chain hop) MAX_HOPS instance indices, -1 = not chosen yet
  *   words 10-15 (bytes B_MACS + 12*o) the MACs (dst, src) orientation o carried at chain entry
  */
-const REC = 16;
+const PAYLOAD = 16;
+/** Int32 words per flow record; entry e's payload starts at word e * REC + FLOW_PAYLOAD. */
+const REC = flowRecordWords(PAYLOAD);
 const R_GEN = 0;
 const R_SERIAL = 1;
 const R_RULE = 2;
@@ -95,7 +98,7 @@ export class SteerState {
   /** Packets steered to each instance (index = instance index). */
   instancePackets: Float64Array;
 
-  /** Flow entry records (see REC), with int16 and byte views of the same memory. */
+  /** The flow cache's records (see REC), with int16 and byte views of the same memory. */
   readonly rec: Int32Array;
   readonly rec16: Int16Array;
   readonly rec8: Uint8Array;
@@ -112,22 +115,22 @@ export class SteerState {
   readonly slotRule = new Int32Array(BATCH);
   readonly slotMacs = new Uint8Array(BATCH * MACS);
   readonly slotHasMacs = new Uint8Array(BATCH);
-  // first-pass results: logical port (-1 = plain L2), orientation, flow entry serial
+  // first-pass results: logical port (-1 = plain L2), orientation, flow key hash, flow entry serial
   readonly slotPort = new Int32Array(BATCH);
   readonly slotOrient = new Uint8Array(BATCH);
+  readonly slotHash = new Int32Array(BATCH);
   readonly slotSerial = new Int32Array(BATCH);
 
   constructor(opts: SteerOptions = {}) {
-    this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY);
+    this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY, PAYLOAD);
     this.frags = new FragmentTable(opts.fragmentCapacity);
     this.l2 = new MacTable(opts.macCapacity, opts.macAgeMs);
     this.hash = opts.hash ?? hashFlow;
     this.instancePackets = new Float64Array(16);
-    const cap = this.flows.capacity;
-    const records = new ArrayBuffer(cap * REC * 4);
-    this.rec = new Int32Array(records);
-    this.rec16 = new Int16Array(records);
-    this.rec8 = new Uint8Array(records);
+    const records = this.flows.records;
+    this.rec = records;
+    this.rec16 = new Int16Array(records.buffer);
+    this.rec8 = new Uint8Array(records.buffer);
     const fcap = this.frags.capacity;
     this.fragFlow = new Int32Array(fcap);
     this.fragSerial = new Int32Array(fcap);
@@ -149,10 +152,10 @@ export class SteerState {
     this.instancePackets = grown;
   }
 
-  /** A fresh entry for slot i's flow, payload reset. */
+  /** A fresh entry for slot i's flow (its first-pass hash and orientation), payload reset. */
   newFlow(b: Batch, i: number, generation: number): number {
-    const e = this.flows.insert(b, i, b.vlan[i], true);
-    const r = e * REC;
+    const e = this.flows.insertHashed(this.slotHash[i], b, i, b.vlan[i], true, this.slotOrient[i] === 1);
+    const r = payloadAt(e);
     const rec = this.rec;
     rec[r + R_GEN] = generation;
     rec[r + R_SERIAL] = ++this.nextSerial | 0;
@@ -166,7 +169,7 @@ export class SteerState {
 
   /** Bring an entry validated against an older generation up to date (see the design comment). */
   revalidate(t: Tables, e: number): void {
-    const r = e * REC;
+    const r = payloadAt(e);
     const old = this.rec[r + R_GEN];
     this.rec[r + R_RULE] = RULE_UNKNOWN;
     this.rec[r + R_RULE + 1] = RULE_UNKNOWN;
@@ -182,15 +185,9 @@ export class SteerState {
   }
 }
 
-/** 0 when (src, sport) orders before or equal to (dst, dport), else 1: which endpoint sends. */
-function orientation(b: Batch, i: number): number {
-  const o = i << 2;
-  for (let w = 0; w < 4; w++) {
-    const s = b.src[o + w];
-    const d = b.dst[o + w];
-    if (s !== d) return s > d ? 1 : 0;
-  }
-  return b.sport[i] > b.dport[i] ? 1 : 0;
+/** First int32 word of flow entry e's payload in SteerState.rec. */
+function payloadAt(e: number): number {
+  return e * REC + FLOW_PAYLOAD;
 }
 
 /** Copy an Ethernet header's two MACs (12 bytes) without making views. */
@@ -251,9 +248,9 @@ function hopAt(t: Tables, L: number, p: number): number {
 function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number, p: number, hop: number): number {
   const g = t.hopGroup[hop];
   const inst = s.rec16;
-  const base = e * REC * 2 + H_INST;
+  const base = payloadAt(e) * 2 + H_INST;
   const at = base + t.hopChainHop[hop];
-  const moved = e >= 0 && (s.rec[e * REC + R_FLAGS] & F_KEPT) !== 0;
+  const moved = e >= 0 && (s.rec[payloadAt(e) + R_FLAGS] & F_KEPT) !== 0;
   if (e >= 0) {
     const k = inst[at];
     if (k >= 0 && t.instGroup[k] === g) return k;
@@ -312,8 +309,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   s.verdict[i] = V_END;
   b.hop[i] = -1;
   const m = i * MACS;
-  if (e >= 0 && (s.rec[e * REC + R_FLAGS] & (1 << o)) !== 0) {
-    copyMacs(s.rec8, e * REC * 4 + B_MACS + o * MACS, s.slotMacs, m);
+  if (e >= 0 && (s.rec[payloadAt(e) + R_FLAGS] & (1 << o)) !== 0) {
+    copyMacs(s.rec8, payloadAt(e) * 4 + B_MACS + o * MACS, s.slotMacs, m);
     s.slotHasMacs[i] = 1;
   } else if (t.ruleHasMacs[r] === 1) {
     copyMacs(t.ruleMacs, r * RULE_MAC_STRIDE, s.slotMacs, m);
@@ -336,14 +333,14 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
 function recordFragment(b: Batch, s: SteerState, i: number, e: number, o: number): void {
   const fe = s.frags.insert(b, i, b.vlan[i]);
   s.fragFlow[fe] = e;
-  s.fragSerial[fe] = s.rec[e * REC + R_SERIAL];
+  s.fragSerial[fe] = s.rec[payloadAt(e) + R_SERIAL];
   s.fragOrient[fe] = o;
 }
 
 /** Record orientation o of entry e as classified into rule r (or RULE_NONE) at logical port L. */
 function setRule(s: SteerState, e: number, o: number, r: number, L: number): void {
-  s.rec[e * REC + R_RULE + o] = r;
-  s.rec16[e * REC * 2 + H_INPORT + o] = L;
+  s.rec[payloadAt(e) + R_RULE + o] = r;
+  s.rec16[payloadAt(e) * 2 + H_INPORT + o] = L;
 }
 
 /** Slot i arrived from logical port L, which has a chain role. */
@@ -355,7 +352,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   const frag = b.frag[i];
   if (frag === FRAG_LATER) {
     const fe = s.frags.lookup(b, i, b.vlan[i]);
-    if (fe >= 0 && rec[s.fragFlow[fe] * REC + R_SERIAL] === s.fragSerial[fe]) {
+    if (fe >= 0 && rec[payloadAt(s.fragFlow[fe]) + R_SERIAL] === s.fragSerial[fe]) {
       e = s.fragFlow[fe];
       o = s.fragOrient[fe];
       c.events[Ctr.fragments_followed]++;
@@ -367,12 +364,12 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     o = s.slotOrient[i];
     e = b.flow[i];
     // An entry looked up in the first pass may have been recycled by an insert since.
-    if (e >= 0 && rec[e * REC + R_SERIAL] !== s.slotSerial[i]) e = s.flows.lookup(b, i, b.vlan[i], true);
+    if (e >= 0 && rec[payloadAt(e) + R_SERIAL] !== s.slotSerial[i]) e = s.flows.findSlot(b, i, b.vlan[i], true, o === 1);
   }
   let known = RULE_UNKNOWN;
   if (e >= 0) {
-    if (rec[e * REC + R_GEN] !== t.generation) s.revalidate(t, e);
-    known = rec[e * REC + R_RULE + o];
+    if (rec[payloadAt(e) + R_GEN] !== t.generation) s.revalidate(t, e);
+    known = rec[payloadAt(e) + R_RULE + o];
   }
 
   // 1. Returning from an SF on a path the flow state knows.
@@ -389,7 +386,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   // 2. Chain entry: classify once per flow and in-port.
   if (t.portEntry[L] !== 0) {
     let r: number;
-    if (known !== RULE_UNKNOWN && s.rec16[e * REC * 2 + H_INPORT + o] === L) {
+    if (known !== RULE_UNKNOWN && s.rec16[payloadAt(e) * 2 + H_INPORT + o] === L) {
       r = known;
     } else {
       r = classify(t.entryTable, b, i, L, early);
@@ -397,8 +394,8 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
       if (e >= 0) {
         setRule(s, e, o, r < 0 ? RULE_NONE : r, L);
         if (r >= 0) {
-          copyMacs(b.data, b.start[i], s.rec8, e * REC * 4 + B_MACS + o * MACS);
-          rec[e * REC + R_FLAGS] |= 1 << o;
+          copyMacs(b.data, b.start[i], s.rec8, payloadAt(e) * 4 + B_MACS + o * MACS);
+          rec[payloadAt(e) + R_FLAGS] |= 1 << o;
         }
       }
     }
@@ -429,59 +426,114 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
 }
 
+/** Logical port of slot i: its interface's only port, or the one whose MAC is the frame's source (-1: none). */
+function logicalPort(t: Tables, b: Batch, i: number): number {
+  const f = b.port[i];
+  const n = t.ifacePortCount[f];
+  if (n === 1) return t.ifacePorts[t.ifacePortBase[f]];
+  if (n === 0) return -1;
+  const at = b.start[i] + 6;
+  const hi = (b.data[at] << 8) | b.data[at + 1];
+  const lo = b.view.getUint32(at + 2);
+  for (let k = t.ifacePortBase[f]; k < t.ifacePortBase[f] + n; k++) {
+    const q = t.ifacePorts[k];
+    if (t.portMacHi[q] === hi && t.portMacLo[q] === lo) return q;
+  }
+  return -1;
+}
+
 /**
- * Steer every slot of b with tables t. Two passes: the first finds each slot's logical port and
- * looks its flow up (a tight loop whose independent memory accesses overlap across packets, and
- * which brings every flow record into cache), the second decides.
+ * First pass: each slot's logical port (slotPort; -1 = plain L2) and, for chain traffic with ports,
+ * its flow entry (b.flow), orientation, key hash and entry serial. A tight loop whose independent
+ * memory accesses overlap across packets, and which brings every flow record into cache.
  */
-export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
-  const d = b.data;
+function lookupFlows(t: Tables, b: Batch, s: SteerState, c: Counters): void {
+  const n = b.count;
+  const flows = s.flows;
   const rec = s.rec;
-  for (let i = 0; i < b.count; i++) {
-    s.slotInst[i] = -1;
-    s.slotRule[i] = -1;
-    s.slotHasMacs[i] = 0;
-    s.slotPort[i] = -1;
+  let hits = 0;
+  let misses = 0;
+  for (let i = 0; i < n; i++) {
     if (b.drop[i] !== 0) {
       s.verdict[i] = V_DROP;
       b.out[i] = OUT_DROP;
       continue;
     }
-    const f = b.port[i];
-    const n = t.ifacePortCount[f];
-    let L = -1;
-    if (n === 1) {
-      L = t.ifacePorts[t.ifacePortBase[f]];
-    } else if (n > 1) {
-      const at = b.start[i] + 6;
-      const hi = (d[at] << 8) | d[at + 1];
-      const lo = b.view.getUint32(at + 2);
-      for (let k = t.ifacePortBase[f]; k < t.ifacePortBase[f] + n; k++) {
-        const q = t.ifacePorts[k];
-        if (t.portMacHi[q] === hi && t.portMacLo[q] === lo) {
-          L = q;
-          break;
-        }
-      }
-    }
+    const L = logicalPort(t, b, i);
     // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
     if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0)) continue;
     s.slotPort[i] = L;
     if (b.frag[i] === FRAG_LATER) continue; // no ports: steerChain consults the fragment table
-    s.slotOrient[i] = orientation(b, i);
-    const e = s.flows.lookup(b, i, b.vlan[i], true);
+    const swap = endpointsReversed(b, i);
+    s.slotOrient[i] = swap ? 1 : 0;
+    const e = flows.findSlot(b, i, b.vlan[i], true, swap);
+    s.slotHash[i] = flows.lastHash;
     b.flow[i] = e;
     if (e >= 0) {
-      s.slotSerial[i] = rec[e * REC + R_SERIAL];
-      c.events[Ctr.flow_cache_hits]++;
+      s.slotSerial[i] = rec[payloadAt(e) + R_SERIAL];
+      hits++;
     } else {
-      c.events[Ctr.flow_cache_misses]++;
+      misses++;
     }
   }
-  for (let i = 0; i < b.count; i++) {
+  c.events[Ctr.flow_cache_hits] += hits;
+  c.events[Ctr.flow_cache_misses] += misses;
+}
+
+/**
+ * The common case in straight-line code: a flow the state knows (validated against this
+ * generation, classified in this orientation, not a fragment), entering at the port it was
+ * classified at or returning from an SF of its path, and going on to a hop whose remembered
+ * instance is still in the hop's group. Returns false, having changed nothing, for anything else
+ * (steerChain decides those; for these it would reach the same result through its general steps).
+ */
+function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, L: number): boolean {
+  const e = b.flow[i];
+  if (e < 0 || b.frag[i] !== FRAG_NONE) return false;
+  const rec = s.rec;
+  const r = payloadAt(e);
+  if (rec[r + R_SERIAL] !== s.slotSerial[i] || rec[r + R_GEN] !== t.generation) return false;
+  const o = s.slotOrient[i];
+  const rule = rec[r + R_RULE + o];
+  if (rule < 0) return false;
+  const p = t.rulePath[rule];
+  let k = 0;
+  if (t.portSfCount[L] !== 0) {
+    k = hopAt(t, L, p) + 1;
+    if (k === 0) return false;
+  } else if (s.rec16[r * 2 + H_INPORT + o] !== L) {
+    return false;
+  }
+  if (k >= t.pathHopCount[p]) return false;
+  const hop = t.pathHopBase[p] + k;
+  const inst = s.rec16[r * 2 + H_INST + t.hopChainHop[hop]];
+  if (inst < 0 || t.instGroup[inst] !== t.hopGroup[hop]) return false;
+  if (k === 0) {
+    learnSource(b, s, i, b.port[i]);
+    c.events[Ctr.classified]++;
+  }
+  b.path[i] = p;
+  b.hop[i] = k;
+  b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
+  s.slotRule[i] = rule;
+  s.verdict[i] = V_HOP;
+  s.slotInst[i] = inst;
+  s.instancePackets[inst]++;
+  return true;
+}
+
+/** Steer every slot of b with tables t: look flows up (first pass), then decide (second pass). */
+export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
+  const n = b.count;
+  s.slotInst.fill(-1, 0, n);
+  s.slotRule.fill(-1, 0, n);
+  s.slotHasMacs.fill(0, 0, n);
+  s.slotPort.fill(-1, 0, n);
+  lookupFlows(t, b, s, c);
+  for (let i = 0; i < n; i++) {
     if (b.drop[i] !== 0) continue;
     const L = s.slotPort[i];
-    if (L >= 0) steerChain(t, b, s, c, i, b.port[i], L);
-    else switchSlot(b, s, c, i, b.port[i]);
+    if (L < 0) switchSlot(b, s, c, i, b.port[i]);
+    else if (!steerKnown(t, b, s, c, i, L)) steerChain(t, b, s, c, i, b.port[i], L);
   }
 }

@@ -72,7 +72,6 @@ export interface DataplaneStart {
   backend: Backend;
   /** Chain file that seeds the (fresh) state. */
   config: string;
-  workers?: number;
 }
 
 export class LabDataplane {
@@ -111,7 +110,7 @@ export class LabDataplane {
     const logFile = join(lab.runDir, 'serve.log');
     const log = await open(logFile, 'w');
     const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, '--state', state];
-    argv.push('--backend', opts.backend, '--workers', String(opts.workers ?? 1), '--listen', '127.0.0.1:0');
+    argv.push('--backend', opts.backend, '--listen', '127.0.0.1:0');
     let child: ChildProcess;
     try {
       child = await netnsSpawn(lab.name, lab.dpNs, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });

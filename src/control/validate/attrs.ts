@@ -33,6 +33,12 @@ export interface ResourceSpec<T> {
   readOnly: readonly string[];
 }
 
+/** The attributes a PUT may change (`put` in the map): one list for the API and `sfc apply`. */
+export function updatableAttrs<T>(spec: ResourceSpec<T>): ReadonlySet<string> {
+  const attrs = Object.entries(spec.attrs as Record<string, AttrSpec<unknown>>);
+  return new Set(attrs.filter(([, attr]) => attr.put).map(([name]) => name));
+}
+
 export interface Owner {
   tenant_id: string;
   project_id: string;

@@ -23,11 +23,13 @@ import {
   toBool,
   toInt,
   toList,
+  updatableAttrs,
   uuidListAttr,
   type ResourceSpec,
 } from './attrs.js';
 import { basicConflict } from './classifiers.js';
 import { chainNotFound, findClassifier, findGroup, findPair, graphOfChain, type ResourceOps } from './common.js';
+import { chainsByClassifier, chainsByGroupList, groupListKey } from './indexes.js';
 
 type ChainInput = Omit<PortChain, 'id' | 'tenant_id' | 'project_id'>;
 type ChainParameters = PortChain['chain_parameters'];
@@ -81,9 +83,7 @@ function checkGroups(state: State, ids: readonly string[], self: string): void {
     }
     previousTap = g.tap_enabled ? g.id : undefined;
   }
-  const twin = state.port_chains.find(
-    (pc) => pc.id !== self && pc.port_pair_groups.length === ids.length && pc.port_pair_groups.every((g, i) => g === ids[i]),
-  );
+  const twin = chainsByGroupList.all(state.port_chains, groupListKey(ids)).find((pc) => pc.id !== self);
   if (twin) {
     throw conflict(
       'InvalidPortPairGroups',
@@ -116,7 +116,7 @@ export function checkChainCorrelation(
 function checkClassifiers(state: State, ids: readonly string[], self: string): void {
   const fcs = ids.map((id) => findClassifier(state, id));
   for (const fc of fcs) {
-    if (state.port_chains.some((pc) => pc.id !== self && pc.flow_classifiers.includes(fc.id))) {
+    if (chainsByClassifier.all(state.port_chains, fc.id).some((pc) => pc.id !== self)) {
       throw conflict('FlowClassifierInUse', `Flow Classifier ${fc.id} in use.`);
     }
   }
@@ -172,6 +172,7 @@ function checkSymmetric(state: State, chain: Pick<PortChain, 'id' | 'flow_classi
 
 export const chainOps: ResourceOps<PortChain> = {
   notFound: chainNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id) {
     const input = parseCreate(SPEC, body, ctx.projectId);

@@ -18,11 +18,13 @@ import {
   parseUpdate,
   show,
   stringOrEmpty,
+  updatableAttrs,
   uuidOrNullAttr,
   type ResourceSpec,
 } from './attrs.js';
 import { classifierNotFound, findPort, type ResourceOps } from './common.js';
-import { maskWords, parsePrefix, type Prefix } from '../../classifier/rule.js';
+import { parsePrefix, type Prefix } from '../../classifier/rule.js';
+import { chainsByClassifier } from './indexes.js';
 
 type ClassifierInput = Omit<FlowClassifier, 'id' | 'tenant_id' | 'project_id'>;
 
@@ -151,9 +153,15 @@ function prefixesOf(fc: MatchFields): Prefixes {
 /** Either is null (any), or one contains the other: they agree on the shorter length's bits. */
 function prefixOverlap(a: Prefix | null, b: Prefix | null): boolean {
   if (a === null || b === null) return true;
+  if (a.ver !== b.ver) return false;
+  // maskWords(a) equals maskWords(b) at the shorter length, compared in place (no arrays: the
+  // chain rules run this for every classifier pair across chains)
   const len = Math.min(a.len, b.len);
-  const mb = maskWords(b.words, len);
-  return a.ver === b.ver && maskWords(a.words, len).every((w, i) => w === mb[i]);
+  for (let k = 0; 32 * k < len; k++) {
+    const mask = -1 << (32 - Math.min(32, len - 32 * k));
+    if ((a.words[k] & mask) !== (b.words[k] & mask)) return false;
+  }
+  return true;
 }
 
 function rangeOverlap(aMin: number | null, aMax: number | null, bMin: number | null, bMax: number | null): boolean {
@@ -182,9 +190,9 @@ export function basicConflict(a: MatchFields, b: MatchFields): boolean {
 
 export function fullConflict(a: MatchFields, b: MatchFields): boolean {
   return (
-    basicConflict(a, b) &&
     sameOrWild(a.logical_source_port, b.logical_source_port) &&
-    sameOrWild(a.logical_destination_port, b.logical_destination_port)
+    sameOrWild(a.logical_destination_port, b.logical_destination_port) &&
+    basicConflict(a, b)
   );
 }
 
@@ -192,6 +200,7 @@ const portMissing = (id: string) => notFound('FlowClassifierPortNotFound', `Logi
 
 export const classifierOps: ResourceOps<FlowClassifier> = {
   notFound: classifierNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id) {
     const { tenant_id, project_id, ...fc } = parseCreate(SPEC, body, ctx.projectId);
@@ -223,7 +232,7 @@ export const classifierOps: ResourceOps<FlowClassifier> = {
   },
 
   checkDelete(state, fc) {
-    if (state.port_chains.some((pc) => pc.flow_classifiers.includes(fc.id))) {
+    if (chainsByClassifier.first(state.port_chains, fc.id)) {
       throw conflict('FlowClassifierInUse', `Flow Classifier ${fc.id} in use.`);
     }
   },

@@ -4,11 +4,13 @@
  * A resource module turns a request into the resource it would store, checking it against the
  * current snapshot; it never mutates the snapshot. validate.ts splices the result into a new
  * State. Relations are never stored twice (a pair's group is "the group listing it"), so a
- * write only ever replaces the one resource it targets.
+ * write only ever replaces the one resource it targets; the lookups go through the per-snapshot
+ * indexes of indexes.ts.
  */
 import type { NeutronError } from '../errors.js';
 import { notFound } from '../errors.js';
-import type { FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from '../model.js';
+import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from '../model.js';
+import { findById, graphsByChain } from './indexes.js';
 
 export interface WriteContext {
   projectId: string;
@@ -25,6 +27,8 @@ export interface CreateOptions {
 export interface ResourceOps<R> {
   /** Neutron's NotFound for this resource. */
   notFound(id: string): NeutronError;
+  /** Attributes a PUT may change. */
+  updatable: ReadonlySet<string>;
   create(state: State, body: unknown, ctx: WriteContext, id: string, opts: CreateOptions): R;
   /** Steps 1-5 on the PUT body (before the lookup); returns the rest of the update. */
   parseUpdate(body: unknown): (state: State, current: R, ctx: WriteContext) => R;
@@ -40,30 +44,21 @@ export const classifierNotFound = (id: string) =>
 export const chainNotFound = (id: string) => notFound('PortChainNotFound', `Port Chain ${id} not found.`);
 export const graphNotFound = (id: string) => notFound('ServiceGraphNotFound', `Service Graph ${id} not found.`);
 
-function byId<R extends { id: string }>(items: readonly R[], id: string, missing: (id: string) => NeutronError): R {
-  const found = items.find((r) => r.id === id);
+function byId<C extends Collection>(s: State, coll: C, id: string, missing: (id: string) => NeutronError): State[C][number] {
+  const found = findById(s, coll, id);
   if (!found) throw missing(id);
   return found;
 }
 
-export const findPair = (s: State, id: string, missing = pairNotFound): PortPair => byId(s.port_pairs, id, missing);
-export const findGroup = (s: State, id: string): PortPairGroup => byId(s.port_pair_groups, id, groupNotFound);
+export const findPair = (s: State, id: string, missing = pairNotFound): PortPair => byId(s, 'port_pairs', id, missing);
+export const findGroup = (s: State, id: string): PortPairGroup => byId(s, 'port_pair_groups', id, groupNotFound);
 export const findClassifier = (s: State, id: string): FlowClassifier =>
-  byId(s.flow_classifiers, id, classifierNotFound);
-export const findChain = (s: State, id: string): PortChain => byId(s.port_chains, id, chainNotFound);
-export const findPort = (s: State, id: string, missing = portNotFound): Port => byId(s.ports, id, missing);
-export const findGraph = (s: State, id: string): ServiceGraph => byId(s.service_graphs, id, graphNotFound);
+  byId(s, 'flow_classifiers', id, classifierNotFound);
+export const findChain = (s: State, id: string): PortChain => byId(s, 'port_chains', id, chainNotFound);
+export const findPort = (s: State, id: string, missing = portNotFound): Port => byId(s, 'ports', id, missing);
+export const findGraph = (s: State, id: string): ServiceGraph => byId(s, 'service_graphs', id, graphNotFound);
 
-/** Every chain named in a graph, as source or destination. */
-export function chainsOfGraph(g: Pick<ServiceGraph, 'port_chains'>): Set<string> {
-  const ids = new Set<string>();
-  for (const [src, dsts] of Object.entries(g.port_chains)) {
-    ids.add(src);
-    for (const d of dsts) ids.add(d);
-  }
-  return ids;
-}
-
-export function graphOfChain(s: State, chainId: string, except?: string): ServiceGraph | undefined {
-  return s.service_graphs.find((g) => g.id !== except && chainsOfGraph(g).has(chainId));
+/** The graph naming this chain (as source or destination), if any. */
+export function graphOfChain(s: State, chainId: string): ServiceGraph | undefined {
+  return graphsByChain.first(s.service_graphs, chainId);
 }

@@ -11,9 +11,21 @@
  */
 import { badRequest, conflict } from '../errors.js';
 import type { PortChain, ServiceGraph, State } from '../model.js';
-import { DESCRIPTION, NAME, invalidAttr, isObject, isUuid, parseCreate, parseUpdate, show, type ResourceSpec } from './attrs.js';
+import {
+  DESCRIPTION,
+  NAME,
+  invalidAttr,
+  isObject,
+  isUuid,
+  parseCreate,
+  parseUpdate,
+  show,
+  updatableAttrs,
+  type ResourceSpec,
+} from './attrs.js';
 import { basicConflict } from './classifiers.js';
-import { chainsOfGraph, findChain, findClassifier, findGroup, findPair, graphNotFound, type ResourceOps } from './common.js';
+import { findChain, findClassifier, findGroup, findPair, graphNotFound, type ResourceOps } from './common.js';
+import { chainsOfGraph } from './indexes.js';
 
 type GraphInput = Pick<ServiceGraph, 'name' | 'description' | 'port_chains'>;
 type Edges = ServiceGraph['port_chains'];
@@ -133,6 +145,7 @@ function checkNoLoop(map: Edges): void {
 
 export const graphOps: ResourceOps<ServiceGraph> = {
   notFound: graphNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id) {
     const input = parseCreate(SPEC, body, ctx.projectId);

@@ -21,12 +21,14 @@ import {
   show,
   toBool,
   toList,
+  updatableAttrs,
   uuidListAttr,
   type ResourceSpec,
 } from './attrs.js';
 import { checkChainCorrelation } from './chains.js';
 import { findPair, graphOfChain, groupNotFound, type CreateOptions, type ResourceOps } from './common.js';
 import { checkBranches } from './graphs.js';
+import { groupsByPair } from './indexes.js';
 import { portValue, prefixOrNull } from './classifiers.js';
 
 type GroupInput = Pick<PortPairGroup, 'name' | 'description' | 'port_pairs' | 'port_pair_group_parameters' | 'tap_enabled'>;
@@ -103,7 +105,7 @@ function checkPairs(state: State, groupId: string, pairIds: readonly string[], t
           'the pairs of a group must share one.',
       );
     }
-    if (state.port_pair_groups.some((g) => g.id !== groupId && g.port_pairs.includes(pp.id))) {
+    if (groupsByPair.all(state.port_pair_groups, pp.id).some((g) => g.id !== groupId)) {
       throw conflict('PortPairInUse', `Port Pair ${pp.id} in use.`);
     }
   }
@@ -131,6 +133,7 @@ function groupIdFor(state: State, opts: CreateOptions): number {
 
 export const groupOps: ResourceOps<PortPairGroup> = {
   notFound: groupNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id, opts) {
     const input = parseCreate(SPEC, body, ctx.projectId);
@@ -145,7 +148,9 @@ export const groupOps: ResourceOps<PortPairGroup> = {
       const group = { ...current, ...patch };
       if (patch.port_pairs === undefined) return group;
       checkPairs(state, group.id, group.port_pairs, group.tap_enabled);
-      const next = { ...state, port_pair_groups: state.port_pair_groups.map((g) => (g.id === group.id ? group : g)) };
+      // frozen: the indexes may cache it (nothing changes it; the store freezes the group later anyway)
+      const groups = Object.freeze(state.port_pair_groups.map((g) => (g.id === group.id ? group : g)));
+      const next = { ...state, port_pair_groups: groups as PortPairGroup[] };
       for (const pc of next.port_chains.filter((c) => c.port_pair_groups.includes(group.id))) {
         checkChainCorrelation(next, pc);
         const graph = graphOfChain(next, pc.id);

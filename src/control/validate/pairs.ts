@@ -17,10 +17,12 @@ import {
   parseUpdate,
   show,
   toInt,
+  updatableAttrs,
   uuidAttr,
   type ResourceSpec,
 } from './attrs.js';
 import { findPort, pairNotFound, type ResourceOps } from './common.js';
+import { groupsByPair, pairsByIngress } from './indexes.js';
 
 type PairInput = Pick<PortPair, 'name' | 'description' | 'ingress' | 'egress' | 'service_function_parameters'>;
 type SfParameters = PortPair['service_function_parameters'];
@@ -52,10 +54,11 @@ const portMissing = (id: string) => notFound('PortPairPortNotFound', `Port ${id}
 
 export const pairOps: ResourceOps<PortPair> = {
   notFound: pairNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id) {
     const input = parseCreate(SPEC, body, ctx.projectId);
-    const twin = state.port_pairs.find((pp) => pp.ingress === input.ingress && pp.egress === input.egress);
+    const twin = pairsByIngress.all(state.port_pairs, input.ingress).find((pp) => pp.egress === input.egress);
     if (twin) {
       throw badRequest(
         'PortPairIngressEgressInUse',
@@ -74,7 +77,7 @@ export const pairOps: ResourceOps<PortPair> = {
   },
 
   checkDelete(state, pair) {
-    if (state.port_pair_groups.some((g) => g.port_pairs.includes(pair.id))) {
+    if (groupsByPair.first(state.port_pair_groups, pair.id)) {
       throw conflict('PortPairInUse', `Port Pair ${pair.id} in use.`);
     }
   },

@@ -20,9 +20,11 @@ import {
   parseUpdate,
   show,
   toBool,
+  updatableAttrs,
   type ResourceSpec,
 } from './attrs.js';
 import { portNotFound, type ResourceOps, type WriteContext } from './common.js';
+import { portsByMac } from './indexes.js';
 
 type PortInput = Pick<Port, 'name' | 'description' | 'mac_address' | 'binding:profile' | 'admin_state_up'>;
 
@@ -73,11 +75,8 @@ function statusOf(p: PortInput, ctx: WriteContext): Port['status'] {
 }
 
 function checkMacUnique(state: State, port: Port): void {
-  const twin = state.ports.find(
-    (p) =>
-      p.id !== port.id &&
-      p.mac_address === port.mac_address &&
-      p['binding:profile'].interface === port['binding:profile'].interface,
+  const twin = portsByMac.all(state.ports, port.mac_address).find(
+    (p) => p.id !== port.id && p['binding:profile'].interface === port['binding:profile'].interface,
   );
   if (twin) {
     throw conflict(
@@ -90,6 +89,7 @@ function checkMacUnique(state: State, port: Port): void {
 
 export const portOps: ResourceOps<Port> = {
   notFound: portNotFound,
+  updatable: updatableAttrs(SPEC),
 
   create(state, body, ctx, id) {
     const input = parseCreate(SPEC, body, ctx.projectId);

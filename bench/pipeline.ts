@@ -19,17 +19,18 @@
  * the best of ROUNDS rounds of process CPU time (a busy machine inflates wall time and the median).
  *
  * Where the time goes (for profiling; both are optional and slower):
- *   --stages        adds `stages_ns` per scenario: the same loop cut after rx (the arena copy),
- *                   parse, steer and rewrite, each timed on its own; every stage's figure is the
- *                   difference to the previous cut, and "tx" is the rest of Engine.breathe() (rx
- *                   byte count, per-output tx index lists, txBurst calls, tx counters).
- *   --instructions  adds `instructions_per_packet` (and per stage with --stages): each figure comes
- *                   from two child runs under `perf stat -e instructions:u` that differ only in
- *                   the number of timed packets (--packets N), so start-up, frame generation,
- *                   compilation and warm-up cancel out. Instruction counts barely move with the
- *                   machine's load, unlike times. Needs `perf` (linux-perf) and perf_event access.
+ *   --stages        adds `stages_ns` per scenario: the engine's stage functions called in its order
+ *                   on their own batch, each clocked per batch (rx = the arena copy, parse, steer,
+ *                   rewrite; medians over many batches); "tx" is the rest of a whole
+ *                   Engine.breathe() (rx byte count, per-output tx index lists, txBurst calls).
+ *   --instructions  adds `instructions_per_packet` and `cycles_per_packet` of the whole engine:
+ *                   each from two child runs under `perf stat --no-inherit -e instructions:u,
+ *                   cycles:u` (the main thread only: V8's compiler and GC threads are left out)
+ *                   that differ only in the number of timed packets (--packets N), so start-up,
+ *                   frame generation, compilation and warm-up cancel out. Instruction counts move
+ *                   by well under 1% between runs whatever the machine's load; cycles move with
+ *                   it (cache sharing). Needs `perf` and perf_event access.
  *   --packets N     (child mode) process exactly N packets after warm-up, print nothing.
- *   --upto STAGE    (child mode) cut the loop after rx | parse | steer | rewrite (default: whole engine).
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -220,7 +221,7 @@ interface Result extends Scenario {
   flow_hit_ratio: number;
   stages_ns?: Record<Stage, number>;
   instructions_per_packet?: number;
-  stages_instructions?: Record<Stage, number>;
+  cycles_per_packet?: number;
 }
 
 /** Everything one measured loop needs; `step()` processes one batch and returns its packet count. */
@@ -243,46 +244,36 @@ function engineLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, h
 }
 
 /**
- * The engine's stages called directly, in its order, each one clocked (performance.now(), four
- * reads per batch of 256: noise next to a batch's tens of microseconds), cut after `upto`.
+ * The engine's stages called directly, in its order, each one clocked (performance.now(), five
+ * reads per batch of 256: noise next to a batch's tens of microseconds).
  */
-function stageLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher, upto: Stage): Loop {
+function stageLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher): Loop {
   const rx = new RingPort('in0', frames, flows, path === 'miss');
   const inPort = t.interfaces.indexOf('in0');
   const b = new Batch();
   const c = new Counters();
   const s = new SteerState({ hash });
   s.ensureInstances(t.instanceCount);
-  const cut = STAGES.indexOf(upto);
   const spent = new Float64Array(4);
   const step = () => {
     const t0 = performance.now();
     b.reset();
     rx.rxBurst(b, inPort, BATCH);
     const t1 = performance.now();
+    parseBatch(b, c);
+    const t2 = performance.now();
+    s.setNow(Date.now());
+    steerBatch(t, b, s, c);
+    const t3 = performance.now();
+    rewriteBatch(t, b, s, c);
+    const t4 = performance.now();
     spent[0] = t1 - t0;
-    if (cut >= 1) {
-      parseBatch(b, c);
-      const t2 = performance.now();
-      spent[1] = t2 - t1;
-      if (cut >= 2) {
-        s.setNow(Date.now());
-        steerBatch(t, b, s, c);
-        const t3 = performance.now();
-        spent[2] = t3 - t2;
-        if (cut >= 3) {
-          rewriteBatch(t, b, s, c);
-          spent[3] = performance.now() - t3;
-        }
-      }
-    }
+    spent[1] = t2 - t1;
+    spent[2] = t3 - t2;
+    spent[3] = t4 - t3;
     return b.count;
   };
   return { step, counters: c, spent };
-}
-
-function makeLoop(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHasher, upto: Stage): Loop {
-  return upto === 'tx' ? engineLoop(t, frames, sc.flows, sc.path, hash) : stageLoop(t, frames, sc.flows, sc.path, hash, upto);
 }
 
 /** Populate the flow state (hit) and let the optimising compiler settle. */
@@ -328,14 +319,14 @@ function median(a: Float64Array): number {
  */
 function stageTimes(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number): Record<Stage, number> {
   const batches = Math.max(64, Math.round((seconds * 1e9) / (BATCH * 500)));
-  const loop = makeLoop(t, frames, sc, hash, 'rewrite');
+  const loop = stageLoop(t, frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
   const per = [0, 1, 2, 3].map(() => new Float64Array(batches));
   for (let k = 0; k < batches; k++) {
     loop.step();
     for (let st = 0; st < 4; st++) per[st][k] = loop.spent![st];
   }
-  const engine = makeLoop(t, frames, sc, hash, 'tx');
+  const engine = engineLoop(t, frames, sc.flows, sc.path, hash);
   warmUp(engine, sc.flows);
   const whole = new Float64Array(batches);
   for (let k = 0; k < batches; k++) {
@@ -349,16 +340,9 @@ function stageTimes(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHash
   return out;
 }
 
-/** Per-stage figures from cumulative cuts: stage k = cut k - cut k-1. */
-function differences(cumulative: number[]): Record<Stage, number> {
-  const out = {} as Record<Stage, number>;
-  STAGES.forEach((st, k) => (out[st] = Math.round(cumulative[k] - (k > 0 ? cumulative[k - 1] : 0))));
-  return out;
-}
-
 function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
   const t = compileTables(state);
-  const loop = makeLoop(t, frames, sc, hash, 'tx');
+  const loop = engineLoop(t, frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
   const ev = loop.counters.events;
   const hits0 = ev[Ctr.flow_cache_hits];
@@ -378,30 +362,34 @@ function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: Flow
   return r;
 }
 
-/** Child mode: exactly `packets` packets after warm-up, through the loop cut after `upto`. */
-function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, upto: Stage, packets: number): void {
-  const loop = makeLoop(compileTables(state), frames, sc, hash, upto);
+/** Child mode: exactly `packets` packets through the engine after warm-up. */
+function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, packets: number): void {
+  const loop = engineLoop(compileTables(state), frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
   for (let n = 0; n < packets; ) n += loop.step();
 }
 
-/** User-space instructions of one child run (perf stat, CSV output on stderr). */
-function childInstructions(sc: Scenario, upto: Stage, packets: number): number {
+/** User-space instructions and cycles of one child run (perf stat, CSV output on stderr). */
+function childCounts(sc: Scenario, packets: number): { instructions: number; cycles: number } {
   const self = fileURLToPath(import.meta.url);
   const only = [sc.path, sc.classifiers, sc.flows, sc.hash].join(',');
-  const args = ['stat', '-x', ',', '-e', 'instructions:u', process.execPath, self, '--only', only, '--upto', upto, '--packets', String(packets)];
+  const args = ['stat', '--no-inherit', '-x', ',', '-e', 'instructions:u,cycles:u', process.execPath, self, '--only', only, '--packets', String(packets)];
   const run = spawnSync('perf', args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
   const out = run.stderr ?? '';
-  const line = out.split('\n').find((l) => l.includes('instructions'));
-  const value = line ? Number(line.split(',')[0]) : NaN;
-  if (run.status !== 0 || !Number.isFinite(value)) throw new Error(`perf stat gave no instruction count: ${run.error?.message ?? out.trim()}`);
-  return value;
+  const count = (event: string) => Number(out.split('\n').find((l) => l.includes(event))?.split(',')[0]);
+  const r = { instructions: count('instructions'), cycles: count('cycles') };
+  if (run.status !== 0 || !Number.isFinite(r.instructions) || !Number.isFinite(r.cycles)) {
+    throw new Error(`perf stat gave no counts: ${run.error?.message ?? out.trim()}`);
+  }
+  return r;
 }
 
-/** Instructions per packet of the loop cut after `upto`: two runs, N and 3N packets, differenced. */
-function instructionsPerPacket(sc: Scenario, upto: Stage): number {
+/** Instructions and cycles per packet: two runs, N and 3N packets, differenced. */
+function countsPerPacket(sc: Scenario): { instructions: number; cycles: number } {
   const n = 1 << 20;
-  return (childInstructions(sc, upto, 3 * n) - childInstructions(sc, upto, n)) / (2 * n);
+  const a = childCounts(sc, n);
+  const b = childCounts(sc, 3 * n);
+  return { instructions: Math.round((b.instructions - a.instructions) / (2 * n)), cycles: Math.round((b.cycles - a.cycles) / (2 * n)) };
 }
 
 function isKnownKey(o: string): boolean {
@@ -421,14 +409,13 @@ function frameSet(n: number): Uint32Array {
 }
 
 function printTable(results: Result[]): void {
-  console.log('path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits  insn/pkt');
+  console.log('path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits  insn/pkt  cycles/pkt');
   for (const r of results) {
-    const insn = r.instructions_per_packet === undefined ? '' : String(Math.round(r.instructions_per_packet)).padStart(9);
+    const insn = r.instructions_per_packet === undefined ? '' : `${String(r.instructions_per_packet).padStart(9)} ${String(r.cycles_per_packet).padStart(11)}`;
     console.log(
       `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1).padStart(8)}% ${insn}`,
     );
     if (r.stages_ns) console.log(`      ns/pkt by stage:       ${STAGES.map((st) => `${st} ${r.stages_ns![st]}`).join(', ')}`);
-    if (r.stages_instructions) console.log(`      insn/pkt by stage:     ${STAGES.map((st) => `${st} ${r.stages_instructions![st]}`).join(', ')}`);
   }
 }
 
@@ -438,8 +425,6 @@ async function main(argv: string[]): Promise<void> {
   const instructions = argv.includes('--instructions');
   const seconds = Number(option(argv, '--seconds') ?? 0.4);
   const packets = option(argv, '--packets');
-  const upto = (option(argv, '--upto') ?? 'tx') as Stage;
-  if (!STAGES.includes(upto)) throw new Error(`--upto: one of ${STAGES.join(', ')}`);
   const hashers = new Map<string, FlowHasher>([
     ['js-int32', hashFlow],
     ['xxhash-wasm', await createXxhFlowHasher()],
@@ -459,14 +444,14 @@ async function main(argv: string[]): Promise<void> {
           if (!flowSets.has(flows)) flowSets.set(flows, frameSet(flows));
           const frames = flowSets.get(flows)!;
           if (packets !== undefined) {
-            runFixed(state, frames, sc, hash, upto, Number(packets));
+            runFixed(state, frames, sc, hash, Number(packets));
             continue;
           }
           const r = runScenario(state, frames, sc, hash, seconds, stages);
           if (instructions) {
-            const insn = (stages ? STAGES : (['tx'] as const)).map((st) => instructionsPerPacket(sc, st));
-            r.instructions_per_packet = Math.round(insn[insn.length - 1]);
-            if (stages) r.stages_instructions = differences(insn);
+            const k = countsPerPacket(sc);
+            r.instructions_per_packet = k.instructions;
+            r.cycles_per_packet = k.cycles;
           }
           results.push(r);
           if (json) console.log(JSON.stringify(r));

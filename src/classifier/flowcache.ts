@@ -4,7 +4,7 @@
  * A table maps a fixed-width integer key, read straight from a parsed batch slot, to an entry
  * index. It never allocates after construction.
  *
- * Layout: `capacity` entries (a power of two) in buckets of WAYS consecutive entries. One 32-bit
+ * Buckets: `capacity` entries (a power of two) in buckets of WAYS consecutive entries. One 32-bit
  * hash of the key picks two candidate buckets (low bits, and the low bits xor a non-zero value
  * taken from the high bits, so the two always differ). Lookup compares the stored hash, then the
  * full key, in the 2 × WAYS candidates. Insert takes a free candidate, else evicts the candidate
@@ -14,15 +14,18 @@
  * Memory is laid out for the number of cache lines a packet touches:
  *  - `meta`: one 64-byte line per bucket holding its WAYS hashes (int32, bytes 0-15) and last-used
  *    times (float64, bytes 16-47, -Infinity = free). A lookup reads one line per bucket it probes
- *    and refreshes the time in that same line; choosing a victim on insert reads no key at all.
- *  - `records`: one record per entry, `stride` int32 words (a multiple of 16, so records are
- *    line-aligned): the key (KEY_WORDS words, word 0 = 0 when free) followed by the caller's payload
- *    (FLOW_PAYLOAD.. ; the caller asks for `payloadWords` and reads and writes them itself). So a
- *    hit touches the bucket's meta line and its entry's record, and the caller's per-flow state
- *    sits in the same record as the key it was found by: one lookup, no second table.
+ *    and refreshes the time in that same line; choosing a victim on insert reads no record.
+ *  - `records`: one record of FLOW_RECORD_WORDS int32 words (two cache lines) per entry, holding
+ *    the key and the caller's per-entry payload, so that a hit needs no second table:
+ *        line 1: words 0-4 key: [tag | ipVer | proto << 8 | flags], src[0], dst[0], ports or IP
+ *                id, scope; words FLOW_HOT.. (11 words) caller payload
+ *        line 2: words 16-21 key: src[1..3], dst[1..3]; words FLOW_COLD.. (10 words) caller payload
+ *    Word 0 carries UPPER when an address word past the first is non-zero (IPv6); without it those
+ *    words are zero, so the lookup of an IPv4 flow compares line 1 only. Word 0 = 0: free entry.
+ *    Callers put the fields every packet needs in the hot words and the rest in the cold ones.
  * The key is never copied out of the batch for a lookup: the hash and the comparison read the
- * slot's fields directly. Callers that look up and later insert the same slot keep the hash
- * (`hashOf`) and pass it to `findHashed` / `insertHashed`, so a miss is hashed once.
+ * slot's fields directly. A lookup leaves the key's hash in `lastHash`; a caller that inserts the
+ * same slot after a miss passes it back (insertHashed) instead of hashing again.
  *
  * Two key shapes share that machinery (KeyedTable, held by composition so its hot methods only
  * ever see one class; a small base class adds the clock and housekeeping):
@@ -35,26 +38,52 @@
 import type { Batch } from '../dataplane/batch.js';
 
 const WAYS = 4;
-/** Key words: [tag | ipVer | proto << 8 | canonical << 16], src[4], dst[4], ports or IP id, scope. */
-const KEY_WORDS = 11;
-/** Word of a record where the caller's payload starts. */
-export const FLOW_PAYLOAD = KEY_WORDS;
+/** Int32 words per entry record (two cache lines, see the layout above). */
+export const FLOW_RECORD_WORDS = 32;
+/** First of the 11 payload words on a record's first line (the key's line). */
+export const FLOW_HOT = 5;
+/** First of the 10 payload words on a record's second line. */
+export const FLOW_COLD = 22;
+/** Record words of src[1..3] and dst[1..3]. */
+const K_UPPER = 16;
 /** Set in word 0 of every stored key, so a zero word 0 means "empty". */
 const TAG = 1 << 24;
 const CANONICAL = 1 << 16;
+/** Some address word past the first is non-zero (stored at K_UPPER..). */
+const UPPER = 1 << 17;
 /** meta: int32 words per bucket (one cache line); the times are float64 slots TIME.. of it. */
 const META_WORDS = 16;
 const TIME = 2;
 const FREE = -Infinity;
 
-/** Words per record for a payload of `payloadWords`: key + payload, rounded up to whole lines. */
-export function flowRecordWords(payloadWords: number): number {
-  return (KEY_WORDS + payloadWords + 15) & ~15;
-}
+const MIX = 0x9e3779b1;
 
-function mixWord(h: number, w: number): number {
-  const x = Math.imul(h ^ w, 0x9e3779b1);
-  return x ^ (x >>> 15);
+/**
+ * Hash of a key: one multiply-xorshift round per key word (the upper address words only under
+ * UPPER), then murmur3's finaliser. Straight-line code, so it costs V8 no inlining budget for calls.
+ */
+function hashKey(w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
+  let h = Math.imul(0x9747b28c ^ w0, MIX);
+  h = Math.imul(h ^ (h >>> 15) ^ s[o], MIX);
+  if ((w0 & UPPER) !== 0) {
+    h = Math.imul(h ^ (h >>> 15) ^ s[o + 1], MIX);
+    h = Math.imul(h ^ (h >>> 15) ^ s[o + 2], MIX);
+    h = Math.imul(h ^ (h >>> 15) ^ s[o + 3], MIX);
+  }
+  h = Math.imul(h ^ (h >>> 15) ^ d[o], MIX);
+  if ((w0 & UPPER) !== 0) {
+    h = Math.imul(h ^ (h >>> 15) ^ d[o + 1], MIX);
+    h = Math.imul(h ^ (h >>> 15) ^ d[o + 2], MIX);
+    h = Math.imul(h ^ (h >>> 15) ^ d[o + 3], MIX);
+  }
+  h = Math.imul(h ^ (h >>> 15) ^ w3, MIX);
+  h = Math.imul(h ^ (h >>> 15) ^ scope, MIX);
+  h ^= h >>> 15;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
 /**
@@ -73,13 +102,21 @@ export function endpointsReversed(b: Batch, i: number): boolean {
   return b.sport[i] > b.dport[i];
 }
 
+/** Key word 0 of slot i: tag, IP version, protocol, the caller's flags and UPPER when it applies. */
+function word0(b: Batch, i: number, flags: number): number {
+  const o = i << 2;
+  const s = b.src;
+  const d = b.dst;
+  const upper = s[o + 1] | s[o + 2] | s[o + 3] | d[o + 1] | d[o + 2] | d[o + 3];
+  return TAG | flags | (upper !== 0 ? UPPER : 0) | b.ipVer[i] | (b.proto[i] << 8);
+}
+
 /**
  * Generic exact-match table. A key is given as (word 0, source and destination address arrays with
- * the slot's word offset, word 9, scope): the addresses are read in place from the batch.
+ * the slot's word offset, word 3, scope): the addresses are read in place from the batch.
  */
 class KeyedTable {
   readonly capacity: number;
-  readonly stride: number;
   readonly records: Int32Array;
   readonly meta: Int32Array;
   readonly times: Float64Array;
@@ -87,13 +124,12 @@ class KeyedTable {
   count = 0;
   private readonly bucketMask: number;
 
-  constructor(capacity: number, payloadWords: number) {
+  constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 2 * WAYS || (capacity & (capacity - 1)) !== 0) {
       throw new RangeError(`flow table capacity must be a power of two >= ${2 * WAYS}, got ${capacity}`);
     }
     this.capacity = capacity;
-    this.stride = flowRecordWords(payloadWords);
-    this.records = new Int32Array(capacity * this.stride);
+    this.records = new Int32Array(capacity * FLOW_RECORD_WORDS);
     const buckets = capacity / WAYS;
     const meta = new ArrayBuffer(buckets * META_WORDS * 4);
     this.meta = new Int32Array(meta);
@@ -101,76 +137,57 @@ class KeyedTable {
     this.bucketMask = buckets - 1;
   }
 
-  /**
-   * Hash of a key: one multiply-xorshift round per word, then murmur3's finaliser. IPv4 keys skip
-   * the address words that are always zero.
-   */
-  hash(w0: number, s: Uint32Array, d: Uint32Array, o: number, w9: number, scope: number): number {
-    let h = mixWord(0x9747b28c, w0);
-    h = mixWord(h, s[o]);
-    if ((w0 & 0xff) !== 4) {
-      h = mixWord(h, s[o + 1]);
-      h = mixWord(h, s[o + 2]);
-      h = mixWord(h, s[o + 3]);
-    }
-    h = mixWord(h, d[o]);
-    if ((w0 & 0xff) !== 4) {
-      h = mixWord(h, d[o + 1]);
-      h = mixWord(h, d[o + 2]);
-      h = mixWord(h, d[o + 3]);
-    }
-    h = mixWord(h, w9);
-    h = mixWord(h, scope);
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    return h ^ (h >>> 16);
-  }
-
   private bucket2(b1: number, h: number): number {
     return b1 ^ (((h >>> 16) & this.bucketMask) | 1);
   }
 
-  /** Entry of bucket `bucket` holding the key with hash h, or -1. */
-  private findIn(bucket: number, h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w9: number, scope: number): number {
+  /** Whether record r holds src[1..3], dst[1..3] of the key (only consulted under UPPER). */
+  private upperEqual(r: number, s: Uint32Array, d: Uint32Array, o: number): boolean {
+    const k = this.records;
+    return (
+      k[r + K_UPPER] === (s[o + 1] | 0) &&
+      k[r + K_UPPER + 1] === (s[o + 2] | 0) &&
+      k[r + K_UPPER + 2] === (s[o + 3] | 0) &&
+      k[r + K_UPPER + 3] === (d[o + 1] | 0) &&
+      k[r + K_UPPER + 4] === (d[o + 2] | 0) &&
+      k[r + K_UPPER + 5] === (d[o + 3] | 0)
+    );
+  }
+
+  /** Whether entry e holds the key. */
+  private matches(e: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): boolean {
+    const k = this.records;
+    const r = e * FLOW_RECORD_WORDS;
+    return (
+      k[r] === w0 &&
+      k[r + 1] === (s[o] | 0) &&
+      k[r + 2] === (d[o] | 0) &&
+      k[r + 3] === w3 &&
+      k[r + 4] === scope &&
+      ((w0 & UPPER) === 0 || this.upperEqual(r, s, d, o))
+    );
+  }
+
+  /** Entry holding the key (hash h), or -1; refreshes its last-used time. */
+  find(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
     const meta = this.meta;
-    const m = bucket * META_WORDS;
-    for (let w = 0; w < WAYS; w++) {
-      if (meta[m + w] !== h) continue;
-      const e = bucket * WAYS + w;
-      const k = this.records;
-      const r = e * this.stride;
-      if (
-        k[r] === w0 &&
-        k[r + 1] === (s[o] | 0) &&
-        k[r + 5] === (d[o] | 0) &&
-        k[r + 9] === w9 &&
-        k[r + 10] === scope &&
-        k[r + 2] === (s[o + 1] | 0) &&
-        k[r + 3] === (s[o + 2] | 0) &&
-        k[r + 4] === (s[o + 3] | 0) &&
-        k[r + 6] === (d[o + 1] | 0) &&
-        k[r + 7] === (d[o + 2] | 0) &&
-        k[r + 8] === (d[o + 3] | 0)
-      ) {
-        this.times[(m >> 1) + TIME + w] = this.now;
+    const b1 = h & this.bucketMask;
+    let bucket = b1;
+    for (let n = 0; n < 2 * WAYS; n++) {
+      if (n === WAYS) bucket = this.bucket2(b1, h);
+      if (meta[bucket * META_WORDS + (n & (WAYS - 1))] !== h) continue;
+      const e = bucket * WAYS + (n & (WAYS - 1));
+      if (this.matches(e, w0, s, d, o, w3, scope)) {
+        this.times[timeIndex(e)] = this.now;
         return e;
       }
     }
     return -1;
   }
 
-  /** Entry holding the key (hash h), or -1; refreshes its last-used time. */
-  find(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w9: number, scope: number): number {
-    const b1 = h & this.bucketMask;
-    const e = this.findIn(b1, h, w0, s, d, o, w9, scope);
-    return e >= 0 ? e : this.findIn(this.bucket2(b1, h), h, w0, s, d, o, w9, scope);
-  }
-
   /** Entry for the key (hash h): the existing one, else a free or least recently used candidate, overwritten. */
-  place(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w9: number, scope: number): number {
-    const found = this.find(h, w0, s, d, o, w9, scope);
+  place(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
+    const found = this.find(h, w0, s, d, o, w3, scope);
     if (found >= 0) return found;
     const times = this.times;
     const b1 = h & this.bucketMask;
@@ -178,40 +195,31 @@ class KeyedTable {
     let victim = -1;
     let oldest = Infinity;
     for (let n = 0; n < 2 * WAYS; n++) {
-      const bucket = n < WAYS ? b1 : b2;
-      const t = times[bucket * (META_WORDS >> 1) + TIME + (n & (WAYS - 1))];
+      const e = (n < WAYS ? b1 : b2) * WAYS + (n & (WAYS - 1));
+      const t = times[timeIndex(e)];
       if (t < oldest) {
         oldest = t;
-        victim = bucket * WAYS + (n & (WAYS - 1));
+        victim = e;
         if (t === FREE) break;
       }
     }
     if (oldest === FREE) this.count++;
-    const m = (victim >> 2) * META_WORDS + (victim & (WAYS - 1));
-    this.meta[m] = h;
-    times[((victim >> 2) * META_WORDS >> 1) + TIME + (victim & (WAYS - 1))] = this.now;
+    this.meta[(victim >> 2) * META_WORDS + (victim & (WAYS - 1))] = h;
+    times[timeIndex(victim)] = this.now;
     const k = this.records;
-    const r = victim * this.stride;
+    const r = victim * FLOW_RECORD_WORDS;
     k[r] = w0;
     k[r + 1] = s[o];
-    k[r + 2] = s[o + 1];
-    k[r + 3] = s[o + 2];
-    k[r + 4] = s[o + 3];
-    k[r + 5] = d[o];
-    k[r + 6] = d[o + 1];
-    k[r + 7] = d[o + 2];
-    k[r + 8] = d[o + 3];
-    k[r + 9] = w9;
-    k[r + 10] = scope;
+    k[r + 2] = d[o];
+    k[r + 3] = w3;
+    k[r + 4] = scope;
+    k[r + K_UPPER] = s[o + 1];
+    k[r + K_UPPER + 1] = s[o + 2];
+    k[r + K_UPPER + 2] = s[o + 3];
+    k[r + K_UPPER + 3] = d[o + 1];
+    k[r + K_UPPER + 4] = d[o + 2];
+    k[r + K_UPPER + 5] = d[o + 3];
     return victim;
-  }
-
-  /** Free entry e (its key word 0 and hash cleared, time FREE). */
-  private free(e: number): void {
-    const m = (e >> 2) * META_WORDS;
-    this.meta[m + (e & (WAYS - 1))] = 0;
-    this.times[(m >> 1) + TIME + (e & (WAYS - 1))] = FREE;
-    this.records[e * this.stride] = 0;
   }
 
   clear(): void {
@@ -225,15 +233,22 @@ class KeyedTable {
   expire(idleMs: number): number {
     let freed = 0;
     for (let e = 0; e < this.capacity; e++) {
-      const t = this.times[((e >> 2) * META_WORDS >> 1) + TIME + (e & (WAYS - 1))];
+      const t = this.times[timeIndex(e)];
       if (t !== FREE && this.now - t > idleMs) {
-        this.free(e);
+        this.meta[(e >> 2) * META_WORDS + (e & (WAYS - 1))] = 0;
+        this.times[timeIndex(e)] = FREE;
+        this.records[e * FLOW_RECORD_WORDS] = 0;
         freed++;
       }
     }
     this.count -= freed;
     return freed;
   }
+}
+
+/** Index in `times` of entry e's last-used time. */
+function timeIndex(e: number): number {
+  return (e >> 2) * (META_WORDS >> 1) + TIME + (e & (WAYS - 1));
 }
 
 export const DEFAULT_FLOW_CAPACITY = 1 << 16;
@@ -243,8 +258,8 @@ export const DEFAULT_FRAGMENT_CAPACITY = 1 << 10;
 abstract class ExactMatchTable {
   protected readonly t: KeyedTable;
 
-  constructor(capacityPow2: number, payloadWords: number) {
-    this.t = new KeyedTable(capacityPow2, payloadWords);
+  constructor(capacityPow2: number) {
+    this.t = new KeyedTable(capacityPow2);
   }
 
   /** Coarse clock (ms) used for LRU replacement and expiry; set once per batch. */
@@ -259,12 +274,7 @@ abstract class ExactMatchTable {
     return this.t.capacity;
   }
 
-  /** Int32 words per entry record (key, then the caller's payload from FLOW_PAYLOAD). */
-  get stride(): number {
-    return this.t.stride;
-  }
-
-  /** The entry records: entry e's payload is words e * stride + FLOW_PAYLOAD .. e * stride + stride - 1. */
+  /** The entry records (FLOW_RECORD_WORDS per entry; the caller owns words FLOW_HOT.. and FLOW_COLD..). */
   get records(): Int32Array {
     return this.t.records;
   }
@@ -284,48 +294,35 @@ abstract class ExactMatchTable {
   }
 }
 
-/** Key word 0 of slot i. */
-function word0(b: Batch, i: number, flags: number): number {
-  return TAG | flags | b.ipVer[i] | (b.proto[i] << 8);
-}
-
 /**
- * Exact-match cache of flows (5-tuple + scope), optionally direction-free. The hashed API takes
- * `swap` (the canonical key swaps its endpoints exactly when endpointsReversed(b, i)) so a caller
- * that already knows the orientation does not compute it again, and leaves the key's hash in
- * `lastHash` so that an insert after a miss does not hash again.
+ * Exact-match cache of flows (5-tuple + scope), optionally direction-free. findSlot / insertHashed
+ * take `swap` (the canonical key swaps its endpoints exactly when endpointsReversed(b, i)), so a
+ * caller that already knows the orientation does not compute it again.
  */
 export class FlowCache extends ExactMatchTable {
-  /** Hash of the key of the last findSlot / lookup / insert. */
+  /** Hash of the key of the last findSlot / insert, for an insertHashed of the same slot. */
   lastHash = 0;
-  // The key's words 0 and 9 for the current call (the addresses are read in place).
-  private w0 = 0;
-  private w9 = 0;
 
-  constructor(capacityPow2: number = DEFAULT_FLOW_CAPACITY, payloadWords = 0) {
-    super(capacityPow2, payloadWords);
-  }
-
-  private load(b: Batch, i: number, canonical: boolean, swap: boolean): void {
-    this.w0 = word0(b, i, canonical ? CANONICAL : 0);
-    this.w9 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
+  constructor(capacityPow2: number = DEFAULT_FLOW_CAPACITY) {
+    super(capacityPow2);
   }
 
   /** Entry of slot i's flow, or -1 (its hash left in lastHash); refreshes its last-used time. */
   findSlot(b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
-    this.load(b, i, canonical, swap);
+    const w0 = word0(b, i, canonical ? CANONICAL : 0);
+    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
     const s = swap ? b.dst : b.src;
     const d = swap ? b.src : b.dst;
-    const h = this.t.hash(this.w0, s, d, i << 2, this.w9, scope);
+    const h = hashKey(w0, s, d, i << 2, w3, scope);
     this.lastHash = h;
-    return this.t.find(h, this.w0, s, d, i << 2, this.w9, scope);
+    return this.t.find(h, w0, s, d, i << 2, w3, scope);
   }
 
   /** Entry for slot i's flow given its hash h: existing, free, or evicted (the caller overwrites its payload). */
   insertHashed(h: number, b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
-    this.load(b, i, canonical, swap);
+    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
     this.lastHash = h;
-    return this.t.place(h, this.w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, this.w9, scope);
+    return this.t.place(h, word0(b, i, canonical ? CANONICAL : 0), swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, w3, scope);
   }
 
   /** Entry index of slot i's flow, or -1; refreshes its last-used time. */
@@ -336,32 +333,29 @@ export class FlowCache extends ExactMatchTable {
   /** Entry index for slot i's flow (existing, free, or evicted: the caller overwrites its payload). */
   insert(b: Batch, i: number, scope: number, canonical: boolean): number {
     const swap = canonical && endpointsReversed(b, i);
-    this.load(b, i, canonical, swap);
-    const s = swap ? b.dst : b.src;
-    const d = swap ? b.src : b.dst;
-    return this.insertHashed(this.t.hash(this.w0, s, d, i << 2, this.w9, scope), b, i, scope, canonical, swap);
+    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
+    const h = hashKey(word0(b, i, canonical ? CANONICAL : 0), swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, w3, scope);
+    return this.insertHashed(h, b, i, scope, canonical, swap);
   }
 }
 
 /** Exact-match table of fragmented datagrams (addresses, proto, IP id + scope). */
 export class FragmentTable extends ExactMatchTable {
   constructor(capacityPow2: number = DEFAULT_FRAGMENT_CAPACITY) {
-    super(capacityPow2, 0);
+    super(capacityPow2);
   }
 
   /** Entry index of slot i's datagram, or -1; refreshes its last-used time. */
   lookup(b: Batch, i: number, scope: number): number {
     const w0 = word0(b, i, 0);
     const id = b.ipId[i] | 0;
-    const h = this.t.hash(w0, b.src, b.dst, i << 2, id, scope);
-    return this.t.find(h, w0, b.src, b.dst, i << 2, id, scope);
+    return this.t.find(hashKey(w0, b.src, b.dst, i << 2, id, scope), w0, b.src, b.dst, i << 2, id, scope);
   }
 
   /** Entry index for slot i's datagram (existing, free, or evicted). */
   insert(b: Batch, i: number, scope: number): number {
     const w0 = word0(b, i, 0);
     const id = b.ipId[i] | 0;
-    const h = this.t.hash(w0, b.src, b.dst, i << 2, id, scope);
-    return this.t.place(h, w0, b.src, b.dst, i << 2, id, scope);
+    return this.t.place(hashKey(w0, b.src, b.dst, i << 2, id, scope), w0, b.src, b.dst, i << 2, id, scope);
   }
 }

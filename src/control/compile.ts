@@ -21,9 +21,9 @@
  * Incremental: every change compiles the whole State, but a compile against `prev` reuses what
  * that generation already built from identical inputs: each group's Maglev slice (keyed by its
  * instances' keys, weights and indices), each classifier table (keyed by its rules' fields) and
- * the parsed MACs. The memo hangs off the Tables in a WeakMap, so Tables stay plain
- * structured-clone-able objects and a generation's memo goes away with it; a compile keeps only
- * what it used, so the memo never outgrows one generation.
+ * each port's MAC bytes (same index, same text). The memo hangs off the Tables in a WeakMap, so
+ * Tables stay plain structured-clone-able objects and a generation's memo goes away with it; a
+ * compile keeps only what it used, so the memo never outgrows one generation.
  *
  * Not rendered yet (the seams exist: hopKind, pathEncap): tap groups are skipped, so their chain
  * continues to the next non-tap hop and the SI numbering counts only non-tap hops, as the reference
@@ -82,16 +82,18 @@ interface Memo {
   maglev: Map<string, Int32Array>;
   /** A rule list (ruleKey per rule) → its compiled classifier. */
   classifiers: Map<string, ClassifierTable>;
-  /** MAC text → its 6 bytes. */
-  macs: Map<string, Uint8Array>;
+  /** Each port's MAC text, by port index (its bytes are the generation's portMac). */
+  macs: string[];
 }
 
 const MEMO = new WeakMap<Tables, Memo>();
 
-/** `key` from this compile's memo, else the previous generation's, else made; kept for the next. */
+/**
+ * `key` from the previous generation's memo, else made; kept for the next. (Only the previous
+ * generation's: a compile with nothing to reuse builds everything itself, whatever the keys.)
+ */
 function reuse<V>(now: Map<string, V>, before: Map<string, V> | undefined, key: string, make: () => V): V {
-  let value = now.get(key) ?? before?.get(key);
-  if (value === undefined) value = make();
+  const value = before?.get(key) ?? make();
   now.set(key, value);
   return value;
 }
@@ -115,7 +117,7 @@ function ruleKey(fc: FlowClassifier, reverse: boolean, inPort: number): string {
 export function compileTables(state: State, prev?: Tables): Tables {
   const generation = (prev?.generation ?? 0) + 1;
   const before = prev && MEMO.get(prev);
-  const memo: Memo = { maglev: new Map(), classifiers: new Map(), macs: new Map() };
+  const memo: Memo = { maglev: new Map(), classifiers: new Map(), macs: state.ports.map((p) => p.mac_address) };
   const ports = state.ports;
   const portIndex = new Map<string, number>(ports.map((p, k) => [p.id, k]));
   const pairs = new Map<string, PortPair>(state.port_pairs.map((p) => [p.id, p]));
@@ -250,11 +252,11 @@ export function compileTables(state: State, prev?: Tables): Tables {
   });
 
   // SF return ports: (path, hop) pairs.
-  const sfByPort: { path: number; hop: number }[][] = ports.map(() => []);
+  const sfByPort: ({ path: number; hop: number }[] | undefined)[] = new Array(ports.length);
   let hopCount = 0;
   paths.forEach((p, pi) => {
     p.hops.forEach((g, h) => {
-      for (const pp of groupPairs[g]) sfByPort[portIndex.get(p.reverse ? pp.ingress : pp.egress)!].push({ path: pi, hop: h });
+      for (const pp of groupPairs[g]) (sfByPort[portIndex.get(p.reverse ? pp.ingress : pp.egress)!] ??= []).push({ path: pi, hop: h });
     });
     hopCount += p.hops.length;
   });
@@ -277,7 +279,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
     {
       interfaces: interfaces.length,
       ports: ports.length,
-      sfEntries: sfByPort.reduce((n, l) => n + l.length, 0),
+      sfEntries: sfByPort.reduce((n, l) => n + (l?.length ?? 0), 0),
       rules: rulePlans.length,
       paths: paths.length,
       hops: hopCount,
@@ -298,12 +300,8 @@ export function compileTables(state: State, prev?: Tables): Tables {
   t.portIds = ports.map((p) => p.id);
   t.portNames = ports.map(label);
   ports.forEach((p, k) => {
-    const mac = reuse(memo.macs, before?.macs, p.mac_address, () => {
-      const bytes = new Uint8Array(6);
-      if (!parseMac(p.mac_address, bytes, 0)) throw refuse(`port ${label(p)}: bad mac_address '${p.mac_address}'`);
-      return bytes;
-    });
-    t.portMac.set(mac, k * 6);
+    if (prev && before?.macs[k] === p.mac_address) for (let b = k * 6; b < k * 6 + 6; b++) t.portMac[b] = prev.portMac[b];
+    else if (!parseMac(p.mac_address, t.portMac, k * 6)) throw refuse(`port ${label(p)}: bad mac_address '${p.mac_address}'`);
     t.portIface[k] = ifIndex.get(p['binding:profile'].interface)!;
     t.portMacHi[k] = (t.portMac[k * 6] << 8) | t.portMac[k * 6 + 1];
     t.portMacLo[k] = ((t.portMac[k * 6 + 2] << 24) | (t.portMac[k * 6 + 3] << 16) | (t.portMac[k * 6 + 4] << 8) | t.portMac[k * 6 + 5]) >>> 0;
@@ -314,15 +312,15 @@ export function compileTables(state: State, prev?: Tables): Tables {
   const ifaceFill = t.ifacePortBase.slice();
   for (let k = 0; k < ports.length; k++) t.ifacePorts[ifaceFill[t.portIface[k]]++] = k;
   let at = 0;
-  sfByPort.forEach((list, k) => {
+  for (let k = 0; k < ports.length; k++) {
     t.portSfBase[k] = at;
-    t.portSfCount[k] = list.length;
-    for (const { path, hop } of list) {
+    for (const { path, hop } of sfByPort[k] ?? []) {
       t.sfPath[at] = path;
       t.sfHop[at] = hop;
       at++;
     }
-  });
+    t.portSfCount[k] = at - t.portSfBase[k];
+  }
 
   // Rules.
   t.rules = rulePlans.map(
@@ -346,8 +344,9 @@ export function compileTables(state: State, prev?: Tables): Tables {
   const pathRules: number[][] = paths.map(() => []);
   rulePlans.forEach((r, ri) => pathRules[r.path].push(ri));
   const tableByKey = new Map<string, number>();
-  sfByPort.forEach((list, k) => {
-    if (list.length === 0) return;
+  for (let k = 0; k < ports.length; k++) {
+    const list = sfByPort[k];
+    if (list === undefined) continue;
     const pathSet = [...new Set(list.map((e) => e.path))].sort((a, b) => a - b);
     const key = pathSet.join(',');
     let ti = tableByKey.get(key);
@@ -364,7 +363,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
       tableByKey.set(key, ti);
     }
     t.portSfTable[k] = ti;
-  });
+  }
 
   // Chains, paths, hops.
   t.chainNames = plans.map(({ chain }) => label(chain));

@@ -58,7 +58,11 @@ export class MacTable {
   learn(vlan: number, macHi: number, macLo: number, iface: number): void {
     const hi = TAG | (vlan << 16) | macHi;
     const lo = macLo | 0;
-    if (hi === this.lastHi && lo === this.lastLo && iface === this.lastIface && this.now === this.lastNow) return;
+    // Small enough for V8 to inline into the data path; the table work stays out of line.
+    if (hi !== this.lastHi || lo !== this.lastLo || iface !== this.lastIface || this.now !== this.lastNow) this.store(hi, lo, iface);
+  }
+
+  private store(hi: number, lo: number, iface: number): void {
     this.lastHi = hi;
     this.lastLo = lo;
     this.lastIface = iface;

@@ -36,7 +36,7 @@
  * restore). Drops set b.drop and count a reason; nothing throws.
  */
 import { classify } from '../classifier/lookup.js';
-import { endpointsReversed, FLOW_PAYLOAD, flowRecordWords, FlowCache, FragmentTable } from '../classifier/flowcache.js';
+import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache, FragmentTable } from '../classifier/flowcache.js';
 import { hashFlow, LB_PORT_BITS, type FlowHasher } from '../hash/flowhash.js';
 import { BATCH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, type Batch } from './batch.js';
 import { Ctr, Drop, type Counters } from './counters.js';
@@ -51,29 +51,28 @@ export const V_END = 3;
 export const V_DROP = 4;
 
 /*
- * Flow entry payload: PAYLOAD int32 words stored in the FlowCache's own record of the entry, right
- * after its key, so a hit finds key and state in one record (int16 and byte views of the same
- * memory reach the packed fields). Offsets below are relative to the payload's first word:
- *   word 0 [R_GEN]      table generation the entry was last validated against
- *   word 1 [R_SERIAL]   bumped whenever the entry starts a new flow (fragment records check it)
- *   word 2,3 [R_RULE+o] classification of orientation o: rule index, RULE_NONE or RULE_UNKNOWN
- *   word 4 (int16 H_INPORT+o) logical port orientation o was classified at (-1: at an SF port)
- *   word 5 [R_FLAGS]    bit o: the MACs of orientation o are recorded; F_KEPT: instances survived
- *                       a re-validation, so a hop's choice may sit at another position
- *   words 6-9 (int16 H_INST + chain hop) MAX_HOPS instance indices, -1 = not chosen yet
- *   words 10-15 (bytes B_MACS + 12*o) the MACs (dst, src) orientation o carried at chain entry
+ * Flow state: the FlowCache's own record of the entry (flowcache.ts), after its key, so a hit finds
+ * key and state together. Int32 words of the record (int16 and byte views of the same memory reach
+ * the packed fields); everything a packet of a known flow reads is on the key's cache line:
+ *   [R_GEN]          table generation the entry was last validated against
+ *   [R_SERIAL]       bumped whenever the entry starts a new flow (fragment records check it)
+ *   [R_RULE + o]     classification of orientation o: rule index, RULE_NONE or RULE_UNKNOWN
+ *   (int16 H_INPORT + o) logical port orientation o was classified at (-1: at an SF port)
+ *   [R_FLAGS]        bit o: the MACs of orientation o are recorded; F_KEPT: instances survived a
+ *                    re-validation, so a hop's choice may sit at another position
+ *   (int16 H_INST + chain hop) MAX_HOPS instance indices, -1 = not chosen yet
+ * and on its second line (read at chain entry and end only):
+ *   (bytes B_MACS + 12*o) the MACs (dst, src) orientation o carried at chain entry
  */
-const PAYLOAD = 16;
-/** Int32 words per flow record; entry e's payload starts at word e * REC + FLOW_PAYLOAD. */
-const REC = flowRecordWords(PAYLOAD);
-const R_GEN = 0;
-const R_SERIAL = 1;
-const R_RULE = 2;
-const H_INPORT = 8;
-const R_FLAGS = 5;
+const REC = FLOW_RECORD_WORDS;
+const R_GEN = FLOW_HOT;
+const R_SERIAL = FLOW_HOT + 1;
+const R_RULE = FLOW_HOT + 2;
+const H_INPORT = (FLOW_HOT + 4) * 2;
+const R_FLAGS = FLOW_HOT + 5;
 const F_KEPT = 1 << 8;
-const H_INST = 12;
-const B_MACS = 40;
+const H_INST = (FLOW_HOT + 6) * 2;
+const B_MACS = FLOW_COLD * 4;
 const RULE_NONE = -1;
 const RULE_UNKNOWN = -2;
 
@@ -98,7 +97,7 @@ export class SteerState {
   /** Packets steered to each instance (index = instance index). */
   instancePackets: Float64Array;
 
-  /** The flow cache's records (see REC), with int16 and byte views of the same memory. */
+  /** The flow cache's records (flow state layout above), with int16 and byte views of the same memory. */
   readonly rec: Int32Array;
   readonly rec16: Int16Array;
   readonly rec8: Uint8Array;
@@ -115,14 +114,11 @@ export class SteerState {
   readonly slotRule = new Int32Array(BATCH);
   readonly slotMacs = new Uint8Array(BATCH * MACS);
   readonly slotHasMacs = new Uint8Array(BATCH);
-  // first-pass results: logical port (-1 = plain L2), orientation, flow key hash, flow entry serial
-  readonly slotPort = new Int32Array(BATCH);
-  readonly slotOrient = new Uint8Array(BATCH);
+  /** Flow key hash of a slot that missed, for its insert. */
   readonly slotHash = new Int32Array(BATCH);
-  readonly slotSerial = new Int32Array(BATCH);
 
   constructor(opts: SteerOptions = {}) {
-    this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY, PAYLOAD);
+    this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY);
     this.frags = new FragmentTable(opts.fragmentCapacity);
     this.l2 = new MacTable(opts.macCapacity, opts.macAgeMs);
     this.hash = opts.hash ?? hashFlow;
@@ -152,10 +148,10 @@ export class SteerState {
     this.instancePackets = grown;
   }
 
-  /** A fresh entry for slot i's flow (its first-pass hash and orientation), payload reset. */
-  newFlow(b: Batch, i: number, generation: number): number {
-    const e = this.flows.insertHashed(this.slotHash[i], b, i, b.vlan[i], true, this.slotOrient[i] === 1);
-    const r = payloadAt(e);
+  /** A fresh entry for slot i's flow (orientation o, key hash in slotHash), payload reset. */
+  newFlow(b: Batch, i: number, o: number, generation: number): number {
+    const e = this.flows.insertHashed(this.slotHash[i], b, i, b.vlan[i], true, o === 1);
+    const r = recordAt(e);
     const rec = this.rec;
     rec[r + R_GEN] = generation;
     rec[r + R_SERIAL] = ++this.nextSerial | 0;
@@ -169,7 +165,7 @@ export class SteerState {
 
   /** Bring an entry validated against an older generation up to date (see the design comment). */
   revalidate(t: Tables, e: number): void {
-    const r = payloadAt(e);
+    const r = recordAt(e);
     const old = this.rec[r + R_GEN];
     this.rec[r + R_RULE] = RULE_UNKNOWN;
     this.rec[r + R_RULE + 1] = RULE_UNKNOWN;
@@ -185,9 +181,9 @@ export class SteerState {
   }
 }
 
-/** First int32 word of flow entry e's payload in SteerState.rec. */
-function payloadAt(e: number): number {
-  return e * REC + FLOW_PAYLOAD;
+/** First int32 word of flow entry e's record in SteerState.rec. */
+function recordAt(e: number): number {
+  return e * REC;
 }
 
 /** Copy an Ethernet header's two MACs (12 bytes) without making views. */
@@ -248,9 +244,9 @@ function hopAt(t: Tables, L: number, p: number): number {
 function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number, p: number, hop: number): number {
   const g = t.hopGroup[hop];
   const inst = s.rec16;
-  const base = payloadAt(e) * 2 + H_INST;
+  const base = recordAt(e) * 2 + H_INST;
   const at = base + t.hopChainHop[hop];
-  const moved = e >= 0 && (s.rec[payloadAt(e) + R_FLAGS] & F_KEPT) !== 0;
+  const moved = e >= 0 && (s.rec[recordAt(e) + R_FLAGS] & F_KEPT) !== 0;
   if (e >= 0) {
     const k = inst[at];
     if (k >= 0 && t.instGroup[k] === g) return k;
@@ -309,8 +305,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   s.verdict[i] = V_END;
   b.hop[i] = -1;
   const m = i * MACS;
-  if (e >= 0 && (s.rec[payloadAt(e) + R_FLAGS] & (1 << o)) !== 0) {
-    copyMacs(s.rec8, payloadAt(e) * 4 + B_MACS + o * MACS, s.slotMacs, m);
+  if (e >= 0 && (s.rec[recordAt(e) + R_FLAGS] & (1 << o)) !== 0) {
+    copyMacs(s.rec8, recordAt(e) * 4 + B_MACS + o * MACS, s.slotMacs, m);
     s.slotHasMacs[i] = 1;
   } else if (t.ruleHasMacs[r] === 1) {
     copyMacs(t.ruleMacs, r * RULE_MAC_STRIDE, s.slotMacs, m);
@@ -333,26 +329,27 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
 function recordFragment(b: Batch, s: SteerState, i: number, e: number, o: number): void {
   const fe = s.frags.insert(b, i, b.vlan[i]);
   s.fragFlow[fe] = e;
-  s.fragSerial[fe] = s.rec[payloadAt(e) + R_SERIAL];
+  s.fragSerial[fe] = s.rec[recordAt(e) + R_SERIAL];
   s.fragOrient[fe] = o;
 }
 
 /** Record orientation o of entry e as classified into rule r (or RULE_NONE) at logical port L. */
 function setRule(s: SteerState, e: number, o: number, r: number, L: number): void {
-  s.rec[payloadAt(e) + R_RULE + o] = r;
-  s.rec16[payloadAt(e) * 2 + H_INPORT + o] = L;
+  s.rec[recordAt(e) + R_RULE + o] = r;
+  s.rec16[recordAt(e) * 2 + H_INPORT + o] = L;
 }
 
-/** Slot i arrived from logical port L, which has a chain role. */
-function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number): void {
+/**
+ * Slot i arrived on interface f from logical port L, which has a chain role; e is its flow entry
+ * (-1: none, or a later fragment) in orientation o.
+ */
+function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number, e: number, o: number): void {
   const rec = s.rec;
-  let e = -1;
-  let o = 0;
   let early = false;
   const frag = b.frag[i];
   if (frag === FRAG_LATER) {
     const fe = s.frags.lookup(b, i, b.vlan[i]);
-    if (fe >= 0 && rec[payloadAt(s.fragFlow[fe]) + R_SERIAL] === s.fragSerial[fe]) {
+    if (fe >= 0 && rec[recordAt(s.fragFlow[fe]) + R_SERIAL] === s.fragSerial[fe]) {
       e = s.fragFlow[fe];
       o = s.fragOrient[fe];
       c.events[Ctr.fragments_followed]++;
@@ -360,16 +357,11 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
       early = true;
       c.events[Ctr.fragments_l3_only]++;
     }
-  } else {
-    o = s.slotOrient[i];
-    e = b.flow[i];
-    // An entry looked up in the first pass may have been recycled by an insert since.
-    if (e >= 0 && rec[payloadAt(e) + R_SERIAL] !== s.slotSerial[i]) e = s.flows.findSlot(b, i, b.vlan[i], true, o === 1);
   }
   let known = RULE_UNKNOWN;
   if (e >= 0) {
-    if (rec[payloadAt(e) + R_GEN] !== t.generation) s.revalidate(t, e);
-    known = rec[payloadAt(e) + R_RULE + o];
+    if (rec[recordAt(e) + R_GEN] !== t.generation) s.revalidate(t, e);
+    known = rec[recordAt(e) + R_RULE + o];
   }
 
   // 1. Returning from an SF on a path the flow state knows.
@@ -386,16 +378,16 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   // 2. Chain entry: classify once per flow and in-port.
   if (t.portEntry[L] !== 0) {
     let r: number;
-    if (known !== RULE_UNKNOWN && s.rec16[payloadAt(e) * 2 + H_INPORT + o] === L) {
+    if (known !== RULE_UNKNOWN && s.rec16[recordAt(e) * 2 + H_INPORT + o] === L) {
       r = known;
     } else {
       r = classify(t.entryTable, b, i, L, early);
-      if (e < 0 && !early) e = s.newFlow(b, i, t.generation);
+      if (e < 0 && !early) e = s.newFlow(b, i, o, t.generation);
       if (e >= 0) {
         setRule(s, e, o, r < 0 ? RULE_NONE : r, L);
         if (r >= 0) {
-          copyMacs(b.data, b.start[i], s.rec8, payloadAt(e) * 4 + B_MACS + o * MACS);
-          rec[payloadAt(e) + R_FLAGS] |= 1 << o;
+          copyMacs(b.data, b.start[i], s.rec8, recordAt(e) * 4 + B_MACS + o * MACS);
+          rec[recordAt(e) + R_FLAGS] |= 1 << o;
         }
       }
     }
@@ -420,7 +412,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     switchSlot(b, s, c, i, f);
     return;
   }
-  if (e < 0 && !early) e = s.newFlow(b, i, t.generation);
+  if (e < 0 && !early) e = s.newFlow(b, i, o, t.generation);
   if (e >= 0) setRule(s, e, o, r, -1);
   proceed(t, b, s, c, i, f, e, o, p, h + 1, r);
   if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
@@ -443,57 +435,16 @@ function logicalPort(t: Tables, b: Batch, i: number): number {
 }
 
 /**
- * First pass: each slot's logical port (slotPort; -1 = plain L2) and, for chain traffic with ports,
- * its flow entry (b.flow), orientation, key hash and entry serial. A tight loop whose independent
- * memory accesses overlap across packets, and which brings every flow record into cache.
- */
-function lookupFlows(t: Tables, b: Batch, s: SteerState, c: Counters): void {
-  const n = b.count;
-  const flows = s.flows;
-  const rec = s.rec;
-  let hits = 0;
-  let misses = 0;
-  for (let i = 0; i < n; i++) {
-    if (b.drop[i] !== 0) {
-      s.verdict[i] = V_DROP;
-      b.out[i] = OUT_DROP;
-      continue;
-    }
-    const L = logicalPort(t, b, i);
-    // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
-    if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0)) continue;
-    s.slotPort[i] = L;
-    if (b.frag[i] === FRAG_LATER) continue; // no ports: steerChain consults the fragment table
-    const swap = endpointsReversed(b, i);
-    s.slotOrient[i] = swap ? 1 : 0;
-    const e = flows.findSlot(b, i, b.vlan[i], true, swap);
-    s.slotHash[i] = flows.lastHash;
-    b.flow[i] = e;
-    if (e >= 0) {
-      s.slotSerial[i] = rec[payloadAt(e) + R_SERIAL];
-      hits++;
-    } else {
-      misses++;
-    }
-  }
-  c.events[Ctr.flow_cache_hits] += hits;
-  c.events[Ctr.flow_cache_misses] += misses;
-}
-
-/**
  * The common case in straight-line code: a flow the state knows (validated against this
  * generation, classified in this orientation, not a fragment), entering at the port it was
  * classified at or returning from an SF of its path, and going on to a hop whose remembered
  * instance is still in the hop's group. Returns false, having changed nothing, for anything else
  * (steerChain decides those; for these it would reach the same result through its general steps).
  */
-function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, L: number): boolean {
-  const e = b.flow[i];
-  if (e < 0 || b.frag[i] !== FRAG_NONE) return false;
+function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, L: number, e: number, o: number): boolean {
   const rec = s.rec;
-  const r = payloadAt(e);
-  if (rec[r + R_SERIAL] !== s.slotSerial[i] || rec[r + R_GEN] !== t.generation) return false;
-  const o = s.slotOrient[i];
+  const r = recordAt(e);
+  if (b.frag[i] !== FRAG_NONE || rec[r + R_GEN] !== t.generation) return false;
   const rule = rec[r + R_RULE + o];
   if (rule < 0) return false;
   const p = t.rulePath[rule];
@@ -513,6 +464,7 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     c.events[Ctr.classified]++;
   }
   b.path[i] = p;
+  b.flow[i] = e;
   b.hop[i] = k;
   b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
   s.slotRule[i] = rule;
@@ -522,18 +474,47 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   return true;
 }
 
-/** Steer every slot of b with tables t: look flows up (first pass), then decide (second pass). */
+/**
+ * Steer every slot of b with tables t. Chain traffic is looked up in the flow state; a known flow
+ * takes steerKnown's straight line, anything else steerChain's general steps.
+ */
 export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
   const n = b.count;
+  const flows = s.flows;
   s.slotInst.fill(-1, 0, n);
   s.slotRule.fill(-1, 0, n);
   s.slotHasMacs.fill(0, 0, n);
-  s.slotPort.fill(-1, 0, n);
-  lookupFlows(t, b, s, c);
+  let hits = 0;
+  let misses = 0;
   for (let i = 0; i < n; i++) {
-    if (b.drop[i] !== 0) continue;
-    const L = s.slotPort[i];
-    if (L < 0) switchSlot(b, s, c, i, b.port[i]);
-    else if (!steerKnown(t, b, s, c, i, L)) steerChain(t, b, s, c, i, b.port[i], L);
+    if (b.drop[i] !== 0) {
+      s.verdict[i] = V_DROP;
+      b.out[i] = OUT_DROP;
+      continue;
+    }
+    const L = logicalPort(t, b, i);
+    // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
+    if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0)) {
+      switchSlot(b, s, c, i, b.port[i]);
+      continue;
+    }
+    let e = -1;
+    let o = 0;
+    if (b.frag[i] !== FRAG_LATER) {
+      // (A later fragment has no ports: steerChain finds its flow through the fragment table.)
+      const swap = endpointsReversed(b, i);
+      o = swap ? 1 : 0;
+      e = flows.findSlot(b, i, b.vlan[i], true, swap);
+      if (e < 0) {
+        misses++;
+        s.slotHash[i] = flows.lastHash;
+      } else {
+        hits++;
+        if (steerKnown(t, b, s, c, i, L, e, o)) continue;
+      }
+    }
+    steerChain(t, b, s, c, i, b.port[i], L, e, o);
   }
+  c.events[Ctr.flow_cache_hits] += hits;
+  c.events[Ctr.flow_cache_misses] += misses;
 }

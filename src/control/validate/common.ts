@@ -4,8 +4,8 @@
  * A resource module turns a request into the resource it would store, checking it against the
  * current snapshot; it never mutates the snapshot. validate.ts splices the result into a new
  * State. Relations are never stored twice (a pair's group is "the group listing it"), so a
- * write only ever replaces the one resource it targets; the lookups go through the per-snapshot
- * indexes of indexes.ts.
+ * write only ever replaces the one resource it targets; lookups go through indexes.ts (hash
+ * indexes of the snapshot's lists).
  */
 import type { NeutronError } from '../errors.js';
 import { notFound } from '../errors.js';

@@ -15,7 +15,7 @@
  * Answers keep the collection's order, so `first` returns the object a scan of the whole
  * collection would: rules keep reporting the same culprit.
  */
-import { COLLECTIONS, type Collection, type Port, type PortChain, type PortPair, type PortPairGroup, type ServiceGraph, type State } from '../model.js';
+import type { Collection, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from '../model.js';
 
 /** Lookups of one list answered by scanning before its index is built. */
 const SCANS_BEFORE_INDEX = 8;
@@ -68,15 +68,10 @@ function relation<T>(keysOf: (item: T) => Keys): Relation<T> {
   };
 }
 
-type Item<C extends Collection> = State[C][number];
+const byId = relation((r: { id: string }) => r.id);
 
-/** One relation per collection, so each sees a single object shape. */
-const BY_ID = Object.fromEntries(COLLECTIONS.map((c) => [c, relation((r: { id: string }) => r.id)])) as {
-  [C in Collection]: Relation<Item<C>>;
-};
-
-export function findById<C extends Collection>(state: State, coll: C, id: string): Item<C> | undefined {
-  return (BY_ID[coll] as Relation<Item<C>>).first(state[coll], id);
+export function findById<C extends Collection>(state: State, coll: C, id: string): State[C][number] | undefined {
+  return byId.first(state[coll], id) as State[C][number] | undefined;
 }
 
 export const portsByMac = relation((p: Port) => p.mac_address);

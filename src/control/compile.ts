@@ -25,11 +25,11 @@
  * Tables stay plain structured-clone-able objects and a generation's memo goes away with it; a
  * compile keeps only what it used, so the memo never outgrows one generation.
  *
- * Not rendered yet (the seams exist: hopKind, pathEncap): tap groups are skipped, so their chain
- * continues to the next non-tap hop and the SI numbering counts only non-tap hops, as the reference
- * renumbers them (B.1); SF-aware port pairs (correlation mpls/nsh) and non-empty service graphs are
- * refused with 400, since sending them plain frames would be silently wrong; ppg_n_tuple_mapping is
- * ignored. Errors are NeutronError(400, 'SfcBadRequest') naming the object.
+ * Not rendered yet (the seams exist: hopKind, pathEncap): tap groups with a member, SF-aware port
+ * pairs (correlation mpls/nsh) and non-empty service graphs are refused with 400, since rendering
+ * them as plain hops would be silently wrong (a tap would get no copy). An empty tap group copies to
+ * nobody, so it is skipped: the chain continues to the next hop and the SI numbering counts only
+ * non-tap hops, as the reference renumbers them (B.1). ppg_n_tuple_mapping is ignored. Errors are NeutronError(400, 'SfcBadRequest') naming the object.
  */
 import { NeutronError } from './errors.js';
 import type { FlowClassifier, PortChain, PortPair, PortPairGroup, State } from './model.js';
@@ -147,15 +147,16 @@ export function compileTables(state: State, prev?: Tables): Tables {
     return k;
   };
 
-  // Chains: resolve references, drop tap hops, check what the data path can render.
+  // Chains: resolve references, drop empty tap hops, check what the data path can render.
   const plans: ChainPlan[] = state.port_chains.map((chain) => {
     const what = `port chain ${label(chain)}`;
     const hops: PortPairGroup[] = [];
     for (const gid of chain.port_pair_groups) {
       const g = groups.get(gid);
       if (!g) throw refuse(`${what}: unknown port pair group ${gid}`);
-      // Tap groups (passive copies) are not rendered yet: the chain goes on to the next hop.
       if (!g.tap_enabled) hops.push(g);
+      else if (g.port_pairs.length > 0)
+        throw refuse(`port pair group ${label(g)}: tap groups (passive copies) are not supported by the userspace dataplane yet`);
     }
     if (hops.length > MAX_HOPS) throw refuse(`${what}: at most ${MAX_HOPS} hops are supported, got ${hops.length}`);
     const fcs = chain.flow_classifiers.map((fid) => {

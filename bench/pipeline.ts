@@ -23,16 +23,19 @@
  *                   on their own batch, each clocked per batch (rx = the arena copy, parse, steer,
  *                   rewrite; medians over many batches); "tx" is the rest of a whole
  *                   Engine.breathe() (rx byte count, per-output tx index lists, txBurst calls).
- *   --instructions  adds `instructions_per_packet` and `cycles_per_packet` of the whole engine:
- *                   each from two child runs under `perf stat --no-inherit -e instructions:u,
- *                   cycles:u` (the main thread only: V8's compiler and GC threads are left out)
- *                   that differ only in the number of timed packets (--packets N), so start-up,
- *                   frame generation, compilation and warm-up cancel out. Instruction counts move
- *                   by well under 1% between runs whatever the machine's load; cycles move with
- *                   it (cache sharing). Needs `perf` and perf_event access.
- *   --packets N     (child mode) process exactly N packets after warm-up, print nothing.
+ *   --instructions  adds `instructions_per_packet` and `cycles_per_packet` of the whole engine,
+ *                   counted by `perf stat` on a child run of this program: the main thread only
+ *                   (not V8's compiler and GC threads), and only while the child's timed packets
+ *                   run (perf's --control fifos), so start-up and warm-up are not counted.
+ *                   Instruction counts move by well under 1% between runs whatever the machine's
+ *                   load; cycles move with it (caches shared with other work). Needs `perf`.
+ *   --packets N [--perf-control CTL,ACK]  (child mode) process exactly N packets after warm-up,
+ *                   print nothing; with the fifos, have perf count only those packets.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { flowFrames } from './gen.js';
 import { compileTables } from '../src/control/compile.js';
@@ -51,6 +54,8 @@ const FRAME = 64;
 const ROUNDS = 5;
 const WORDS = FRAME / 4;
 const FLOW_SETS = [1_000, 100_000];
+/** Timed packets of an --instructions child run. */
+const PERF_PACKETS = 1 << 21;
 const RULE_COUNTS = [1, 100, 1000];
 const STAGES = ['rx', 'parse', 'steer', 'rewrite', 'tx'] as const;
 type Stage = (typeof STAGES)[number];
@@ -362,34 +367,52 @@ function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: Flow
   return r;
 }
 
-/** Child mode: exactly `packets` packets through the engine after warm-up. */
-function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, packets: number): void {
+/**
+ * Child mode: exactly `packets` packets through the engine after warm-up. With `control`
+ * (perf stat's control and ack fifos) the counters run only around those packets.
+ */
+function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, packets: number, control: string[] | null): void {
   const loop = engineLoop(compileTables(state), frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
+  const ctl = control ? openSync(control[0], 'w') : -1;
+  const ack = control ? openSync(control[1], 'r') : -1;
+  const reply = Buffer.alloc(16);
+  const perf = (command: string) => {
+    if (ctl < 0) return;
+    writeSync(ctl, `${command}\n`);
+    readSync(ack, reply);
+  };
+  perf('enable');
   for (let n = 0; n < packets; ) n += loop.step();
+  perf('disable');
 }
 
-/** User-space instructions and cycles of one child run (perf stat, CSV output on stderr). */
-function childCounts(sc: Scenario, packets: number): { instructions: number; cycles: number } {
-  const self = fileURLToPath(import.meta.url);
-  const only = [sc.path, sc.classifiers, sc.flows, sc.hash].join(',');
-  const args = ['stat', '--no-inherit', '-x', ',', '-e', 'instructions:u,cycles:u', process.execPath, self, '--only', only, '--packets', String(packets)];
-  const run = spawnSync('perf', args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  const out = run.stderr ?? '';
-  const count = (event: string) => Number(out.split('\n').find((l) => l.includes(event))?.split(',')[0]);
-  const r = { instructions: count('instructions'), cycles: count('cycles') };
-  if (run.status !== 0 || !Number.isFinite(r.instructions) || !Number.isFinite(r.cycles)) {
-    throw new Error(`perf stat gave no counts: ${run.error?.message ?? out.trim()}`);
-  }
-  return r;
-}
-
-/** Instructions and cycles per packet: two runs, N and 3N packets, differenced. */
+/**
+ * Instructions and cycles per packet of the engine's main thread (V8's compiler and GC threads
+ * left out: --no-inherit), counted by perf stat only while a child process runs PERF_PACKETS timed
+ * packets (--control fifos; start-up, compilation and warm-up are not counted).
+ */
 function countsPerPacket(sc: Scenario): { instructions: number; cycles: number } {
-  const n = 1 << 20;
-  const a = childCounts(sc, n);
-  const b = childCounts(sc, 3 * n);
-  return { instructions: Math.round((b.instructions - a.instructions) / (2 * n)), cycles: Math.round((b.cycles - a.cycles) / (2 * n)) };
+  const dir = mkdtempSync(join(tmpdir(), 'sfc-bench-'));
+  try {
+    const ctl = join(dir, 'ctl');
+    const ack = join(dir, 'ack');
+    spawnSync('mkfifo', [ctl, ack]);
+    const only = [sc.path, sc.classifiers, sc.flows, sc.hash].join(',');
+    const child = [fileURLToPath(import.meta.url), '--only', only, '--packets', String(PERF_PACKETS), '--perf-control', `${ctl},${ack}`];
+    const args = ['stat', '--no-inherit', '--delay=-1', `--control=fifo:${ctl},${ack}`, '-x', ',', '-e', 'instructions:u,cycles:u', process.execPath, ...child];
+    const run = spawnSync('perf', args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+    const out = run.stderr ?? '';
+    const count = (event: string) => Number(out.split('\n').find((l) => l.includes(event))?.split(',')[0]);
+    const instructions = count('instructions');
+    const cycles = count('cycles');
+    if (run.status !== 0 || !Number.isFinite(instructions) || !Number.isFinite(cycles)) {
+      throw new Error(`perf stat gave no counts: ${run.error?.message ?? out.trim()}`);
+    }
+    return { instructions: Math.round(instructions / PERF_PACKETS), cycles: Math.round(cycles / PERF_PACKETS) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function isKnownKey(o: string): boolean {
@@ -444,7 +467,7 @@ async function main(argv: string[]): Promise<void> {
           if (!flowSets.has(flows)) flowSets.set(flows, frameSet(flows));
           const frames = flowSets.get(flows)!;
           if (packets !== undefined) {
-            runFixed(state, frames, sc, hash, Number(packets));
+            runFixed(state, frames, sc, hash, Number(packets), option(argv, '--perf-control')?.split(',') ?? null);
             continue;
           }
           const r = runScenario(state, frames, sc, hash, seconds, stages);

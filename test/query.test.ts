@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { NeutronError } from '../src/control/errors.js';
 import { pageLinks, pageOf, parseListQuery, pickFields, selectItems, type ListQuery } from '../src/control/query.js';
-import type { Resource } from '../src/control/store.js';
+import type { Resource } from '../src/control/model.js';
 
 const q = (coll: Parameters<typeof parseListQuery>[0], qs: string) => parseListQuery(coll, new URLSearchParams(qs));
 

@@ -27,7 +27,7 @@ import { parse as parseYaml } from 'yaml';
 import { ApiError, REFERENCES, connect, mapReferences, resourceWord, type SfcClient } from '../control/client.js';
 import { loadConfig } from '../control/config.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from '../control/model.js';
-import type { Resource } from '../control/store.js';
+import type { Resource } from '../control/model.js';
 import { UPDATABLE } from '../control/validate.js';
 import { UsageError, parseOptions, type Command } from './args.js';
 import { CLIENT_HELP, CLIENT_OPTIONS } from './get.js';

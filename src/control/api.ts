@@ -18,7 +18,8 @@ import { API_VERSION, authorized, collectionPath, readBody, sendError, sendJson 
 import type { Metrics } from './metrics.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
 import { pageLinks, pageOf, parseFields, parseListQuery, pickFields, selectItems } from './query.js';
-import type { Resource, Store } from './store.js';
+import type { Resource } from './model.js';
+import type { Store } from './store.js';
 import { chainNotFound, classifierNotFound, graphNotFound, groupNotFound, pairNotFound, portNotFound } from './validate/common.js';
 
 export interface ApiOptions {

@@ -5,7 +5,7 @@
  */
 import { collectionPath } from './http.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
-import type { Resource } from './store.js';
+import type { Resource } from './model.js';
 import { REFERENCES, type Reference } from './validate.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:9696';

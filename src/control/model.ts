@@ -91,6 +91,10 @@ export interface State {
 
 export type Collection = keyof State;
 
+/** Any one stored resource, and the resource type of one collection. */
+export type Resource = Port | PortPair | PortPairGroup | FlowClassifier | PortChain | ServiceGraph;
+export type ResourceOf<C extends Collection> = State[C][number];
+
 export const COLLECTIONS: readonly Collection[] = [
   'ports',
   'port_pairs',

@@ -13,7 +13,7 @@
  */
 import { badRequest } from './errors.js';
 import type { Collection } from './model.js';
-import type { Resource } from './store.js';
+import type { Resource } from './model.js';
 import { toBool, toInt } from './validate/attrs.js';
 
 const OWNED = ['id', 'name', 'description', 'tenant_id', 'project_id'];

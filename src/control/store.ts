@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { DriverManager, NoopDriver } from './driver.js';
 import { NeutronError } from './errors.js';
-import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph, State } from './model.js';
+import type { Collection, Port, Resource, ResourceOf, State } from './model.js';
 import { emptyState } from './model.js';
 import { planCreate, planDelete, planUpdate, type CreateOptions } from './validate.js';
 import { findById } from './validate/indexes.js';
@@ -35,11 +35,6 @@ export interface StoreOptions {
   /** Port status: the interface exists and is up (default: read /sys/class/net). */
   linkUp?: (ifname: string) => boolean;
 }
-
-export type Resource = Port | PortPair | PortPairGroup | FlowClassifier | PortChain | ServiceGraph;
-/** The resource type of one collection (Resource when the collection is not known statically). */
-export type ResourceOf<C extends Collection> = State[C][number];
-export type { CreateOptions };
 
 export const DEFAULT_PROJECT_ID = 'sfc';
 

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { conflict } from './errors.js';
 import { COLLECTIONS, type Collection, type State } from './model.js';
-import type { Resource } from './store.js';
+import type { Resource } from './model.js';
 import { isUuid, invalidAttr } from './validate/attrs.js';
 import { chainOps } from './validate/chains.js';
 import { classifierOps } from './validate/classifiers.js';

@@ -1,8 +1,8 @@
 /*
  * Pipeline benchmark: the real Engine (breathe -> rxBurst -> parse -> steer -> rewrite -> tx lists
  * -> txBurst) on one core, over 64-byte UDP frames, with in-memory ports. The input port copies
- * prepared frames into the batch arena (16 u32 stores per frame: what a native rxBurst's copy
- * costs, minus the syscall); output ports only count. So the figures are the pipeline's own cost
+ * prepared frames into the batch arena (eight float64 moves per frame: a native rxBurst's memcpy,
+ * minus the syscall); output ports only count. So the figures are the pipeline's own cost
  * per packet, port overhead excluded but per-interface tx bookkeeping included.
  *
  * Scenarios: classifiers {1, 100, 1000} (one chain, UDP rules splitting the destination port
@@ -29,6 +29,7 @@
  *                   run (perf's --control fifos), so start-up and warm-up are not counted.
  *                   Instruction counts move by well under 1% between runs whatever the machine's
  *                   load; cycles move with it (caches shared with other work). Needs `perf`.
+ *   --scenario PATH:CLASSIFIERS:FLOWS:HASH  exactly one scenario (e.g. hit:1000:100000:js-int32).
  *   --packets N [--perf-control CTL,ACK]  (child mode) process exactly N packets after warm-up,
  *                   print nothing; with the fifos, have perf count only those packets.
  */
@@ -52,7 +53,10 @@ import { createXxhFlowHasher, hashFlow, type FlowHasher } from '../src/hash/flow
 
 const FRAME = 64;
 const ROUNDS = 5;
-const WORDS = FRAME / 4;
+/** An rxBurst late enough to run optimised code: its copies are checked once (RingPort.verify). */
+const VERIFY_BURST = 2000;
+/** float64 words per frame. */
+const WORDS = FRAME / 8;
 const FLOW_SETS = [1_000, 100_000];
 /** Timed packets of an --instructions child run. */
 const PERF_PACKETS = 1 << 21;
@@ -62,11 +66,11 @@ type Stage = (typeof STAGES)[number];
 type Path = 'hit' | 'miss';
 
 /**
- * One 64-byte frame, word by word, unrolled: V8 neither unrolls nor drops the bounds checks of a
- * 16-iteration loop, which would cost 4x more than this straight-line copy (the native rxBurst
- * copies with memcpy).
+ * One 64-byte frame as eight float64 moves, unrolled: the closest plain JS gets to the memcpy a
+ * native rxBurst does (a 16-iteration u32 loop costs 4x more: V8 neither unrolls it nor drops its
+ * bounds checks). V8 moves float64 bits unchanged, NaN patterns included; RingPort.verify checks.
  */
-function copyFrame(dst: Uint32Array, to: number, src: Uint32Array, from: number): void {
+function copyFrame(dst: Float64Array, to: number, src: Float64Array, from: number): void {
   dst[to] = src[from];
   dst[to + 1] = src[from + 1];
   dst[to + 2] = src[from + 2];
@@ -75,37 +79,32 @@ function copyFrame(dst: Uint32Array, to: number, src: Uint32Array, from: number)
   dst[to + 5] = src[from + 5];
   dst[to + 6] = src[from + 6];
   dst[to + 7] = src[from + 7];
-  dst[to + 8] = src[from + 8];
-  dst[to + 9] = src[from + 9];
-  dst[to + 10] = src[from + 10];
-  dst[to + 11] = src[from + 11];
-  dst[to + 12] = src[from + 12];
-  dst[to + 13] = src[from + 13];
-  dst[to + 14] = src[from + 14];
-  dst[to + 15] = src[from + 15];
 }
 
 /** Receive side: copies prepared frames round-robin; `fresh` makes every frame a new flow. */
 class RingPort implements PortIO {
   private next = 0;
   private counter = 0;
-  private words: Uint32Array | null = null;
+  private bursts = 0;
+  private arena: Float64Array | null = null;
   constructor(
     readonly name: string,
-    private readonly src: Uint32Array,
+    private readonly src: Float64Array,
     private readonly n: number,
     private readonly fresh: boolean,
   ) {}
 
   rxBurst(b: Batch, port: number, max: number): number {
-    if (this.words === null) this.words = new Uint32Array(b.data.buffer, b.data.byteOffset, b.data.byteLength >>> 2);
-    const dst = this.words;
+    if (this.arena === null) this.arena = new Float64Array(b.data.buffer, b.data.byteOffset, b.data.byteLength >>> 3);
+    const dst = this.arena;
     const src = this.src;
     const d = b.data;
+    const first = b.count;
+    const next = this.next;
     for (let k = 0; k < max; k++) {
       const i = b.count++;
       const s = b.start[i];
-      copyFrame(dst, s >>> 2, src, this.next * WORDS);
+      copyFrame(dst, s >>> 3, src, this.next * WORDS);
       b.len[i] = FRAME;
       b.port[i] = port;
       b.time[i] = 0;
@@ -118,7 +117,19 @@ class RingPort implements PortIO {
       }
       if (++this.next === this.n) this.next = 0;
     }
+    if (++this.bursts === VERIFY_BURST) this.verify(b, first, next);
     return max;
+  }
+
+  /** Throw unless slots first.. of b hold exact copies of frames next.. (bytes a fresh flow rewrites aside). */
+  private verify(b: Batch, first: number, next: number): void {
+    const bytes = new Uint8Array(this.src.buffer);
+    for (let i = first; i < b.count; i++) {
+      const from = ((next + i - first) % this.n) * FRAME;
+      for (let k = 0; k < FRAME; k++) {
+        if ((!this.fresh || k < 27 || k > 29) && b.data[b.start[i] + k] !== bytes[from + k]) throw new Error('rx copy altered a frame');
+      }
+    }
   }
   txBurst(_b: Batch, _idx: Uint16Array, n: number): number {
     return n;
@@ -238,7 +249,7 @@ interface Loop {
 }
 
 /** The whole engine: one breath = one batch of BATCH frames from in0. */
-function engineLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher): Loop {
+function engineLoop(t: Tables, frames: Float64Array, flows: number, path: Path, hash: FlowHasher): Loop {
   const engine = new Engine(
     (name) => (name === 'in0' ? new RingPort(name, frames, flows, path === 'miss') : new SinkPort(name)),
     undefined,
@@ -252,7 +263,7 @@ function engineLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, h
  * The engine's stages called directly, in its order, each one clocked (performance.now(), five
  * reads per batch of 256: noise next to a batch's tens of microseconds).
  */
-function stageLoop(t: Tables, frames: Uint32Array, flows: number, path: Path, hash: FlowHasher): Loop {
+function stageLoop(t: Tables, frames: Float64Array, flows: number, path: Path, hash: FlowHasher): Loop {
   const rx = new RingPort('in0', frames, flows, path === 'miss');
   const inPort = t.interfaces.indexOf('in0');
   const b = new Batch();
@@ -322,7 +333,7 @@ function median(a: Float64Array): number {
  * preempted by other work on the machine is an outlier the median ignores); "tx" is the rest of a
  * whole engine breath, whose median per batch is clocked the same way.
  */
-function stageTimes(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number): Record<Stage, number> {
+function stageTimes(t: Tables, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number): Record<Stage, number> {
   const batches = Math.max(64, Math.round((seconds * 1e9) / (BATCH * 500)));
   const loop = stageLoop(t, frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
@@ -345,7 +356,7 @@ function stageTimes(t: Tables, frames: Uint32Array, sc: Scenario, hash: FlowHash
   return out;
 }
 
-function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
+function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
   const t = compileTables(state);
   const loop = engineLoop(t, frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
@@ -371,7 +382,7 @@ function runScenario(state: State, frames: Uint32Array, sc: Scenario, hash: Flow
  * Child mode: exactly `packets` packets through the engine after warm-up. With `control`
  * (perf stat's control and ack fifos) the counters run only around those packets.
  */
-function runFixed(state: State, frames: Uint32Array, sc: Scenario, hash: FlowHasher, packets: number, control: string[] | null): void {
+function runFixed(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, packets: number, control: string[] | null): void {
   const loop = engineLoop(compileTables(state), frames, sc.flows, sc.path, hash);
   warmUp(loop, sc.flows);
   const ctl = control ? openSync(control[0], 'w') : -1;
@@ -398,8 +409,7 @@ function countsPerPacket(sc: Scenario): { instructions: number; cycles: number }
     const ctl = join(dir, 'ctl');
     const ack = join(dir, 'ack');
     spawnSync('mkfifo', [ctl, ack]);
-    const only = [sc.path, sc.classifiers, sc.flows, sc.hash].join(',');
-    const child = [fileURLToPath(import.meta.url), '--only', only, '--packets', String(PERF_PACKETS), '--perf-control', `${ctl},${ack}`];
+    const child = [fileURLToPath(import.meta.url), '--scenario', scenarioName(sc), '--packets', String(PERF_PACKETS), '--perf-control', `${ctl},${ack}`];
     const args = ['stat', '--no-inherit', '--delay=-1', `--control=fifo:${ctl},${ack}`, '-x', ',', '-e', 'instructions:u,cycles:u', process.execPath, ...child];
     const run = spawnSync('perf', args, { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
     const out = run.stderr ?? '';
@@ -415,6 +425,11 @@ function countsPerPacket(sc: Scenario): { instructions: number; cycles: number }
   }
 }
 
+/** `path:classifiers:flows:hash`, the exact scenario selector of --scenario. */
+function scenarioName(sc: Scenario): string {
+  return [sc.path, sc.classifiers, sc.flows, sc.hash].join(':');
+}
+
 function isKnownKey(o: string): boolean {
   return [...RULE_COUNTS, ...FLOW_SETS].map(String).includes(o) || ['hit', 'miss', 'js-int32', 'xxhash-wasm'].includes(o);
 }
@@ -424,11 +439,11 @@ function option(argv: string[], name: string): string | undefined {
   return k >= 0 ? argv[k + 1] : undefined;
 }
 
-/** n prepared 64-byte frames as u32 words. */
-function frameSet(n: number): Uint32Array {
+/** n prepared 64-byte frames, as float64 words for RingPort's copy. */
+function frameSet(n: number): Float64Array {
   const all = new Uint8Array(n * FRAME);
   flowFrames(n, { proto: 'udp', seed: 7 }).forEach((f, k) => all.set(f.subarray(0, FRAME), k * FRAME));
-  return new Uint32Array(all.buffer);
+  return new Float64Array(all.buffer);
 }
 
 function printTable(results: Result[]): void {
@@ -454,8 +469,10 @@ async function main(argv: string[]): Promise<void> {
   ]);
   // Optional filters, e.g. --only miss,1000,100000,js-int32 (any subset, in any order) for profiling.
   const only = option(argv, '--only')?.split(',') ?? [];
-  const wanted = (...keys: (string | number)[]) => only.every((o) => keys.map(String).includes(o) || !isKnownKey(o));
-  const flowSets = new Map<number, Uint32Array>();
+  const exact = option(argv, '--scenario');
+  const wanted = (sc: Scenario) =>
+    exact !== undefined ? scenarioName(sc) === exact : only.every((o) => [sc.classifiers, sc.flows, sc.path, sc.hash].map(String).includes(o) || !isKnownKey(o));
+  const flowSets = new Map<number, Float64Array>();
   const results: Result[] = [];
   for (const rules of RULE_COUNTS) {
     const state = benchState(rules);
@@ -463,7 +480,7 @@ async function main(argv: string[]): Promise<void> {
       for (const path of ['hit', 'miss'] as const) {
         for (const [name, hash] of hashers) {
           const sc: Scenario = { path, classifiers: rules, flows, hash: name };
-          if (!wanted(rules, flows, path, name)) continue;
+          if (!wanted(sc)) continue;
           if (!flowSets.has(flows)) flowSets.set(flows, frameSet(flows));
           const frames = flowSets.get(flows)!;
           if (packets !== undefined) {

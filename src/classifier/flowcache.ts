@@ -24,8 +24,8 @@
  *    words are zero, so the lookup of an IPv4 flow compares line 1 only. Word 0 = 0: free entry.
  *    Callers put the fields every packet needs in the hot words and the rest in the cold ones.
  * The key is never copied out of the batch for a lookup: the hash and the comparison read the
- * slot's fields directly. A lookup leaves the key's hash in `lastHash`; a caller that inserts the
- * same slot after a miss passes it back (insertHashed) instead of hashing again.
+ * slot's fields directly. A caller that inserts a slot after a miss passes the hash the lookup
+ * returned (insertHashed) instead of hashing again.
  *
  * Two key shapes share that machinery (KeyedTable, held by composition so its hot methods only
  * ever see one class; a small base class adds the clock and housekeeping):
@@ -59,26 +59,20 @@ const FREE = -Infinity;
 const MIX = 0x9e3779b1;
 
 /**
- * Hash of a key: one multiply-xorshift round per key word (the upper address words only under
- * UPPER), then murmur3's finaliser. Straight-line code, so it costs V8 no inlining budget for calls.
+ * Hash of a key: xor each key word in and multiply (FNV-1a over words; the upper address words only
+ * under UPPER), then murmur3's finaliser, which carries the high bits the multiplications produced
+ * down into the low bits that pick the buckets. Kept short in bytecode so that V8 inlines it into
+ * the lookup loop.
  */
 function hashKey(w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
   let h = Math.imul(0x9747b28c ^ w0, MIX);
-  h = Math.imul(h ^ (h >>> 15) ^ s[o], MIX);
+  h = Math.imul(h ^ s[o], MIX);
+  h = Math.imul(h ^ d[o], MIX);
   if ((w0 & UPPER) !== 0) {
-    h = Math.imul(h ^ (h >>> 15) ^ s[o + 1], MIX);
-    h = Math.imul(h ^ (h >>> 15) ^ s[o + 2], MIX);
-    h = Math.imul(h ^ (h >>> 15) ^ s[o + 3], MIX);
+    for (let k = 1; k < 4; k++) h = Math.imul(h ^ s[o + k] ^ Math.imul(d[o + k], MIX), MIX);
   }
-  h = Math.imul(h ^ (h >>> 15) ^ d[o], MIX);
-  if ((w0 & UPPER) !== 0) {
-    h = Math.imul(h ^ (h >>> 15) ^ d[o + 1], MIX);
-    h = Math.imul(h ^ (h >>> 15) ^ d[o + 2], MIX);
-    h = Math.imul(h ^ (h >>> 15) ^ d[o + 3], MIX);
-  }
-  h = Math.imul(h ^ (h >>> 15) ^ w3, MIX);
-  h = Math.imul(h ^ (h >>> 15) ^ scope, MIX);
-  h ^= h >>> 15;
+  h = Math.imul(h ^ w3, MIX);
+  h = Math.imul(h ^ scope, MIX);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
@@ -122,6 +116,8 @@ class KeyedTable {
   readonly times: Float64Array;
   now = 0;
   count = 0;
+  /** Keys placed so far. */
+  inserts = 0;
   private readonly bucketMask: number;
 
   constructor(capacity: number) {
@@ -168,6 +164,15 @@ class KeyedTable {
     );
   }
 
+  /** Entry e if it still holds the key (its time refreshed), else the entry found for hash h, or -1. */
+  confirm(e: number, h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
+    if (e >= 0 && this.matches(e, w0, s, d, o, w3, scope)) {
+      this.times[timeIndex(e)] = this.now;
+      return e;
+    }
+    return this.find(h, w0, s, d, o, w3, scope);
+  }
+
   /** Entry holding the key (hash h), or -1; refreshes its last-used time. */
   find(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
     const meta = this.meta;
@@ -204,6 +209,7 @@ class KeyedTable {
       }
     }
     if (oldest === FREE) this.count++;
+    this.inserts++;
     this.meta[(victim >> 2) * META_WORDS + (victim & (WAYS - 1))] = h;
     times[timeIndex(victim)] = this.now;
     const k = this.records;
@@ -294,48 +300,90 @@ abstract class ExactMatchTable {
   }
 }
 
+/** Key word 3 of slot i: its ports, in canonical order when `swap`. */
+function ports(b: Batch, i: number, swap: boolean): number {
+  return swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
+}
+
 /**
- * Exact-match cache of flows (5-tuple + scope), optionally direction-free. findSlot / insertHashed
- * take `swap` (the canonical key swaps its endpoints exactly when endpointsReversed(b, i)), so a
- * caller that already knows the orientation does not compute it again.
+ * Exact-match cache of flows (5-tuple + scope), optionally direction-free (`canonical`: the key
+ * swaps its endpoints exactly when endpointsReversed(b, i), so both directions share one entry).
+ *
+ * The data path looks a whole batch up at once (findBatch: one call, the loop's arrays in
+ * registers) and inserts the misses later with the hash it got back (insertHashed). An entry found
+ * by findBatch may have been given to another key by an insert since; `inserts` tells the caller
+ * when to `confirm` an entry before using it.
  */
 export class FlowCache extends ExactMatchTable {
-  /** Hash of the key of the last findSlot / insert, for an insertHashed of the same slot. */
-  lastHash = 0;
-
   constructor(capacityPow2: number = DEFAULT_FLOW_CAPACITY) {
     super(capacityPow2);
   }
 
-  /** Entry of slot i's flow, or -1 (its hash left in lastHash); refreshes its last-used time. */
-  findSlot(b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
+  /** Keys placed so far (changes whenever an entry may have changed hands). */
+  get inserts(): number {
+    return this.t.inserts;
+  }
+
+  /**
+   * For each slot first <= i < end with scopes[i] >= 0: entries[i] = its flow's entry or -1
+   * (last-used time refreshed) and hashes[i] = its key's hash; swaps[i] !== 0 when the canonical
+   * key swaps slot i's endpoints. Slots with scopes[i] < 0 get entries[i] = -1. Returns the number
+   * found.
+   */
+  findBatch(b: Batch, first: number, end: number, scopes: Int32Array, swaps: Uint8Array, canonical: boolean, entries: Int32Array, hashes: Int32Array): number {
+    const t = this.t;
+    const flags = canonical ? CANONICAL : 0;
+    let found = 0;
+    for (let i = first; i < end; i++) {
+      const scope = scopes[i];
+      if (scope < 0) {
+        entries[i] = -1;
+        continue;
+      }
+      const swap = swaps[i] !== 0;
+      const w0 = word0(b, i, flags);
+      const w3 = ports(b, i, swap);
+      const s = swap ? b.dst : b.src;
+      const d = swap ? b.src : b.dst;
+      const h = hashKey(w0, s, d, i << 2, w3, scope);
+      const e = t.find(h, w0, s, d, i << 2, w3, scope);
+      hashes[i] = h;
+      entries[i] = e;
+      if (e >= 0) found++;
+    }
+    return found;
+  }
+
+  /** Entry e if it still holds slot i's key (hash h), else the entry now holding it, or -1. */
+  confirm(e: number, h: number, b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
     const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
-    const s = swap ? b.dst : b.src;
-    const d = swap ? b.src : b.dst;
-    const h = hashKey(w0, s, d, i << 2, w3, scope);
-    this.lastHash = h;
-    return this.t.find(h, w0, s, d, i << 2, w3, scope);
+    return this.t.confirm(e, h, w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
   }
 
   /** Entry for slot i's flow given its hash h: existing, free, or evicted (the caller overwrites its payload). */
   insertHashed(h: number, b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
-    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
-    this.lastHash = h;
-    return this.t.place(h, word0(b, i, canonical ? CANONICAL : 0), swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, w3, scope);
+    const w0 = word0(b, i, canonical ? CANONICAL : 0);
+    return this.t.place(h, w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
   }
 
   /** Entry index of slot i's flow, or -1; refreshes its last-used time. */
   lookup(b: Batch, i: number, scope: number, canonical: boolean): number {
-    return this.findSlot(b, i, scope, canonical, canonical && endpointsReversed(b, i));
+    const swap = canonical && endpointsReversed(b, i);
+    const w0 = word0(b, i, canonical ? CANONICAL : 0);
+    const s = swap ? b.dst : b.src;
+    const d = swap ? b.src : b.dst;
+    const w3 = ports(b, i, swap);
+    return this.t.find(hashKey(w0, s, d, i << 2, w3, scope), w0, s, d, i << 2, w3, scope);
   }
 
   /** Entry index for slot i's flow (existing, free, or evicted: the caller overwrites its payload). */
   insert(b: Batch, i: number, scope: number, canonical: boolean): number {
     const swap = canonical && endpointsReversed(b, i);
-    const w3 = swap ? (b.dport[i] << 16) | b.sport[i] : (b.sport[i] << 16) | b.dport[i];
-    const h = hashKey(word0(b, i, canonical ? CANONICAL : 0), swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, w3, scope);
-    return this.insertHashed(h, b, i, scope, canonical, swap);
+    const w0 = word0(b, i, canonical ? CANONICAL : 0);
+    const s = swap ? b.dst : b.src;
+    const d = swap ? b.src : b.dst;
+    const w3 = ports(b, i, swap);
+    return this.t.place(hashKey(w0, s, d, i << 2, w3, scope), w0, s, d, i << 2, w3, scope);
   }
 }
 

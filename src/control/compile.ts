@@ -252,12 +252,28 @@ export function compileTables(state: State, prev?: Tables): Tables {
     }
   });
 
-  // SF return ports: (path, hop) pairs.
+  // SF return ports: (path, hop) pairs. A port pair that left its group in this change keeps its
+  // return role for one generation (it gets no new flows: it is not in the Maglev table), so frames
+  // that were inside that SF when the change landed still continue at the next hop: hitless.
+  const leftGroup = new Map<string, PortPair[]>(); // group id -> its members of prev that are gone
+  if (prev) {
+    prev.instanceKeys.forEach((id, k) => {
+      const g = prev.instGroup[k] >= 0 ? prev.groupIds[prev.instGroup[k]] : undefined;
+      const pp = pairs.get(id);
+      const gi = g === undefined ? undefined : groupIndex.get(g);
+      if (pp && gi !== undefined && !groupPairs[gi].includes(pp)) (leftGroup.get(g!) ?? leftGroup.set(g!, []).get(g!)!).push(pp);
+    });
+  }
   const sfByPort: ({ path: number; hop: number }[] | undefined)[] = new Array(ports.length);
+  const addReturn = (pp: PortPair, reverse: boolean, path: number, hop: number) => {
+    const k = portIndex.get(reverse ? pp.ingress : pp.egress);
+    if (k !== undefined) (sfByPort[k] ??= []).push({ path, hop });
+  };
   let hopCount = 0;
   paths.forEach((p, pi) => {
     p.hops.forEach((g, h) => {
-      for (const pp of groupPairs[g]) (sfByPort[portIndex.get(p.reverse ? pp.ingress : pp.egress)!] ??= []).push({ path: pi, hop: h });
+      for (const pp of groupPairs[g]) addReturn(pp, p.reverse, pi, h);
+      for (const pp of leftGroup.get(groupList[g].id) ?? []) addReturn(pp, p.reverse, pi, h);
     });
     hopCount += p.hops.length;
   });
@@ -388,6 +404,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
 
   // Groups and their Maglev tables.
   t.groupNames = groupList.map(label);
+  t.groupIds = groupList.map((g) => g.id);
   let instAt = 0;
   let magAt = 0;
   groupList.forEach((g, gi) => {

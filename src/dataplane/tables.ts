@@ -126,6 +126,8 @@ export interface Tables {
 
   // groups
   groupNames: string[];
+  /** Port pair group ids (which group an instance belonged to, across generations). */
+  groupIds: string[];
   groupLbMask: Int32Array;
   groupMaglevBase: Int32Array;
   groupMaglevMask: Int32Array;
@@ -204,6 +206,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     hopSi: new Uint8Array(n.hops),
     hopKind: new Uint8Array(n.hops),
     groupNames: [],
+    groupIds: [],
     groupLbMask: new Int32Array(n.groups),
     groupMaglevBase: new Int32Array(n.groups),
     groupMaglevMask: new Int32Array(n.groups),

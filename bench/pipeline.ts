@@ -15,14 +15,14 @@
  *
  *   npm run build && npm run bench [-- --json] [-- --seconds S] [-- --only miss,1000,js-int32]
  * One JSON line per scenario with --json: {path, classifiers, flows, hash, mpps, ns_per_packet,
- * median_ns_per_packet, packets, flow_hit_ratio}; a table otherwise. mpps and ns_per_packet are from
+ * median_ns_per_packet, packets, flow_hit_ratio, and with the options below stages_ns,
+ * instructions_per_packet, cycles_per_packet}; a table otherwise. mpps and ns_per_packet are from
  * the best of ROUNDS rounds of process CPU time (a busy machine inflates wall time and the median).
  *
  * Where the time goes (for profiling; both are optional and slower):
- *   --stages        adds `stages_ns` per scenario: the engine's stage functions called in its order
- *                   on their own batch, each clocked per batch (rx = the arena copy, parse, steer,
- *                   rewrite; medians over many batches); "tx" is the rest of a whole
- *                   Engine.breathe() (rx byte count, per-output tx index lists, txBurst calls).
+ *   --stages        adds `stages_ns` per scenario: ns per packet in each engine stage (rx = the
+ *                   rxBurst copies, parse, steer, rewrite, tx = tx lists and txBurst calls), from
+ *                   the engine's stage clock (Engine.setStageClock): the median over many batches.
  *   --instructions  adds `instructions_per_packet` and `cycles_per_packet` of the whole engine,
  *                   counted by `perf stat` on a child run of this program: the main thread only
  *                   (not V8's compiler and GC threads), and only while the child's timed packets
@@ -42,12 +42,9 @@ import { flowFrames } from './gen.js';
 import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
-import { Counters, Ctr } from '../src/dataplane/counters.js';
-import { Engine } from '../src/dataplane/engine.js';
+import { Ctr } from '../src/dataplane/counters.js';
+import { Engine, STAGES } from '../src/dataplane/engine.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
-import { parseBatch } from '../src/dataplane/parse.js';
-import { rewriteBatch } from '../src/dataplane/rewrite.js';
-import { SteerState, steerBatch } from '../src/dataplane/steer.js';
 import type { Tables } from '../src/dataplane/tables.js';
 import { createXxhFlowHasher, hashFlow, type FlowHasher } from '../src/hash/flowhash.js';
 
@@ -61,7 +58,6 @@ const FLOW_SETS = [1_000, 100_000];
 /** Timed packets of an --instructions child run. */
 const PERF_PACKETS = 1 << 21;
 const RULE_COUNTS = [1, 100, 1000];
-const STAGES = ['rx', 'parse', 'steer', 'rewrite', 'tx'] as const;
 type Stage = (typeof STAGES)[number];
 type Path = 'hit' | 'miss';
 
@@ -240,69 +236,28 @@ interface Result extends Scenario {
   cycles_per_packet?: number;
 }
 
-/** Everything one measured loop needs; `step()` processes one batch and returns its packet count. */
-interface Loop {
-  step: () => number;
-  counters: Counters;
-  /** Stage loops only: wall time (ms) of each stage in the last step (rx, parse, steer, rewrite). */
-  spent: Float64Array | null;
-}
-
-/** The whole engine: one breath = one batch of BATCH frames from in0. */
-function engineLoop(t: Tables, frames: Float64Array, flows: number, path: Path, hash: FlowHasher): Loop {
+/** The engine over in-memory ports: one breath = one batch of BATCH frames from in0. */
+function benchEngine(t: Tables, frames: Float64Array, flows: number, path: Path, hash: FlowHasher): Engine {
   const engine = new Engine(
     (name) => (name === 'in0' ? new RingPort(name, frames, flows, path === 'miss') : new SinkPort(name)),
     undefined,
     { hash },
   );
   engine.publish(t);
-  return { step: () => engine.breathe(), counters: engine.counters, spent: null };
-}
-
-/**
- * The engine's stages called directly, in its order, each one clocked (performance.now(), five
- * reads per batch of 256: noise next to a batch's tens of microseconds).
- */
-function stageLoop(t: Tables, frames: Float64Array, flows: number, path: Path, hash: FlowHasher): Loop {
-  const rx = new RingPort('in0', frames, flows, path === 'miss');
-  const inPort = t.interfaces.indexOf('in0');
-  const b = new Batch();
-  const c = new Counters();
-  const s = new SteerState({ hash });
-  s.ensureInstances(t.instanceCount);
-  const spent = new Float64Array(4);
-  const step = () => {
-    const t0 = performance.now();
-    b.reset();
-    rx.rxBurst(b, inPort, BATCH);
-    const t1 = performance.now();
-    parseBatch(b, c);
-    const t2 = performance.now();
-    s.setNow(Date.now());
-    steerBatch(t, b, s, c);
-    const t3 = performance.now();
-    rewriteBatch(t, b, s, c);
-    const t4 = performance.now();
-    spent[0] = t1 - t0;
-    spent[1] = t2 - t1;
-    spent[2] = t3 - t2;
-    spent[3] = t4 - t3;
-    return b.count;
-  };
-  return { step, counters: c, spent };
+  return engine;
 }
 
 /** Populate the flow state (hit) and let the optimising compiler settle. */
-function warmUp(loop: Loop, flows: number): void {
+function warmUp(engine: Engine, flows: number): void {
   const warm = Math.max(2 * flows, 150_000);
-  for (let n = 0; n < warm; ) n += loop.step();
+  for (let n = 0; n < warm; ) n += engine.breathe();
 }
 
 /**
  * CPU time of this process (not wall time) per packet, in ROUNDS short rounds: the best round is the
  * figure least disturbed by other work on a shared machine, the median is reported beside it.
  */
-function timeLoop(loop: Loop, seconds: number): { best: number; median: number; packets: number } {
+function timeLoop(engine: Engine, seconds: number): { best: number; median: number; packets: number } {
   const rounds: number[] = [];
   let packets = 0;
   for (let r = 0; r < ROUNDS; r++) {
@@ -310,7 +265,7 @@ function timeLoop(loop: Loop, seconds: number): { best: number; median: number; 
     let n = 0;
     let usedUs = 0;
     while (usedUs < (seconds * 1e6) / ROUNDS) {
-      for (let k = 0; k < 16; k++) n += loop.step();
+      for (let k = 0; k < 16; k++) n += engine.breathe();
       const c = process.cpuUsage(c0);
       usedUs = c.user + c.system;
     }
@@ -329,41 +284,35 @@ function median(a: Float64Array): number {
 }
 
 /**
- * ns per packet of each stage: the median over many batches of each stage's clocked time (a batch
- * preempted by other work on the machine is an outlier the median ignores); "tx" is the rest of a
- * whole engine breath, whose median per batch is clocked the same way.
+ * ns per packet of each stage, from the engine's stage clock read after every breath: the median
+ * over many batches of each stage's time (a batch preempted by other work on the machine is an
+ * outlier the median ignores).
  */
 function stageTimes(t: Tables, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number): Record<Stage, number> {
   const batches = Math.max(64, Math.round((seconds * 1e9) / (BATCH * 500)));
-  const loop = stageLoop(t, frames, sc.flows, sc.path, hash);
-  warmUp(loop, sc.flows);
-  const per = [0, 1, 2, 3].map(() => new Float64Array(batches));
-  for (let k = 0; k < batches; k++) {
-    loop.step();
-    for (let st = 0; st < 4; st++) per[st][k] = loop.spent![st];
-  }
-  const engine = engineLoop(t, frames, sc.flows, sc.path, hash);
+  const engine = benchEngine(t, frames, sc.flows, sc.path, hash);
   warmUp(engine, sc.flows);
-  const whole = new Float64Array(batches);
+  const spent = new Float64Array(STAGES.length);
+  const per = STAGES.map(() => new Float64Array(batches));
+  engine.setStageClock(spent);
   for (let k = 0; k < batches; k++) {
-    const t0 = performance.now();
-    engine.step();
-    whole[k] = performance.now() - t0;
+    spent.fill(0);
+    engine.breathe();
+    for (let st = 0; st < STAGES.length; st++) per[st][k] = spent[st];
   }
-  const ns = per.map((a) => (median(a) * 1e6) / BATCH);
   const out = {} as Record<Stage, number>;
-  STAGES.forEach((st, k) => (out[st] = round1(k < 4 ? ns[k] : (median(whole) * 1e6) / BATCH - ns.reduce((x, y) => x + y, 0))));
+  STAGES.forEach((st, k) => (out[st] = round1((median(per[k]) * 1e6) / BATCH)));
   return out;
 }
 
 function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
   const t = compileTables(state);
-  const loop = engineLoop(t, frames, sc.flows, sc.path, hash);
-  warmUp(loop, sc.flows);
-  const ev = loop.counters.events;
+  const engine = benchEngine(t, frames, sc.flows, sc.path, hash);
+  warmUp(engine, sc.flows);
+  const ev = engine.counters.events;
   const hits0 = ev[Ctr.flow_cache_hits];
   const misses0 = ev[Ctr.flow_cache_misses];
-  const m = timeLoop(loop, seconds);
+  const m = timeLoop(engine, seconds);
   const hits = ev[Ctr.flow_cache_hits] - hits0;
   const misses = ev[Ctr.flow_cache_misses] - misses0;
   const r: Result = {
@@ -383,8 +332,8 @@ function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: Flo
  * (perf stat's control and ack fifos) the counters run only around those packets.
  */
 function runFixed(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, packets: number, control: string[] | null): void {
-  const loop = engineLoop(compileTables(state), frames, sc.flows, sc.path, hash);
-  warmUp(loop, sc.flows);
+  const engine = benchEngine(compileTables(state), frames, sc.flows, sc.path, hash);
+  warmUp(engine, sc.flows);
   const ctl = control ? openSync(control[0], 'w') : -1;
   const ack = control ? openSync(control[1], 'r') : -1;
   const reply = Buffer.alloc(16);
@@ -394,7 +343,7 @@ function runFixed(state: State, frames: Float64Array, sc: Scenario, hash: FlowHa
     readSync(ack, reply);
   };
   perf('enable');
-  for (let n = 0; n < packets; ) n += loop.step();
+  for (let n = 0; n < packets; ) n += engine.breathe();
   perf('disable');
 }
 
@@ -447,7 +396,8 @@ function frameSet(n: number): Float64Array {
 }
 
 function printTable(results: Result[]): void {
-  console.log('path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits  insn/pkt  cycles/pkt');
+  const counted = results.some((r) => r.instructions_per_packet !== undefined);
+  console.log(`path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits${counted ? '  insn/pkt  cycles/pkt' : ''}`);
   for (const r of results) {
     const insn = r.instructions_per_packet === undefined ? '' : `${String(r.instructions_per_packet).padStart(9)} ${String(r.cycles_per_packet).padStart(11)}`;
     console.log(

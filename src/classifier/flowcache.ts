@@ -24,8 +24,8 @@
  *    words are zero, so the lookup of an IPv4 flow compares line 1 only. Word 0 = 0: free entry.
  *    Callers put the fields every packet needs in the hot words and the rest in the cold ones.
  * The key is never copied out of the batch for a lookup: the hash and the comparison read the
- * slot's fields directly. A caller that inserts a slot after a miss passes the hash the lookup
- * returned (insertHashed) instead of hashing again.
+ * slot's fields directly. A lookup leaves the key's hash in `lastHash`; a caller that inserts the
+ * same slot after a miss passes it back (insertHashed) instead of hashing again.
  *
  * Two key shapes share that machinery (KeyedTable, held by composition so its hot methods only
  * ever see one class; a small base class adds the clock and housekeeping):
@@ -37,7 +37,8 @@
  */
 import type { Batch } from '../dataplane/batch.js';
 
-const WAYS = 4;
+const WAY_BITS = 2;
+const WAYS = 1 << WAY_BITS;
 /** Int32 words per entry record (two cache lines, see the layout above). */
 export const FLOW_RECORD_WORDS = 32;
 /** First of the 11 payload words on a record's first line (the key's line). */
@@ -116,8 +117,6 @@ class KeyedTable {
   readonly times: Float64Array;
   now = 0;
   count = 0;
-  /** Keys placed so far. */
-  inserts = 0;
   private readonly bucketMask: number;
 
   constructor(capacity: number) {
@@ -164,15 +163,6 @@ class KeyedTable {
     );
   }
 
-  /** Entry e if it still holds the key (its time refreshed), else the entry found for hash h, or -1. */
-  confirm(e: number, h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
-    if (e >= 0 && this.matches(e, w0, s, d, o, w3, scope)) {
-      this.times[timeIndex(e)] = this.now;
-      return e;
-    }
-    return this.find(h, w0, s, d, o, w3, scope);
-  }
-
   /** Entry holding the key (hash h), or -1; refreshes its last-used time. */
   find(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
     const meta = this.meta;
@@ -180,8 +170,8 @@ class KeyedTable {
     let bucket = b1;
     for (let n = 0; n < 2 * WAYS; n++) {
       if (n === WAYS) bucket = this.bucket2(b1, h);
-      if (meta[bucket * META_WORDS + (n & (WAYS - 1))] !== h) continue;
       const e = bucket * WAYS + (n & (WAYS - 1));
+      if (meta[hashIndex(e)] !== h) continue;
       if (this.matches(e, w0, s, d, o, w3, scope)) {
         this.times[timeIndex(e)] = this.now;
         return e;
@@ -209,8 +199,7 @@ class KeyedTable {
       }
     }
     if (oldest === FREE) this.count++;
-    this.inserts++;
-    this.meta[(victim >> 2) * META_WORDS + (victim & (WAYS - 1))] = h;
+    this.meta[hashIndex(victim)] = h;
     times[timeIndex(victim)] = this.now;
     const k = this.records;
     const r = victim * FLOW_RECORD_WORDS;
@@ -241,7 +230,7 @@ class KeyedTable {
     for (let e = 0; e < this.capacity; e++) {
       const t = this.times[timeIndex(e)];
       if (t !== FREE && this.now - t > idleMs) {
-        this.meta[(e >> 2) * META_WORDS + (e & (WAYS - 1))] = 0;
+        this.meta[hashIndex(e)] = 0;
         this.times[timeIndex(e)] = FREE;
         this.records[e * FLOW_RECORD_WORDS] = 0;
         freed++;
@@ -252,9 +241,14 @@ class KeyedTable {
   }
 }
 
+/** Index in `meta` of entry e's hash. */
+function hashIndex(e: number): number {
+  return (e >> WAY_BITS) * META_WORDS + (e & (WAYS - 1));
+}
+
 /** Index in `times` of entry e's last-used time. */
 function timeIndex(e: number): number {
-  return (e >> 2) * (META_WORDS >> 1) + TIME + (e & (WAYS - 1));
+  return (e >> WAY_BITS) * (META_WORDS >> 1) + TIME + (e & (WAYS - 1));
 }
 
 export const DEFAULT_FLOW_CAPACITY = 1 << 16;
@@ -308,56 +302,25 @@ function ports(b: Batch, i: number, swap: boolean): number {
 /**
  * Exact-match cache of flows (5-tuple + scope), optionally direction-free (`canonical`: the key
  * swaps its endpoints exactly when endpointsReversed(b, i), so both directions share one entry).
- *
- * The data path looks a whole batch up at once (findBatch: one call, the loop's arrays in
- * registers) and inserts the misses later with the hash it got back (insertHashed). An entry found
- * by findBatch may have been given to another key by an insert since; `inserts` tells the caller
- * when to `confirm` an entry before using it.
+ * findSlot / insertHashed take that `swap` from the caller, which has usually computed it already.
  */
 export class FlowCache extends ExactMatchTable {
+  /** Hash of the key of the last findSlot, for an insertHashed of the same slot after a miss. */
+  lastHash = 0;
+
   constructor(capacityPow2: number = DEFAULT_FLOW_CAPACITY) {
     super(capacityPow2);
   }
 
-  /** Keys placed so far (changes whenever an entry may have changed hands). */
-  get inserts(): number {
-    return this.t.inserts;
-  }
-
-  /**
-   * For each slot first <= i < end with scopes[i] >= 0: entries[i] = its flow's entry or -1
-   * (last-used time refreshed) and hashes[i] = its key's hash; swaps[i] !== 0 when the canonical
-   * key swaps slot i's endpoints. Slots with scopes[i] < 0 get entries[i] = -1. Returns the number
-   * found.
-   */
-  findBatch(b: Batch, first: number, end: number, scopes: Int32Array, swaps: Uint8Array, canonical: boolean, entries: Int32Array, hashes: Int32Array): number {
-    const t = this.t;
-    const flags = canonical ? CANONICAL : 0;
-    let found = 0;
-    for (let i = first; i < end; i++) {
-      const scope = scopes[i];
-      if (scope < 0) {
-        entries[i] = -1;
-        continue;
-      }
-      const swap = swaps[i] !== 0;
-      const w0 = word0(b, i, flags);
-      const w3 = ports(b, i, swap);
-      const s = swap ? b.dst : b.src;
-      const d = swap ? b.src : b.dst;
-      const h = hashKey(w0, s, d, i << 2, w3, scope);
-      const e = t.find(h, w0, s, d, i << 2, w3, scope);
-      hashes[i] = h;
-      entries[i] = e;
-      if (e >= 0) found++;
-    }
-    return found;
-  }
-
-  /** Entry e if it still holds slot i's key (hash h), else the entry now holding it, or -1. */
-  confirm(e: number, h: number, b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
+  /** Entry of slot i's flow, or -1 (its hash left in lastHash); refreshes its last-used time. */
+  findSlot(b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
     const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    return this.t.confirm(e, h, w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
+    const w3 = ports(b, i, swap);
+    const s = swap ? b.dst : b.src;
+    const d = swap ? b.src : b.dst;
+    const h = hashKey(w0, s, d, i << 2, w3, scope);
+    this.lastHash = h;
+    return this.t.find(h, w0, s, d, i << 2, w3, scope);
   }
 
   /** Entry for slot i's flow given its hash h: existing, free, or evicted (the caller overwrites its payload). */
@@ -368,22 +331,15 @@ export class FlowCache extends ExactMatchTable {
 
   /** Entry index of slot i's flow, or -1; refreshes its last-used time. */
   lookup(b: Batch, i: number, scope: number, canonical: boolean): number {
-    const swap = canonical && endpointsReversed(b, i);
-    const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    const s = swap ? b.dst : b.src;
-    const d = swap ? b.src : b.dst;
-    const w3 = ports(b, i, swap);
-    return this.t.find(hashKey(w0, s, d, i << 2, w3, scope), w0, s, d, i << 2, w3, scope);
+    return this.findSlot(b, i, scope, canonical, canonical && endpointsReversed(b, i));
   }
 
   /** Entry index for slot i's flow (existing, free, or evicted: the caller overwrites its payload). */
   insert(b: Batch, i: number, scope: number, canonical: boolean): number {
     const swap = canonical && endpointsReversed(b, i);
     const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    const s = swap ? b.dst : b.src;
-    const d = swap ? b.src : b.dst;
-    const w3 = ports(b, i, swap);
-    return this.t.place(hashKey(w0, s, d, i << 2, w3, scope), w0, s, d, i << 2, w3, scope);
+    const h = hashKey(w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
+    return this.insertHashed(h, b, i, scope, canonical, swap);
   }
 }
 

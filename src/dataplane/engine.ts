@@ -14,7 +14,8 @@
  * Hot path discipline: the stages are plain functions over the batch; tx index lists are one
  * Uint16Array per interface sized once; counters are typed-array increments. A tracer (replay,
  * explain) may be attached; it is the only code that builds objects per packet and costs one
- * branch per batch when absent.
+ * branch per batch when absent. So may a stage clock (bench/pipeline.ts --stages): wall time per
+ * stage, read around each stage call.
  */
 import { Batch, BATCH, OUT_FLOOD } from './batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from './counters.js';
@@ -70,6 +71,9 @@ export interface TraceStep {
 
 export type Tracer = (step: TraceStep) => void;
 
+/** The stages a stage clock times (Engine.setStageClock), in pipeline order. */
+export const STAGES = ['rx', 'parse', 'steer', 'rewrite', 'tx'] as const;
+
 export class Engine {
   readonly counters: Counters;
   private readonly open: (ifname: string) => PortIO;
@@ -87,6 +91,7 @@ export class Engine {
   private ifDrops = new Float64Array(0);
   private rr = 0;
   private tracer: Tracer | null = null;
+  private stageClock: Float64Array | null = null;
 
   constructor(open: (ifname: string) => PortIO, counters?: Counters, opts: EngineOptions = {}) {
     this.open = open;
@@ -108,6 +113,16 @@ export class Engine {
   /** Attach (or detach with null) a per-slot tracer. */
   setTracer(tracer: Tracer | null): void {
     this.tracer = tracer;
+  }
+
+  /**
+   * Attach (or detach with null) a stage clock: ms of wall time spent in each of STAGES are added
+   * to spent[0..4] (rx: the rxBurst calls; parse includes the rx counters; tx: tx lists, txBurst
+   * calls, tx counters, and the tracer when one is attached). A few clock reads per batch while
+   * attached; one branch per batch when not.
+   */
+  setStageClock(spent: Float64Array | null): void {
+    this.stageClock = spent;
   }
 
   private apply(t: Tables): void {
@@ -166,11 +181,14 @@ export class Engine {
     const n = ios.length;
     let total = 0;
     b.reset();
+    const clock = this.stageClock;
     for (let k = 0; k < n; k++) {
       const f = (this.rr + k) % n;
       const io = ios[f];
       if (io === null) continue;
+      const t0 = clock === null ? 0 : performance.now();
       const got = io.rxBurst(b, f, BATCH - b.count);
+      if (clock !== null) lap(clock, 0, t0);
       this.ifRx[f] += got;
       if (b.count === BATCH) {
         total += this.process(t);
@@ -186,16 +204,22 @@ export class Engine {
     const b = this.batch;
     const c = this.counters;
     const s = this.steer;
+    const clock = this.stageClock;
+    let at = clock === null ? 0 : performance.now();
     s.setNow(this.clock());
     let bytes = 0;
     for (let i = 0; i < b.count; i++) bytes += b.len[i];
     c.events[Ctr.rx_packets] += b.count;
     c.events[Ctr.rx_bytes] += bytes;
     parseBatch(b, c);
+    if (clock !== null) at = lap(clock, 1, at);
     steerBatch(t, b, s, c);
+    if (clock !== null) at = lap(clock, 2, at);
     rewriteBatch(t, b, s, c);
+    if (clock !== null) at = lap(clock, 3, at);
     if (this.tracer !== null) this.trace(t, this.tracer);
     this.transmit();
+    if (clock !== null) lap(clock, 4, at);
     return b.count;
   }
 
@@ -205,6 +229,7 @@ export class Engine {
     const ios = this.ios;
     const n = ios.length;
     const txCount = this.txCount;
+    const txIdx = this.txIdx;
     txCount.fill(0);
     for (let i = 0; i < b.count; i++) {
       if (b.drop[i] !== 0) {
@@ -213,11 +238,11 @@ export class Engine {
       }
       const o = b.out[i];
       if (o >= 0) {
-        if (ios[o] !== null) this.txIdx[o][txCount[o]++] = i;
+        if (ios[o] !== null) txIdx[o][txCount[o]++] = i;
         else this.dropAt(o, Drop.port_down, 1);
       } else if (o === OUT_FLOOD) {
         const from = b.port[i];
-        for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null) this.txIdx[f][txCount[f]++] = i;
+        for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null) txIdx[f][txCount[f]++] = i;
       }
     }
     for (let f = 0; f < n; f++) {
@@ -228,7 +253,7 @@ export class Engine {
         this.dropAt(f, Drop.port_down, k);
         continue;
       }
-      const idx = this.txIdx[f];
+      const idx = txIdx[f];
       const sent = io.txBurst(b, idx, k);
       let bytes = 0;
       for (let j = 0; j < sent; j++) bytes += b.len[idx[j]];
@@ -294,6 +319,13 @@ export class Engine {
     for (const io of this.ios) io?.close();
     this.ios = this.ios.map(() => null);
   }
+}
+
+/** Add the time since `since` to spent[k]; returns the clock reading. */
+function lap(spent: Float64Array, k: number, since: number): number {
+  const now = performance.now();
+  spent[k] += now - since;
+  return now;
 }
 
 function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {

@@ -17,7 +17,8 @@
  *
  * Per-flow state lives in a FlowCache keyed by the CANONICAL 5-tuple + VLAN, so both directions of
  * a flow share one entry (the API refuses overlapping classifiers across chains, so a 5-tuple
- * belongs to one chain), with a one-cache-line payload record per entry (layout below): for each
+ * belongs to one chain), in the cache's own record of the entry (layout below), so one lookup
+ * finds key and state together and a known flow reads a single cache line of them: for each
  * orientation (which endpoint sends) the classification (rule, hence path, and the logical in-port,
  * or "no chain"), the MACs seen at chain entry, and one instance per chain hop, shared by the
  * forward and reverse paths (a symmetric chain crosses the same instances both ways). Sticky beats
@@ -34,6 +35,10 @@
  * Output per slot: b.out (interface, OUT_FLOOD or OUT_DROP), b.path/b.hop/b.flow, and the
  * SteerState scratch rows the rewrite stage and the tracer read (verdict, instance, rule, MACs to
  * restore). Drops set b.drop and count a reason; nothing throws.
+ *
+ * Cost (bench/pipeline.ts): one pass over the batch; a known flow costs the lookup (hash, one
+ * bucket line, one record line) and steerKnown's straight line, with steerKnown and steerChain out
+ * of line so that the lookup's helpers fit V8's inlining budget of steerBatch.
  */
 import { classify } from '../classifier/lookup.js';
 import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache, FragmentTable } from '../classifier/flowcache.js';
@@ -114,10 +119,7 @@ export class SteerState {
   readonly slotRule = new Int32Array(BATCH);
   readonly slotMacs = new Uint8Array(BATCH * MACS);
   readonly slotHasMacs = new Uint8Array(BATCH);
-  // flow lookup: logical port (-1 = plain L2), lookup scope (-1 = no lookup), orientation, key hash
-  readonly slotPort = new Int32Array(BATCH);
-  readonly slotScope = new Int32Array(BATCH);
-  readonly slotOrient = new Uint8Array(BATCH);
+  /** Flow key hash of a slot that missed, for its insert. */
   readonly slotHash = new Int32Array(BATCH);
 
   constructor(opts: SteerOptions = {}) {
@@ -344,15 +346,12 @@ function setRule(s: SteerState, e: number, o: number, r: number, L: number): voi
 
 /**
  * Slot i arrived on interface f from logical port L, which has a chain role; e is its flow entry
- * (-1: none, or a later fragment) in orientation o, found before the `stale` flow table took an
- * insert (so e must be confirmed).
+ * (-1: none, or a later fragment) in orientation o.
  */
-function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number, e: number, o: number, stale: boolean): void {
+function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number, e: number, o: number): void {
   const rec = s.rec;
   let early = false;
   const frag = b.frag[i];
-  // (A miss is not looked up again: if an earlier slot has inserted the flow since, newFlow finds it.)
-  if (stale && e >= 0) e = s.flows.confirm(e, s.slotHash[i], b, i, s.slotScope[i], true, o === 1);
   if (frag === FRAG_LATER) {
     const fe = s.frags.lookup(b, i, b.vlan[i]);
     if (fe >= 0 && rec[recordAt(s.fragFlow[fe]) + R_SERIAL] === s.fragSerial[fe]) {
@@ -480,42 +479,9 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
 }
 
 /**
- * Which slots are chain traffic (slotPort: logical port, else -1) and which of those are looked up
- * in the flow state (slotScope: the VLAN, else -1), in which orientation (slotOrient). Returns how
- * many are looked up.
- */
-function selectFlows(t: Tables, b: Batch, s: SteerState): number {
-  const n = b.count;
-  let lookups = 0;
-  for (let i = 0; i < n; i++) {
-    let L = -1;
-    let scope = -1;
-    if (b.drop[i] === 0) {
-      L = logicalPort(t, b, i);
-      // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
-      if (L >= 0 && (b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0))) L = -1;
-      // A later fragment has no ports: steerChain finds its flow through the fragment table.
-      if (L >= 0 && b.frag[i] !== FRAG_LATER) {
-        scope = b.vlan[i];
-        s.slotOrient[i] = endpointsReversed(b, i) ? 1 : 0;
-        lookups++;
-      }
-    }
-    s.slotPort[i] = L;
-    s.slotScope[i] = scope;
-  }
-  return lookups;
-}
-
-/** Slots looked up together: their flow records and buckets (GROUP x two lines) stay in L1 until decided. */
-const GROUP = 64;
-
-/**
- * Steer every slot of b with tables t: select the chain traffic, then, GROUP slots at a time, look
- * their flows up in one call and decide per slot: a known flow takes steerKnown's straight line,
- * anything else steerChain's general steps. A decision may insert a flow and so recycle an entry
- * found for a later slot: once the table has taken an insert, the rest go to steerChain, which
- * confirms them.
+ * Steer every slot of b with tables t. Chain traffic is looked up in the flow state; a known flow
+ * takes steerKnown's straight line, anything else steerChain's general steps (which insert a new
+ * flow with the hash of this lookup).
  */
 export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
   const n = b.count;
@@ -523,29 +489,38 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
   s.slotInst.fill(-1, 0, n);
   s.slotRule.fill(-1, 0, n);
   s.slotHasMacs.fill(0, 0, n);
-  const lookups = selectFlows(t, b, s);
   let hits = 0;
-  for (let first = 0; first < n; first += GROUP) {
-    const end = Math.min(first + GROUP, n);
-    hits += flows.findBatch(b, first, end, s.slotScope, s.slotOrient, true, b.flow, s.slotHash);
-    const inserts = flows.inserts;
-    for (let i = first; i < end; i++) {
-      if (b.drop[i] !== 0) {
-        s.verdict[i] = V_DROP;
-        b.out[i] = OUT_DROP;
-        continue;
-      }
-      const L = s.slotPort[i];
-      if (L < 0) {
-        switchSlot(b, s, c, i, b.port[i]);
-        continue;
-      }
-      const e = b.flow[i];
-      const o = s.slotOrient[i];
-      const stale = flows.inserts !== inserts;
-      if (e < 0 || stale || !steerKnown(t, b, s, c, i, L, e, o)) steerChain(t, b, s, c, i, b.port[i], L, e, o, stale);
+  let misses = 0;
+  for (let i = 0; i < n; i++) {
+    if (b.drop[i] !== 0) {
+      s.verdict[i] = V_DROP;
+      b.out[i] = OUT_DROP;
+      continue;
     }
+    const L = logicalPort(t, b, i);
+    // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
+    if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0)) {
+      switchSlot(b, s, c, i, b.port[i]);
+      continue;
+    }
+    let e = -1;
+    let o = 0;
+    if (b.frag[i] !== FRAG_LATER) {
+      // (A later fragment has no ports: steerChain finds its flow through the fragment table.)
+      const swap = endpointsReversed(b, i);
+      o = swap ? 1 : 0;
+      e = flows.findSlot(b, i, b.vlan[i], true, swap);
+      b.flow[i] = e;
+      if (e < 0) {
+        misses++;
+        s.slotHash[i] = flows.lastHash;
+      } else {
+        hits++;
+        if (steerKnown(t, b, s, c, i, L, e, o)) continue;
+      }
+    }
+    steerChain(t, b, s, c, i, b.port[i], L, e, o);
   }
   c.events[Ctr.flow_cache_hits] += hits;
-  c.events[Ctr.flow_cache_misses] += lookups - hits;
+  c.events[Ctr.flow_cache_misses] += misses;
 }

@@ -21,7 +21,7 @@ import { isMainThread, Worker, workerData } from 'node:worker_threads';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { enterNetns } from '../src/dataplane/io/native.js';
-import { flowFrames } from './gen.js';
+import { flowFrames } from '../src/dataplane/frames.js';
 
 const NS = 'sfct-bench-io';
 

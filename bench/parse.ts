@@ -12,7 +12,7 @@ import os from 'node:os';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { Counters } from '../src/dataplane/counters.js';
 import { parseBatch } from '../src/dataplane/parse.js';
-import { buildFrame, fillBatch, flowFrames, flowSpecs } from './gen.js';
+import { buildFrame, fillBatch, flowFrames, flowSpecs } from '../src/dataplane/frames.js';
 
 const BURST = 20;
 

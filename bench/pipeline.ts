@@ -38,7 +38,7 @@ import { mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { flowFrames } from './gen.js';
+import { flowFrames } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
 import { Batch, BATCH } from '../src/dataplane/batch.js';

@@ -6,7 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFrame, mulberry32, type FrameSpec } from '../bench/gen.js';
+import { buildFrame, mulberry32, type FrameSpec } from '../src/dataplane/frames.js';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap, openCap } from '../src/dataplane/io/cap.js';

@@ -3,7 +3,7 @@
  * the caller's payload stored in the table's own records, and the engine's stage clock.
  */
 import { describe, expect, it } from 'vitest';
-import { buildFrame } from '../bench/gen.js';
+import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
 import { Batch } from '../src/dataplane/batch.js';
 import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache } from '../src/classifier/flowcache.js';

@@ -4,7 +4,7 @@
 // Every frame is counted at the server: nothing of an untouched chain is lost, duplicated or
 // re-routed, and flows of an updated chain follow the new definition from the next batch on.
 import { describe, expect, it } from 'vitest';
-import { buildArp, buildFrame, macBytes } from '../bench/gen.js';
+import { buildArp, buildFrame, macBytes } from '../src/dataplane/frames.js';
 import { DriverManager } from '../src/control/driver.js';
 import type { Port, PortChain, PortPair, PortPairGroup } from '../src/control/model.js';
 import { Store } from '../src/control/store.js';

@@ -1,8 +1,8 @@
-// Parser: golden frames (built with bench/gen.ts and captured from Linux), every drop reason, and
+// Parser: golden frames (built with src/dataplane/frames.ts and captured from Linux), every drop reason, and
 // property tests (totality on random and mutated bytes; round trip of random frame specs).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { addrWords, buildArp, buildFrame, fillBatch, type FrameSpec, type Ipv6Ext } from '../bench/gen.js';
+import { addrWords, buildArp, buildFrame, fillBatch, type FrameSpec, type Ipv6Ext } from '../src/dataplane/frames.js';
 import { ABSENT, BATCH, Batch, ENCAP_MPLS, ENCAP_NSH, FRAG_FIRST, FRAG_LATER, SLOT } from '../src/dataplane/batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from '../src/dataplane/counters.js';
 import { parseBatch } from '../src/dataplane/parse.js';

@@ -1,5 +1,5 @@
 /*
- * Golden-pcap tests: synthetic captures (bench/gen.ts) of a client talking to a server are replayed
+ * Golden-pcap tests: synthetic captures (src/dataplane/frames.ts) of a client talking to a server are replayed
  * with SF loopback through `sfc replay`'s own code path for examples/two-hop.yaml and its symmetric
  * variant; every output pcap and verdicts.jsonl must equal the committed goldens byte for byte.
  * Regenerate with UPDATE_GOLDEN=1 (then inspect with `tcpdump -enr test/fixtures/replay/...`).
@@ -9,7 +9,7 @@ import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildArp, buildFrame, type FrameSpec } from '../bench/gen.js';
+import { buildArp, buildFrame, type FrameSpec } from '../src/dataplane/frames.js';
 import { UsageError } from '../src/commands/args.js';
 import { command as replayCommand } from '../src/commands/replay.js';
 import { command as explainCommand } from '../src/commands/explain.js';

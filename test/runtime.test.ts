@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFrame } from '../bench/gen.js';
+import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { Ctr } from '../src/dataplane/counters.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildArp, buildFrame, macBytes, type FrameSpec } from '../bench/gen.js';
+import { buildArp, buildFrame, macBytes, type FrameSpec } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
 import { Ctr, Drop } from '../src/dataplane/counters.js';

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFrame } from '../bench/gen.js';
+import { buildFrame } from '../src/dataplane/frames.js';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';

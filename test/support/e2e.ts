@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { buildFrame, macBytes } from '../../bench/gen.js';
+import { buildFrame, macBytes } from '../../src/dataplane/frames.js';
 import { Batch } from '../../src/dataplane/batch.js';
 import { openAfPacket } from '../../src/dataplane/io/afpacket.js';
 import { loadCap } from '../../src/dataplane/io/cap.js';

@@ -17,7 +17,7 @@ import {
   macBytes,
   mulberry32,
   type FrameSpec,
-} from '../bench/gen.js';
+} from '../src/dataplane/frames.js';
 import { crc32c, fixL4Checksum, ipv4HeaderChecksum, l4Checksum } from '../src/dataplane/checksum.js';
 import { prerequisites } from './support/prereq.js';
 

@@ -1,5 +1,5 @@
 /*
- * gen: synthetic frames for tests and benchmarks (not hot path; clarity over speed).
+ * frames: synthetic frames for tests, benchmarks and sfc explain (not hot path; clarity over speed).
  *
  * buildFrame(spec) assembles Ethernet -> VLAN tags -> MPLS labels | NSH (MD type 1, optional inner
  * Ethernet) -> IPv4 (options, fragment fields) | IPv6 (extension headers) -> TCP/UDP/SCTP/ICMP/
@@ -8,8 +8,8 @@
  * for benches; mulberry32 is the deterministic PRNG shared by tests and benches.
  * A malformed spec (bad address string, options too long) throws: builders run at set-up time.
  */
-import type { Batch } from '../src/dataplane/batch.js';
-import { fixL4Checksum, ipv4HeaderChecksum } from '../src/dataplane/checksum.js';
+import type { Batch } from './batch.js';
+import { fixL4Checksum, ipv4HeaderChecksum } from './checksum.js';
 
 export type L4Name = 'tcp' | 'udp' | 'sctp' | 'icmp' | 'icmpv6';
 /** An IPv6 extension header: its next-header number (minimal size), or a type with a size in bytes. */

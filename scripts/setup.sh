@@ -21,8 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # npm dependencies (runs node-gyp for our addon and for cap), then the TypeScript build.
+# `npm ci` first. This machine's registry mirror serves only linux-x64 builds of packages that
+# ship per-platform optional binaries (rollup's), so npm leaves the other platforms out of the lock
+# file and `npm ci` then refuses it as out of sync; `npm install` installs the same locked versions.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-fund --no-audit
+  if ! npm ci --no-fund --no-audit; then
+    echo "setup: npm ci refused the lock file (see above); installing the locked versions with npm install"
+    npm install --no-fund --no-audit
+  fi
 fi
 [ -f build/Release/sfc_io.node ] || npm run build:native
 npm run build --silent

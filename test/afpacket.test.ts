@@ -14,6 +14,7 @@ import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src
 import { openPortIO } from '../src/dataplane/io/open.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { prerequisites } from './support/prereq.js';
+import { receive, sleep, transmit } from './support/portio.js';
 
 const NS = 'sfct-afp';
 const CLIENT_NS = 'sfct-afp-c';
@@ -29,42 +30,13 @@ function sh(cmd: string): string {
   return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A veth pair x/y inside NS, up, IPv6 off (no router solicitations in the rings). */
 function vethPair(x: string, y: string): void {
   sh(`ip -n ${NS} link add ${x} type veth peer name ${y} && ip -n ${NS} link set ${x} up && ip -n ${NS} link set ${y} up`);
 }
 
-/** Receive until `want` frames arrived or `ms` passed; returns copies of them. */
-async function receive(port: PortIO, want: number, ms = 2000): Promise<Uint8Array[]> {
-  const b = new Batch();
-  const got: Uint8Array[] = [];
-  const until = Date.now() + ms;
-  while (got.length < want && Date.now() < until) {
-    b.reset();
-    const n = port.rxBurst(b, 7, BATCH);
-    for (let i = 0; i < n; i++) {
-      expect(b.port[i]).toBe(7);
-      got.push(b.frame(i));
-    }
-    if (n === 0) await sleep(2);
-  }
-  return got;
-}
 
-/** Transmit frames in bursts of at most BATCH; returns how many were accepted. */
-function transmit(port: PortIO, frames: readonly Uint8Array[]): number {
-  const b = new Batch();
-  const idx = Uint16Array.from({ length: BATCH }, (_, i) => i);
-  let sent = 0;
-  for (let at = 0; at < frames.length; at += BATCH) {
-    b.reset();
-    for (const f of frames.slice(at, at + BATCH)) b.push(f, 0);
-    sent += port.txBurst(b, idx, b.count);
-  }
-  return sent;
-}
 
 function udp(i: number, bytes: number, extra: Partial<FrameSpec> = {}): Uint8Array {
   const payload = new Uint8Array(bytes);

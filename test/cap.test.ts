@@ -9,12 +9,12 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame, mulberry32 } from '../src/dataplane/frames.js';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { BATCH } from '../src/dataplane/batch.js';
 import { loadCap, type CapPort } from '../src/dataplane/io/cap.js';
 import { enterNetns, nativeAvailable } from '../src/dataplane/io/native.js';
 import { openPortIO } from '../src/dataplane/io/open.js';
-import type { PortIO } from '../src/dataplane/io/portio.js';
 import { prerequisites } from './support/prereq.js';
+import { receive, sleep, transmit } from './support/portio.js';
 
 const NS = 'sfct-cap';
 
@@ -33,7 +33,6 @@ const run = prerequisites('cap', {
 });
 
 const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function udp(i: number, bytes: number): Uint8Array {
   const payload = new Uint8Array(bytes).fill(i & 0xff);
@@ -41,27 +40,7 @@ function udp(i: number, bytes: number): Uint8Array {
   return buildFrame({ ip: { ver: 4, src: '10.3.0.1', dst: '10.3.0.2' }, l4: { proto: 'udp', sport: 2000 + (i % 40), dport: 7 }, payload });
 }
 
-function transmit(port: PortIO, frames: readonly Uint8Array[]): number {
-  const b = new Batch();
-  for (const f of frames) b.push(f, 0);
-  return port.txBurst(b, Uint16Array.from({ length: b.count }, (_, i) => i), b.count);
-}
 
-async function receive(port: PortIO, want: number, ms = 1000): Promise<Uint8Array[]> {
-  const b = new Batch();
-  const got: Uint8Array[] = [];
-  const until = Date.now() + ms;
-  while (got.length < want && Date.now() < until) {
-    b.reset();
-    const n = port.rxBurst(b, 5, BATCH);
-    for (let i = 0; i < n; i++) {
-      expect(b.port[i]).toBe(5);
-      got.push(b.frame(i));
-    }
-    if (n === 0) await sleep(2);
-  }
-  return got;
-}
 
 describe.skipIf(!run)('cap (libpcap) ports', () => {
   let leave: () => void = () => {};

@@ -12,7 +12,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { Ctr } from '../src/dataplane/counters.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap } from '../src/dataplane/io/cap.js';
@@ -22,6 +21,7 @@ import { Dataplane } from '../src/dataplane/runtime.js';
 import type { Tables } from '../src/dataplane/tables.js';
 import { StateBuilder } from './support/sfc-state.js';
 import { prerequisites } from './support/prereq.js';
+import { receive, sleep, transmit } from './support/portio.js';
 
 const NS = 'sfct-rt';
 const ROOT = join(import.meta.dirname, '..');
@@ -33,7 +33,6 @@ const run = prerequisites('runtime', {
 });
 
 const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Newest modification time under a directory (recursive), for the dist staleness check. */
 function newest(dir: string): number {
@@ -80,28 +79,7 @@ function broadcast(id: number): Uint8Array {
 
 const idOf = (f: Uint8Array): number => (f[42] << 8) | f[43];
 
-function transmit(port: PortIO, frames: readonly Uint8Array[]): void {
-  const b = new Batch();
-  const idx = Uint16Array.from({ length: BATCH }, (_, i) => i);
-  for (let at = 0; at < frames.length; at += BATCH) {
-    b.reset();
-    for (const f of frames.slice(at, at + BATCH)) b.push(f, 0);
-    port.txBurst(b, idx, b.count);
-  }
-}
 
-async function receive(port: PortIO, want: number, ms = 2000): Promise<Uint8Array[]> {
-  const b = new Batch();
-  const got: Uint8Array[] = [];
-  const until = Date.now() + ms;
-  while (got.length < want && Date.now() < until) {
-    b.reset();
-    const n = port.rxBurst(b, 0, BATCH);
-    for (let i = 0; i < n; i++) got.push(b.frame(i));
-    if (n === 0) await sleep(2);
-  }
-  return got;
-}
 
 /** Every id exactly once, and each flow's frames in the order sent. */
 function expectEachOnceInFlowOrder(frames: Uint8Array[], n: number): void {

@@ -6,13 +6,13 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import { openPortIO } from '../src/dataplane/io/open.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { openTap } from '../src/dataplane/io/tap.js';
 import { prerequisites } from './support/prereq.js';
+import { receive, sleep, transmit } from './support/portio.js';
 
 const NS = 'sfct-tap';
 
@@ -23,7 +23,6 @@ const run = prerequisites('tap', {
 });
 
 const sh = (cmd: string): string => execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function frame(i: number, bytes: number): Uint8Array {
   return buildFrame({
@@ -35,30 +34,7 @@ function frame(i: number, bytes: number): Uint8Array {
   });
 }
 
-function transmit(port: PortIO, frames: readonly Uint8Array[]): number {
-  const b = new Batch();
-  const idx = Uint16Array.from({ length: BATCH }, (_, i) => i);
-  let sent = 0;
-  for (let at = 0; at < frames.length; at += BATCH) {
-    b.reset();
-    for (const f of frames.slice(at, at + BATCH)) b.push(f, 0);
-    sent += port.txBurst(b, idx, b.count);
-  }
-  return sent;
-}
 
-async function receive(port: PortIO, want: number, ms = 1000): Promise<Uint8Array[]> {
-  const b = new Batch();
-  const got: Uint8Array[] = [];
-  const until = Date.now() + ms;
-  while (got.length < want && Date.now() < until) {
-    b.reset();
-    const n = port.rxBurst(b, 3, BATCH);
-    for (let i = 0; i < n; i++) got.push(b.frame(i));
-    if (n === 0) await sleep(2);
-  }
-  return got;
-}
 
 const counter = (p: NativePort, name: string): number => p.counters[loadNative().counterNames.indexOf(name)];
 

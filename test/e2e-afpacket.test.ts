@@ -4,4 +4,4 @@
  */
 import { e2eSuite } from './support/e2e.js';
 
-e2eSuite('afpacket', { full: true });
+e2eSuite('afpacket');

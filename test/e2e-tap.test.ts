@@ -1,7 +1,7 @@
 /*
  * End to end on the tap backend: real namespaces, real TCP/UDP, the compiled dataplane
- * (test/support/e2e.ts has the suite; the subset: learning switch, chain byte-exact, garbage).
+ * (test/support/e2e.ts has the suite, the same on every backend).
  */
 import { e2eSuite } from './support/e2e.js';
 
-e2eSuite('tap', { full: false });
+e2eSuite('tap');

@@ -194,12 +194,7 @@ function requirements(backend: Backend): string | null {
   return null;
 }
 
-export interface SuiteOptions {
-  /** Also the chain-bypass, symmetric and reload tests (the full suite runs on one backend). */
-  full: boolean;
-}
-
-export function e2eSuite(backend: Backend, opts: SuiteOptions): void {
+export function e2eSuite(backend: Backend): void {
   // Unique per run: several people may run the suite at once on one machine.
   const LAB = `sfct-e2e${backend[0]}${process.pid}`;
   const commands = ['ip', 'nft', 'ping', ...(backend === 'cap' ? ['ethtool'] : [])];
@@ -312,76 +307,74 @@ export function e2eSuite(backend: Backend, opts: SuiteOptions): void {
       }
     }, 120_000);
 
-    if (opts.full) {
-      it('lets unclassified traffic (other ports, ICMP) bypass the chain: no SF sees it', async () => {
-        const d = await serve('chain');
-        await installFlowLog(lab);
-        const before = await d.metrics();
-        expect((await ping(SERVER.ip)).code).toBe(0);
-        const { client } = await tcp(BYPASS_TCP_PORT, 2, 1_000_000);
-        expect(client.ok).toBe(true);
-        const u = await udp(BYPASS_UDP_PORT, 4, 200, 1000);
-        expect(u.received.flows).toHaveLength(4);
-        const after = await d.metrics();
-        const log = await readFlowLog(lab);
-        expect(log.serverFlows.filter((f) => f.startsWith('tcp/'))).toHaveLength(2);
-        expect(log.serverFlows.filter((f) => f.startsWith('udp/'))).toHaveLength(4);
-        expect(log.serverPings).toBeGreaterThanOrEqual(3);
-        expect([...flowsSeenBySfs(log)]).toEqual([]);
-        expect(log.sfs.map((v) => v.pings)).toEqual(lab.sfs.map(() => 0));
-        expect(delta(before, after, 'sfc_packets_total', { event: 'classified' })).toBe(0);
-      }, 120_000);
+    it('lets unclassified traffic (other ports, ICMP) bypass the chain: no SF sees it', async () => {
+      const d = await serve('chain');
+      await installFlowLog(lab);
+      const before = await d.metrics();
+      expect((await ping(SERVER.ip)).code).toBe(0);
+      const { client } = await tcp(BYPASS_TCP_PORT, 2, 1_000_000);
+      expect(client.ok).toBe(true);
+      const u = await udp(BYPASS_UDP_PORT, 4, 200, 1000);
+      expect(u.received.flows).toHaveLength(4);
+      const after = await d.metrics();
+      const log = await readFlowLog(lab);
+      expect(log.serverFlows.filter((f) => f.startsWith('tcp/'))).toHaveLength(2);
+      expect(log.serverFlows.filter((f) => f.startsWith('udp/'))).toHaveLength(4);
+      expect(log.serverPings).toBeGreaterThanOrEqual(3);
+      expect([...flowsSeenBySfs(log)]).toEqual([]);
+      expect(log.sfs.map((v) => v.pings)).toEqual(lab.sfs.map(() => 0));
+      expect(delta(before, after, 'sfc_packets_total', { event: 'classified' })).toBe(0);
+    }, 120_000);
 
-      it('sends the replies of a symmetric chain through the same instances in reverse order', async () => {
-        await serve('symmetric');
-        await installFlowLog(lab);
-        const { client } = await tcp(TCP_PORT, 8, 2_000_000);
-        expect(client.ok).toBe(true);
-        const traces = traceFlows(lab, await readFlowLog(lab));
-        expect(traces).toHaveLength(8);
-        const bad = traces.filter((t) => !repliesRetraced(t));
-        expect(bad, JSON.stringify(bad)).toEqual([]);
-      }, 120_000);
+    it('sends the replies of a symmetric chain through the same instances in reverse order', async () => {
+      await serve('symmetric');
+      await installFlowLog(lab);
+      const { client } = await tcp(TCP_PORT, 8, 2_000_000);
+      expect(client.ok).toBe(true);
+      const traces = traceFlows(lab, await readFlowLog(lab));
+      expect(traces).toHaveLength(8);
+      const bad = traces.filter((t) => !repliesRetraced(t));
+      expect(bad, JSON.stringify(bad)).toEqual([]);
+    }, 120_000);
 
-      it('moves only the removed instance\'s flows when a group loses an instance (API reload)', async () => {
-        const d = await serve('symmetric');
-        await installFlowLog(lab);
-        const recv = await udpReceiver(UDP_PORT + 2);
-        const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
-          'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 2}`, '--flows', '32', '--pps', '1600', '--seconds', '60',
-        ]);
-        const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
-        const beforeTraces = traceFlows(lab, await settledFlowLog(32));
-        expect(beforeTraces).toHaveLength(32);
-        expect(beforeTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
-        const before = placement(beforeTraces);
-        expect(new Set([...before.values()].map((p) => p[0]))).toEqual(new Set(['1', '2', '3']));
+    it('moves only the removed instance\'s flows when a group loses an instance (API reload)', async () => {
+      const d = await serve('symmetric');
+      await installFlowLog(lab);
+      const recv = await udpReceiver(UDP_PORT + 2);
+      const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+        'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 2}`, '--flows', '32', '--pps', '1600', '--seconds', '60',
+      ]);
+      const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
+      const beforeTraces = traceFlows(lab, await settledFlowLog(32));
+      expect(beforeTraces).toHaveLength(32);
+      expect(beforeTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+      const before = placement(beforeTraces);
+      expect(new Set([...before.values()].map((p) => p[0]))).toEqual(new Set(['1', '2', '3']));
 
-        // PUT ppg1 without pp13, then record afresh.
-        serving = null; // the running model no longer matches a config file
-        const { port_pair_groups: groups } = await d.call<{ port_pair_groups: { id: string; port_pairs: string[] }[] }>('GET', '/v2.0/sfc/port_pair_groups?name=ppg1');
-        const { port_pairs: pairs } = await d.call<{ port_pairs: { id: string; name: string }[] }>('GET', '/v2.0/sfc/port_pairs');
-        const pp13 = pairs.find((p) => p.name === 'pp13')!.id;
-        expect(groups[0].port_pairs).toContain(pp13);
-        await d.call('PUT', `/v2.0/sfc/port_pair_groups/${groups[0].id}`, { port_pair_group: { port_pairs: groups[0].port_pairs.filter((id) => id !== pp13) } });
-        await installFlowLog(lab);
-        const afterLog = await settledFlowLog(32);
-        const afterTraces = traceFlows(lab, afterLog);
-        expect(afterTraces).toHaveLength(32);
-        expect(afterTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
-        expect(afterLog.sfs.find((v) => v.sf.hop === 1 && v.sf.instance === 3)!.fromIn).toEqual([]);
-        const after = placement(afterTraces);
-        for (const [flow, [hop1, hop2]] of before) {
-          const [hop1Now, hop2Now] = after.get(flow)!;
-          if (hop1 === '3') expect(['1', '2'], `${flow} left pp13`).toContain(hop1Now);
-          else expect(hop1Now, `${flow} kept its hop-1 instance`).toBe(hop1);
-          expect(hop2Now, `${flow} kept its hop-2 instance`).toBe(hop2);
-        }
-        send.child.kill('SIGTERM'); // the sender reports and ends; the receiver ends once idle
-        expect((await recv.result).flows).toHaveLength(32);
-        await send.result;
-      }, 120_000);
-    }
+      // PUT ppg1 without pp13, then record afresh.
+      serving = null; // the running model no longer matches a config file
+      const { port_pair_groups: groups } = await d.call<{ port_pair_groups: { id: string; port_pairs: string[] }[] }>('GET', '/v2.0/sfc/port_pair_groups?name=ppg1');
+      const { port_pairs: pairs } = await d.call<{ port_pairs: { id: string; name: string }[] }>('GET', '/v2.0/sfc/port_pairs');
+      const pp13 = pairs.find((p) => p.name === 'pp13')!.id;
+      expect(groups[0].port_pairs).toContain(pp13);
+      await d.call('PUT', `/v2.0/sfc/port_pair_groups/${groups[0].id}`, { port_pair_group: { port_pairs: groups[0].port_pairs.filter((id) => id !== pp13) } });
+      await installFlowLog(lab);
+      const afterLog = await settledFlowLog(32);
+      const afterTraces = traceFlows(lab, afterLog);
+      expect(afterTraces).toHaveLength(32);
+      expect(afterTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+      expect(afterLog.sfs.find((v) => v.sf.hop === 1 && v.sf.instance === 3)!.fromIn).toEqual([]);
+      const after = placement(afterTraces);
+      for (const [flow, [hop1, hop2]] of before) {
+        const [hop1Now, hop2Now] = after.get(flow)!;
+        if (hop1 === '3') expect(['1', '2'], `${flow} left pp13`).toContain(hop1Now);
+        else expect(hop1Now, `${flow} kept its hop-1 instance`).toBe(hop1);
+        expect(hop2Now, `${flow} kept its hop-2 instance`).toBe(hop2);
+      }
+      send.child.kill('SIGTERM'); // the sender reports and ends; the receiver ends once idle
+      expect((await recv.result).flows).toHaveLength(32);
+      await send.result;
+    }, 120_000);
 
     it('counts garbage by reason, never forwards it, and keeps serving', async () => {
       const d = await serve('chain');

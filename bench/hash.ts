@@ -8,21 +8,12 @@
  */
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { createXxhFlowHasher, DEFAULT_LB_MASK, hashFlow, type FlowHasher } from '../src/hash/flowhash.js';
-
-/** Deterministic xorshift32 so every run hashes the same flows. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
+import { mulberry32 } from '../src/dataplane/frames.js';
 
 function prepareBatch(): Batch {
   const b = new Batch();
-  const next = rng(0x1234567);
+  const random = mulberry32(0x1234567);
+  const next = () => (random() * 0x100000000) >>> 0;
   const frame = new Uint8Array(64);
   for (let i = 0; i < BATCH; i++) {
     for (let k = 0; k < 12; k++) frame[k] = next() & 0xff;

@@ -6,18 +6,9 @@ import fc from 'fast-check';
 import { Batch, BATCH } from '../src/dataplane/batch.js';
 import { createXxhFlowHasher, DEFAULT_LB_MASK, hashFlow, LB_ALL_BITS } from '../src/hash/flowhash.js';
 import { buildMaglev, maglevSize, type MaglevInstance } from '../src/hash/maglev.js';
+import { mulberry32 } from '../src/dataplane/frames.js';
 
 const SEED = 20240611;
-
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
 
 /** 2..8 instances with unique port-pair-like keys and weights 1..10. */
 const instancesArb = fc.uniqueArray(fc.record({ key: fc.uuid(), weight: fc.integer({ min: 1, max: 10 }) }), {
@@ -33,7 +24,8 @@ function keysOf(table: Int32Array, instances: readonly MaglevInstance[]): string
 
 /** How many random IPv4/IPv6 TCP/UDP flows land on each instance, hashed by hashFlow. */
 function flowCounts(table: Int32Array, n: number, flows: number, seed: number): Float64Array {
-  const next = xorshift(seed);
+  const random = mulberry32(seed);
+  const next = () => (random() * 0x100000000) >>> 0;
   const b = new Batch();
   const frame = new Uint8Array(64);
   for (let i = 0; i < BATCH; i++) b.push(frame, 0);

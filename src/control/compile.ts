@@ -261,7 +261,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
       const g = prev.instGroup[k] >= 0 ? prev.groupIds[prev.instGroup[k]] : undefined;
       const pp = pairs.get(id);
       const gi = g === undefined ? undefined : groupIndex.get(g);
-      if (pp && gi !== undefined && !groupPairs[gi].includes(pp)) (leftGroup.get(g!) ?? leftGroup.set(g!, []).get(g!)!).push(pp);
+      if (pp && gi !== undefined && !groupPairs[gi].includes(pp)) leftGroup.set(g!, [...(leftGroup.get(g!) ?? []), pp]);
     });
   }
   const sfByPort: ({ path: number; hop: number }[] | undefined)[] = new Array(ports.length);

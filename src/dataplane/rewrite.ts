@@ -13,9 +13,9 @@
  * too (moving b.start[i] into the headroom); no correlation is rendered yet. A frame that would
  * leave larger than a slot allows is dropped as 'frame_too_big'.
  */
-import { MAX_FRAME, OUT_DROP, type Batch } from './batch.js';
-import { Ctr, Drop, type Counters } from './counters.js';
-import { copyMacs, V_DROP, V_END, V_HOP, type SteerState } from './steer.js';
+import { MAX_FRAME, type Batch } from './batch.js';
+import { Drop, type Counters } from './counters.js';
+import { copyMacs, dropSlot, V_DROP, V_END, V_HOP, type SteerState } from './steer.js';
 import { INST_MAC_STRIDE, type Tables } from './tables.js';
 
 /** Words per instance in the MAC word table: ingress MAC bytes 0-1, 2-5, then egress MAC likewise. */
@@ -56,12 +56,6 @@ export function rewriteBatch(t: Tables, b: Batch, s: SteerState, c: Counters): v
     } else if (v === V_END && s.slotHasMacs[i] === 1) {
       copyMacs(s.slotMacs, i * 12, d, at);
     }
-    if (b.len[i] > MAX_FRAME) {
-      b.drop[i] = Drop.frame_too_big;
-      b.out[i] = OUT_DROP;
-      s.verdict[i] = V_DROP;
-      c.drops[Drop.frame_too_big]++;
-      c.events[Ctr.dropped]++;
-    }
+    if (b.len[i] > MAX_FRAME) dropSlot(b, s, c, i, Drop.frame_too_big);
   }
 }

@@ -196,7 +196,8 @@ export function copyMacs(from: Uint8Array, fo: number, to: Uint8Array, tof: numb
   for (let k = 0; k < MACS; k++) to[tof + k] = from[fo + k];
 }
 
-function drop(b: Batch, s: SteerState, c: Counters, i: number, reason: number): void {
+/** Drop slot i for `reason` (counted); later stages skip it. Rewrite uses it too. */
+export function dropSlot(b: Batch, s: SteerState, c: Counters, i: number, reason: number): void {
   b.drop[i] = reason;
   b.out[i] = OUT_DROP;
   s.verdict[i] = V_DROP;
@@ -218,7 +219,7 @@ function switchTo(b: Batch, s: SteerState, c: Counters, i: number, f: number, hi
     b.out[i] = OUT_FLOOD;
     c.events[Ctr.flooded]++;
   } else if (k === f) {
-    drop(b, s, c, i, Drop.hairpin);
+    dropSlot(b, s, c, i, Drop.hairpin);
   } else {
     s.verdict[i] = V_L2;
     b.out[i] = k;
@@ -236,6 +237,17 @@ function switchSlot(b: Batch, s: SteerState, c: Counters, i: number, f: number):
   const at = b.start[i];
   c.events[Ctr.unclassified]++;
   switchTo(b, s, c, i, f, (b.data[at] << 8) | b.data[at + 1], b.view.getUint32(at + 2));
+}
+
+/** Slot i goes to instance `inst` at hop index k of path p (classified by rule r). */
+function toInstance(t: Tables, b: Batch, s: SteerState, i: number, p: number, k: number, r: number, inst: number): void {
+  b.path[i] = p;
+  b.hop[i] = k;
+  b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
+  s.slotRule[i] = r;
+  s.verdict[i] = V_HOP;
+  s.slotInst[i] = inst;
+  s.instancePackets[inst]++;
 }
 
 /** Hop index of path p that logical port L returns from, or -1. */
@@ -295,15 +307,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   if (k < t.pathHopCount[p]) {
     const hop = t.pathHopBase[p] + k;
     const inst = chooseInstance(t, b, s, i, e, p, hop);
-    if (inst < 0) {
-      drop(b, s, c, i, Drop.no_instance);
-      return;
-    }
-    s.verdict[i] = V_HOP;
-    s.slotInst[i] = inst;
-    b.hop[i] = k;
-    b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
-    s.instancePackets[inst]++;
+    if (inst < 0) dropSlot(b, s, c, i, Drop.no_instance);
+    else toInstance(t, b, s, i, p, k, r, inst);
     return;
   }
   // End of chain: restore the MACs seen at entry (else the rule's port MACs), deliver.
@@ -468,13 +473,7 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     learnSource(b, s, i, b.port[i]);
     c.events[Ctr.classified]++;
   }
-  b.path[i] = p;
-  b.hop[i] = k;
-  b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
-  s.slotRule[i] = rule;
-  s.verdict[i] = V_HOP;
-  s.slotInst[i] = inst;
-  s.instancePackets[inst]++;
+  toInstance(t, b, s, i, p, k, rule, inst);
   return true;
 }
 

@@ -15,13 +15,13 @@
  * lookups by id use the validator's per-list indexes. Port `status` is computed
  * (ACTIVE when admin_state_up and the bound interface exists and is up) each time a port is read.
  */
-import { readFileSync } from 'node:fs';
 import { DriverManager, NoopDriver } from './driver.js';
 import { NeutronError } from './errors.js';
 import type { Collection, Port, Resource, ResourceOf, State } from './model.js';
 import { emptyState } from './model.js';
 import { planCreate, planDelete, planUpdate, type CreateOptions } from './validate.js';
 import { findById } from './validate/indexes.js';
+import { LINK_UP, sysfsLinkState } from '../dataplane/io/native.js';
 
 export interface StoreOptions {
   /** Default: a manager with the noop driver. */
@@ -147,16 +147,9 @@ export class Store {
   }
 }
 
-/** Linux: the interface exists and is administratively and operationally up (loopback/TUN report "unknown"). */
+/** Linux: the interface exists and is administratively and operationally up. */
 export function sysfsLinkUp(ifname: string): boolean {
-  if (ifname === '' || ifname.includes('/') || ifname === '.' || ifname === '..') return false;
-  try {
-    const flags = Number.parseInt(readFileSync(`/sys/class/net/${ifname}/flags`, 'utf8'), 16);
-    const oper = readFileSync(`/sys/class/net/${ifname}/operstate`, 'utf8').trim();
-    return (flags & 1) === 1 && (oper === 'up' || oper === 'unknown');
-  } catch {
-    return false;
-  }
+  return sysfsLinkState(ifname) === LINK_UP;
 }
 
 /** Freeze what is new; parts shared with the previous snapshot are frozen already and skipped. */

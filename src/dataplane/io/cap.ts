@@ -31,7 +31,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { MAX_FRAME, type Batch } from '../batch.js';
 import { fixL4Checksum, ipv4HeaderChecksum } from '../checksum.js';
-import { LINK_GONE, LINK_UP, loadNative, nativeAvailable } from './native.js';
+import { LINK_GONE, LINK_UP, loadNative, nativeAvailable, sysfsLinkState } from './native.js';
 import type { PortIO } from './portio.js';
 
 interface CapHandle {
@@ -311,13 +311,7 @@ function linkMtu(ifname: string): number {
 
 /** Interface state by name: the addon's ioctl when built, else sysfs (process namespace only). */
 function linkState(ifname: string): number {
-  if (nativeAvailable()) return loadNative().ifState(ifname);
-  try {
-    const state = readFileSync(`/sys/class/net/${ifname}/operstate`, 'utf8').trim();
-    return state === 'up' || state === 'unknown' ? LINK_UP : 0;
-  } catch {
-    return LINK_GONE;
-  }
+  return nativeAvailable() ? loadNative().ifState(ifname) : sysfsLinkState(ifname);
 }
 
 export function openCap(ifname: string, opts: CapOptions = {}): CapPort {

@@ -12,7 +12,7 @@
  * native call per burst, one-shot readiness, a cached link state that notices a deleted
  * interface).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { Batch } from '../batch.js';
@@ -77,6 +77,22 @@ export interface SfcIo {
 export const LINK_GONE = -1;
 export const LINK_DOWN = 0;
 export const LINK_UP = 1;
+
+/**
+ * Interface state from sysfs (this process's namespace), for when the addon is not built and for
+ * the control path: LINK_GONE when it does not exist, LINK_UP when administratively up and
+ * operationally up ("unknown" counts: loopback and TUN/TAP report it), else LINK_DOWN.
+ */
+export function sysfsLinkState(ifname: string): number {
+  if (ifname === '' || ifname.includes('/') || ifname === '.' || ifname === '..') return LINK_GONE;
+  try {
+    const flags = Number.parseInt(readFileSync(`/sys/class/net/${ifname}/flags`, 'utf8'), 16);
+    const oper = readFileSync(`/sys/class/net/${ifname}/operstate`, 'utf8').trim();
+    return (flags & 1) === 1 && (oper === 'up' || oper === 'unknown') ? LINK_UP : LINK_DOWN;
+  } catch {
+    return LINK_GONE;
+  }
+}
 
 /** An Error from the addon for a failed system call. */
 export interface NativeError extends Error {

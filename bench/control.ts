@@ -21,7 +21,8 @@
  * About 10-20 s of CPU. Targets: >= 500 writes/s durable; new generation live within 50 ms.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { processCpuMicros } from '../src/lab/topology.js';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -127,10 +128,9 @@ async function workload(client: SfcClient, onUpdate: (i: number, sent: number, a
   };
 }
 
-/** CPU seconds used so far by a process (utime + stime from /proc). */
-async function cpuSeconds(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+/** CPU seconds used so far by a process (utime + stime). */
+function cpuSeconds(pid: number): number {
+  return (processCpuMicros(pid) ?? 0) / 1e6;
 }
 
 async function benchNoop(dir: string) {
@@ -147,9 +147,9 @@ async function benchNoop(dir: string) {
       });
       proc.once('exit', (code) => reject(new Error(`sfc serve exited with ${code}`)));
     });
-    const cpu0 = await cpuSeconds(proc.pid!);
+    const cpu0 = cpuSeconds(proc.pid!);
     const result = await workload(new SfcClient(url), () => undefined);
-    const serverCpu = (await cpuSeconds(proc.pid!)) - cpu0;
+    const serverCpu = cpuSeconds(proc.pid!) - cpu0;
     return {
       driver: 'noop',
       durable: true,

@@ -35,7 +35,6 @@ import { chainConfig, CLIENT, describeLab, labDown, labUp, netnsExec, netnsSpawn
 import { nextEvent, type UdpRecvResult, type UdpSendResult } from '../src/lab/traffic.js';
 import { FORWARDERS, type BenchEnv, type Forwarder, type Running, type Topology } from './e2e/forwarders.js';
 import {
-  initClockTicks,
   installSink,
   snapshot,
   startGenerator,
@@ -257,7 +256,6 @@ async function main(): Promise<number> {
     // unfinished and the receiver then drops. trafgen writes complete checksums anyway.
     for (const ns of [lab.clientNs, lab.serverNs]) await netnsExec(ns, ['ethtool', '-K', 'eth0', 'tx', 'off']);
     await installSink(lab);
-    await initClockTicks();
     if (Number(wmem) < WMEM_FOR_TRAFGEN) await writeFile(WMEM, String(WMEM_FOR_TRAFGEN));
     const trafgen = await writeTrafgenConfigs(dir, s.flows);
     const env: BenchEnv = { lab, dir, oneHopConfig };

@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLIENT, SERVER, netnsExec, netnsSpawn, procStat, run, STAT_STIME, STAT_UTIME, type Lab } from '../../src/lab/topology.js';
+import { CLIENT, SERVER, netnsExec, netnsSpawn, processCpuMicros, type Lab } from '../../src/lab/topology.js';
 
 export const SINK_TABLE = 'sfc_sink';
 export const BENCH_UDP_PORT = 9;
@@ -82,19 +82,6 @@ async function readTxPackets(ns: string, ifname: string): Promise<number> {
   return Number(stdout.trim());
 }
 
-let clockTicks = 0;
-/** utime+stime of a whole thread group in microseconds, or null without a process. */
-function cpuMicros(pid: number | null): number | null {
-  if (pid === null) return null;
-  const stat = procStat(pid);
-  if (!stat) return null;
-  return ((Number(stat[STAT_UTIME]) + Number(stat[STAT_STIME])) * 1e6) / clockTicks;
-}
-
-export async function initClockTicks(): Promise<void> {
-  clockTicks = Number((await run(['getconf', 'CLK_TCK'])).stdout.trim()) || 100;
-}
-
 export interface Snapshot {
   ms: number;
   offered: number;
@@ -106,7 +93,7 @@ export interface Snapshot {
 export async function snapshot(lab: Lab, pid: number | null): Promise<Snapshot> {
   const before = performance.now();
   const offered1 = await readTxPackets(lab.clientNs, 'eth0');
-  const cpuUs = cpuMicros(pid);
+  const cpuUs = pid === null ? null : processCpuMicros(pid);
   const sink = await readSink(lab);
   const offered2 = await readTxPackets(lab.clientNs, 'eth0');
   return { ms: (before + performance.now()) / 2, offered: (offered1 + offered2) / 2, sink, cpuUs };

@@ -33,7 +33,7 @@
  * killed). labDown kills those pids and anything still running inside the lab's namespaces, then
  * deletes the namespaces (matched by exact name pattern); it is idempotent and works after a crash.
  */
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -171,12 +171,21 @@ export async function recordPid(lab: string, pid: number, what: string): Promise
 }
 
 /** Index of fields in procStat()'s result (proc(5) field number minus 3). */
-export const STAT_UTIME = 11;
-export const STAT_STIME = 12;
+const STAT_UTIME = 11;
+const STAT_STIME = 12;
 const STAT_STARTTIME = 19;
 
+let clockTicks = 0;
+/** CPU time (utime + stime) of a whole thread group in microseconds, or null when it is gone. */
+export function processCpuMicros(pid: number): number | null {
+  const stat = procStat(pid);
+  if (!stat) return null;
+  clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  return ((Number(stat[STAT_UTIME]) + Number(stat[STAT_STIME])) * 1e6) / clockTicks;
+}
+
 /** Fields of /proc/<pid>/stat after the command name (index 0 = field 3, state), or null if gone. */
-export function procStat(pid: number): string[] | null {
+function procStat(pid: number): string[] | null {
   try {
     const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return text.slice(text.lastIndexOf(')') + 2).trim().split(' ');

@@ -14,7 +14,7 @@
  * them less than wall time would; cache and frequency effects of that load remain.
  * Run: npm run build && node dist/bench/classify.js   (about 5 s of CPU)
  */
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
 import { FlowCache } from '../src/classifier/flowcache.js';
 import { classify, compileClassifier, type ClassifierTable } from '../src/classifier/lookup.js';
 import { maskWords, type Rule } from '../src/classifier/rule.js';

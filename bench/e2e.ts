@@ -30,7 +30,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { parseOptions } from '../src/commands/args.js';
+import { parseOptions } from '../src/util/args.js';
 import { chainConfig, CLIENT, describeLab, labDown, labUp, netnsExec, netnsSpawn, SERVER, type Lab } from '../src/lab/topology.js';
 import { nextEvent, type UdpRecvResult, type UdpSendResult } from '../src/lab/traffic.js';
 import { FORWARDERS, type BenchEnv, type Forwarder, type Running, type Topology } from './e2e/forwarders.js';

@@ -6,7 +6,7 @@
  *
  *   npm run build && node dist/bench/hash.js [seconds]
  */
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
 import { createXxhFlowHasher, DEFAULT_LB_MASK, hashFlow, type FlowHasher } from '../src/hash/flowhash.js';
 import { mulberry32 } from '../src/dataplane/frames.js';
 

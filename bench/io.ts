@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { isMainThread, Worker, workerData } from 'node:worker_threads';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { enterNetns } from '../src/dataplane/io/native.js';
 import { flowFrames } from '../src/dataplane/frames.js';

@@ -9,8 +9,8 @@
  * Usage: node dist/bench/parse.js [--seconds S] (default 1 per workload).
  */
 import os from 'node:os';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
-import { Counters } from '../src/dataplane/counters.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
+import { Counters } from '../src/packet/counters.js';
 import { parseBatch } from '../src/dataplane/parse.js';
 import { buildFrame, fillBatch, flowFrames, flowSpecs } from '../src/dataplane/frames.js';
 

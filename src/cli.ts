@@ -3,7 +3,7 @@
  * `sfc`: one command, subcommands in src/commands/<name>.ts. Each module exports `command`
  * (summary, usage, run). Exit codes: 0 ok, 1 refused/failed, 2 usage error.
  */
-import { UsageError, type Command } from './commands/args.js';
+import { UsageError, type Command } from './util/args.js';
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   serve: () => import('./commands/serve.js'),

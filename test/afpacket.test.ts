@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame, mulberry32, type FrameSpec } from '../src/dataplane/frames.js';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap, openCap } from '../src/dataplane/io/cap.js';
 import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApiServer, type ApiServer } from '../src/control/api.js';
 import { Metrics, type DataplaneStats } from '../src/control/metrics.js';
 import { Store } from '../src/control/store.js';
-import { COUNTERS, DROP_REASONS } from '../src/dataplane/counters.js';
+import { COUNTERS, DROP_REASONS } from '../src/packet/counters.js';
 
 interface Reply {
   status: number;

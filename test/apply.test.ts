@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { command as apply } from '../src/commands/apply.js';
-import { UsageError, type Command } from '../src/commands/args.js';
+import { UsageError, type Command } from '../src/util/args.js';
 import { command as del } from '../src/commands/delete.js';
 import { command as get } from '../src/commands/get.js';
 import { startApiServer, type ApiServer } from '../src/control/api.js';

@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame, mulberry32 } from '../src/dataplane/frames.js';
-import { BATCH } from '../src/dataplane/batch.js';
+import { BATCH } from '../src/packet/batch.js';
 import { loadCap, type CapPort } from '../src/dataplane/io/cap.js';
 import { enterNetns, nativeAvailable } from '../src/dataplane/io/native.js';
 import { openPortIO } from '../src/dataplane/io/open.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Batch } from '../src/dataplane/batch.js';
+import { Batch } from '../src/packet/batch.js';
 import type { FlowClassifier } from '../src/control/model.js';
 import {
   formatAddress,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Batch } from '../src/dataplane/batch.js';
+import { Batch } from '../src/packet/batch.js';
 import { FlowCache, FragmentTable } from '../src/classifier/flowcache.js';
 
 interface Flow {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
-import { Batch } from '../src/dataplane/batch.js';
+import { Batch } from '../src/packet/batch.js';
 import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache } from '../src/classifier/flowcache.js';
 import { Engine, STAGES } from '../src/dataplane/engine.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';

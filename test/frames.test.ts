@@ -18,7 +18,7 @@ import {
   mulberry32,
   type FrameSpec,
 } from '../src/dataplane/frames.js';
-import { crc32c, fixL4Checksum, ipv4HeaderChecksum, l4Checksum } from '../src/dataplane/checksum.js';
+import { crc32c, fixL4Checksum, ipv4HeaderChecksum, l4Checksum } from '../src/packet/checksum.js';
 import { prerequisites } from './support/prereq.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));

@@ -1,7 +1,7 @@
 // Flow hash semantics: which packet fields each lb_fields mask reads, the swap rule, fragments,
 // and the spread of the low bits that Maglev indexes with. Every case runs for both hashers.
 import { describe, expect, it } from 'vitest';
-import { Batch } from '../src/dataplane/batch.js';
+import { Batch } from '../src/packet/batch.js';
 import { LB_FIELDS } from '../src/control/model.js';
 import {
   createXxhFlowHasher,

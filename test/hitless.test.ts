@@ -9,7 +9,7 @@ import { DriverManager } from '../src/control/driver.js';
 import type { Port, PortChain, PortPair, PortPairGroup } from '../src/control/model.js';
 import { Store } from '../src/control/store.js';
 import { UserspaceDriver } from '../src/control/userspace-driver.js';
-import { Drop } from '../src/dataplane/counters.js';
+import { Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import { formatMac } from '../src/dataplane/tables.js';

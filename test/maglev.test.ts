@@ -3,7 +3,7 @@
 // (both directions of a flow pick the same instance).
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Batch, BATCH } from '../src/dataplane/batch.js';
+import { Batch, BATCH } from '../src/packet/batch.js';
 import { createXxhFlowHasher, DEFAULT_LB_MASK, hashFlow, LB_ALL_BITS } from '../src/hash/flowhash.js';
 import { buildMaglev, maglevSize, type MaglevInstance } from '../src/hash/maglev.js';
 import { mulberry32 } from '../src/dataplane/frames.js';

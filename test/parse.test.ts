@@ -3,8 +3,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { addrWords, buildArp, buildFrame, fillBatch, type FrameSpec, type Ipv6Ext } from '../src/dataplane/frames.js';
-import { ABSENT, BATCH, Batch, ENCAP_MPLS, ENCAP_NSH, FRAG_FIRST, FRAG_LATER, SLOT } from '../src/dataplane/batch.js';
-import { Counters, Ctr, Drop, DROP_REASONS } from '../src/dataplane/counters.js';
+import { ABSENT, BATCH, Batch, ENCAP_MPLS, ENCAP_NSH, FRAG_FIRST, FRAG_LATER, SLOT } from '../src/packet/batch.js';
+import { Counters, Ctr, Drop, DROP_REASONS } from '../src/packet/counters.js';
 import { parseBatch } from '../src/dataplane/parse.js';
 
 const batch = new Batch();

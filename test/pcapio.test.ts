@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Batch, BATCH, MAX_FRAME } from '../src/dataplane/batch.js';
+import { Batch, BATCH, MAX_FRAME } from '../src/packet/batch.js';
 import { PCAP_SNAPLEN, PcapWriter, readPcap } from '../src/dataplane/io/pcapio.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import { prerequisites } from './support/prereq.js';

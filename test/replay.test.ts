@@ -10,10 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildArp, buildFrame, type FrameSpec } from '../src/dataplane/frames.js';
-import { UsageError } from '../src/commands/args.js';
+import { UsageError } from '../src/util/args.js';
 import { command as replayCommand } from '../src/commands/replay.js';
 import { command as explainCommand } from '../src/commands/explain.js';
 import { loadConfigFile } from '../src/control/config.js';
+import { compileTables } from '../src/control/compile.js';
 import { PcapWriter, readPcap } from '../src/dataplane/io/pcapio.js';
 import { replayFiles } from '../src/dataplane/replay.js';
 import { formatMac } from '../src/dataplane/tables.js';
@@ -164,7 +165,7 @@ describe('replay without loopback, errors, explain', () => {
   it('without --sf-loopback a chain frame stops at its first SF; files are merged by time', async () => {
     const state = await loadConfigFile(join(EXAMPLES, 'two-hop.yaml'));
     const { verdicts, written } = await replayFiles(
-      state,
+      compileTables(state),
       [
         { iface: 'srv0', file: join(work, 'srv0.pcap') },
         { iface: 'cli0', file: join(work, 'cli0.pcap') },

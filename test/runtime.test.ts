@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
-import { Ctr } from '../src/dataplane/counters.js';
+import { Ctr } from '../src/packet/counters.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap } from '../src/dataplane/io/cap.js';
 import { enterNetns, nativeAvailable } from '../src/dataplane/io/native.js';

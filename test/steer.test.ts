@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildArp, buildFrame, macBytes, type FrameSpec } from '../src/dataplane/frames.js';
 import { compileTables } from '../src/control/compile.js';
 import type { State } from '../src/control/model.js';
-import { Ctr, Drop } from '../src/dataplane/counters.js';
+import { Ctr, Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
 import { MacTable } from '../src/dataplane/l2.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';

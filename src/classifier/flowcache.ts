@@ -35,7 +35,7 @@
  *    carry no ports, follow the decision made for their first fragment.
  * `scope` is the caller's integer (VLAN, logical in-port...).
  */
-import type { Batch } from '../dataplane/batch.js';
+import type { Batch } from '../packet/batch.js';
 
 const WAY_BITS = 2;
 const WAYS = 1 << WAY_BITS;

@@ -34,7 +34,7 @@
  * and `dims`. Start points are stored biased (xor 0x80000000) so int32 comparison gives unsigned
  * order.
  */
-import type { Batch } from '../dataplane/batch.js';
+import type { Batch } from '../packet/batch.js';
 import { formatAddress, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type Rule } from './rule.js';
 
 export interface ClassifierTable {

@@ -15,7 +15,23 @@
  * IPv4 only in canonical dotted decimal, IPv6 with at most one `::` and an optional trailing
  * embedded IPv4. They return null on bad input so the control validator can reuse them.
  */
-import type { FlowClassifier } from '../control/model.js';
+/**
+ * The fields of a flow classifier this module reads (networking-sfc's names; the control model's
+ * FlowClassifier is one). Declared here so the classifier does not depend on the API model.
+ */
+export interface ClassifierFields {
+  id: string;
+  ethertype: 'IPv4' | 'IPv6';
+  protocol: 'tcp' | 'udp' | 'icmp' | null;
+  source_ip_prefix: string | null;
+  destination_ip_prefix: string | null;
+  source_port_range_min: number | null;
+  source_port_range_max: number | null;
+  destination_port_range_min: number | null;
+  destination_port_range_max: number | null;
+  logical_source_port: string | null;
+  logical_destination_port: string | null;
+}
 
 export interface Rule {
   ipVer: 4 | 6;
@@ -143,7 +159,7 @@ export function formatAddress(ver: 4 | 6, words: readonly number[]): string {
   return bestAt < 0 ? hex(0, 8) : `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
 }
 
-function protoNumber(protocol: FlowClassifier['protocol'], ipVer: 4 | 6): number {
+function protoNumber(protocol: ClassifierFields['protocol'], ipVer: 4 | 6): number {
   switch (protocol) {
     case 'tcp':
       return PROTO_TCP;
@@ -170,7 +186,7 @@ function prefixOf(text: string | null, ipVer: 4 | 6, what: string): { words: num
  * Throws on a prefix of the wrong family or an unknown port (control path only).
  */
 export function ruleFromClassifier(
-  fc: FlowClassifier,
+  fc: ClassifierFields,
   portIndex: (portId: string) => number,
   opts: { reverse?: boolean; anyPort?: boolean } = {},
 ): Rule {

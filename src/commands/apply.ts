@@ -29,7 +29,7 @@ import { loadConfig } from '../control/config.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from '../control/model.js';
 import type { Resource } from '../control/model.js';
 import { UPDATABLE } from '../control/validate.js';
-import { UsageError, parseOptions, type Command } from './args.js';
+import { UsageError, parseOptions, type Command } from '../util/args.js';
 import { CLIENT_HELP, CLIENT_OPTIONS } from './get.js';
 
 /** Chosen by the server when omitted: compared (and sent) only when the file sets them. */

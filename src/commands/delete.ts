@@ -3,7 +3,7 @@
  * not found, ambiguous name) prints the server's message and exits 1.
  */
 import { ApiError, connect, resourceWord } from '../control/client.js';
-import { UsageError, parseOptions, type Command } from './args.js';
+import { UsageError, parseOptions, type Command } from '../util/args.js';
 import { CLIENT_HELP, CLIENT_OPTIONS, RESOURCE_HELP, resourceArg } from './get.js';
 
 export const command: Command = {

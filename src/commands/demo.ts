@@ -14,7 +14,7 @@ import { buildFrame, count, LiveView, renderFlowMap, renderVerdict, type Check, 
 import { disableOffloads, LabDataplane, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
 import { CLIENT, SERVER, describeLab, labDown, labUp, run } from '../lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../lab/traffic.js';
-import { parseOptions, UsageError, type Command } from './args.js';
+import { parseOptions, UsageError, type Command } from '../util/args.js';
 
 const TCP_FLOWS = 10;
 const TCP_BYTES = 10_000_000;

@@ -4,6 +4,7 @@
  * where it left — answering "which hop dropped my packet?". It runs the replay machinery
  * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs.
  */
+import { compileTables } from '../control/compile.js';
 import { buildFrame, type L4Name } from '../dataplane/frames.js';
 import { describeRule } from '../classifier/lookup.js';
 import { parseAddress, ruleFromClassifier } from '../classifier/rule.js';
@@ -12,7 +13,7 @@ import type { State } from '../control/model.js';
 import type { TraceStep } from '../dataplane/engine.js';
 import { ReplaySession } from '../dataplane/replay.js';
 import { formatMac, type Tables } from '../dataplane/tables.js';
-import { parseOptions, UsageError, type Command } from './args.js';
+import { parseOptions, UsageError, type Command } from '../util/args.js';
 
 export interface PacketSpec {
   proto: L4Name;
@@ -107,7 +108,7 @@ export const command: Command = {
     if (vlan !== undefined && !(Number.isInteger(vlan) && vlan >= 1 && vlan <= 4094)) throw new UsageError(`--vlan: bad VLAN id '${values.vlan}'`);
 
     const state = await loadConfigFile(values.config);
-    const session = new ReplaySession(state, { sfLoopback: true });
+    const session = new ReplaySession(compileTables(state), { sfLoopback: true });
     try {
       const t = session.tables;
       const f = t.interfaces.indexOf(values.in);

@@ -5,7 +5,7 @@
 import { ApiError, REFERENCES, collectionOf, connect, mapReferences, type SfcClient } from '../control/client.js';
 import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph } from '../control/model.js';
 import type { Resource } from '../control/model.js';
-import { UsageError, parseOptions, type Command } from './args.js';
+import { UsageError, parseOptions, type Command } from '../util/args.js';
 
 export const RESOURCE_HELP = 'resource: port, port-pair, port-pair-group, flow-classifier, port-chain, service-graph';
 export const CLIENT_OPTIONS = { url: { type: 'string' }, token: { type: 'string' } } as const;

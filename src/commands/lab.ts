@@ -3,7 +3,7 @@
  * `up` prints the generated chain config (also written to --out); `down` is idempotent.
  */
 import { labDown, labStatus, labUp } from '../lab/topology.js';
-import { parseOptions, UsageError, type Command } from './args.js';
+import { parseOptions, UsageError, type Command } from '../util/args.js';
 
 function integer(value: string | undefined, option: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;

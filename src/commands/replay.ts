@@ -2,9 +2,10 @@
  * `sfc replay`: run pcap captures through the engine offline (dataplane/replay.ts) and write what
  * every interface transmits, plus one verdict line per input frame.
  */
+import { compileTables } from '../control/compile.js';
 import { loadConfigFile } from '../control/config.js';
 import { replayFiles, type ReplayInput } from '../dataplane/replay.js';
-import { parseOptions, UsageError, type Command } from './args.js';
+import { parseOptions, UsageError, type Command } from '../util/args.js';
 
 /** `IFACE=FILE` arguments of --in. */
 export function parseInputs(values: string[] | undefined): ReplayInput[] {
@@ -36,7 +37,7 @@ export const command: Command = {
     if (!values.out) throw new UsageError('--out DIR is required');
     const inputs = parseInputs(values.in);
     const state = await loadConfigFile(values.config);
-    const { verdicts, written } = await replayFiles(state, inputs, values.out, values['sf-loopback'] ?? false);
+    const { verdicts, written } = await replayFiles(compileTables(state), inputs, values.out, values['sf-loopback'] ?? false);
     const tally = new Map<string, number>();
     for (const v of verdicts) tally.set(v.verdict, (tally.get(v.verdict) ?? 0) + 1);
     console.log(`replayed ${verdicts.length} frames: ${[...tally].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);

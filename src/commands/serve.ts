@@ -16,7 +16,7 @@ import { StateFile, defaultStatePath } from '../control/persist.js';
 import { Store } from '../control/store.js';
 import type { UserspaceDriver } from '../control/userspace-driver.js';
 import type { Dataplane } from '../dataplane/runtime.js';
-import { UsageError, parseHostPort, parseOptions, type Command } from './args.js';
+import { UsageError, parseHostPort, parseOptions, type Command } from '../util/args.js';
 
 const BACKENDS = ['afpacket', 'cap', 'tap'] as const;
 type Backend = (typeof BACKENDS)[number];

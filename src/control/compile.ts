@@ -49,7 +49,7 @@ import {
   type RuleInfo,
   type Tables,
 } from '../dataplane/tables.js';
-import { ENCAP_NONE } from '../dataplane/batch.js';
+import { ENCAP_NONE } from '../packet/batch.js';
 
 const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
 

@@ -12,7 +12,7 @@
  *   sfc_table_generation                                      dataplane table generation live
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import { COUNTERS, DROP_REASONS } from '../dataplane/counters.js';
+import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
 import type { InstanceName } from '../dataplane/tables.js';
 
 /** What the dataplane reports (Dataplane.stats() of the runtime), summed over workers. */

@@ -6,6 +6,8 @@
  * turns a State into dataplane tables. Every resource carries both tenant_id and project_id,
  * equal, as Neutron does.
  */
+import { LB_FIELDS, type LbField } from '../hash/flowhash.js';
+export { LB_FIELDS, type LbField };
 
 export interface Owned {
   id: string;
@@ -31,8 +33,6 @@ export interface PortPair extends Owned {
   service_function_parameters: { correlation: Correlation; weight: number };
 }
 
-export const LB_FIELDS = ['eth_src', 'eth_dst', 'ip_src', 'ip_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst'] as const;
-export type LbField = (typeof LB_FIELDS)[number];
 
 export const N_TUPLE_KEYS = [
   'source_ip_prefix',

@@ -17,8 +17,8 @@
  * branch per batch when absent. So may a stage clock (bench/pipeline.ts --stages): wall time per
  * stage, read around each stage call.
  */
-import { Batch, BATCH, OUT_FLOOD } from './batch.js';
-import { Counters, Ctr, Drop, DROP_REASONS } from './counters.js';
+import { Batch, BATCH, OUT_FLOOD } from '../packet/batch.js';
+import { Counters, Ctr, Drop, DROP_REASONS } from '../packet/counters.js';
 import type { PortIO } from './io/portio.js';
 import { parseBatch } from './parse.js';
 import { rewriteBatch } from './rewrite.js';

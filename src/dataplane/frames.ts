@@ -8,8 +8,8 @@
  * for benches; mulberry32 is the deterministic PRNG shared by tests and benches.
  * A malformed spec (bad address string, options too long) throws: builders run at set-up time.
  */
-import type { Batch } from './batch.js';
-import { fixL4Checksum, ipv4HeaderChecksum } from './checksum.js';
+import type { Batch } from '../packet/batch.js';
+import { fixL4Checksum, ipv4HeaderChecksum } from '../packet/checksum.js';
 
 export type L4Name = 'tcp' | 'udp' | 'sctp' | 'icmp' | 'icmpv6';
 /** An IPv6 extension header: its next-header number (minimal size), or a type with a size in bytes. */

@@ -22,8 +22,8 @@
  * Hot path (ARCHITECTURE.md §8): plain functions in a fixed order, big-endian reads through the
  * batch's one DataView, separate code for IPv4 and IPv6, no allocation.
  */
-import { ABSENT, ENCAP_MPLS, ENCAP_NONE, ENCAP_NSH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, type Batch } from './batch.js';
-import { Ctr, Drop, type Counters } from './counters.js';
+import { ABSENT, ENCAP_MPLS, ENCAP_NONE, ENCAP_NSH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, type Batch } from '../packet/batch.js';
+import { Ctr, Drop, type Counters } from '../packet/counters.js';
 
 const ETH_HLEN = 14;
 const ETH_IPV4 = 0x0800;

@@ -18,12 +18,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compileTables } from '../control/compile.js';
-import type { State } from '../control/model.js';
 import { Engine, type TraceStep } from './engine.js';
 import { LINKTYPE_ETHERNET, PcapWriter, readPcap, type PcapFrame } from './io/pcapio.js';
 import { QueuePort } from './io/queue.js';
-import { formatMac, type Tables } from './tables.js';
+import { formatMac, INST_MAC_STRIDE, type Tables } from './tables.js';
 
 export interface Verdict {
   in: string;
@@ -57,19 +55,19 @@ export class ReplaySession {
   private finalOut: string[] = [];
 
   constructor(
-    state: State,
+    tables: Tables,
     opts: { sfLoopback?: boolean; onTransmit?: (iface: string, frame: Uint8Array, timeNs: number) => void } = {},
   ) {
-    this.tables = compileTables(state);
+    this.tables = tables;
     this.onTransmit = opts.onTransmit ?? (() => undefined);
     if (opts.sfLoopback) {
-      const byId = new Map(state.ports.map((p) => [p.id, p]));
-      for (const pp of state.port_pairs) {
-        const ing = byId.get(pp.ingress);
-        const eg = byId.get(pp.egress);
-        if (!ing || !eg) continue;
-        this.loop.set(`${ing['binding:profile'].interface} ${ing.mac_address.toLowerCase()}`, eg['binding:profile'].interface);
-        this.loop.set(`${eg['binding:profile'].interface} ${eg.mac_address.toLowerCase()}`, ing['binding:profile'].interface);
+      const t = tables;
+      for (let k = 0; k < t.instanceCount; k++) {
+        if (t.instGroup[k] < 0) continue;
+        const ingress = t.interfaces[t.instIfIn[k]];
+        const egress = t.interfaces[t.instIfOut[k]];
+        this.loop.set(`${ingress} ${formatMac(t.instMac, k * INST_MAC_STRIDE)}`, egress);
+        this.loop.set(`${egress} ${formatMac(t.instMac, k * INST_MAC_STRIDE + 6)}`, ingress);
       }
     }
     this.engine = new Engine((name) => this.openPort(name), undefined, { clock: () => this.nowMs });
@@ -142,8 +140,8 @@ export interface ReplayResult {
   written: Record<string, number>;
 }
 
-/** Replay pcap files into the engine built from `state`; write per-interface pcaps and verdicts. */
-export async function replayFiles(state: State, inputs: ReplayInput[], outDir: string, sfLoopback: boolean): Promise<ReplayResult> {
+/** Replay pcap files into an engine running `tables`; write per-interface pcaps and verdicts. */
+export async function replayFiles(tables: Tables, inputs: ReplayInput[], outDir: string, sfLoopback: boolean): Promise<ReplayResult> {
   const merged: { iface: string; index: number; frame: PcapFrame; order: number }[] = [];
   for (const [order, { iface, file }] of inputs.entries()) {
     const { linktype, frames } = await readPcap(file);
@@ -155,7 +153,7 @@ export async function replayFiles(state: State, inputs: ReplayInput[], outDir: s
   await mkdir(outDir, { recursive: true });
   const writers = new Map<string, PcapWriter>();
   const written: Record<string, number> = {};
-  const session = new ReplaySession(state, {
+  const session = new ReplaySession(tables, {
     sfLoopback,
     onTransmit: (iface, frame, timeNs) => {
       let w = writers.get(iface);

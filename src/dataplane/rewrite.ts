@@ -13,8 +13,8 @@
  * too (moving b.start[i] into the headroom); no correlation is rendered yet. A frame that would
  * leave larger than a slot allows is dropped as 'frame_too_big'.
  */
-import { MAX_FRAME, type Batch } from './batch.js';
-import { Drop, type Counters } from './counters.js';
+import { MAX_FRAME, type Batch } from '../packet/batch.js';
+import { Drop, type Counters } from '../packet/counters.js';
 import { copyMacs, dropSlot, V_DROP, V_END, V_HOP, type SteerState } from './steer.js';
 import { INST_MAC_STRIDE, type Tables } from './tables.js';
 

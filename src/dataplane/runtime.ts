@@ -21,7 +21,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { COUNTERS, DROP_REASONS } from './counters.js';
+import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
 import { openAfPacketSocket } from './io/afpacket.js';
 import { loadCap } from './io/cap.js';
 import { LINK_UP, loadNative, nativeAvailable, type RingOptions } from './io/native.js';

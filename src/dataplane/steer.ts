@@ -43,8 +43,8 @@
 import { classify } from '../classifier/lookup.js';
 import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache, FragmentTable } from '../classifier/flowcache.js';
 import { hashFlow, LB_PORT_BITS, type FlowHasher } from '../hash/flowhash.js';
-import { BATCH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, type Batch } from './batch.js';
-import { Ctr, Drop, type Counters } from './counters.js';
+import { BATCH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, type Batch } from '../packet/batch.js';
+import { Ctr, Drop, type Counters } from '../packet/counters.js';
 import { MacTable } from './l2.js';
 import { MAX_HOPS, RULE_MAC_STRIDE, type Tables } from './tables.js';
 

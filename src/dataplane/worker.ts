@@ -17,7 +17,7 @@
  * messages.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { Counters } from './counters.js';
+import { Counters } from '../packet/counters.js';
 import { Engine } from './engine.js';
 import { adoptAfPacket } from './io/afpacket.js';
 import { openCap } from './io/cap.js';

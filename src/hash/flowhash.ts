@@ -35,9 +35,12 @@
  *    the caller either reuses the first fragment's decision or hashes every fragment of the flow with
  *    `mask & ~LB_PORT_BITS` (L3 fields only).
  */
-import type { Batch } from '../dataplane/batch.js';
-import { LB_FIELDS, type LbField } from '../control/model.js';
+import type { Batch } from '../packet/batch.js';
 import xxhash from 'xxhash-wasm';
+
+/** networking-sfc's lb_fields values (the API model re-exports them); bit i of a mask is LB_FIELDS[i]. */
+export const LB_FIELDS = ['eth_src', 'eth_dst', 'ip_src', 'ip_dst', 'tcp_src', 'tcp_dst', 'udp_src', 'udp_dst'] as const;
+export type LbField = (typeof LB_FIELDS)[number];
 
 /** One bit per LB_FIELDS entry (bit i ↔ LB_FIELDS[i]). */
 export const LB_ETH_SRC = 1 << LB_FIELDS.indexOf('eth_src');

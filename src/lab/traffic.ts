@@ -41,7 +41,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createConnection, createServer, isIPv6, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { parseHostPort, parseOptions, UsageError } from '../commands/args.js';
+import { parseHostPort, parseOptions, UsageError } from '../util/args.js';
 
 const TCP_MAGIC = 0x53464354;
 const UDP_MAGIC = 0x53464355;

@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { buildFrame, macBytes } from '../../src/dataplane/frames.js';
-import { Batch } from '../../src/dataplane/batch.js';
+import { Batch } from '../../src/packet/batch.js';
 import { openAfPacket } from '../../src/dataplane/io/afpacket.js';
 import { loadCap } from '../../src/dataplane/io/cap.js';
 import { enterNetns, nativeAvailable } from '../../src/dataplane/io/native.js';

@@ -3,7 +3,7 @@
  * count arrives or time runs out (checking every slot carries the port index given to rxBurst).
  */
 import { expect } from 'vitest';
-import { BATCH, Batch } from '../../src/dataplane/batch.js';
+import { BATCH, Batch } from '../../src/packet/batch.js';
 import type { PortIO } from '../../src/dataplane/io/portio.js';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -7,7 +7,7 @@
  * directions of a flow must land on the same worker on every interface; each worker then adopts
  * its fd (adoptAfPacket), mapping the ring and polling it on its own event loop.
  */
-import { BATCH, MAX_FRAME } from '../batch.js';
+import { BATCH, MAX_FRAME } from '../../packet/batch.js';
 import { ioCounters, loadNative, NativePort, type RingOptions, type SocketOptions } from './native.js';
 
 export interface AfPacketOptions extends RingOptions {

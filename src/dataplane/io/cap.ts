@@ -29,8 +29,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { MAX_FRAME, type Batch } from '../batch.js';
-import { fixL4Checksum, ipv4HeaderChecksum } from '../checksum.js';
+import { MAX_FRAME, type Batch } from '../../packet/batch.js';
+import { fixL4Checksum, ipv4HeaderChecksum } from '../../packet/checksum.js';
 import { LINK_GONE, LINK_UP, loadNative, nativeAvailable, sysfsLinkState } from './native.js';
 import type { PortIO } from './portio.js';
 

@@ -15,7 +15,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import type { Batch } from '../batch.js';
+import type { Batch } from '../../packet/batch.js';
 import type { PortIO } from './portio.js';
 
 /** An open port inside the addon (opaque). */

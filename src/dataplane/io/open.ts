@@ -11,7 +11,7 @@
  * it is closed and the owner is told once (onLost); the owner re-attaches when the interface is
  * back (the runtime retries every second and logs once per loss).
  */
-import type { Batch } from '../batch.js';
+import type { Batch } from '../../packet/batch.js';
 import { openAfPacket } from './afpacket.js';
 import { openCap } from './cap.js';
 import type { RingOptions } from './native.js';

@@ -6,7 +6,7 @@
  * tap.ts), libpcap through `cap` (cap.ts), pcap files (pcapio.ts, replay). The engine never knows
  * which one it drives.
  */
-import type { Batch } from '../batch.js';
+import type { Batch } from '../../packet/batch.js';
 
 export interface PortIO {
   /** Linux interface name (or the replay name) this backend is attached to. */

@@ -9,7 +9,7 @@
  * onReadable is level-triggered like a socket's poll: the callback is scheduled (setImmediate, never
  * from inside enqueue or rxBurst, so the engine is not re-entered) whenever frames are waiting.
  */
-import { BATCH, MAX_FRAME, type Batch } from '../batch.js';
+import { BATCH, MAX_FRAME, type Batch } from '../../packet/batch.js';
 import type { PortIO } from './portio.js';
 
 export type FrameSink = (frame: Uint8Array, timeNs: number) => void;

@@ -6,7 +6,7 @@
  * worker reads it (adoptTap with rx false for the others). A TAP we created disappears when its
  * last fd closes.
  */
-import { BATCH, MAX_FRAME } from '../batch.js';
+import { BATCH, MAX_FRAME } from '../../packet/batch.js';
 import { ioCounters, loadNative, NativePort } from './native.js';
 
 export interface TapOptions {

@@ -31,7 +31,7 @@ import { SfcClient } from '../src/control/client.js';
 import { DriverManager } from '../src/control/driver.js';
 import { StateFile } from '../src/control/persist.js';
 import { Store } from '../src/control/store.js';
-import { UserspaceDriver } from '../src/control/userspace-driver.js';
+import { UserspaceDriver } from '../src/control/drivers/userspace/driver.js';
 import type { Tables } from '../src/dataplane/tables.js';
 
 const N = { sfPorts: 2000, clientPorts: 250, pairs: 1000, groups: 250, classifiers: 500, chains: 250, updates: 100 };

@@ -34,7 +34,7 @@ function prepareBatch(): Batch {
 function run(name: string, hash: FlowHasher, b: Batch, seconds: number): void {
   let sink = 0;
   const round = (): void => {
-    for (let i = 0; i < BATCH; i++) sink = (sink + hash(b, i, DEFAULT_LB_MASK, (i & 1) === 1)) | 0;
+    for (let i = 0; i < BATCH; i++) sink = (sink + hash(b, i, DEFAULT_LB_MASK, (i & 1) === 1, b.data, b.start[i])) | 0;
   };
   for (let r = 0; r < 2000; r++) round(); // warm-up: let the optimising compiler settle
   const budget = BigInt(Math.round(seconds * 1e9));

@@ -1,5 +1,5 @@
 /*
- * Pipeline benchmark: the real Engine (breathe -> rxBurst -> parse -> steer -> rewrite -> tx lists
+ * Pipeline benchmark: the real Engine (breathe -> rxBurst -> parse -> steer -> select -> execute -> tx lists
  * -> txBurst) on one core, over 64-byte UDP frames, with in-memory ports. The input port copies
  * prepared frames into the batch arena (eight float64 moves per frame: a native rxBurst's memcpy,
  * minus the syscall); output ports only count. So the figures are the pipeline's own cost
@@ -21,7 +21,7 @@
  *
  * Where the time goes (for profiling; both are optional and slower):
  *   --stages        adds `stages_ns` per scenario: ns per packet in each engine stage (rx = the
- *                   rxBurst copies, parse, steer, rewrite, tx = tx lists and txBurst calls), from
+ *                   rxBurst copies, parse, steer, select, execute, tx = tx lists and txBurst calls), from
  *                   the engine's stage clock (Engine.setStageClock): the median over many batches.
  *   --instructions  adds `instructions_per_packet` and `cycles_per_packet` of the whole engine,
  *                   counted by `perf stat` on a child run of this program: the main thread only
@@ -39,7 +39,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { flowFrames } from '../src/dataplane/frames.js';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
 import { Batch, BATCH } from '../src/packet/batch.js';
 import { Ctr } from '../src/packet/counters.js';

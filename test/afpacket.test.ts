@@ -11,8 +11,8 @@ import { Batch, BATCH } from '../src/packet/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap, openCap } from '../src/dataplane/io/cap.js';
 import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
-import { openPortIO } from '../src/dataplane/io/open.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
+import { backendNamed } from '../src/dataplane/io/registry.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
 
@@ -76,8 +76,8 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
   });
 
   it.each([2, 3] as const)('TPACKET_V%i: moves 1,000 frames of various sizes (some VLAN-tagged) a -> b in order, byte for byte, no echo on a', async (version) => {
-    const a = track(openPortIO('afpacket', 'va', { ring: { version } }));
-    const b = track(openPortIO('afpacket', 'vb', { ring: { version } }));
+    const a = track(backendNamed('afpacket').open('va', { ring: { version } }));
+    const b = track(backendNamed('afpacket').open('vb', { ring: { version } }));
     const rnd = mulberry32(7);
     const frames = Array.from({ length: 1000 }, (_, i) =>
       i % 7 === 3 ? udp(i, 20 + Math.floor(rnd() * 1400), { vlans: [100 + (i % 5)] }) : udp(i, 18 + Math.floor(rnd() * 1454)),
@@ -92,8 +92,8 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
   });
 
   it('fires the readiness callback once per arm when frames arrive', async () => {
-    const a = track(openPortIO('afpacket', 'va'));
-    const b = track(openPortIO('afpacket', 'vb'));
+    const a = track(backendNamed('afpacket').open('va'));
+    const b = track(backendNamed('afpacket').open('vb'));
     let calls = 0;
     b.onReadable!(() => calls++);
     await sleep(30);

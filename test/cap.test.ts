@@ -12,7 +12,7 @@ import { buildFrame, mulberry32 } from '../src/dataplane/frames.js';
 import { BATCH } from '../src/packet/batch.js';
 import { loadCap, type CapPort } from '../src/dataplane/io/cap.js';
 import { enterNetns, nativeAvailable } from '../src/dataplane/io/native.js';
-import { openPortIO } from '../src/dataplane/io/open.js';
+import { backendNamed } from '../src/dataplane/io/registry.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
 
@@ -52,8 +52,8 @@ describe.skipIf(!run)('cap (libpcap) ports', () => {
     sh(`ip netns exec ${NS} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1`);
     sh(`ip -n ${NS} link add va type veth peer name vb && ip -n ${NS} link set va up && ip -n ${NS} link set vb up`);
     leave = enterNetns(NS);
-    a = openPortIO('cap', 'va') as CapPort;
-    b = openPortIO('cap', 'vb') as CapPort;
+    a = backendNamed('cap').open('va') as CapPort;
+    b = backendNamed('cap').open('vb') as CapPort;
     transmit(b, [udp(9999, 10)]);
     transmit(a, [udp(9999, 10)]);
     await sleep(50);

@@ -1,19 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
+import { buildPlan } from '../src/control/plan.js';
 import { NeutronError } from '../src/control/errors.js';
-import { UserspaceDriver } from '../src/control/userspace-driver.js';
+import { UserspaceDriver } from '../src/control/drivers/userspace/driver.js';
 import type { State } from '../src/control/model.js';
 import { formatMac, INST_MAC_STRIDE, MAX_HOPS, type Tables } from '../src/dataplane/tables.js';
 import { StateBuilder, twoHop } from './support/sfc-state.js';
 
-/** Path p's hops as readable rows. */
-function hopsOf(t: Tables, p: number) {
+/** Path p's hops as readable rows (group members from the plan of the same state). */
+function hopsOf(t: Tables, p: number, state: State) {
+  const plan = buildPlan(state);
   const rows = [];
   for (let h = 0; h < t.pathHopCount[p]; h++) {
     const x = t.pathHopBase[p] + h;
     const g = t.hopGroup[x];
-    const insts = Array.from(t.groupInst.subarray(t.groupInstBase[g], t.groupInstBase[g] + t.groupInstCount[g]));
-    rows.push({ group: t.groupNames[g], si: t.hopSi[x], chainHop: t.hopChainHop[x], instances: insts.map((k) => t.instanceNames[k].portPair) });
+    const group = plan.groups.find((x) => x.id === t.groupIds[g])!;
+    rows.push({ group: group.name, si: t.hopSi[x], chainHop: t.hopChainHop[x], instances: group.members.map((k) => t.instanceNames[k].portPair) });
   }
   return rows;
 }
@@ -44,7 +46,7 @@ describe('compileTables', () => {
     expect(t.pathCount).toBe(1);
     expect(t.pathSpi[0]).toBe(42);
     expect(t.pathReverse[0]).toBe(0);
-    expect(hopsOf(t, 0)).toEqual([
+    expect(hopsOf(t, 0, s.state)).toEqual([
       { group: 'ppg1', si: 254, chainHop: 0, instances: ['pp11', 'pp12'] },
       { group: 'ppg2', si: 253, chainHop: 1, instances: ['pp21', 'pp22'] },
     ]);
@@ -60,16 +62,17 @@ describe('compileTables', () => {
       ['fc-udp', false],
     ]);
     expect(Array.from(t.ruleDstPort)).toEqual([1, 1]);
-    expect(formatMac(t.ruleMacs, 0)).toBe('02:00:00:00:00:02'); // restore dst = server
-    expect(formatMac(t.ruleMacs, 6)).toBe('02:00:00:00:00:01'); // restore src = client
+    expect(formatMac(t.ruleEnds, 0)).toBe('02:00:00:00:00:02'); // far end = server
+    expect(formatMac(t.ruleEnds, 6)).toBe('02:00:00:00:00:01'); // entry = client
   });
 
   it('a symmetric chain gets a reverse path: reverse hop order, egress MAC, ingress as return port', () => {
-    const t = compileTables(twoHop({ symmetric: true }).state);
+    const sym = twoHop({ symmetric: true }).state;
+    const t = compileTables(sym);
     expect(t.pathCount).toBe(2);
     expect(t.pathReverse[1]).toBe(1);
     expect(t.pathSpi[1]).toBe(t.pathSpi[0]);
-    expect(hopsOf(t, 1)).toEqual([
+    expect(hopsOf(t, 1, sym)).toEqual([
       { group: 'ppg2', si: 254, chainHop: 1, instances: ['pp21', 'pp22'] },
       { group: 'ppg1', si: 253, chainHop: 0, instances: ['pp11', 'pp12'] },
     ]);
@@ -118,7 +121,7 @@ describe('compileTables', () => {
     t1.interfaces.forEach((name, f) => expect(t2.interfaces[f]).toBe(name));
     expect(t2.interfaces.slice(t1.interfaces.length)).toEqual(['sf13i', 'sf13e']);
     // Maglev of ppg1 only names ppg1's live instances.
-    const g = t2.groupNames.indexOf('ppg1');
+    const g = t2.groupIds.indexOf(b.byName('port_pair_groups', 'ppg1').id);
     const table = new Set(t2.maglev.subarray(t2.groupMaglevBase[g], t2.groupMaglevBase[g] + t2.groupMaglevMask[g] + 1));
     expect([...table].sort()).toEqual([idx(t2, 'pp12'), k13].sort());
   });
@@ -145,7 +148,7 @@ describe('compileTables', () => {
     const c = s.state.port_chains[0];
     c.port_pair_groups = [c.port_pair_groups[0], s.byName('port_pair_groups', 'tapg').id, c.port_pair_groups[1]];
     const t = compileTables(s.state);
-    expect(hopsOf(t, 0).map((h) => [h.group, h.si])).toEqual([
+    expect(hopsOf(t, 0, s.state).map((h) => [h.group, h.si])).toEqual([
       ['ppg1', 254],
       ['ppg2', 253],
     ]);
@@ -176,7 +179,10 @@ describe('compileTables', () => {
     long.classifier('fc', { src: 'c' });
     long.chain('long', Array.from({ length: MAX_HOPS + 1 }, (_, h) => `g${h}`), ['fc']);
     const graph = twoHop();
-    graph.state.service_graphs.push({ id: 'x', name: 'sg', description: '', tenant_id: 'sfc', project_id: 'sfc', port_chains: { a: ['b'] } });
+    const pc1 = graph.state.port_chains[0].id;
+    graph.state.service_graphs.push({ id: 'x', name: 'sg', description: '', tenant_id: 'sfc', project_id: 'sfc', port_chains: { [pc1]: [pc1] } });
+    const nTuple = twoHop();
+    nTuple.state.port_pair_groups[0].port_pair_group_parameters.ppg_n_tuple_mapping = { egress_n_tuple: { source_ip_prefix: '10.9.0.0/16' } };
     const badMac = twoHop();
     badMac.state.ports[0].mac_address = 'zz';
 
@@ -186,6 +192,7 @@ describe('compileTables', () => {
       [dangling.state, /unknown port pair group/],
       [long.state, new RegExp(`at most ${MAX_HOPS} hops`)],
       [graph.state, /service graphs are not supported/],
+      [nTuple.state, /port pair group ppg1: ppg_n_tuple_mapping is not supported/],
       [badMac.state, /bad mac_address/],
     ] as const) {
       const e = compileError(state);
@@ -204,16 +211,16 @@ describe('UserspaceDriver', () => {
     });
     const bad = twoHop();
     bad.state.port_pairs[0].service_function_parameters.correlation = 'nsh';
-    const veto = d.precommit(bad.state);
+    const veto = d.precommit(buildPlan(bad.state));
     expect(veto).toHaveLength(1);
     expect(veto[0].status).toBe(400);
 
-    const good = twoHop().state;
+    const good = buildPlan(twoHop().state);
     expect(d.precommit(good)).toEqual([]);
     await d.postcommit(good);
-    const next = structuredClone(good);
+    const next = structuredClone(twoHop().state);
     next.port_pairs[3].service_function_parameters.weight = 0;
-    await d.postcommit(next);
+    await d.postcommit(buildPlan(next, good));
     expect(published.map((t) => t.generation)).toEqual([1, 2]);
     expect(published[1].instanceKeys).toEqual(published[0].instanceKeys);
     expect(d.tables).toBe(published[1]);
@@ -224,10 +231,10 @@ describe('UserspaceDriver', () => {
     const d = new UserspaceDriver(() => {
       if (fail) throw new Error('workers gone');
     });
-    await d.postcommit(twoHop().state);
+    await d.postcommit(buildPlan(twoHop().state));
     const before = d.tables;
     fail = true;
-    await expect(d.postcommit(twoHop({ symmetric: true }).state)).rejects.toThrow('workers gone');
+    await expect(d.postcommit(buildPlan(twoHop({ symmetric: true }).state))).rejects.toThrow('workers gone');
     expect(d.tables).toBe(before);
   });
 });

@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { FlowClassifier, Port, PortChain, PortPair, PortPairGroup, State } from '../src/control/model.js';
 import { REFERENCES, UPDATABLE } from '../src/control/validate.js';
 import { chainsByClassifier, findById } from '../src/control/validate/indexes.js';

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import { Batch } from '../src/packet/batch.js';
 import { endpointsReversed, FLOW_COLD, FLOW_HOT, FLOW_RECORD_WORDS, FlowCache } from '../src/classifier/flowcache.js';
 import { Engine, STAGES } from '../src/dataplane/engine.js';

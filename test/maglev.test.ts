@@ -45,7 +45,7 @@ function flowCounts(table: Int32Array, n: number, flows: number, seed: number): 
       b.dport[i] = next() & 0xffff;
     }
     const m = Math.min(BATCH, flows - done);
-    for (let i = 0; i < m; i++) counts[table[hashFlow(b, i, DEFAULT_LB_MASK, false) & mask]]++;
+    for (let i = 0; i < m; i++) counts[table[hashFlow(b, i, DEFAULT_LB_MASK, false, b.data, b.start[i]) & mask]]++;
   }
   return counts;
 }
@@ -218,13 +218,13 @@ describe('symmetric flow hashing', () => {
         const rev = pushDirection(b, flow, true);
         for (const hash of [hashFlow, xxh]) {
           for (let mask = 1; mask <= LB_ALL_BITS; mask++) {
-            const h = hash(b, fwd, mask, false);
-            if (hash(b, rev, mask, true) !== h) {
+            const h = hash(b, fwd, mask, false, b.data, b.start[fwd]);
+            if (hash(b, rev, mask, true, b.data, b.start[rev]) !== h) {
               throw new Error(`mask ${mask.toString(2)}: reverse hash differs`);
             }
           }
-          const pick = table[hash(b, fwd, DEFAULT_LB_MASK, false) & 4095];
-          expect(table[hash(b, rev, DEFAULT_LB_MASK, true) & 4095]).toBe(pick);
+          const pick = table[hash(b, fwd, DEFAULT_LB_MASK, false, b.data, b.start[fwd]) & 4095];
+          expect(table[hash(b, rev, DEFAULT_LB_MASK, true, b.data, b.start[rev]) & 4095]).toBe(pick);
         }
       }),
       { seed: SEED, numRuns: 60 },

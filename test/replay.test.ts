@@ -14,7 +14,7 @@ import { UsageError } from '../src/util/args.js';
 import { command as replayCommand } from '../src/commands/replay.js';
 import { command as explainCommand } from '../src/commands/explain.js';
 import { loadConfigFile } from '../src/control/config.js';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import { PcapWriter, readPcap } from '../src/dataplane/io/pcapio.js';
 import { replayFiles } from '../src/dataplane/replay.js';
 import { formatMac } from '../src/dataplane/tables.js';

@@ -11,7 +11,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import { Ctr } from '../src/packet/counters.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap } from '../src/dataplane/io/cap.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildArp, buildFrame, macBytes, type FrameSpec } from '../src/dataplane/frames.js';
-import { compileTables } from '../src/control/compile.js';
+import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
 import { Ctr, Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';

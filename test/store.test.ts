@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DriverManager, type Driver } from '../src/control/driver.js';
+import type { Plan } from '../src/control/plan.js';
 import { NeutronError, badRequest } from '../src/control/errors.js';
 import { emptyState, type Port, type State } from '../src/control/model.js';
 import { Store } from '../src/control/store.js';
@@ -18,18 +19,18 @@ class FakeDriver implements Driver {
   inFlight = 0;
   maxInFlight = 0;
 
-  precommit(next: State): NeutronError[] {
-    this.calls.push(`pre:${next.port_pair_groups.length}`);
+  precommit(next: Plan): NeutronError[] {
+    this.calls.push(`pre:${next.ports.length}`);
     return this.veto ? [this.veto] : [];
   }
 
-  async postcommit(next: State): Promise<void> {
+  async postcommit(next: Plan): Promise<void> {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    this.calls.push(`post:${next.port_pair_groups.length}`);
+    this.calls.push(`post:${next.ports.length}`);
     await new Promise((r) => setTimeout(r, this.delayMs));
     this.inFlight--;
-    if (this.failPostcommit && next.port_pair_groups.length > 0) throw new Error('switch unreachable');
+    if (this.failPostcommit && next.ports.length > 1) throw new Error('switch unreachable');
   }
 }
 
@@ -63,7 +64,7 @@ describe('transactions', () => {
     const persisted: State[] = [];
     const store = newStore({ drivers: new DriverManager([driver]), persist: (s) => void persisted.push(s) });
     driver.veto = badRequest('SfcBadRequest', 'no room on the switch');
-    const e = await refused(store, () => store.create('port_pair_groups', {}), 400, 'SfcBadRequest');
+    const e = await refused(store, () => port(store, 'a'), 400, 'SfcBadRequest');
     expect(e.message).toBe('no room on the switch');
     expect(persisted).toHaveLength(0);
     expect(driver.calls).toEqual(['pre:1']);
@@ -75,11 +76,11 @@ describe('transactions', () => {
     const store = newStore({ drivers: new DriverManager([driver]), persist: (s) => void persisted.push(s) });
     await port(store, 'kept');
     driver.failPostcommit = true;
-    const e = await refused(store, () => store.create('port_pair_groups', {}), 500, 'SfcDriverError');
+    const e = await refused(store, () => port(store, 'lost'), 500, 'SfcDriverError');
     expect(e.message).toContain('switch unreachable');
-    expect(persisted.map((s) => s.port_pair_groups.length)).toEqual([0, 1, 0]);
-    // the driver saw the change and then the undo (DriverManager re-applies prev on failure)
-    expect(driver.calls).toEqual(['pre:0', 'post:0', 'pre:1', 'post:1']);
+    expect(persisted.map((s) => s.ports.length)).toEqual([1, 2, 1]);
+    // the failing driver saw the change (only drivers that applied it are undone)
+    expect(driver.calls).toEqual(['pre:1', 'post:1', 'pre:2', 'post:2']);
     expect(store.list('ports').map((p) => p.name)).toEqual(['kept']);
   });
 

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
-import { openPortIO } from '../src/dataplane/io/open.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
+import { backendNamed } from '../src/dataplane/io/registry.js';
 import { openTap } from '../src/dataplane/io/tap.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
@@ -76,7 +76,7 @@ describe.skipIf(!run)('TAP ports', () => {
 
   it('attaches to an existing TAP, signals readiness once per arm, counts oversize transmits', async () => {
     sh(`ip -n ${NS} tuntap add dev tp1 mode tap && ip -n ${NS} link set tp1 up`);
-    const tap = openPortIO('tap', 'tp1') as NativePort;
+    const tap = backendNamed('tap').open('tp1') as NativePort;
     const raw = openAfPacket('tp1');
     open.push(tap, raw);
     await sleep(50);

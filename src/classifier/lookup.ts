@@ -35,6 +35,7 @@
  * order.
  */
 import type { Batch } from '../packet/batch.js';
+import { inSharedMemory } from '../util/shared-arrays.js';
 import { formatAddress, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type Rule } from './rule.js';
 
 export interface ClassifierTable {
@@ -131,19 +132,34 @@ function addrRange(words: number[], len: number, ver: 4 | 6): [bigint, bigint] {
 
 const bitLength = (v: bigint) => (v === 0n ? 0 : v.toString(2).length);
 
-/** Growing builders for the flat arrays. */
-class TableBuilder {
-  meta: number[] = [];
+/**
+ * One compiled partition, self-contained: offsets in `dims` (D_START, D_IDX, D_ROWS) and `bproto`
+ * are relative to its own arrays, so a partition compiled for one generation can be placed at other
+ * offsets in the next (compileClassifier's `reuse`). Its bit j is the j-th rule given to it, so
+ * the same rules in the same order give the same piece whatever their input indices.
+ */
+export interface Partition {
+  ver: 4 | 6;
+  W: number;
+  S: number;
+  dims: Int32Array;
+  starts: Int32Array;
+  blocks: Int32Array;
+  protoMap: Int32Array;
+  bits: Int32Array;
+  /** Offset of the proto dimension's row 0 in `bits`. */
+  bproto: number;
+}
+
+/** Partition builder: appends the dimensions of one partition to its own arrays. */
+class PartitionBuilder {
   dims: number[] = [];
-  ruleIds: number[] = [];
   starts: number[] = [];
   blocks: number[] = [];
-  protoMap: number[] = [];
   bitChunks: Int32Array[] = [];
   bitsLen = 0;
-  nParts = 0;
 
-  private pushRows(rows: Int32Array): number {
+  pushRows(rows: Int32Array): number {
     const off = this.bitsLen;
     this.bitChunks.push(rows);
     this.bitsLen += rows.length;
@@ -155,7 +171,7 @@ class TableBuilder {
    * The first-level index takes B bits right after the prefix that all start points but the first
    * (the value 0) share, so that clustered values (10.0.0.0/8, 2001:db8::/32) still spread over it.
    */
-  private pushDimension(dim: Dimension, width: 32 | 128): void {
+  pushDimension(dim: Dimension, width: 32 | 128): void {
     const words = width / 32;
     const rest = dim.starts.slice(1);
     let plen = 0;
@@ -189,59 +205,141 @@ class TableBuilder {
     }
     this.dims.push(...d);
   }
+}
+
+/** Compile one partition: `rs` in priority order, all of IP version `ver`. */
+function buildPartition(rs: readonly Rule[], ver: 4 | 6): Partition {
+  const pb = new PartitionBuilder();
+  const n = rs.length;
+  const W = Math.ceil(n / 32);
+  const S = Math.ceil(W / 32);
+  const width = ver === 4 ? 32 : 128;
+  const amax = (1n << BigInt(width)) - 1n;
+  // Ports are placed in the top 16 bits of a word so they share the IPv4 search; the hi + 1 start
+  // point then sits at (hi << 16) + 1, between port hi and port hi + 1 as it must.
+  const portRange = (lo: number, hi: number): [bigint, bigint] => [BigInt(lo) << 16n, BigInt(hi) << 16n];
+  pb.pushDimension(buildDimension(rs.map((r) => addrRange(r.src, r.srcLen, ver)), amax, W, S, false), width);
+  pb.pushDimension(buildDimension(rs.map((r) => addrRange(r.dst, r.dstLen, ver)), amax, W, S, false), width);
+  const portMax = 65535n << 16n;
+  pb.pushDimension(buildDimension(rs.map((r) => portRange(r.sportMin, r.sportMax)), portMax, W, S, true), 32);
+  pb.pushDimension(buildDimension(rs.map((r) => portRange(r.dportMin, r.dportMax)), portMax, W, S, true), 32);
+  const pr = buildDimension(
+    rs.map((r) => (r.proto < 0 ? [0n, 255n] : [BigInt(r.proto), BigInt(r.proto)])),
+    255n, W, S, false,
+  );
+  const protoMap: number[] = [];
+  for (let v = 0, k = 0; v < 256; v++) {
+    while (k + 1 < pr.starts.length && pr.starts[k + 1] <= BigInt(v)) k++;
+    protoMap.push(k);
+  }
+  const bproto = pb.pushRows(pr.rows);
+  const bits = new Int32Array(pb.bitsLen);
+  let o = 0;
+  for (const c of pb.bitChunks) {
+    bits.set(c, o);
+    o += c.length;
+  }
+  return {
+    ver, W, S, bits, bproto,
+    dims: Int32Array.from(pb.dims),
+    starts: Int32Array.from(pb.starts),
+    blocks: Int32Array.from(pb.blocks),
+    protoMap: Int32Array.from(protoMap),
+  };
+}
+
+/** Everything buildPartition reads from a partition's rules (not their logical port). */
+function partitionKey(rs: readonly Rule[], ver: 4 | 6): string {
+  return JSON.stringify([ver, rs.map((r) => [r.proto, r.src, r.srcLen, r.dst, r.dstLen, r.sportMin, r.sportMax, r.dportMin, r.dportMax])]);
+}
+
+/**
+ * Partitions by key: `before` from the previous compile (looked up), `now` filled with what this
+ * compile used (so it holds exactly one generation's partitions).
+ */
+export interface PartitionMemo {
+  before?: Map<string, Partition>;
+  now: Map<string, Partition>;
+}
+
+/** A table being assembled from partitions: each is placed (its offsets rebased) at the end. */
+class TableBuilder {
+  private readonly placed: { p: Partition; ids: number[] }[] = [];
+
+  constructor(private readonly memo?: PartitionMemo) {}
 
   /** Add a partition of the given rules (input indices ascending); returns its id. */
   addPartition(rules: readonly Rule[], ids: number[], ver: 4 | 6): number {
-    const n = ids.length;
-    const W = Math.ceil(n / 32);
-    const S = Math.ceil(W / 32);
     const rs = ids.map((id) => rules[id]);
-    const width = ver === 4 ? 32 : 128;
-    const amax = (1n << BigInt(width)) - 1n;
-    // Ports are placed in the top 16 bits of a word so they share the IPv4 search; the hi + 1 start
-    // point then sits at (hi << 16) + 1, between port hi and port hi + 1 as it must.
-    const portRange = (lo: number, hi: number): [bigint, bigint] => [BigInt(lo) << 16n, BigInt(hi) << 16n];
-    this.pushDimension(buildDimension(rs.map((r) => addrRange(r.src, r.srcLen, ver)), amax, W, S, false), width);
-    this.pushDimension(buildDimension(rs.map((r) => addrRange(r.dst, r.dstLen, ver)), amax, W, S, false), width);
-    const portMax = 65535n << 16n;
-    this.pushDimension(buildDimension(rs.map((r) => portRange(r.sportMin, r.sportMax)), portMax, W, S, true), 32);
-    this.pushDimension(buildDimension(rs.map((r) => portRange(r.dportMin, r.dportMax)), portMax, W, S, true), 32);
-    const pr = buildDimension(
-      rs.map((r) => (r.proto < 0 ? [0n, 255n] : [BigInt(r.proto), BigInt(r.proto)])),
-      255n, W, S, false,
-    );
-    const m: number[] = new Array<number>(META_STRIDE).fill(0);
-    m[M_VER] = ver;
-    m[M_W] = W;
-    m[M_S] = S;
-    m[M_RULES] = this.ruleIds.length;
-    this.ruleIds.push(...ids);
-    m[M_PROTO] = this.protoMap.length;
-    for (let v = 0, k = 0; v < 256; v++) {
-      while (k + 1 < pr.starts.length && pr.starts[k + 1] <= BigInt(v)) k++;
-      this.protoMap.push(k);
+    let p: Partition | undefined;
+    let key = '';
+    if (this.memo) {
+      key = partitionKey(rs, ver);
+      p = this.memo.before?.get(key);
     }
-    m[M_BPROTO] = this.pushRows(pr.rows);
-    this.meta.push(...m);
-    return this.nParts++;
+    p ??= buildPartition(rs, ver);
+    this.memo?.now.set(key, p);
+    return this.placed.push({ p, ids }) - 1;
   }
 
-  bits(): Int32Array {
-    const out = new Int32Array(this.bitsLen);
-    let o = 0;
-    for (const c of this.bitChunks) {
-      out.set(c, o);
-      o += c.length;
-    }
-    return out;
+  /**
+   * The flat arrays, in one SharedArrayBuffer (a table crosses to the workers uncopied): every
+   * partition's, concatenated, with offsets rebased, and the port -> partition maps (all -1).
+   */
+  arrays(ports4: number, ports6: number): Omit<ClassifierTable, 'nRules' | 'any4' | 'any6'> {
+    const sum = (f: (x: { p: Partition; ids: number[] }) => number) => this.placed.reduce((n, x) => n + f(x), 0);
+    const t = inSharedMemory((a) => ({
+      part4: a.i32(ports4).fill(-1),
+      part6: a.i32(ports6).fill(-1),
+      meta: a.i32(this.placed.length * META_STRIDE),
+      dims: a.i32(sum((x) => x.p.dims.length)),
+      ruleIds: a.i32(sum((x) => x.ids.length)),
+      starts: a.i32(sum((x) => x.p.starts.length)),
+      blocks: a.i32(sum((x) => x.p.blocks.length)),
+      protoMap: a.i32(sum((x) => x.p.protoMap.length)),
+      bits: a.i32(sum((x) => x.p.bits.length)),
+    }));
+    const { meta, dims, ruleIds, starts, blocks, protoMap, bits } = t;
+    let [d, r, st, bl, pm, bi] = [0, 0, 0, 0, 0, 0];
+    this.placed.forEach(({ p, ids }, k) => {
+      dims.set(p.dims, d);
+      for (let o = d; o < d + p.dims.length; o += DIM_STRIDE) {
+        dims[o + D_START] += st;
+        dims[o + D_IDX] += bl;
+        dims[o + D_ROWS] += bi;
+      }
+      const m = k * META_STRIDE;
+      meta[m + M_VER] = p.ver;
+      meta[m + M_W] = p.W;
+      meta[m + M_S] = p.S;
+      meta[m + M_RULES] = r;
+      meta[m + M_PROTO] = pm;
+      meta[m + M_BPROTO] = bi + p.bproto;
+      ruleIds.set(ids, r);
+      starts.set(p.starts, st);
+      blocks.set(p.blocks, bl);
+      protoMap.set(p.protoMap, pm);
+      bits.set(p.bits, bi);
+      d += p.dims.length;
+      r += ids.length;
+      st += p.starts.length;
+      bl += p.blocks.length;
+      pm += p.protoMap.length;
+      bi += p.bits.length;
+    });
+    return t;
   }
 }
 
-/** Compile rules (priority = position, first wins) into a lookup table. */
-export function compileClassifier(rules: readonly Rule[]): ClassifierTable {
-  const tb = new TableBuilder();
+/**
+ * Compile rules (priority = position, first wins) into a lookup table. With `memo`, partitions
+ * whose rules are unchanged since the previous compile are reused instead of rebuilt (a change to
+ * one logical port's classifiers rebuilds that port's partition only).
+ */
+export function compileClassifier(rules: readonly Rule[], memo?: PartitionMemo): ClassifierTable {
+  const tb = new TableBuilder(memo);
   const versions = [4, 6] as const;
-  const parts: { byPort: Int32Array; any: number }[] = [];
+  const parts: { byPort: Map<number, number>; any: number }[] = [];
   for (const ver of versions) {
     const anyIds: number[] = [];
     const portIds = new Map<number, number[]>();
@@ -254,25 +352,18 @@ export function compileClassifier(rules: readonly Rule[]): ClassifierTable {
         l.push(id);
       }
     });
-    const byPort = new Int32Array(portIds.size === 0 ? 0 : Math.max(...portIds.keys()) + 1).fill(-1);
-    for (const [port, ids] of [...portIds].sort((a, b) => a[0] - b[0])) byPort[port] = tb.addPartition(rules, ids, ver);
+    const byPort = new Map<number, number>();
+    for (const [port, ids] of [...portIds].sort((a, b) => a[0] - b[0])) byPort.set(port, tb.addPartition(rules, ids, ver));
     parts.push({ byPort, any: anyIds.length ? tb.addPartition(rules, anyIds, ver) : -1 });
   }
-  return {
-    nRules: rules.length,
-    part4: parts[0].byPort,
-    part6: parts[1].byPort,
-    any4: parts[0].any,
-    any6: parts[1].any,
-    meta: Int32Array.from(tb.meta),
-    dims: Int32Array.from(tb.dims),
-    ruleIds: Int32Array.from(tb.ruleIds),
-    starts: Int32Array.from(tb.starts),
-    blocks: Int32Array.from(tb.blocks),
-    protoMap: Int32Array.from(tb.protoMap),
-    bits: tb.bits(),
-  };
+  const [v4, v6] = parts;
+  const t = tb.arrays(portArrayLength(v4.byPort), portArrayLength(v6.byPort));
+  for (const [port, id] of v4.byPort) t.part4[port] = id;
+  for (const [port, id] of v6.byPort) t.part6[port] = id;
+  return { nRules: rules.length, any4: v4.any, any6: v6.any, ...t };
 }
+
+const portArrayLength = (byPort: Map<number, number>) => (byPort.size === 0 ? 0 : Math.max(...byPort.keys()) + 1);
 
 // ---------------------------------------------------------------------------------------------
 // Lookup (data path)

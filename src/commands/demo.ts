@@ -8,11 +8,11 @@
  * the lab with --keep). Exit code 0 when every check passed, 1 otherwise, 130 when interrupted.
  */
 import type { ChildProcess } from 'node:child_process';
-import { BACKENDS, type Backend } from '../dataplane/io/open.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type RegisteredBackend } from '../dataplane/io/registry.js';
 import { installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowTrace } from '../lab/flowlog.js';
 import { buildFrame, count, LiveView, renderFlowMap, renderVerdict, type Check, type Frame, type Snapshot } from '../lab/demo-view.js';
-import { disableOffloads, LabDataplane, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
-import { CLIENT, SERVER, describeLab, labDown, labUp, run } from '../lab/topology.js';
+import { LabDataplane, labUpFor, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
+import { CLIENT, SERVER, describeLab, labDown, run } from '../lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../lab/traffic.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
@@ -32,7 +32,7 @@ const say = (line = '') => process.stdout.write(line + '\n');
 
 interface DemoOptions {
   name: string;
-  backend: Backend;
+  backend: RegisteredBackend;
   seconds: number;
   keep: boolean;
 }
@@ -46,7 +46,7 @@ function intro(lab: LabInfo, o: DemoOptions): void {
   say(`  ${lab.clientNs} (${CLIENT.ip}) and ${lab.serverNs} (${SERVER.ip})   real Linux TCP/IP stacks`);
   say(`  hop 1: ${hop(1)}`);
   say(`  hop 2: ${hop(2)}   service functions: namespaces that route packets, like SF VMs`);
-  say(`  ${lab.dpNs}   the sfc dataplane (backend ${o.backend}), wired to all of them by ${link}`);
+  say(`  ${lab.dpNs}   the sfc dataplane (backend ${o.backend.name}), wired to all of them by ${link}`);
   say('and loads chain pc1: every packet from client to server crosses hop 1 then hop 2, with one');
   say('instance per hop chosen per flow; the chain is symmetric, so the server\'s replies cross the');
   say('same two instances in reverse.');
@@ -116,23 +116,24 @@ class Demo {
 
   private async steps(): Promise<number> {
     const { o } = this;
-    const desc = describeLab({ name: o.name, hops: 2, instances: 2, symmetric: true, dpLink: o.backend === 'tap' ? 'tap' : 'veth' });
-    intro(desc, o);
+    const shape = { name: o.name, hops: 2, instances: 2, symmetric: true };
+    intro(describeLab({ ...shape, dpLink: o.backend.lab.link }), o);
 
     let t = performance.now();
     process.stdout.write('[1/4] building the lab ... ');
     // Building and starting are not interrupted half-way: a signal is acted on right after them.
-    const lab = await labUp({ name: o.name, hops: 2, instances: 2, symmetric: true, dpLink: desc.dpLink });
+    const lab = await labUpFor(o.backend, shape);
     this.built = true;
-    if (o.backend === 'cap') await disableOffloads(lab);
     await installFlowLog(lab);
     say(`done (${seconds(t)}, chain config ${lab.configPath})`);
-    if (o.backend === 'cap') say('      (cap backend: endpoint and SF offloads off, so their stacks finish checksums themselves)');
+    if (o.backend.lab.offloadsOff) {
+      say(`      (${o.backend.name} backend: endpoint and SF offloads off, so their stacks finish checksums themselves)`);
+    }
     this.check();
 
     t = performance.now();
-    process.stdout.write(`[2/4] starting the dataplane (sfc serve --backend ${o.backend}, inside ${lab.dpNs}) ... `);
-    const dp = await LabDataplane.start(lab, { backend: o.backend, config: lab.configPath });
+    process.stdout.write(`[2/4] starting the dataplane (sfc serve --backend ${o.backend.name}, inside ${lab.dpNs}) ... `);
+    const dp = await LabDataplane.start(lab, { backend: o.backend.name, config: lab.configPath });
     this.dataplane = dp;
     say(`API at ${dp.url} (pid ${dp.pid}, ${seconds(t)})`);
     this.check();
@@ -185,7 +186,7 @@ class Demo {
 
     const tty = process.stdout.isTTY === true;
     const view = new LiveView(process.stdout, tty);
-    const title = `lab '${lab.name}' · backend ${o.backend}`;
+    const title = `lab '${lab.name}' · backend ${o.backend.name}`;
     let prev: Snapshot | null = null;
     for (;;) {
       if (!udpStarted && got.tcpServer !== undefined && got.tcpClient !== undefined) {
@@ -294,9 +295,9 @@ function verdictChecks(t: TrafficOutcome, traces: FlowTrace[]): Check[] {
 }
 
 /** The system tools the run needs, with the Debian package that has each. */
-async function requireTools(backend: Backend): Promise<void> {
+async function requireTools(backend: RegisteredBackend): Promise<void> {
   const tools: [string, string][] = [['ip', 'iproute2'], ['nft', 'nftables']];
-  if (backend === 'cap') tools.push(['ethtool', 'ethtool']);
+  if (backend.lab.offloadsOff) tools.push(['ethtool', 'ethtool']);
   for (const [tool, pkg] of tools) {
     const { code } = await run(['sh', '-c', `command -v ${tool}`], { check: false });
     if (code !== 0) throw new Error(`needs '${tool}' (Debian package ${pkg}; scripts/setup.sh installs everything)`);
@@ -308,21 +309,20 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
 
 export const command: Command = {
   summary: 'build the lab, run real TCP and UDP through a two-hop chain, show where flows go, tear it down',
-  usage: `[--name L] [--backend afpacket|cap|tap] [--seconds S] [--keep]
+  usage: `[--name L] [--backend ${BACKEND_NAMES.join('|')}] [--seconds S] [--keep]
   --name L       lab name: namespaces L-dp, L-client, L-server, L-sf11 ... (default demo)
-  --backend B    the dataplane's packet I/O: afpacket (default), cap (libpcap) or tap
+  --backend B    the dataplane's packet I/O: ${backendChoices()}
   --seconds S    how long the UDP flows run (default 10); the TCP transfers run alongside
   --keep         at the end, leave the lab and the dataplane running (remove: sfc lab down --name L)
 Needs root (network namespaces). Ctrl-C stops and removes everything it started.`,
   async run(argv) {
     const { values } = parseOptions(argv, {
       name: { type: 'string', default: 'demo' },
-      backend: { type: 'string', default: 'afpacket' },
+      backend: { type: 'string', default: DEFAULT_BACKEND },
       seconds: { type: 'string', default: '10' },
       keep: { type: 'boolean', default: false },
     });
-    const backend = values.backend as Backend;
-    if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${values.backend}'`);
+    const backend = parseBackend(values.backend);
     const secs = Number(values.seconds);
     if (!Number.isInteger(secs) || secs < 1 || secs > 3600) throw new UsageError(`--seconds must be 1..3600, got '${values.seconds}'`);
     if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces (run it with sudo)');

@@ -4,7 +4,7 @@
  * where it left — answering "which hop dropped my packet?". It runs the replay machinery
  * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs.
  */
-import { compileTables } from '../control/compile.js';
+import { compileTables } from '../control/drivers/userspace/render.js';
 import { buildFrame, type L4Name } from '../dataplane/frames.js';
 import { describeRule } from '../classifier/lookup.js';
 import { parseAddress, ruleFromClassifier } from '../classifier/rule.js';

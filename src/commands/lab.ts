@@ -2,6 +2,7 @@
  * `sfc lab up|down|status`: the network-namespace lab of src/lab/topology.ts from the shell.
  * `up` prints the generated chain config (also written to --out); `down` is idempotent.
  */
+import { BACKENDS } from '../dataplane/io/registry.js';
 import { labDown, labStatus, labUp } from '../lab/topology.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
@@ -67,6 +68,9 @@ async function status(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The backends whose lab links are TAPs, as serve options: "--backend tap". */
+const TAP_BACKENDS = BACKENDS.filter((b) => b.lab.link === 'tap').map((b) => `--backend ${b.name}`).join(', ');
+
 const ACTIONS: Record<string, (argv: string[]) => Promise<number>> = { up, down, status };
 
 export const command: Command = {
@@ -75,7 +79,7 @@ export const command: Command = {
   up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE] [--dp-link veth|tap]
          namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
          --out (default /run/sfc/L/chains.yaml); --dp-link tap: the dataplane's interfaces are TAPs
-         bridged to the veths (for sfc serve --backend tap)
+         bridged to the veths (for sfc serve ${TAP_BACKENDS})
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
   status [--name L] [--json]   namespaces, interfaces and recorded pids`,
   async run(argv) {

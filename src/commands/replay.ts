@@ -2,7 +2,7 @@
  * `sfc replay`: run pcap captures through the engine offline (dataplane/replay.ts) and write what
  * every interface transmits, plus one verdict line per input frame.
  */
-import { compileTables } from '../control/compile.js';
+import { compileTables } from '../control/drivers/userspace/render.js';
 import { loadConfigFile } from '../control/config.js';
 import { replayFiles, type ReplayInput } from '../dataplane/replay.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';

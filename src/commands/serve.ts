@@ -4,8 +4,9 @@
  * dataplane is rebuilt, seeds an empty state from --config, then serves the REST API until
  * SIGINT/SIGTERM, when it stops accepting, lets in-flight requests finish and closes everything.
  *
- * The dataplane modules are imported only for --driver userspace, so the API runs with --driver
- * noop on machines where the dataplane cannot start.
+ * The dataplane runtime is imported only for --driver userspace, so the API runs with --driver
+ * noop on machines where the dataplane cannot start (the backend registry, which checks --backend,
+ * loads nothing native).
  */
 import { startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
@@ -14,18 +15,16 @@ import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
 import { Store } from '../control/store.js';
-import type { UserspaceDriver } from '../control/userspace-driver.js';
+import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
 import { UsageError, parseHostPort, parseOptions, type Command } from '../util/args.js';
-
-const BACKENDS = ['afpacket', 'cap', 'tap'] as const;
-type Backend = (typeof BACKENDS)[number];
 
 const log = (message: string) => console.error(`sfc serve: ${message}`);
 
 /** The userspace driver publishing to a worker-thread dataplane (modules loaded only here). */
-async function startUserspace(backend: Backend, workers: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
-  const [runtime, userspace] = await Promise.all([import('../dataplane/runtime.js'), import('../control/userspace-driver.js')]);
+async function startUserspace(backend: BackendName, workers: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
+  const [runtime, userspace] = await Promise.all([import('../dataplane/runtime.js'), import('../control/drivers/userspace/driver.js')]);
   const dataplane = new runtime.Dataplane({ backend, workers, log });
   return { driver: new userspace.UserspaceDriver((t) => dataplane.publish(t)), dataplane };
 }
@@ -64,7 +63,7 @@ function untilSignal(): Promise<string> {
 export const command: Command = {
   summary: 'serve the networking-sfc REST API and run the dataplane',
   usage: `[--config FILE] [--state FILE] [--listen HOST:PORT] [--driver userspace|noop] [--token T]
-           [--workers N] [--backend afpacket|cap|tap]
+           [--workers N] [--backend ${BACKEND_NAMES.join('|')}]
   --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
   --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
   --listen HOST:PORT  default 127.0.0.1:9696; port 0 picks a free port (printed as 'listening on URL')
@@ -72,7 +71,7 @@ export const command: Command = {
   --token T           require X-Auth-Token: T or Authorization: Bearer T (or env SFC_TOKEN);
                       without a token only loopback addresses may be used
   --workers N         dataplane worker threads (default 1)
-  --backend B         packet I/O: afpacket (default), cap (libpcap) or tap`,
+  --backend B         packet I/O: ${backendChoices()}`,
 
   async run(argv) {
     const { values } = parseOptions(argv, {
@@ -82,7 +81,7 @@ export const command: Command = {
       driver: { type: 'string', default: 'userspace' },
       token: { type: 'string' },
       workers: { type: 'string', default: '1' },
-      backend: { type: 'string', default: 'afpacket' },
+      backend: { type: 'string', default: DEFAULT_BACKEND },
     });
     const { host, port } = parseHostPort(values.listen, '--listen');
     const token = values.token ?? (process.env.SFC_TOKEN || undefined);
@@ -95,8 +94,7 @@ export const command: Command = {
     if (values.driver !== 'userspace' && values.driver !== 'noop') {
       throw new UsageError(`--driver must be userspace or noop, got '${values.driver}'`);
     }
-    const backend = values.backend as Backend;
-    if (!BACKENDS.includes(backend)) throw new UsageError(`--backend must be one of ${BACKENDS.join(', ')}, got '${values.backend}'`);
+    const backend = parseBackend(values.backend).name;
     const workers = positiveInt(values.workers, '--workers');
 
     const statePath = values.state ?? defaultStatePath();

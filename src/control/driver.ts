@@ -1,20 +1,23 @@
 /*
  * The driver seam (ARCHITECTURE.md §5-6, networking-sfc's plugin -> driver manager -> drivers).
  *
- * Every accepted change produces a complete next State. The manager asks each driver, in order, to
- * precommit(next, prev): a driver vetoes by returning problems (the first becomes the API's
- * NeutronError, nothing is stored). After the store commits, postcommit(next, prev) applies the
- * change (userspace: compile and publish tables; ovs: flows and groups). If any postcommit fails
- * the store restores prev, calls postcommit(prev, next) on the drivers that already applied, and
- * reports the failure: the store and the dataplane never disagree.
+ * Every accepted change produces a complete next State; the manager turns it into the next Plan
+ * (plan.ts: driver-neutral, member indices kept stable against the plan in force) and asks each
+ * driver, in order, to precommit(next, prev): a driver vetoes by returning problems (its renderer
+ * says what it cannot render; the first becomes the API's NeutronError, nothing is stored). After
+ * the store commits, postcommit(next, prev) applies the change (userspace: render and publish
+ * tables; ovs: flows and groups). If any postcommit fails the store restores its previous State,
+ * the manager calls postcommit(prev, next) on the drivers that already applied, and reports the
+ * failure: the store and the dataplane never disagree.
  */
-import type { State } from './model.js';
+import { emptyState, type State } from './model.js';
 import { NeutronError } from './errors.js';
+import { buildPlan, type Plan } from './plan.js';
 
 export interface Driver {
   readonly name: string;
-  precommit(next: State, prev: State): NeutronError[] | Promise<NeutronError[]>;
-  postcommit(next: State, prev: State): Promise<void>;
+  precommit(next: Plan, prev: Plan): NeutronError[] | Promise<NeutronError[]>;
+  postcommit(next: Plan, prev: Plan): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -28,28 +31,50 @@ export class NoopDriver implements Driver {
 }
 
 export class DriverManager {
+  /** The plan in force (applied by every driver), and the one precommit built for a proposed State. */
+  #plan: Plan = buildPlan(emptyState());
+  #staged: { state: State; plan: Plan } | undefined;
+
   constructor(readonly drivers: Driver[]) {}
 
-  async precommit(next: State, prev: State): Promise<void> {
+  /** The plan in force. */
+  get plan(): Plan {
+    return this.#plan;
+  }
+
+  #planFor(state: State): Plan {
+    const staged = this.#staged;
+    if (staged && staged.state === state) return staged.plan;
+    const plan = buildPlan(state, this.#plan);
+    this.#staged = { state, plan };
+    return plan;
+  }
+
+  async precommit(next: State, _prev: State): Promise<void> {
+    const plan = this.#planFor(next);
     for (const d of this.drivers) {
-      const problems = await d.precommit(next, prev);
+      const problems = await d.precommit(plan, this.#plan);
       if (problems.length > 0) throw problems[0];
     }
   }
 
   /** Apply next; on failure undo the drivers that already applied and throw SfcDriverError (500). */
-  async postcommit(next: State, prev: State): Promise<void> {
+  async postcommit(next: State, _prev: State): Promise<void> {
+    const plan = this.#planFor(next);
+    const prev = this.#plan;
+    this.#staged = undefined;
     const done: Driver[] = [];
     for (const d of this.drivers) {
       try {
-        await d.postcommit(next, prev);
+        await d.postcommit(plan, prev);
         done.push(d);
       } catch (e) {
-        for (const u of done.reverse()) await u.postcommit(prev, next).catch(() => undefined);
+        for (const u of done.reverse()) await u.postcommit(prev, plan).catch(() => undefined);
         if (e instanceof NeutronError) throw e;
         throw new NeutronError(500, 'SfcDriverError', `${d.name} driver failed: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
+    this.#plan = plan;
   }
 
   async close(): Promise<void> {

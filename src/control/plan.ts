@@ -171,7 +171,11 @@ export const label = (o: { id: string; name: string }) => (o.name ? o.name : o.i
 /** The classifier's SI: the source node of every path. */
 export const SOURCE_SI = 255;
 
-export function buildPlan(state: State, prev?: Plan): Plan {
+/**
+ * The plan of `state`. `prev` (the plan in force, or anything that lists its members by index)
+ * keeps member indices stable.
+ */
+export function buildPlan(state: State, prev?: { members: readonly { id: string }[] }): Plan {
   const portIndex = new Map<string, number>(state.ports.map((p, k) => [p.id, k]));
   const pairs = new Map<string, PortPair>(state.port_pairs.map((p) => [p.id, p]));
   const groupsById = new Map<string, PortPairGroup>(state.port_pair_groups.map((g) => [g.id, g]));
@@ -339,7 +343,8 @@ export function buildPlan(state: State, prev?: Plan): Plan {
     // Into node k (k = n: out of the chain): copies for taps placed right before it, then the proxy rules.
     const into = (k: number): Action[] => {
       const acts: Action[] = [];
-      for (const [tap, before] of tapAfter) if (before === k) acts.push({ op: 'copy_to_tap', hop: tap });
+      // (A tap group without a member copies to nobody: no action.)
+      for (const [tap, before] of tapAfter) if (before === k && groups[hops[tap].group].members.length > 0) acts.push({ op: 'copy_to_tap', hop: tap });
       const prevAware = k > 0 && hops[k - 1].correlation !== null;
       const aware = k < n && hops[k].correlation !== null;
       const prevSi = k === 0 ? SOURCE_SI : hops[k - 1].si;

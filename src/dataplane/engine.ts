@@ -4,7 +4,7 @@
  *
  *   breathe(): for each interface (round-robin start) rxBurst into the batch; whenever the batch is
  *              full, and once at the end, process it:
- *                parse -> steer -> rewrite -> per-output tx index lists -> one txBurst per interface
+ *                parse -> steer -> select -> execute -> per-output tx index lists -> one txBurst per interface
  *
  * Tables are published by reference: publish() only parks the new generation; the next breath
  * applies it before its first batch (opening newly named interfaces, closing dropped ones), and the
@@ -17,12 +17,14 @@
  * branch per batch when absent. So may a stage clock (bench/pipeline.ts --stages): wall time per
  * stage, read around each stage call.
  */
-import { Batch, BATCH, OUT_FLOOD } from '../packet/batch.js';
+import { Batch, BATCH, OUT_FLOOD, OUT_FLOOD_HOSTS } from '../packet/batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from '../packet/counters.js';
 import type { PortIO } from './io/portio.js';
 import { parseBatch } from './parse.js';
-import { rewriteBatch } from './rewrite.js';
-import { SteerState, steerBatch, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './steer.js';
+import { executeBatch } from './execute.js';
+import { SteerState, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './flowstate.js';
+import { selectBatch } from './select.js';
+import { steerBatch } from './steer.js';
 import type { Tables } from './tables.js';
 
 export interface EngineOptions extends SteerOptions {
@@ -65,14 +67,14 @@ export interface TraceStep {
   /** Port pair chosen at this hop. */
   instance: string | null;
   out: string[];
-  /** The frame as it leaves (after rewrite). */
+  /** The frame as it leaves (after execute). */
   frame: Uint8Array;
 }
 
 export type Tracer = (step: TraceStep) => void;
 
 /** The stages a stage clock times (Engine.setStageClock), in pipeline order. */
-export const STAGES = ['rx', 'parse', 'steer', 'rewrite', 'tx'] as const;
+export const STAGES = ['rx', 'parse', 'steer', 'select', 'execute', 'tx'] as const;
 
 export class Engine {
   readonly counters: Counters;
@@ -117,7 +119,7 @@ export class Engine {
 
   /**
    * Attach (or detach with null) a stage clock: ms of wall time spent in each of STAGES are added
-   * to spent[0..4] (rx: the rxBurst calls; parse includes the rx counters; tx: tx lists, txBurst
+   * to spent[0..5] (rx: the rxBurst calls; parse includes the rx counters; tx: tx lists, txBurst
    * calls, tx counters, and the tracer when one is attached). A few clock reads per batch while
    * attached; one branch per batch when not.
    */
@@ -215,15 +217,17 @@ export class Engine {
     if (clock !== null) at = lap(clock, 1, at);
     steerBatch(t, b, s, c);
     if (clock !== null) at = lap(clock, 2, at);
-    rewriteBatch(t, b, s, c);
+    selectBatch(t, b, s, c);
     if (clock !== null) at = lap(clock, 3, at);
+    executeBatch(t, b, s, c);
+    if (clock !== null) at = lap(clock, 4, at);
     if (this.tracer !== null) this.trace(t, this.tracer);
-    this.transmit();
-    if (clock !== null) lap(clock, 4, at);
+    this.transmit(t);
+    if (clock !== null) lap(clock, 5, at);
     return b.count;
   }
 
-  private transmit(): void {
+  private transmit(t: Tables): void {
     const b = this.batch;
     const c = this.counters;
     const ios = this.ios;
@@ -243,6 +247,9 @@ export class Engine {
       } else if (o === OUT_FLOOD) {
         const from = b.port[i];
         for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null) txIdx[f][txCount[f]++] = i;
+      } else if (o === OUT_FLOOD_HOSTS) {
+        const from = b.port[i];
+        for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null && t.ifaceFlood[f] === 1) txIdx[f][txCount[f]++] = i;
       }
     }
     for (let f = 0; f < n; f++) {
@@ -282,6 +289,7 @@ export class Engine {
       const out: string[] = [];
       if (b.out[i] >= 0) out.push(this.names[b.out[i]]);
       else if (b.out[i] === OUT_FLOOD) this.names.forEach((name, f) => f !== b.port[i] && this.ios[f] && out.push(name));
+      else if (b.out[i] === OUT_FLOOD_HOSTS) this.names.forEach((name, f) => f !== b.port[i] && this.ios[f] && t.ifaceFlood[f] === 1 && out.push(name));
       tracer({
         in: this.names[b.port[i]],
         verdict: v === V_HOP ? 'hop' : v === V_END ? 'end' : v === V_DROP ? 'drop' : v === V_FLOOD ? 'flood' : 'l2',

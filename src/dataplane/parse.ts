@@ -17,7 +17,7 @@
  * length, so Ethernet padding is never taken for L4 bytes. A frame that fails a check gets a Drop
  * reason in drop[i] and is counted; nothing throws. When parse accepts a frame, every header it
  * reports is fully inside the frame: l4Off + the protocol's fixed header (TCP 20, UDP 8, SCTP 12,
- * ICMP 4) fits, so later stages (rewrite, checksum completion) may write there without checks.
+ * ICMP 4) fits, so later stages (execute, checksum completion) may write there without checks.
  *
  * Hot path (ARCHITECTURE.md §8): plain functions in a fixed order, big-endian reads through the
  * batch's one DataView, separate code for IPv4 and IPv6, no allocation.

@@ -2,13 +2,12 @@
  * runtime: the live dataplane — N worker threads, each an Engine over its own packet sockets
  * (worker.ts), driven from the main thread (ARCHITECTURE.md §3).
  *
- * Interfaces: the main thread opens every socket. For AF_PACKET with several workers each
- * interface gets one socket per worker, joined to one PACKET_FANOUT group (hash mode) in worker
- * order: the kernel's fanout hash is symmetric and indexes the group's members in join order (an
- * order that survives link flaps), so both directions of a flow, arriving on different interfaces,
- * meet the same worker and its flow state. Each worker then adopts its fd. A TAP gets one fd
- * shared by all workers: all may transmit, worker 0 reads. The cap backend cannot run in a worker
- * (its binding polls the main event loop), so it runs one in-process data path on this thread.
+ * The backend (io/registry.ts) is loaded at construction, so a missing addon or libpcap fails
+ * there, naming what to install. Interfaces: the main thread opens every interface's fds for all
+ * workers through the backend (AF_PACKET: one socket per worker in a PACKET_FANOUT group, so both
+ * directions of a flow meet the same worker; TAP: one fd shared by all, worker 0 reads) and posts
+ * them; each worker adopts its fd. A backend that cannot run in a worker (cap: its binding polls
+ * the main event loop) runs one in-process data path on this thread; --workers is then ignored.
  *
  * A missing interface (absent at publish, or deleted later) is logged once and retried every
  * second; its ports stay in the engine, reported down, and come back when it reappears.
@@ -22,11 +21,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
-import { openAfPacketSocket } from './io/afpacket.js';
-import { loadCap } from './io/cap.js';
-import { LINK_UP, loadNative, nativeAvailable, type RingOptions } from './io/native.js';
-import type { Backend } from './io/open.js';
-import { openTapDevice } from './io/tap.js';
+import type { InterfaceFds, ThreadedIO } from './io/backend.js';
+import type { RingOptions } from './io/native.js';
+import { backendNamed, type BackendName, type RegisteredBackend } from './io/registry.js';
 import type { Tables } from './tables.js';
 import {
   DataplaneWorker,
@@ -39,7 +36,7 @@ import {
 } from './worker.js';
 
 export interface DataplaneOptions {
-  backend: Backend;
+  backend: BackendName;
   workers: number;
   log?: (m: string) => void;
   /** AF_PACKET ring layout (default TPACKET_V2, 4 MiB). */
@@ -64,7 +61,6 @@ export interface DataplaneStats {
 
 const RETRY_MS = 1000;
 const CLOSE_TIMEOUT_MS = 5000;
-const FANOUT_TRIES = 16;
 
 interface Member {
   sab: SharedArrayBuffer;
@@ -81,11 +77,14 @@ interface Iface {
   attached: boolean;
   /** Increments on every attach; a loss report for an older epoch is stale. */
   epoch: number;
-  tapFd: number;
+  /** What the main thread holds of the current attach (released on loss, removal, close). */
+  fds: InterfaceFds | null;
 }
 
 export class Dataplane {
-  private readonly backend: Backend;
+  private readonly backend: RegisteredBackend;
+  /** The backend's worker-thread side; null: one data path on this thread. */
+  private readonly threads: ThreadedIO | null;
   private readonly log: (m: string) => void;
   private readonly ring: RingOptions;
   private readonly layout: StatsLayout;
@@ -94,21 +93,19 @@ export class Dataplane {
   private readonly ifaces = new Map<string, Iface>();
   private tables: Tables | null = null;
   private retry: NodeJS.Timeout | null = null;
-  private nextGroup: number;
   private closing: Promise<void> | null = null;
 
   constructor(opts: DataplaneOptions) {
-    this.backend = opts.backend;
+    this.backend = backendNamed(opts.backend);
+    this.threads = this.backend.threads;
     this.log = opts.log ?? ((m) => console.error(`sfc dataplane: ${m}`));
     this.ring = opts.ring ?? {};
     // Load what the backend needs now, so a missing addon or libpcap fails here with its hint.
-    if (this.backend === 'cap') loadCap();
-    this.ioNames = this.backend === 'cap' ? [] : loadNative().counterNames;
+    this.ioNames = this.backend.load();
     this.layout = new StatsLayout(this.ioNames.length);
-    this.nextGroup = (process.pid * 16) & 0xffff;
     const workers = Math.max(1, Math.floor(opts.workers));
-    if (this.backend === 'cap') {
-      if (workers > 1) this.log(`the cap backend runs one data path on the main thread; --workers ${workers} ignored`);
+    if (this.threads === null) {
+      if (workers > 1) this.log(`the ${this.backend.name} backend runs one data path on the main thread; --workers ${workers} ignored`);
       this.members.push(this.localMember());
     } else {
       const url = workerUrl();
@@ -124,8 +121,8 @@ export class Dataplane {
     if (this.closing !== null) throw new Error('dataplane is closed');
     const wanted = new Set(t.interfaces.filter((n) => n !== ''));
     for (const name of wanted) {
-      if (this.ifaces.has(name) || this.backend === 'cap') continue;
-      const iface: Iface = { name, attached: false, epoch: 0, tapFd: -1 };
+      if (this.ifaces.has(name) || this.threads === null) continue;
+      const iface: Iface = { name, attached: false, epoch: 0, fds: null };
       this.ifaces.set(name, iface);
       this.attach(iface);
     }
@@ -133,7 +130,7 @@ export class Dataplane {
     for (const iface of this.ifaces.values()) {
       if (wanted.has(iface.name)) continue;
       this.ifaces.delete(iface.name);
-      if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+      release(iface);
     }
     this.tables = t;
   }
@@ -181,20 +178,23 @@ export class Dataplane {
     const timer = setTimeout(() => this.members.forEach((m) => void m.worker?.terminate()), CLOSE_TIMEOUT_MS);
     await Promise.all(this.members.map((m) => m.closed));
     clearTimeout(timer);
-    for (const iface of this.ifaces.values()) if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
+    for (const iface of this.ifaces.values()) release(iface);
     this.ifaces.clear();
   }
 
   private isUp(name: string): boolean {
-    if (this.backend === 'cap') return this.members[0].local?.attached(name) === true;
-    return this.ifaces.get(name)?.attached === true && nativeAvailable() && loadNative().ifState(name) === LINK_UP;
+    if (this.threads === null) return this.members[0].local?.attached(name) === true;
+    return this.ifaces.get(name)?.attached === true && this.threads.linkUp(name);
   }
 
-  /** Open the interface's socket(s) for every worker and post them; false when it is missing. */
+  /** Open the interface's fd(s) for every worker and post them; false when it is missing. */
   private attach(iface: Iface): boolean {
-    let fds: number[];
+    const threads = this.threads;
+    if (threads === null) return false;
+    release(iface);
+    let fds: InterfaceFds;
     try {
-      fds = this.backend === 'tap' ? [this.openTap(iface)] : this.openFanout(iface.name);
+      fds = threads.openFds(iface.name, this.members.length, this.ring);
     } catch (e) {
       if (iface.epoch === 0 || iface.attached) this.log(`${iface.name}: ${(e as Error).message}; retrying every second`);
       iface.attached = false;
@@ -203,37 +203,13 @@ export class Dataplane {
     }
     iface.attached = true;
     iface.epoch++;
+    iface.fds = fds;
     this.members.forEach((m, i) => {
-      const fd = this.backend === 'tap' ? fds[0] : fds[i];
-      this.send(m, { type: 'attach', name: iface.name, fd, rx: this.backend !== 'tap' || i === 0, epoch: iface.epoch });
+      const { fd, rx } = fds.workers[i];
+      this.send(m, { type: 'attach', name: iface.name, fd, rx, epoch: iface.epoch });
     });
-    const how = this.backend === 'tap' ? 'TAP' : `AF_PACKET TPACKET_V${this.ring.version ?? 2}, ${fds.length} socket(s)`;
-    this.log(`${iface.name}: attached (${how}; GSO and partial checksums repaired in userspace)`);
+    this.log(`${iface.name}: attached (${fds.description})`);
     return true;
-  }
-
-  private openTap(iface: Iface): number {
-    if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
-    iface.tapFd = -1;
-    iface.tapFd = openTapDevice(iface.name);
-    return iface.tapFd;
-  }
-
-  /** One socket per worker, in worker order, in a fresh fanout group (none for one worker). */
-  private openFanout(name: string): number[] {
-    const n = this.members.length;
-    for (let attempt = 0; ; attempt++) {
-      const group = n > 1 ? this.nextGroup++ & 0xffff : undefined;
-      const fds: number[] = [];
-      try {
-        for (let i = 0; i < n; i++) fds.push(openAfPacketSocket(name, { ...this.ring, fanoutGroup: group }));
-        return fds;
-      } catch (e) {
-        for (const fd of fds) loadNative().closeFd(fd);
-        // Another group with this id (other process, other interface): try the next id.
-        if (!(e as Error).message.includes('PACKET_FANOUT') || attempt + 1 >= FANOUT_TRIES) throw e;
-      }
-    }
   }
 
   private scheduleRetry(): void {
@@ -258,8 +234,7 @@ export class Dataplane {
         if (iface === undefined || !iface.attached || msg.epoch !== iface.epoch) break;
         iface.attached = false;
         this.log(`${msg.name}: interface lost; retrying every second`);
-        if (iface.tapFd >= 0) loadNative().closeFd(iface.tapFd);
-        iface.tapFd = -1;
+        release(iface);
         this.scheduleRetry();
         break;
       }
@@ -294,7 +269,7 @@ export class Dataplane {
 
   private threadMember(url: URL, index: number): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
-    const config: WorkerConfig = { index, backend: this.backend, sab, ioNames: this.ioNames, ring: this.ring };
+    const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
     const m: Member = { sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
     worker.on('message', (msg: FromWorker) => this.fromWorker(m, msg));
@@ -315,10 +290,16 @@ export class Dataplane {
   private localMember(): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
     const m: Member = { sab, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
-    const config: WorkerConfig = { index: 0, backend: this.backend, sab, ioNames: [] };
+    const config: WorkerConfig = { index: 0, backend: this.backend.name, sab, ioNames: this.ioNames };
     m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
     return m;
   }
+}
+
+/** Close what the main thread holds of the interface's current attach. */
+function release(iface: Iface): void {
+  iface.fds?.close();
+  iface.fds = null;
 }
 
 function addInto(sum: Float64Array, part: Float64Array): void {

@@ -1,8 +1,8 @@
 /*
- * Tables: the compiled, immutable form of the chain model that the data path indexes
- * (ARCHITECTURE.md §3-§5). The compiler (control/compile.ts) builds one per State on the main
- * thread; the engine reads the current reference once per batch, so publishing a new generation is
- * an atomic swap between batches.
+ * Tables: the userspace renderer's output (control/drivers/userspace/render.ts renders one per
+ * plan): the compiled, immutable form of the chain model that the data path indexes
+ * (ARCHITECTURE.md §3-§5). The engine reads the current reference once per batch, so publishing a
+ * new generation is an atomic swap between batches.
  *
  * Shape rules: a Tables is a plain object of typed arrays, numbers and strings (it is postMessage'd
  * to worker threads), always made by `allocTables` so every generation has the same hidden class.
@@ -13,21 +13,26 @@
  *     portSf*        an SF's return port (egress on forward paths, ingress on reverse paths):
  *                    (path, hop) pairs it returns from; `sfTables[portSfTable]` re-classifies a
  *                    flow the flow state does not know, ignoring logical ports
+ *     portIsSf       a port of a port pair: never an L2 destination outside a chain
+ *   macSlots         every configured port's MAC -> port (open addressing): the L2 switch's static
+ *                    entries, which learning cannot move
  *   path  = one direction of a chain: SPI, reverse flag, hops[pathHopBase .. +pathHopCount)
- *   hop   = group, position in the chain's forward order (shared by both directions), SI
- *   group = instances + weighted Maglev table (entries are instance indices), lb_fields mask
+ *   hop   = group, position in the chain's forward order (shared by both directions), SI, and the
+ *           action list run on a frame sent into it (hopAct*)
+ *   rule  = classifier on a path: its far port (delivery) and the action list run at chain end
+ *           (ruleAct*); ruleEnds holds the path's endpoint MACs (far port, entry port)
+ *   group = weighted Maglev table (entries are instance indices), lb_fields mask
  *   instance = port pair: ingress/egress interface and MAC; index stable across generations
+ *   actions = (actOp, actArg) pairs, ACT_* below; execute.ts runs them
  *
- * Instance indices are keyed by port pair id and survive recompiles (compileTables(state, prev)),
- * so per-instance counters and per-flow sticky choices stay meaningful. A freed index is a hole
+ * Instance indices are the plan's member indices (stable, keyed by port pair id), so per-instance
+ * counters and per-flow sticky choices stay meaningful. A freed index is a hole
  * (instanceKeys[k] === '', instGroup[k] === -1) and may be reused later; instBorn[k] is the
  * generation at which index k got its current port pair, so a flow stamped with an older generation
  * can tell its remembered index now names someone else.
- *
- * Seams kept for later work (not rendered yet): hopKind (tap hops), pathEncap (MPLS / NSH
- * correlation between hops).
  */
 import type { ClassifierTable } from '../classifier/lookup.js';
+import { inSharedMemory } from '../util/shared-arrays.js';
 
 /**
  * Most hops (non-tap groups) a chain may have: the width of a flow entry's instance list, kept
@@ -37,13 +42,21 @@ export const MAX_HOPS = 8;
 /** Instance and logical port indices are stored as int16 in flow state. */
 export const MAX_INDEX = 0x7fff;
 
-/** hopKind values. */
-export const HOP_SF = 0;
+/**
+ * Action opcodes (actOp; actArg is the operand). The plan's actions, minus the ones the userspace
+ * data path realises by its output choice in steer (deliver: ruleDstPort; switch: ruleDstPort -1).
+ */
+/** Destination MAC := the selected instance's ingress MAC (egress MAC on a reverse path). */
+export const ACT_SET_DST_MAC = 1;
+/** Destination MAC := port actArg's MAC; source MAC := the one seen at chain entry (else the entry port's). */
+export const ACT_SET_END_MACS = 2;
+/** Both MACs := those seen at chain entry (when seen). */
+export const ACT_RESTORE_MACS = 3;
 
 /** instMac layout: ingress MAC at k*12, egress MAC at k*12+6. */
 export const INST_MAC_STRIDE = 12;
-/** ruleMacs layout: the Ethernet header's first 12 bytes (dst MAC, src MAC) to restore at chain end. */
-export const RULE_MAC_STRIDE = 12;
+/** ruleEnds layout: as an Ethernet header's first 12 bytes: the far port's MAC (zero: none), the entry port's MAC. */
+export const RULE_ENDS_STRIDE = 12;
 
 export interface InstanceName {
   /** Names of the chains using this instance's group (comma-separated when several). */
@@ -69,7 +82,6 @@ export interface Tables {
   interfaces: string[];
 
   // logical ports
-  portCount: number;
   portIds: string[];
   portNames: string[];
   portIface: Int32Array;
@@ -78,6 +90,13 @@ export interface Tables {
   /** The MAC as bytes 0-1 and bytes 2-5, for a two-compare match against a frame's source MAC. */
   portMacHi: Uint16Array;
   portMacLo: Uint32Array;
+  /** 1 for a port of some port pair. */
+  portIsSf: Uint8Array;
+  /** Static MAC table: slot -> port index + 1 (0 = empty); probe from (lo ^ hi) & macMask. */
+  macSlots: Int32Array;
+  macMask: number;
+  /** Per interface: 1 when unknown unicast may be flooded there (it has a port that is not an SF port). */
+  ifaceFlood: Uint8Array;
   /** Logical ports bound to each interface. */
   ifacePortBase: Int32Array;
   ifacePortCount: Int32Array;
@@ -93,7 +112,6 @@ export interface Tables {
   portSfTable: Int32Array;
 
   // classification
-  ruleCount: number;
   rules: RuleInfo[];
   /** Rules at their logical ports: result = rule index. */
   entryTable: ClassifierTable;
@@ -103,9 +121,11 @@ export interface Tables {
   rulePath: Int32Array;
   /** Logical port to deliver to at the end of the rule's path, -1 = by L2 learning. */
   ruleDstPort: Int32Array;
-  /** Fallback MACs to restore at chain end when the flow's own were not seen (dst, src). */
-  ruleMacs: Uint8Array;
-  ruleHasMacs: Uint8Array;
+  /** The rule's endpoint MACs (RULE_ENDS_STRIDE each): hashed for eth_src/eth_dst, entry MAC fallback at chain end. */
+  ruleEnds: Uint8Array;
+  /** Chain-end action list of each rule. */
+  ruleActBase: Int32Array;
+  ruleActCount: Int32Array;
 
   // chains and paths
   chainNames: string[];
@@ -113,7 +133,6 @@ export interface Tables {
   pathChain: Int32Array;
   pathSpi: Int32Array;
   pathReverse: Uint8Array;
-  pathEncap: Uint8Array;
   pathHopBase: Int32Array;
   pathHopCount: Int32Array;
 
@@ -122,18 +141,20 @@ export interface Tables {
   /** Position in the chain's forward hop order (reverse path hop j of n = n-1-j). */
   hopChainHop: Int32Array;
   hopSi: Uint8Array;
-  hopKind: Uint8Array;
+  /** Action list run on a frame sent into the hop. */
+  hopActBase: Int32Array;
+  hopActCount: Int32Array;
+
+  // action lists
+  actOp: Uint8Array;
+  actArg: Int32Array;
 
   // groups
-  groupNames: string[];
   /** Port pair group ids (which group an instance belonged to, across generations). */
   groupIds: string[];
   groupLbMask: Int32Array;
   groupMaglevBase: Int32Array;
   groupMaglevMask: Int32Array;
-  groupInstBase: Int32Array;
-  groupInstCount: Int32Array;
-  groupInst: Int32Array;
   /** All groups' Maglev tables; entries are instance indices, -1 = no usable instance. */
   maglev: Int32Array;
 
@@ -143,7 +164,9 @@ export interface Tables {
   instanceKeys: string[];
   instanceNames: InstanceName[];
   instGroup: Int32Array;
-  instWeight: Uint32Array;
+  /** Ingress and egress logical ports. */
+  instPortIn: Int32Array;
+  instPortOut: Int32Array;
   instIfIn: Int32Array;
   instIfOut: Int32Array;
   instMac: Uint8Array;
@@ -158,72 +181,95 @@ export interface TableSizes {
   paths: number;
   hops: number;
   groups: number;
-  groupInst: number;
   maglev: number;
+  actions: number;
   instances: number;
 }
 
-/** The one factory: every typed array sized, every field present (names and tables filled by the caller). */
+/**
+ * The one factory: every typed array sized, every field present (names and tables filled by the
+ * caller). The typed arrays are views of one SharedArrayBuffer, so publishing a generation to the
+ * workers copies none of them.
+ */
 export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables {
-  return {
+  return inSharedMemory((a) => ({
     generation: 0,
     interfaces: [],
-    portCount: n.ports,
     portIds: [],
     portNames: [],
-    portIface: new Int32Array(n.ports),
-    portMac: new Uint8Array(n.ports * 6),
-    portMacHi: new Uint16Array(n.ports),
-    portMacLo: new Uint32Array(n.ports),
-    ifacePortBase: new Int32Array(n.interfaces),
-    ifacePortCount: new Int32Array(n.interfaces),
-    ifacePorts: new Int32Array(n.ports),
-    portEntry: new Uint8Array(n.ports),
-    portSfBase: new Int32Array(n.ports),
-    portSfCount: new Int32Array(n.ports),
-    sfPath: new Int32Array(n.sfEntries),
-    sfHop: new Int32Array(n.sfEntries),
-    portSfTable: new Int32Array(n.ports).fill(-1),
-    ruleCount: n.rules,
+    portIface: a.i32(n.ports),
+    portMac: a.u8(n.ports * 6),
+    portMacHi: a.u16(n.ports),
+    portMacLo: a.u32(n.ports),
+    portIsSf: a.u8(n.ports),
+    macSlots: a.i32(macSlotCount(n.ports)),
+    macMask: macSlotCount(n.ports) - 1,
+    ifaceFlood: a.u8(n.interfaces),
+    ifacePortBase: a.i32(n.interfaces),
+    ifacePortCount: a.i32(n.interfaces),
+    ifacePorts: a.i32(n.ports),
+    portEntry: a.u8(n.ports),
+    portSfBase: a.i32(n.ports),
+    portSfCount: a.i32(n.ports),
+    sfPath: a.i32(n.sfEntries),
+    sfHop: a.i32(n.sfEntries),
+    portSfTable: a.i32(n.ports).fill(-1),
     rules: [],
     entryTable,
     sfTables: [],
     sfTableRules: [],
-    rulePath: new Int32Array(n.rules),
-    ruleDstPort: new Int32Array(n.rules).fill(-1),
-    ruleMacs: new Uint8Array(n.rules * RULE_MAC_STRIDE),
-    ruleHasMacs: new Uint8Array(n.rules),
+    rulePath: a.i32(n.rules),
+    ruleDstPort: a.i32(n.rules).fill(-1),
+    ruleEnds: a.u8(n.rules * RULE_ENDS_STRIDE),
+    ruleActBase: a.i32(n.rules),
+    ruleActCount: a.i32(n.rules),
     chainNames: [],
     pathCount: n.paths,
-    pathChain: new Int32Array(n.paths),
-    pathSpi: new Int32Array(n.paths),
-    pathReverse: new Uint8Array(n.paths),
-    pathEncap: new Uint8Array(n.paths),
-    pathHopBase: new Int32Array(n.paths),
-    pathHopCount: new Int32Array(n.paths),
-    hopGroup: new Int32Array(n.hops),
-    hopChainHop: new Int32Array(n.hops),
-    hopSi: new Uint8Array(n.hops),
-    hopKind: new Uint8Array(n.hops),
-    groupNames: [],
+    pathChain: a.i32(n.paths),
+    pathSpi: a.i32(n.paths),
+    pathReverse: a.u8(n.paths),
+    pathHopBase: a.i32(n.paths),
+    pathHopCount: a.i32(n.paths),
+    hopGroup: a.i32(n.hops),
+    hopChainHop: a.i32(n.hops),
+    hopSi: a.u8(n.hops),
+    hopActBase: a.i32(n.hops),
+    hopActCount: a.i32(n.hops),
+    actOp: a.u8(n.actions),
+    actArg: a.i32(n.actions),
     groupIds: [],
-    groupLbMask: new Int32Array(n.groups),
-    groupMaglevBase: new Int32Array(n.groups),
-    groupMaglevMask: new Int32Array(n.groups),
-    groupInstBase: new Int32Array(n.groups),
-    groupInstCount: new Int32Array(n.groups),
-    groupInst: new Int32Array(n.groupInst),
-    maglev: new Int32Array(n.maglev).fill(-1),
+    groupLbMask: a.i32(n.groups),
+    groupMaglevBase: a.i32(n.groups),
+    groupMaglevMask: a.i32(n.groups),
+    maglev: a.i32(n.maglev).fill(-1),
     instanceCount: n.instances,
     instanceKeys: [],
     instanceNames: [],
-    instGroup: new Int32Array(n.instances).fill(-1),
-    instWeight: new Uint32Array(n.instances),
-    instIfIn: new Int32Array(n.instances).fill(-1),
-    instIfOut: new Int32Array(n.instances).fill(-1),
-    instMac: new Uint8Array(n.instances * INST_MAC_STRIDE),
-    instBorn: new Uint32Array(n.instances),
-  };
+    instGroup: a.i32(n.instances).fill(-1),
+    instPortIn: a.i32(n.instances).fill(-1),
+    instPortOut: a.i32(n.instances).fill(-1),
+    instIfIn: a.i32(n.instances).fill(-1),
+    instIfOut: a.i32(n.instances).fill(-1),
+    instMac: a.u8(n.instances * INST_MAC_STRIDE),
+    instBorn: a.u32(n.instances),
+  }));
+}
+
+/** Static MAC table size for n ports: a power of two with at least half the slots free. */
+function macSlotCount(ports: number): number {
+  let size = 16;
+  while (size < ports * 2) size *= 2;
+  return size;
+}
+
+/** The port whose MAC is hi:lo (bytes 0-1, 2-5), or -1. */
+export function portByMac(t: Tables, hi: number, lo: number): number {
+  const mask = t.macMask;
+  for (let at = ((lo ^ hi) >>> 0) & mask; ; at = (at + 1) & mask) {
+    const k = t.macSlots[at] - 1;
+    if (k < 0) return -1;
+    if (t.portMacLo[k] === lo && t.portMacHi[k] === hi) return k;
+  }
 }
 
 /** "aa:bb:cc:dd:ee:ff" (case-insensitive) into 6 bytes at out[off]; false when malformed. */

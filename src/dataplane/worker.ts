@@ -8,8 +8,10 @@
  *
  * Ports: the engine opens interfaces by name through `open`, which returns an AttachedPort at
  * once; the packet socket underneath arrives separately (`attach` messages carry fds the main
- * thread opened, see runtime.ts; the cap backend opens in-process). A port whose interface
- * vanished is reported (`lost`) and re-attached when the owner has a new fd.
+ * thread opened, see runtime.ts, which the backend adopts here). A backend without worker threads
+ * (cap) runs here on the main thread and opens in-process, retrying a missing interface every
+ * second. A port whose interface vanished is reported (`lost`) and re-attached when the owner has
+ * a new fd.
  *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
  * directly, and per-instance / per-interface figures copied from engine.stats() at most every
@@ -19,11 +21,10 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
 import { Engine } from './engine.js';
-import { adoptAfPacket } from './io/afpacket.js';
-import { openCap } from './io/cap.js';
-import { loadNative, type RingOptions } from './io/native.js';
-import { AttachedPort, type Backend } from './io/open.js';
-import { adoptTap } from './io/tap.js';
+import { AttachedPort } from './io/attached.js';
+import type { Backend } from './io/backend.js';
+import type { RingOptions } from './io/native.js';
+import { backendNamed, type BackendName } from './io/registry.js';
 import type { Tables } from './tables.js';
 
 export const MAX_INTERFACES = 1024;
@@ -64,9 +65,9 @@ export type FromWorker =
 
 export interface WorkerConfig {
   index: number;
-  backend: Backend;
+  backend: BackendName;
   sab: SharedArrayBuffer;
-  /** Names of the addon's per-port counters (empty for cap). */
+  /** Names of the backend's per-port I/O counters (Backend.load; empty for cap). */
   ioNames: readonly string[];
   ring?: RingOptions;
 }
@@ -74,13 +75,14 @@ export interface WorkerConfig {
 export class DataplaneWorker {
   readonly engine: Engine;
   private readonly cfg: WorkerConfig;
+  private readonly backend: Backend;
   private readonly layout: StatsLayout;
   private readonly post: (m: FromWorker) => void;
   private readonly ports = new Map<string, AttachedPort>();
   private readonly fds = new Map<string, { fd: number; rx: boolean }>();
   /** The runtime's attach epoch of each interface's current fd (echoed in loss reports). */
   private readonly epochs = new Map<string, number>();
-  /** cap: interfaces that failed to open (logged once). */
+  /** In-process backend: interfaces that failed to open (logged once). */
   private readonly missing = new Set<string>();
   private readonly instances: Float64Array;
   private readonly ifRx: Float64Array;
@@ -96,6 +98,7 @@ export class DataplaneWorker {
 
   constructor(cfg: WorkerConfig, post: (m: FromWorker) => void) {
     this.cfg = cfg;
+    this.backend = backendNamed(cfg.backend);
     this.post = post;
     this.layout = new StatsLayout(cfg.ioNames.length);
     this.instances = new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES);
@@ -130,8 +133,8 @@ export class DataplaneWorker {
   private open(name: string): AttachedPort {
     const port = new AttachedPort(name, (p) => this.lost(p));
     this.ports.set(name, port);
-    if (this.cfg.backend === 'cap') {
-      this.openCap(port);
+    if (this.backend.threads === null) {
+      this.openLocal(port);
     } else {
       const pending = this.fds.get(name);
       this.fds.delete(name);
@@ -147,27 +150,26 @@ export class DataplaneWorker {
       this.wake();
     } else {
       const stale = this.fds.get(name);
-      if (stale !== undefined && this.cfg.backend === 'afpacket') loadNative().closeFd(stale.fd);
+      if (stale !== undefined) this.backend.threads?.discard(stale.fd);
       this.fds.set(name, { fd, rx });
     }
   }
 
+  /** Put the backend's port over an fd from the main thread underneath (only a backend with threads is sent fds). */
   private adopt(port: AttachedPort, fd: number, rx: boolean): void {
     const counters = this.ioCounters(port.name);
     try {
-      if (this.cfg.backend === 'tap') port.attach(adoptTap(fd, port.name, { rx, ownsFd: false, counters }));
-      else port.attach(adoptAfPacket(fd, port.name, { ...this.cfg.ring, counters }));
+      port.attach(this.backend.threads!.adopt(fd, port.name, { rx, ring: this.cfg.ring, counters }));
     } catch (e) {
-      if (this.cfg.backend === 'afpacket') loadNative().closeFd(fd);
       this.post({ type: 'log', message: `worker ${this.cfg.index}: ${port.name}: ${(e as Error).message}` });
       this.post({ type: 'lost', name: port.name, epoch: this.epochs.get(port.name) ?? 0 });
     }
   }
 
-  /** cap opens in-process: a missing interface is logged once and retried every second. */
-  private openCap(port: AttachedPort): void {
+  /** An in-process backend opens here: a missing interface is logged once and retried every second. */
+  private openLocal(port: AttachedPort): void {
     try {
-      port.attach(openCap(port.name));
+      port.attach(this.backend.open(port.name));
       if (this.missing.delete(port.name)) this.post({ type: 'log', message: `${port.name}: attached` });
     } catch (e) {
       if (!this.missing.has(port.name)) {
@@ -186,7 +188,7 @@ export class DataplaneWorker {
   }
 
   private lost(port: AttachedPort): void {
-    if (this.cfg.backend !== 'cap') {
+    if (this.backend.threads !== null) {
       this.post({ type: 'lost', name: port.name, epoch: this.epochs.get(port.name) ?? 0 });
       return;
     }
@@ -199,7 +201,7 @@ export class DataplaneWorker {
     if (this.retry !== null || this.closing) return;
     this.retry = setTimeout(() => {
       this.retry = null;
-      for (const port of this.ports.values()) if (!port.isClosed && !port.attached) this.openCap(port);
+      for (const port of this.ports.values()) if (!port.isClosed && !port.attached) this.openLocal(port);
       this.wake();
     }, RETRY_MS);
   }
@@ -273,7 +275,7 @@ export class DataplaneWorker {
     this.engine.close();
     for (const port of this.ports.values()) port.close();
     this.ports.clear();
-    if (this.cfg.backend === 'afpacket') for (const { fd } of this.fds.values()) loadNative().closeFd(fd);
+    for (const { fd } of this.fds.values()) this.backend.threads?.discard(fd);
     this.fds.clear();
     this.post({ type: 'closed' });
   }

@@ -23,7 +23,9 @@
  * into wasm memory.
  *
  * Field rules:
- *  - eth_src/eth_dst are read from the frame bytes (destination MAC at start+0, source at +6).
+ *  - eth_src/eth_dst are read from `macs` (destination MAC at macAt, source at macAt+6): the frame
+ *    bytes, or, on the data path, the endpoint MACs of the flow's path (select.ts), which both
+ *    directions and every hop agree on.
  *  - ip_src/ip_dst use the 4 words of b.src/b.dst (IPv4: word 0, the rest zero).
  *  - tcp_* count only when proto is 6, udp_* only when 17; otherwise they contribute 0.
  *  - the default 5-tuple (empty lb_fields) is ip_src, ip_dst, proto and the L4 ports of any protocol
@@ -68,7 +70,12 @@ export const FLOW_HASH_SEED = 0x5fc2c4a1;
 /** Which flow hash the data path uses (see the design comment for the measurement). */
 export const DEFAULT_HASH: 'js-int32' | 'xxhash-wasm' = 'js-int32';
 
-export type FlowHasher = (b: Batch, i: number, mask: number, swap: boolean) => number;
+/**
+ * A flow hash of slot i: `mask` selects the fields, `swap` mirrors them (reverse paths), and the
+ * Ethernet fields come from `macs` at `macAt` (12 bytes in header order: "dst" MAC, then "src" MAC):
+ * the frame itself (b.data, b.start[i]), or the data path's choice of the flow's endpoint MACs.
+ */
+export type FlowHasher = (b: Batch, i: number, mask: number, swap: boolean, macs: Uint8Array, macAt: number) => number;
 
 /** A group's lb_fields as a mask; an empty list means the default 5-tuple. */
 export function lbFieldMask(fields: readonly LbField[]): number {
@@ -104,9 +111,7 @@ const key = new Uint32Array(KEY_WORDS);
 const keyBytes = new Uint8Array(key.buffer);
 
 /** Fill `key` with slot i's selected fields by role (see the design comment). */
-function fillFlowKey(b: Batch, i: number, mask: number, swap: boolean): void {
-  const d = b.data;
-  const s = b.start[i];
+function fillFlowKey(b: Batch, i: number, mask: number, swap: boolean, d: Uint8Array, s: number): void {
   // Destination MAC at +0, source at +6; swap exchanges which one plays "src".
   const ethSrc = swap ? s : s + 6;
   const ethDst = swap ? s + 6 : s;
@@ -179,8 +184,8 @@ export function fmix32(h: number): number {
  * accumulators (even and odd key words) let the CPU overlap their multiply chains; fmix32 then
  * spreads the result so that the low bits used by `hash & (size-1)` are as good as the high ones.
  */
-export function hashFlow(b: Batch, i: number, mask: number, swap: boolean): number {
-  fillFlowKey(b, i, mask, swap);
+export function hashFlow(b: Batch, i: number, mask: number, swap: boolean, macs: Uint8Array, macAt: number): number {
+  fillFlowKey(b, i, mask, swap, macs, macAt);
   let a = FLOW_HASH_SEED;
   let c = FLOW_HASH_SEED ^ PRIME1;
   for (let k = 0; k < KEY_WORDS; k += 2) {
@@ -193,8 +198,8 @@ export function hashFlow(b: Batch, i: number, mask: number, swap: boolean): numb
 /** The same flow hash semantics computed by xxh32 (xxhash-wasm) over the key bytes. */
 export async function createXxhFlowHasher(): Promise<FlowHasher> {
   const { h32Raw } = await xxhash();
-  return (b, i, mask, swap) => {
-    fillFlowKey(b, i, mask, swap);
+  return (b, i, mask, swap, macs, macAt) => {
+    fillFlowKey(b, i, mask, swap, macs, macAt);
     return h32Raw(keyBytes, FLOW_HASH_SEED);
   };
 }

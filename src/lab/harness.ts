@@ -1,7 +1,8 @@
 /*
  * harness: what a run on the lab needs besides the namespaces themselves (topology.ts): the
  * dataplane process inside L-dp and a way to reach its API, the traffic tool inside the endpoint
- * namespaces, and the endpoint settings a backend needs. `sfc demo` and the end-to-end tests use it.
+ * namespaces, and the lab a backend needs (labUpFor: the links and endpoint settings its registry
+ * entry asks for). `sfc demo` and the end-to-end tests use it.
  *
  * - LabDataplane runs `sfc serve` (compiled, dist/) inside L-dp with a fresh state file, output to
  *   <runDir>/serve.log, in its own process group. Its API listens on 127.0.0.1 of L-dp, which the
@@ -12,8 +13,8 @@
  * - The traffic tool (traffic.ts) runs from dist/ too, started with netnsSpawn.
  * - libpcap hands the dataplane frames as the sending stack left them: with veth's default
  *   offloads that is a TCP super-frame with a partial checksum, which only a packet socket with a
- *   virtio-net header can repair. For the cap backend the endpoints and SFs therefore compute
- *   checksums and segment themselves (disableOffloads).
+ *   virtio-net header can repair. For a backend without one (cap: `lab.offloadsOff`) the endpoints
+ *   and SFs therefore compute checksums and segment themselves (disableOffloads).
  * - parsePrometheus reads the /metrics text format (one sample per line, no timestamps).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -23,8 +24,9 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { Backend } from '../dataplane/io/open.js';
-import { netnsExec, netnsSpawn, type Lab } from './topology.js';
+import type { Backend } from '../dataplane/io/backend.js';
+import type { BackendName } from '../dataplane/io/registry.js';
+import { labUp, netnsExec, netnsSpawn, type Lab, type LabOptions } from './topology.js';
 import { nextEvent, type ListeningEvent, type TrafficEvent } from './traffic.js';
 
 export type LabInfo = Omit<Lab, 'configYaml'>;
@@ -69,7 +71,7 @@ export interface HttpAnswer {
 }
 
 export interface DataplaneStart {
-  backend: Backend;
+  backend: BackendName;
   /** Chain file that seeds the (fresh) state. */
   config: string;
 }
@@ -235,11 +237,18 @@ export async function startTraffic<R = TrafficEvent>(lab: LabInfo, ns: string, a
   return { child, listening, result };
 }
 
+/** Build the lab for a dataplane on `backend`: the links it attaches to, and the endpoint settings it needs. */
+export async function labUpFor(backend: Backend, opts: Omit<LabOptions, 'dpLink'>): Promise<Lab> {
+  const lab = await labUp({ ...opts, dpLink: backend.lab.link });
+  if (backend.lab.offloadsOff) await disableOffloads(lab);
+  return lab;
+}
+
 /**
  * Checksums and segmentation done by the sending stacks (client, server, SFs) rather than left to
- * the device: what the cap backend needs (see above).
+ * the device: what a backend with `lab.offloadsOff` (cap) needs (see above).
  */
-export async function disableOffloads(lab: LabInfo): Promise<void> {
+async function disableOffloads(lab: LabInfo): Promise<void> {
   const off = ['tx', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off'];
   const jobs = [lab.clientNs, lab.serverNs].map((ns) => netnsExec(ns, ['ethtool', '-K', 'eth0', ...off]));
   for (const s of lab.sfs) {

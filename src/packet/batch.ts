@@ -8,7 +8,7 @@
  * (Snabb's packet prepend).
  *
  * Stages write small integers per slot: parse fills the header fields below, steer fills
- * out/path/hop, rewrite edits bytes in place. `drop[i]` is 0 while the packet is alive and a
+ * out/path/hop, execute edits bytes in place. `drop[i]` is 0 while the packet is alive and a
  * Drop reason (counters.ts) once it is dropped; later stages skip dropped slots.
  *
  * Field conventions written by parse (offsets are relative to start[i]):
@@ -44,6 +44,8 @@ export const FRAG_LATER = 2;
 /** Output verdicts in `out[i]` besides an interface index >= 0. */
 export const OUT_DROP = -1;
 export const OUT_FLOOD = -2;
+/** Flood to the interfaces with an endpoint (unknown unicast: never to interfaces of SF ports only). */
+export const OUT_FLOOD_HOSTS = -3;
 
 export class Batch {
   readonly data: Uint8Array;
@@ -75,7 +77,7 @@ export class Batch {
   readonly encap = new Uint8Array(BATCH);
   readonly label = new Uint32Array(BATCH);
 
-  // steer / rewrite
+  // steer / select / execute
   readonly drop = new Uint8Array(BATCH);
   readonly hash = new Uint32Array(BATCH);
   readonly out = new Int32Array(BATCH);

@@ -24,11 +24,10 @@ export const DROP_REASONS = [
   'truncated_l4',
   'bad_tcp_header',
   'no_instance', // the hop's group has no usable instance (empty, all weight 0, all down)
-  'no_path', // an SF egress frame that belongs to no known path
   'hairpin', // would leave through the interface it came in on
+  'to_sf_port', // unicast outside a chain addressed to an SF port (SF ports are not L2 endpoints)
   'port_down',
   'tx_failed',
-  'bad_encap', // encapsulated frame with an unknown label / SPI+SI
   'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6
 ] as const;
 

@@ -56,7 +56,6 @@ export const findClassifier = (s: State, id: string): FlowClassifier =>
   byId(s, 'flow_classifiers', id, classifierNotFound);
 export const findChain = (s: State, id: string): PortChain => byId(s, 'port_chains', id, chainNotFound);
 export const findPort = (s: State, id: string, missing = portNotFound): Port => byId(s, 'ports', id, missing);
-export const findGraph = (s: State, id: string): ServiceGraph => byId(s, 'service_graphs', id, graphNotFound);
 
 /** The graph naming this chain (as source or destination), if any. */
 export function graphOfChain(s: State, chainId: string): ServiceGraph | undefined {

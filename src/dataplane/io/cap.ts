@@ -1,5 +1,5 @@
 /*
- * cap: the libpcap backend, through the `cap` package (optional dependency).
+ * cap: the libpcap backend ('cap'), through the `cap` package (optional dependency).
  *
  * cap delivers one 'packet' event per frame, copied into the one Buffer given to open(). Each
  * event copies the frame into a preallocated staging ring here (no allocation), and rxBurst
@@ -20,10 +20,10 @@
  * fixes the snap length at 65535, so libpcap's ring holds only bufSize / ~64 KiB frames (a 4 MiB
  * buffer drops the 65th frame of a burst); 32 MiB holds ~500.
  *
- * Limits of the binding and of libpcap, not ours: cap polls on the main event loop (so this
- * backend runs on the main thread, never in a worker), and it asserts on poll errors, so an
- * attached interface going down or being deleted aborts the process (cap 0.2.1, src/binding.cc
- * cb_packets). libpcap runs a new filter over frames already in its ring in userland, where
+ * Limits of the binding and of libpcap, not ours: cap polls on the main event loop (so the backend
+ * has no `threads`: it runs one data path on the main thread, never in a worker), and it asserts
+ * on poll errors, so an attached interface going down or being deleted aborts the process (cap
+ * 0.2.1, src/binding.cc cb_packets). libpcap runs a new filter over frames already in its ring in userland, where
  * `inbound` (a kernel-only BPF extension) never matches: the first frame a fresh handle receives
  * is lost (libpcap 1.10.3).
  */
@@ -32,6 +32,7 @@ import { createRequire } from 'node:module';
 import { MAX_FRAME, type Batch } from '../../packet/batch.js';
 import { fixL4Checksum, ipv4HeaderChecksum } from '../../packet/checksum.js';
 import { LINK_GONE, LINK_UP, loadNative, nativeAvailable, sysfsLinkState } from './native.js';
+import type { Backend } from './backend.js';
 import type { PortIO } from './portio.js';
 
 interface CapHandle {
@@ -317,3 +318,13 @@ function linkState(ifname: string): number {
 export function openCap(ifname: string, opts: CapOptions = {}): CapPort {
   return new CapPort(ifname, opts);
 }
+
+export const capBackend: Backend<'cap'> = {
+  name: 'cap',
+  note: 'libpcap',
+  load: () => (loadCap(), []),
+  open: (ifname, opts = {}) => openCap(ifname, { bufSize: opts.bufSize }),
+  threads: null,
+  // Without a virtio-net header the lab's endpoints segment and checksum themselves (harness.ts).
+  lab: { link: 'veth', offloadsOff: true },
+};

@@ -2,7 +2,7 @@
  * native: the lazy loader of the packet I/O addon (src/dataplane/native/*.cc, built by node-gyp
  * into build/Release/sfc_io.node), and its typed surface.
  *
- * Nothing loads the addon until an AF_PACKET or TAP port is opened, so the control plane, replay
+ * Nothing loads the addon until the AF_PACKET or TAP backend is used, so the control plane, replay
  * and the cap backend work on a machine where it was never built; the first use of a native
  * backend then fails with an Error that says how to build it (undici's optional-binding pattern).
  * The addon is a Node-API module: each worker thread loads its own instance and its handles are
@@ -10,7 +10,7 @@
  *
  * NativePort is the PortIO over an addon handle shared by the AF_PACKET and TAP backends (one
  * native call per burst, one-shot readiness, a cached link state that notices a deleted
- * interface).
+ * interface); adoptFd makes one of an fd, closing an fd it was to own when attaching fails.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -94,12 +94,6 @@ export function sysfsLinkState(ifname: string): number {
   }
 }
 
-/** An Error from the addon for a failed system call. */
-export interface NativeError extends Error {
-  errno?: number;
-  code?: string;
-}
-
 let loaded: SfcIo | Error | null = null;
 
 /** The addon, loading it on first use; throws an Error explaining how to build it. */
@@ -115,10 +109,9 @@ export function nativeAvailable(): boolean {
   return !(loaded instanceof Error);
 }
 
-/** True for the error an open gives when the interface does not exist (yet). */
-export function isMissingInterface(e: unknown): boolean {
-  const code = (e as NativeError | null)?.code;
-  return code === 'ENODEV' || code === 'ENXIO';
+/** Whether the interface exists and is up, by the addon's ioctl (false when the addon is not built). */
+export function nativeLinkUp(ifname: string): boolean {
+  return nativeAvailable() && loadNative().ifState(ifname) === LINK_UP;
 }
 
 const BUILD_HINT =
@@ -229,6 +222,22 @@ export class NativePort implements PortIO {
       this.onGone = null;
       gone();
     }
+  }
+}
+
+/** What NativePort does with offloaded frames, for the backends' descriptions in logs. */
+export const NATIVE_OFFLOADS = 'GSO and partial checksums repaired in userspace';
+
+/**
+ * A NativePort over the handle `attach()` makes of `fd`. When attaching throws, an fd the port was
+ * to own (`ownsFd`) is closed before the error goes on.
+ */
+export function adoptFd(io: SfcIo, fd: number, ifname: string, ownsFd: boolean, counters: Float64Array, attach: () => Handle): NativePort {
+  try {
+    return new NativePort(io, ifname, attach(), counters);
+  } catch (e) {
+    if (ownsFd) io.closeFd(fd);
+    throw e;
   }
 }
 

@@ -3,8 +3,10 @@
  *
  * A backend moves whole bursts: one call receives up to `max` frames into consecutive batch slots,
  * one call transmits a list of slots. Backends: AF_PACKET rings and TAP (native addon, afpacket.ts /
- * tap.ts), libpcap through `cap` (cap.ts), pcap files (pcapio.ts, replay). The engine never knows
- * which one it drives.
+ * tap.ts), libpcap through `cap` (cap.ts), each registered in registry.ts; pcap files (pcapio.ts,
+ * replay) through QueuePort. The engine never knows which one it drives.
+ *
+ * A live port is a LosablePort: it tells its owner, once, when its interface vanished.
  */
 import type { Batch } from '../../packet/batch.js';
 
@@ -23,4 +25,9 @@ export interface PortIO {
   /** Whether the interface exists and is up (a down interface marks its ports DOWN). */
   isUp(): boolean;
   close(): void;
+}
+
+/** A live port that can tell its owner (once) that its interface vanished. */
+export interface LosablePort extends PortIO {
+  onGone: (() => void) | null;
 }

@@ -1,0 +1,45 @@
+/*
+ * registry: every packet I/O backend, by name (ARCHITECTURE.md §6). A backend is one object in its
+ * own module (the Backend interface of backend.ts); adding one is that module plus one line in
+ * BACKENDS. Importing the registry loads no native code: each backend loads its own on first use.
+ *
+ * The CLI's --backend choices, their help text and their check (parseBackend) come from here.
+ */
+import { UsageError } from '../../util/args.js';
+import { afpacketBackend } from './afpacket.js';
+import { capBackend } from './cap.js';
+import { tapBackend } from './tap.js';
+
+export const BACKENDS = [afpacketBackend, capBackend, tapBackend] as const;
+
+export type RegisteredBackend = (typeof BACKENDS)[number];
+export type BackendName = RegisteredBackend['name'];
+export const BACKEND_NAMES: readonly BackendName[] = BACKENDS.map((b) => b.name);
+export const DEFAULT_BACKEND: BackendName = 'afpacket';
+
+function find(name: string): RegisteredBackend | undefined {
+  return BACKENDS.find((b) => b.name === name);
+}
+
+/** The backend called `name`; throws for an unknown name (names also arrive untyped, in worker data). */
+export function backendNamed(name: BackendName): RegisteredBackend {
+  const backend = find(name);
+  if (backend === undefined) throw new Error(`unknown packet I/O backend '${String(name)}' (expected ${BACKEND_NAMES.join(', ')})`);
+  return backend;
+}
+
+/** The backend a --backend option names; a UsageError lists the names. */
+export function parseBackend(value: string): RegisteredBackend {
+  const backend = find(value);
+  if (backend === undefined) throw new UsageError(`--backend must be one of ${BACKEND_NAMES.join(', ')}, got '${value}'`);
+  return backend;
+}
+
+/** The names with their notes for option help: "afpacket (default), cap (libpcap) or tap". */
+export function backendChoices(): string {
+  const described = BACKENDS.map((b) => {
+    const notes = [...(b.name === DEFAULT_BACKEND ? ['default'] : []), ...(b.note === undefined ? [] : [b.note])];
+    return notes.length > 0 ? `${b.name} (${notes.join(', ')})` : b.name;
+  });
+  return `${described.slice(0, -1).join(', ')} or ${described[described.length - 1]}`;
+}

@@ -16,6 +16,8 @@ import { buildPlan, type Plan } from './plan.js';
 
 export interface Driver {
   readonly name: string;
+  /** false for a driver that renders nothing (noop): the manager then builds no plans for it and hands it the empty plan. */
+  readonly usesPlan?: boolean;
   precommit(next: Plan, prev: Plan): NeutronError[] | Promise<NeutronError[]>;
   postcommit(next: Plan, prev: Plan): Promise<void>;
   close?(): Promise<void>;
@@ -24,18 +26,25 @@ export interface Driver {
 /** Accepts everything, applies nothing: for API-only use and tests. */
 export class NoopDriver implements Driver {
   readonly name = 'noop';
+  readonly usesPlan = false;
   precommit(): NeutronError[] {
     return [];
   }
   async postcommit(): Promise<void> {}
 }
 
+const EMPTY_PLAN = buildPlan(emptyState());
+
 export class DriverManager {
   /** The plan in force (applied by every driver), and the one precommit built for a proposed State. */
-  #plan: Plan = buildPlan(emptyState());
+  #plan: Plan = EMPTY_PLAN;
   #staged: { state: State; plan: Plan } | undefined;
+  /** Whether any driver renders plans (else every plan is the empty one: the API-only server builds none). */
+  readonly #planned: boolean;
 
-  constructor(readonly drivers: Driver[]) {}
+  constructor(readonly drivers: Driver[]) {
+    this.#planned = drivers.some((d) => d.usesPlan !== false);
+  }
 
   /** The plan in force. */
   get plan(): Plan {
@@ -43,6 +52,7 @@ export class DriverManager {
   }
 
   #planFor(state: State): Plan {
+    if (!this.#planned) return EMPTY_PLAN;
     const staged = this.#staged;
     if (staged && staged.state === state) return staged.plan;
     const plan = buildPlan(state, this.#plan);

@@ -73,16 +73,29 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
 
 export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
   const macs = macWords(t);
-  for (let i = 0; i < b.count; i++) {
-    const v = s.verdict[i];
+  const { verdict, slotInst, slotRule } = s;
+  const { path, hop: hopOf, start, len, view } = b;
+  const { pathHopBase, hopActBase, hopActCount, actOp, pathReverse, ruleActBase, ruleActCount } = t;
+  const n = b.count;
+  for (let i = 0; i < n; i++) {
+    const v = verdict[i];
     if (v === V_DROP) continue;
     if (v === V_HOP) {
-      const hop = t.pathHopBase[b.path[i]] + b.hop[i];
-      run(t, b, s, i, t.hopActBase[hop], t.hopActCount[hop], macs);
+      const p = path[i];
+      const hop = pathHopBase[p] + hopOf[i];
+      const a = hopActBase[hop];
+      if (hopActCount[hop] === 1 && actOp[a] === ACT_SET_DST_MAC) {
+        // The common case inline: an SF-unaware hop only sets the destination MAC.
+        const m = slotInst[i] * MAC_WORDS + (pathReverse[p] === 1 ? 2 : 0);
+        view.setUint16(start[i], macs[m]);
+        view.setInt32(start[i] + 2, macs[m + 1]);
+      } else {
+        run(t, b, s, i, a, hopActCount[hop], macs);
+      }
     } else if (v === V_END) {
-      const r = s.slotRule[i];
-      run(t, b, s, i, t.ruleActBase[r], t.ruleActCount[r], macs);
+      const r = slotRule[i];
+      run(t, b, s, i, ruleActBase[r], ruleActCount[r], macs);
     }
-    if (b.len[i] > MAX_FRAME) dropSlot(b, s, c, i, Drop.frame_too_big);
+    if (len[i] > MAX_FRAME) dropSlot(b, s, c, i, Drop.frame_too_big);
   }
 }

@@ -161,6 +161,13 @@ export class SteerState {
   }
 }
 
+/** Slot i (at a hop of path p) goes to instance `inst`: its row, output interface and packet count. */
+export function takeInstance(t: Tables, b: Batch, s: SteerState, i: number, p: number, inst: number): void {
+  s.slotInst[i] = inst;
+  b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
+  s.instancePackets[inst]++;
+}
+
 /** First int32 word of flow entry e's record in SteerState.rec. */
 export function recordAt(e: number): number {
   return e * REC;

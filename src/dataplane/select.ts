@@ -20,7 +20,7 @@
 import { LB_PORT_BITS } from '../hash/flowhash.js';
 import { FRAG_LATER, type Batch } from '../packet/batch.js';
 import { Drop, type Counters } from '../packet/counters.js';
-import { dropSlot, F_KEPT, H_INST, R_FLAGS, recordAt, V_HOP, type SteerState } from './flowstate.js';
+import { dropSlot, F_KEPT, H_INST, R_FLAGS, recordAt, takeInstance, V_HOP, type SteerState } from './flowstate.js';
 import { MAX_HOPS, RULE_ENDS_STRIDE, type Tables } from './tables.js';
 
 /** Instance for slot i at hop `hop` (global hop index) of path p: the flow's sticky choice if still valid, else Maglev. */
@@ -66,20 +66,13 @@ function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number
 }
 
 export function selectBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
-  for (let i = 0; i < b.count; i++) {
-    if (s.verdict[i] !== V_HOP) {
-      s.slotInst[i] = -1;
-      continue;
-    }
+  const { verdict, slotInst } = s;
+  const n = b.count;
+  for (let i = 0; i < n; i++) {
+    if (verdict[i] !== V_HOP || slotInst[i] >= 0) continue; // (steer took a known flow's sticky choice)
     const p = b.path[i];
-    const hop = t.pathHopBase[p] + b.hop[i];
-    const inst = chooseInstance(t, b, s, i, b.flow[i], p, hop);
-    s.slotInst[i] = inst;
-    if (inst < 0) {
-      dropSlot(b, s, c, i, Drop.no_instance);
-      continue;
-    }
-    b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
-    s.instancePackets[inst]++;
+    const inst = chooseInstance(t, b, s, i, b.flow[i], p, t.pathHopBase[p] + b.hop[i]);
+    if (inst < 0) dropSlot(b, s, c, i, Drop.no_instance);
+    else takeInstance(t, b, s, i, p, inst);
   }
 }

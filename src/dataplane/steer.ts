@@ -46,6 +46,7 @@ import {
   copyMacs,
   dropSlot,
   H_INPORT,
+  H_INST,
   MACS,
   R_FLAGS,
   R_GEN,
@@ -54,6 +55,7 @@ import {
   recordAt,
   RULE_NONE,
   RULE_UNKNOWN,
+  takeInstance,
   V_DROP,
   V_END,
   V_FLOOD,
@@ -292,6 +294,11 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     c.events[Ctr.classified]++;
   }
   toHop(b, s, i, p, k, rule);
+  // Select's first rule, taken here while the record is at hand: the flow's remembered instance,
+  // if still in the hop's group (select then leaves the slot alone).
+  const hop = t.pathHopBase[p] + k;
+  const inst = s.rec16[r * 2 + H_INST + t.hopChainHop[hop]];
+  if (inst >= 0 && t.instGroup[inst] === t.hopGroup[hop]) takeInstance(t, b, s, i, p, inst);
   return true;
 }
 
@@ -325,6 +332,7 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
   const n = b.count;
   const flows = s.flows;
   s.slotRule.fill(-1, 0, n);
+  s.slotInst.fill(-1, 0, n);
   s.slotHasMacs.fill(0, 0, n);
   let hits = 0;
   let misses = 0;

@@ -164,8 +164,6 @@ describe('compileTables', () => {
   });
 
   it('refuses what the data path cannot render with 400 SfcBadRequest', () => {
-    const aware = twoHop();
-    aware.state.port_pairs[0].service_function_parameters.correlation = 'mpls';
     const sym = twoHop({ symmetric: true });
     sym.state.flow_classifiers[0].logical_destination_port = null;
     const dangling = twoHop();
@@ -187,7 +185,6 @@ describe('compileTables', () => {
     badMac.state.ports[0].mac_address = 'zz';
 
     for (const [state, text] of [
-      [aware.state, /SF-aware port pairs/],
       [sym.state, /symmetric chain needs a logical_destination_port/],
       [dangling.state, /unknown port pair group/],
       [long.state, new RegExp(`at most ${MAX_HOPS} hops`)],
@@ -210,7 +207,7 @@ describe('UserspaceDriver', () => {
       published.push(t);
     });
     const bad = twoHop();
-    bad.state.port_pairs[0].service_function_parameters.correlation = 'nsh';
+    bad.state.port_pair_groups[0].port_pair_group_parameters.ppg_n_tuple_mapping = { egress_n_tuple: { source_ip_prefix: '10.9.0.0/16' } };
     const veto = d.precommit(buildPlan(bad.state));
     expect(veto).toHaveLength(1);
     expect(veto[0].status).toBe(400);

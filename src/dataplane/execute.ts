@@ -19,7 +19,19 @@
 import { MAX_FRAME, type Batch } from '../packet/batch.js';
 import { Drop, type Counters } from '../packet/counters.js';
 import { copyMacs, dropSlot, MACS, V_DROP, V_END, V_HOP, type SteerState } from './flowstate.js';
-import { ACT_RESTORE_MACS, ACT_SET_DST_MAC, ACT_SET_END_MACS, INST_MAC_STRIDE, RULE_ENDS_STRIDE, type Tables } from './tables.js';
+import { popMpls, popNsh, pushMpls, pushNsh } from './encap.js';
+import {
+  ACT_POP_MPLS,
+  ACT_POP_NSH,
+  ACT_PUSH_MPLS,
+  ACT_PUSH_NSH,
+  ACT_RESTORE_MACS,
+  ACT_SET_DST_MAC,
+  ACT_SET_END_MACS,
+  INST_MAC_STRIDE,
+  RULE_ENDS_STRIDE,
+  type Tables,
+} from './tables.js';
 
 /** Words per instance in the MAC word table: ingress MAC bytes 0-1, 2-5, then egress MAC likewise. */
 const MAC_WORDS = 4;
@@ -44,12 +56,25 @@ function macWords(t: Tables): Int32Array {
   return w;
 }
 
-/** Run actions [from, from + n) on slot i. */
-function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: number, macs: Int32Array): void {
+/** Run actions [from, from + n) on slot i; returns a drop reason, or 0. */
+function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: number, macs: Int32Array): number {
   const d = b.data;
-  const at = b.start[i];
   for (let a = from; a < from + n; a++) {
+    const at = b.start[i];
+    const arg = t.actArg[a];
     switch (t.actOp[a]) {
+      case ACT_PUSH_MPLS:
+        if (!pushMpls(b, i, arg, arg & 0xff)) return Drop.frame_too_big;
+        break;
+      case ACT_PUSH_NSH:
+        if (!pushNsh(b, i, arg >>> 8, arg & 0xff)) return Drop.frame_too_big;
+        break;
+      case ACT_POP_MPLS:
+        if (!popMpls(b, i)) return Drop.bad_encap;
+        break;
+      case ACT_POP_NSH:
+        if (!popNsh(b, i)) return Drop.bad_encap;
+        break;
       case ACT_SET_DST_MAC: {
         const m = s.slotInst[i] * MAC_WORDS + (t.pathReverse[b.path[i]] === 1 ? 2 : 0);
         b.view.setUint16(at, macs[m]);
@@ -57,7 +82,7 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
         break;
       }
       case ACT_SET_END_MACS: {
-        const port = t.actArg[a];
+        const port = arg;
         for (let k = 0; k < 6; k++) d[at + k] = t.portMac[port * 6 + k];
         const src = s.slotHasMacs[i] === 1 ? s.slotMacs : t.ruleEnds;
         const from6 = s.slotHasMacs[i] === 1 ? i * MACS + 6 : s.slotRule[i] * RULE_ENDS_STRIDE + 6;
@@ -69,6 +94,7 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
         break;
     }
   }
+  return 0;
 }
 
 export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
@@ -90,12 +116,14 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters): v
         view.setUint16(start[i], macs[m]);
         view.setInt32(start[i] + 2, macs[m + 1]);
       } else {
-        run(t, b, s, i, a, hopActCount[hop], macs);
+        const why = run(t, b, s, i, a, hopActCount[hop], macs);
+        if (why !== 0) dropSlot(b, s, c, i, why);
       }
     } else if (v === V_END) {
       const r = slotRule[i];
-      run(t, b, s, i, ruleActBase[r], ruleActCount[r], macs);
+      const why = run(t, b, s, i, ruleActBase[r], ruleActCount[r], macs);
+      if (why !== 0) dropSlot(b, s, c, i, why);
     }
-    if (len[i] > MAX_FRAME) dropSlot(b, s, c, i, Drop.frame_too_big);
+    if (len[i] > MAX_FRAME && verdict[i] !== V_DROP) dropSlot(b, s, c, i, Drop.frame_too_big);
   }
 }

@@ -7,8 +7,9 @@
  * attached, and summarises the frame's journey: the verdict ("chain", "l2", "flood",
  * "drop:<reason>"), the chain, the instance (port pair) chosen at each hop, and the interfaces the
  * frame finally left by. With `sfLoopback`, every frame transmitted to a port of a port pair (the
- * interface of the port, addressed to the port's MAC) comes back unchanged on the pair's other port
- * (the same port for a single-armed SF), standing in for the service functions, so a whole chain,
+ * interface of the port, addressed to the port's MAC) comes back on the pair's other port (the same
+ * port for a single-armed SF), unchanged or, when encapsulated for an SF-aware hop, with its service
+ * index decremented as an aware SF does (decrementIndex), standing in for the service functions, so a whole chain,
  * forward and reverse, replays without live SFs; such transmissions are part of the journey, not
  * final outputs. Broadcast and frames for other MACs are not looped (that would loop floods).
  *
@@ -90,7 +91,7 @@ export class ReplaySession {
       this.onTransmit(name, frame, timeNs);
       const back = this.loop.get(`${name} ${formatMac(frame, 0)}`);
       const port = back === undefined ? undefined : this.ports.get(back);
-      if (port) port.enqueue(frame, timeNs);
+      if (port) port.enqueue(decrementIndex(frame), timeNs);
       else this.finalOut.push(name);
     });
     this.ports.set(name, q);
@@ -127,6 +128,28 @@ export class ReplaySession {
   close(): void {
     this.engine.close();
   }
+}
+
+/**
+ * What an SF-aware SF does to the service index (spec B.2): an MPLS frame comes back with the top
+ * label's SI byte and its TTL decremented, an NSH frame with its SI decremented; anything else
+ * unchanged (a copy).
+ */
+export function decrementIndex(frame: Uint8Array): Uint8Array {
+  const out = Uint8Array.from(frame);
+  const v = new DataView(out.buffer);
+  let at = 12;
+  while (at + 4 <= out.length && [0x8100, 0x88a8, 0x9100].includes(v.getUint16(at))) at += 4;
+  if (at + 2 > out.length) return out;
+  const type = v.getUint16(at);
+  if (type === 0x8847 && at + 6 <= out.length) {
+    const w = v.getUint32(at + 2);
+    const si = ((w >>> 12) - 1) & 0xff;
+    v.setUint32(at + 2, ((((w >>> 20) << 8) | si) << 12) | (w & 0xf00) | (((w & 0xff) - 1) & 0xff));
+  } else if (type === 0x894f && at + 10 <= out.length) {
+    out[at + 9] = (out[at + 9] - 1) & 0xff;
+  }
+  return out;
 }
 
 export interface ReplayInput {

@@ -202,6 +202,10 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     const p = t.rulePath[known];
     const h = hopAt(t, L, p);
     if (h >= 0) {
+      if (t.hopAware[t.pathHopBase[p] + h] === 1) {
+        dropSlot(b, s, c, i, Drop.missing_encap);
+        return;
+      }
       proceed(t, b, s, c, i, f, e, o, p, h + 1, known);
       if (frag === FRAG_FIRST) recordFragment(b, s, i, e, o);
       return;
@@ -245,10 +249,59 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     switchSlot(t, b, s, c, i, f);
     return;
   }
+  if (t.hopAware[t.pathHopBase[p] + h] === 1) {
+    dropSlot(b, s, c, i, Drop.missing_encap);
+    return;
+  }
   if (e < 0 && !early) e = s.newFlow(b, i, o, t.generation);
   if (e >= 0) setRule(s, e, o, r, -1);
   proceed(t, b, s, c, i, f, e, o, p, h + 1, r);
   if (frag === FRAG_FIRST && e >= 0) recordFragment(b, s, i, e, o);
+}
+
+/**
+ * Slot i came back ENCAPSULATED (MPLS or NSH) on SF return port L: the label / SPI+SI names the
+ * path and the hop (the aware SF emitted its own node's index), not a classifier (spec B.4 cases 1
+ * and 2). A path this port is not on is 'unknown_spi', the right path with another index 'bad_si'.
+ * The rule (for chain-end delivery) is the flow's when it is on this path, else the inner packet
+ * re-classified with this port's rules, else the path's first rule.
+ */
+function steerEncap(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, L: number, e: number, o: number): void {
+  const label = b.label[i];
+  const spi = label >>> 8;
+  const si = label & 0xff;
+  let known = RULE_UNKNOWN;
+  if (e >= 0) {
+    if (s.rec[recordAt(e) + R_GEN] !== t.generation) s.revalidate(t, e);
+    known = s.rec[recordAt(e) + R_RULE + o];
+  }
+  let p = -1;
+  let h = -1;
+  let onPath = false;
+  const end = t.portSfBase[L] + t.portSfCount[L];
+  for (let k = t.portSfBase[L]; k < end; k++) {
+    const q = t.sfPath[k];
+    const g = t.pathHopBase[q] + t.sfHop[k];
+    if (t.pathSpi[q] !== spi || t.pathEncap[q] !== b.encap[i] || t.hopAware[g] === 0) continue;
+    onPath = true;
+    if (t.hopSi[g] === si && (p < 0 || (known >= 0 && t.rulePath[known] === q))) {
+      p = q;
+      h = t.sfHop[k];
+    }
+  }
+  if (p < 0) {
+    dropSlot(b, s, c, i, onPath ? Drop.bad_si : Drop.unknown_spi);
+    return;
+  }
+  let r = known >= 0 && t.rulePath[known] === p ? known : -1;
+  if (r < 0) {
+    const tb = t.portSfTable[L];
+    const local = classify(t.sfTables[tb], b, i, -1, b.frag[i] === FRAG_LATER);
+    r = local >= 0 && t.rulePath[t.sfTableRules[tb][local]] === p ? t.sfTableRules[tb][local] : t.rulePath.indexOf(p);
+    if (e < 0 && b.frag[i] !== FRAG_LATER) e = s.newFlow(b, i, o, t.generation);
+    if (e >= 0) setRule(s, e, o, r, -1);
+  }
+  proceed(t, b, s, c, i, f, e, o, p, h + 1, r);
 }
 
 /** Logical port of slot i: its interface's only port, or the one whose MAC is the frame's source (-1: none). */
@@ -284,7 +337,7 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   let k = 0;
   if (t.portSfCount[L] !== 0) {
     k = hopAt(t, L, p) + 1;
-    if (k === 0) return false;
+    if (k === 0 || t.hopAware[t.pathHopBase[p] + k - 1] === 1) return false;
   } else if (s.rec16[r * 2 + H_INPORT + o] !== L) {
     return false;
   }
@@ -343,8 +396,13 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
       continue;
     }
     const L = logicalPort(t, b, i);
-    // Encapsulated frames (MPLS / NSH hand-off between switches) are switched plainly for now.
-    if (L < 0 || b.ipVer[i] === 0 || b.encap[i] !== 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0) || isLinkLocal(b, i)) {
+    if (L < 0 || b.ipVer[i] === 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0) || isLinkLocal(b, i)) {
+      switchSlot(t, b, s, c, i, b.port[i]);
+      continue;
+    }
+    // Encapsulated frames: from an SF-aware hop (at an SF return port), else switched plainly.
+    const encapsulated = b.encap[i] !== 0;
+    if (encapsulated && t.portSfCount[L] === 0) {
       switchSlot(t, b, s, c, i, b.port[i]);
       continue;
     }
@@ -361,10 +419,11 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
         s.slotHash[i] = flows.lastHash;
       } else {
         hits++;
-        if (steerKnown(t, b, s, c, i, L, e, o)) continue;
+        if (!encapsulated && steerKnown(t, b, s, c, i, L, e, o)) continue;
       }
     }
-    steerChain(t, b, s, c, i, b.port[i], L, e, o);
+    if (encapsulated) steerEncap(t, b, s, c, i, b.port[i], L, e, o);
+    else steerChain(t, b, s, c, i, b.port[i], L, e, o);
   }
   c.events[Ctr.flow_cache_hits] += hits;
   c.events[Ctr.flow_cache_misses] += misses;

@@ -52,6 +52,14 @@ export const ACT_SET_DST_MAC = 1;
 export const ACT_SET_END_MACS = 2;
 /** Both MACs := those seen at chain entry (when seen). */
 export const ACT_RESTORE_MACS = 3;
+/** Push an MPLS label (actArg = (spi << 8) | si: the label; TTL = si) after the Ethernet header and its VLAN tags. */
+export const ACT_PUSH_MPLS = 4;
+/** Push NSH MD type 1 (actArg = (spi << 8) | si, next protocol Ethernet) and a new outer Ethernet header. */
+export const ACT_PUSH_NSH = 5;
+/** Pop the top MPLS label. */
+export const ACT_POP_MPLS = 6;
+/** Remove the outer Ethernet and NSH headers. */
+export const ACT_POP_NSH = 7;
 
 /** instMac layout: ingress MAC at k*12, egress MAC at k*12+6. */
 export const INST_MAC_STRIDE = 12;
@@ -119,6 +127,8 @@ export interface Tables {
   sfTables: ClassifierTable[];
   sfTableRules: Int32Array[];
   rulePath: Int32Array;
+  /** Logical port the rule classifies at (-1: none). */
+  ruleAtPort: Int32Array;
   /** Logical port to deliver to at the end of the rule's path, -1 = by L2 learning. */
   ruleDstPort: Int32Array;
   /** The rule's endpoint MACs (RULE_ENDS_STRIDE each): hashed for eth_src/eth_dst, entry MAC fallback at chain end. */
@@ -133,6 +143,8 @@ export interface Tables {
   pathChain: Int32Array;
   pathSpi: Int32Array;
   pathReverse: Uint8Array;
+  /** The chain's correlation as an ENCAP_* value: what an aware hop receives and sends back. */
+  pathEncap: Uint8Array;
   pathHopBase: Int32Array;
   pathHopCount: Int32Array;
 
@@ -141,6 +153,8 @@ export interface Tables {
   /** Position in the chain's forward hop order (reverse path hop j of n = n-1-j). */
   hopChainHop: Int32Array;
   hopSi: Uint8Array;
+  /** 1 when the hop's members are SF-aware: they return the frame encapsulated, with the hop's SI. */
+  hopAware: Uint8Array;
   /** Action list run on a frame sent into the hop. */
   hopActBase: Int32Array;
   hopActCount: Int32Array;
@@ -219,6 +233,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     sfTables: [],
     sfTableRules: [],
     rulePath: a.i32(n.rules),
+    ruleAtPort: a.i32(n.rules).fill(-1),
     ruleDstPort: a.i32(n.rules).fill(-1),
     ruleEnds: a.u8(n.rules * RULE_ENDS_STRIDE),
     ruleActBase: a.i32(n.rules),
@@ -228,11 +243,13 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     pathChain: a.i32(n.paths),
     pathSpi: a.i32(n.paths),
     pathReverse: a.u8(n.paths),
+    pathEncap: a.u8(n.paths),
     pathHopBase: a.i32(n.paths),
     pathHopCount: a.i32(n.paths),
     hopGroup: a.i32(n.hops),
     hopChainHop: a.i32(n.hops),
     hopSi: a.u8(n.hops),
+    hopAware: a.u8(n.hops),
     hopActBase: a.i32(n.hops),
     hopActCount: a.i32(n.hops),
     actOp: a.u8(n.actions),

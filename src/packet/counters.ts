@@ -26,6 +26,10 @@ export const DROP_REASONS = [
   'no_instance', // the hop's group has no usable instance (empty, all weight 0, all down)
   'hairpin', // would leave through the interface it came in on
   'to_sf_port', // unicast outside a chain addressed to an SF port (SF ports are not L2 endpoints)
+  'bad_encap', // an aware hop's frame whose MPLS/NSH header cannot be removed as expected
+  'missing_encap', // an SF-aware hop returned a frame without the chain's encapsulation
+  'unknown_spi', // an aware hop returned MPLS/NSH for a path it is not on (SPI / label)
+  'bad_si', // an aware hop returned the right path with an unexpected service index
   'port_down',
   'tx_failed',
   'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6

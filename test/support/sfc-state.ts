@@ -87,7 +87,12 @@ export class StateBuilder {
     return fc;
   }
 
-  chain(name: string, groups: string[], classifiers: string[], opts: { symmetric?: boolean; chainId?: number } = {}): PortChain {
+  chain(
+    name: string,
+    groups: string[],
+    classifiers: string[],
+    opts: { symmetric?: boolean; chainId?: number; correlation?: 'mpls' | 'nsh' } = {},
+  ): PortChain {
     const c: PortChain = {
       id: this.id(),
       name,
@@ -95,7 +100,7 @@ export class StateBuilder {
       chain_id: opts.chainId ?? this.state.port_chains.length + 1,
       port_pair_groups: groups.map((g) => this.byName('port_pair_groups', g).id),
       flow_classifiers: classifiers.map((f) => this.byName('flow_classifiers', f).id),
-      chain_parameters: { correlation: 'mpls', symmetric: opts.symmetric ?? false },
+      chain_parameters: { correlation: opts.correlation ?? 'mpls', symmetric: opts.symmetric ?? false },
     };
     this.state.port_chains.push(c);
     return c;

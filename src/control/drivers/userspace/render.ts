@@ -26,9 +26,10 @@
  * only) and each port's MAC bytes (same index, same text). The memo hangs off the Tables in a WeakMap, so
  * Tables stay plain structured-clone-able objects and a generation's memo goes away with it.
  *
- * Not rendered yet (refused by `unsupported`, so nothing is accepted and then ignored): tap groups
- * with a member, SF-aware port pairs (correlation mpls/nsh), service graphs with edges and
- * ppg_n_tuple_mapping.
+ * SF-aware hops (port pair correlation mpls/nsh) render as push/pop opcodes and per-hop `hopAware`
+ * (steer then expects the hop's own label / SPI+SI back). Not rendered yet (refused by
+ * `unsupported`, so nothing is accepted and then ignored): tap groups with a member, service
+ * graphs with edges and ppg_n_tuple_mapping.
  */
 import { NeutronError } from '../../errors.js';
 import { assignStable, buildPlan, type Action, type Plan, type PlanRule } from '../../plan.js';
@@ -37,7 +38,12 @@ import { compileClassifier, type ClassifierTable, type Partition } from '../../.
 import { ruleFromClassifier, type Rule } from '../../../classifier/rule.js';
 import { lbFieldMask } from '../../../hash/flowhash.js';
 import { buildMaglev, maglevSize } from '../../../hash/maglev.js';
+import { ENCAP_MPLS, ENCAP_NSH } from '../../../packet/batch.js';
 import {
+  ACT_POP_MPLS,
+  ACT_POP_NSH,
+  ACT_PUSH_MPLS,
+  ACT_PUSH_NSH,
   ACT_RESTORE_MACS,
   ACT_SET_DST_MAC,
   ACT_SET_END_MACS,
@@ -72,13 +78,6 @@ export function unsupported(plan: Plan): NeutronError[] {
     const { ingress_n_tuple, egress_n_tuple } = g.nTupleMapping;
     if (Object.keys(ingress_n_tuple ?? {}).length > 0 || Object.keys(egress_n_tuple ?? {}).length > 0) {
       problems.push(refuse(`port pair group ${g.name}: ppg_n_tuple_mapping is not supported by the userspace dataplane yet`));
-    }
-  }
-  for (const m of plan.members) {
-    if (m.correlation !== null) {
-      problems.push(
-        refuse(`port pair ${m.name}: SF-aware port pairs (correlation ${m.correlation}) are not supported by the userspace dataplane yet`),
-      );
     }
   }
   for (const c of plan.chains) {
@@ -142,6 +141,12 @@ function opcodes(actions: Action[]): [number, number][] {
         break;
       case 'restore_macs':
         out.push([ACT_RESTORE_MACS, 0]);
+        break;
+      case 'push':
+        out.push([a.encap === 'mpls' ? ACT_PUSH_MPLS : ACT_PUSH_NSH, (a.spi << 8) | a.si]);
+        break;
+      case 'pop':
+        out.push([a.encap === 'mpls' ? ACT_POP_MPLS : ACT_POP_NSH, 0]);
         break;
       case 'deliver':
       case 'switch':
@@ -305,6 +310,7 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
   rules.forEach((r, k) => {
     t.rulePath[k] = r.path;
     if (r.at >= 0) t.portEntry[r.at] = 1;
+    t.ruleAtPort[k] = r.at;
     t.ruleDstPort[k] = r.end.some((a) => a.op === 'deliver') ? r.to : -1;
     if (r.to >= 0) t.ruleEnds.set(t.portMac.subarray(r.to * 6, r.to * 6 + 6), k * RULE_ENDS_STRIDE);
     if (r.at >= 0) t.ruleEnds.set(t.portMac.subarray(r.at * 6, r.at * 6 + 6), k * RULE_ENDS_STRIDE + 6);
@@ -341,12 +347,14 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     t.pathChain[pi] = p.chain;
     t.pathSpi[pi] = p.spi;
     t.pathReverse[pi] = p.reverse ? 1 : 0;
+    t.pathEncap[pi] = p.encap === 'mpls' ? ENCAP_MPLS : ENCAP_NSH;
     t.pathHopBase[pi] = hopAt;
     t.pathHopCount[pi] = p.sfHops;
     for (let h = 0; h < p.sfHops; h++) {
       t.hopGroup[hopAt] = p.hops[h].group;
       t.hopChainHop[hopAt] = p.hops[h].chainHop;
       t.hopSi[hopAt] = p.hops[h].si;
+      t.hopAware[hopAt] = p.hops[h].correlation === null ? 0 : 1;
       putActs(hopActs[hopAt], t.hopActBase, t.hopActCount, hopAt);
       hopAt++;
     }

@@ -1,0 +1,128 @@
+/*
+ * Encapsulations, in place on a batch slot (spec B.2): push and pop one MPLS label, push and pop NSH
+ * MD type 1 with a new outer Ethernet header. They know nothing of ports or paths, so the same code
+ * marks frames for an SF-aware hop and (later) between hosts.
+ *
+ *  - MPLS: the label goes after the Ethernet header and its VLAN tags; the ethertype becomes 0x8847;
+ *    label = (spi << 8) | si, TTL = si, bottom of stack. Popping the bottom label restores the
+ *    ethertype from the inner IP version nibble.
+ *  - NSH (RFC 8300): a new outer Ethernet header (destination set later by the hop's set_dst_mac,
+ *    source = the inner frame's source MAC, ethertype 0x894F), then the base header (version 0,
+ *    TTL 63, length 6 words, MD type 1, next protocol 3 = Ethernet), the service path header
+ *    (SPI << 8 | SI) and 16 bytes of zero context. Popping removes both; an NSH packet whose next
+ *    protocol is IPv4/IPv6 gets an Ethernet header back from the outer one.
+ * Pushing moves b.start[i] back into the slot's headroom (Snabb's prepend), so the payload is never
+ * copied; the fields parse filled (offsets, encap, label) are kept true. Each returns false, having
+ * changed nothing, when the frame is not what it expects (the caller counts a drop).
+ */
+import { ABSENT, ENCAP_MPLS, ENCAP_NONE, ENCAP_NSH, SLOT, type Batch } from '../packet/batch.js';
+
+export const MPLS_BYTES = 4;
+export const NSH_MD1_BYTES = 24;
+const ETH_BYTES = 14;
+export const NSH_BYTES = ETH_BYTES + NSH_MD1_BYTES;
+
+const ETH_IPV4 = 0x0800;
+const ETH_IPV6 = 0x86dd;
+const ETH_MPLS = 0x8847;
+const ETH_NSH = 0x894f;
+const NSH_TTL = 63;
+const NSH_NEXT_IPV4 = 1;
+const NSH_NEXT_IPV6 = 2;
+const NSH_NEXT_ETHERNET = 3;
+
+/** Bytes before the ethertype field: MACs and VLAN tags. */
+function macsAndTags(b: Batch, i: number): number {
+  return 12 + 4 * b.vlanCount[i];
+}
+
+/** Move slot i's start by `delta` bytes (negative: grow at the front), keeping header offsets true. */
+function shift(b: Batch, i: number, delta: number): void {
+  b.start[i] += delta;
+  b.len[i] -= delta;
+  if (b.l3Off[i] !== ABSENT) b.l3Off[i] -= delta;
+  if (b.l4Off[i] !== ABSENT) b.l4Off[i] -= delta;
+}
+
+/** Room in front of slot i's frame for `n` more bytes. */
+function hasRoom(b: Batch, i: number, n: number): boolean {
+  return b.start[i] - n >= Math.floor(b.start[i] / SLOT) * SLOT;
+}
+
+export function pushMpls(b: Batch, i: number, label: number, ttl: number): boolean {
+  if (!hasRoom(b, i, MPLS_BYTES)) return false;
+  const h = macsAndTags(b, i);
+  const s = b.start[i];
+  b.data.copyWithin(s - MPLS_BYTES, s, s + h + 2);
+  shift(b, i, -MPLS_BYTES);
+  const at = b.start[i] + h;
+  b.view.setUint16(at, ETH_MPLS);
+  b.view.setUint32(at + 2, ((label & 0xfffff) << 12) | (1 << 8) | (ttl & 0xff));
+  b.encap[i] = ENCAP_MPLS;
+  b.label[i] = label & 0xfffff;
+  return true;
+}
+
+export function popMpls(b: Batch, i: number): boolean {
+  const h = macsAndTags(b, i);
+  const s = b.start[i];
+  if (b.len[i] < h + 2 + MPLS_BYTES + 1 || b.view.getUint16(s + h) !== ETH_MPLS) return false;
+  const bottom = (b.data[s + h + 4] & 1) === 1;
+  let type = ETH_MPLS;
+  if (bottom) {
+    const nibble = b.data[s + h + 2 + MPLS_BYTES] >>> 4;
+    if (nibble !== 4 && nibble !== 6) return false;
+    type = nibble === 4 ? ETH_IPV4 : ETH_IPV6;
+  }
+  b.data.copyWithin(s + MPLS_BYTES, s, s + h);
+  shift(b, i, MPLS_BYTES);
+  b.view.setUint16(b.start[i] + h, type);
+  b.encap[i] = bottom ? ENCAP_NONE : ENCAP_MPLS;
+  b.label[i] = bottom ? 0 : b.view.getUint32(b.start[i] + h + 2) >>> 12;
+  return true;
+}
+
+export function pushNsh(b: Batch, i: number, spi: number, si: number): boolean {
+  if (!hasRoom(b, i, NSH_BYTES)) return false;
+  const inner = b.start[i];
+  shift(b, i, -NSH_BYTES);
+  const s = b.start[i];
+  const v = b.view;
+  b.data.copyWithin(s + 6, inner + 6, inner + 12); // outer source = inner source; destination set by the hop
+  v.setUint16(s + 12, ETH_NSH);
+  const n = s + ETH_BYTES;
+  v.setUint32(n, (NSH_TTL << 22) | ((NSH_MD1_BYTES / 4) << 16) | (1 << 8) | NSH_NEXT_ETHERNET);
+  v.setUint32(n + 4, ((spi & 0xffffff) << 8) | (si & 0xff));
+  b.data.fill(0, n + 8, n + NSH_MD1_BYTES);
+  b.encap[i] = ENCAP_NSH;
+  b.label[i] = (((spi & 0xffffff) << 8) | (si & 0xff)) >>> 0;
+  return true;
+}
+
+export function popNsh(b: Batch, i: number): boolean {
+  const s = b.start[i];
+  const v = b.view;
+  const h = macsAndTags(b, i);
+  if (b.len[i] < h + 2 + 8 || v.getUint16(s + h) !== ETH_NSH) return false;
+  const n = s + h + 2;
+  const nshLen = ((v.getUint32(n) >>> 16) & 0x3f) * 4;
+  const next = v.getUint32(n) & 0xff;
+  const inner = n + nshLen;
+  if (nshLen < 8 || inner - s >= b.len[i]) return false;
+  if (next === NSH_NEXT_ETHERNET) {
+    if (inner + ETH_BYTES > s + b.len[i]) return false;
+    shift(b, i, inner - s);
+    b.vlanCount[i] = 0; // (the inner header's tags: parse is not re-run; only macsAndTags reads this)
+  } else if (next === NSH_NEXT_IPV4 || next === NSH_NEXT_IPV6) {
+    // Bare IP inside: the outer MACs become the header in front of it.
+    b.data.copyWithin(inner - ETH_BYTES, s, s + 12);
+    v.setUint16(inner - 2, next === NSH_NEXT_IPV4 ? ETH_IPV4 : ETH_IPV6);
+    shift(b, i, inner - ETH_BYTES - s);
+    b.vlanCount[i] = 0;
+  } else {
+    return false;
+  }
+  b.encap[i] = ENCAP_NONE;
+  b.label[i] = 0;
+  return true;
+}

@@ -1,0 +1,49 @@
+/*
+ * Frames of a pcap as Debian's tshark dissects them (an independent reading of our encapsulations:
+ * no hand-decoding in the tests): outer MACs, the MPLS or NSH header if any, and the inner IPv4/TCP.
+ */
+import { execFileSync } from 'node:child_process';
+
+export type Encapsulation =
+  | { kind: 'none' }
+  | { kind: 'mpls'; label: number; ttl: number; bottom: number }
+  | { kind: 'nsh'; version: number; mdType: number; length: number; nextProto: number; spi: number; si: number };
+
+export interface Dissected {
+  ethDst: string;
+  ethSrc: string;
+  encap: Encapsulation;
+  innerIp: { src: string; dst: string; ttl: number; tcpDst: number };
+}
+
+const FIELDS = [
+  'eth.dst', 'eth.src',
+  'mpls.label', 'mpls.ttl', 'mpls.bottom',
+  'nsh.version', 'nsh.mdtype', 'nsh.length', 'nsh.nextproto', 'nsh.spi', 'nsh.si',
+  'ip.src', 'ip.dst', 'ip.ttl', 'tcp.dstport',
+];
+
+export function encapsulationOf(pcap: string): Dissected[] {
+  const out = execFileSync('tshark', ['-r', pcap, '-T', 'fields', '-E', 'separator=\t', '-E', 'occurrence=f', ...FIELDS.flatMap((f) => ['-e', f])], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return out
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((line) => {
+      const v = Object.fromEntries(line.split('\t').map((x, k) => [FIELDS[k], x]));
+      const n = (f: string) => Number(v[f]);
+      let encap: Encapsulation = { kind: 'none' };
+      if (v['mpls.label']) encap = { kind: 'mpls', label: n('mpls.label'), ttl: n('mpls.ttl'), bottom: n('mpls.bottom') };
+      else if (v['nsh.spi']) {
+        encap = { kind: 'nsh', version: n('nsh.version'), mdType: n('nsh.mdtype'), length: n('nsh.length'), nextProto: n('nsh.nextproto'), spi: n('nsh.spi'), si: n('nsh.si') };
+      }
+      return {
+        ethDst: v['eth.dst'],
+        ethSrc: v['eth.src'],
+        encap,
+        innerIp: { src: v['ip.src'], dst: v['ip.dst'], ttl: n('ip.ttl'), tcpDst: n('tcp.dstport') },
+      };
+    });
+}

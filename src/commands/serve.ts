@@ -1,24 +1,29 @@
 /*
  * `sfc serve`: the control plane process. Opens (and locks) the durable state file, builds the
- * driver (userspace dataplane or noop), restores the saved state through Store.replace so the
+ * driver (userspace dataplane, ovs bridge or noop), restores the saved state through Store.replace so the
  * dataplane is rebuilt, seeds an empty state from --config, then serves the REST API until
  * SIGINT/SIGTERM, when it stops accepting, lets in-flight requests finish and closes everything.
  *
  * The dataplane runtime is imported only for --driver userspace, so the API runs with --driver
  * noop on machines where the dataplane cannot start (the backend registry, which checks --backend,
- * loads nothing native).
+ * loads nothing native). The ovs driver (control/drivers/ovs) is imported only for --driver ovs.
  */
-import { startApiServer } from '../control/api.js';
+import { dirname, join } from 'node:path';
+import { DEFAULT_SERVER_LIMITS, startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
 import { isLoopbackHost } from '../control/http.js';
 import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
-import { Store } from '../control/store.js';
+import { DEFAULT_LIMIT, Store, parseLimits } from '../control/store.js';
+import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
+import type { OvsDriver } from '../control/drivers/ovs/driver.js';
 import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
 import { UsageError, parseHostPort, parseOptions, type Command } from '../util/args.js';
+
+const DEFAULT_OVS_BRIDGE = 'br-sfc';
 
 const log = (message: string) => console.error(`sfc serve: ${message}`);
 
@@ -62,14 +67,21 @@ function untilSignal(): Promise<string> {
 
 export const command: Command = {
   summary: 'serve the networking-sfc REST API and run the dataplane',
-  usage: `[--config FILE] [--state FILE] [--listen HOST:PORT] [--driver userspace|noop] [--token T]
+  usage: `[--config FILE] [--state FILE] [--listen HOST:PORT] [--driver userspace|ovs|noop] [--token T]
            [--workers N] [--backend ${BACKEND_NAMES.join('|')}]
   --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
   --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
   --listen HOST:PORT  default 127.0.0.1:9696; port 0 picks a free port (printed as 'listening on URL')
-  --driver D          userspace (default: steer packets in this process) or noop (API only)
-  --token T           require X-Auth-Token: T or Authorization: Bearer T (or env SFC_TOKEN);
-                      without a token only loopback addresses may be used
+  --driver D          userspace (default: steer packets in this process), ovs (render into an Open
+                      vSwitch bridge: flows and select groups) or noop (API only)
+  --ovs-bridge NAME   ovs: the bridge sfc owns (default ${DEFAULT_OVS_BRIDGE}); its ports are the ports' interfaces
+  --ovsdb unix:PATH   ovs: a running Open vSwitch's database; without it sfc starts its own ovsdb-server
+                      and ovs-vswitchd (datapath_type=netdev) under the state directory and stops them on exit
+  --token-file FILE   require X-Auth-Token: T or Authorization: Bearer T, T read from FILE (mode 0600,
+                      owned by this user); or env SFC_TOKEN; or --token T (visible in ps). Without a
+                      token only loopback addresses may be listened on and named in Host
+  --limits C=N,...    most objects per collection (default ${DEFAULT_LIMIT} each; e.g. ports=20000)
+  --max-connections N concurrent API connections (default ${DEFAULT_SERVER_LIMITS.maxConnections})
   --workers N         dataplane worker threads (default 1)
   --backend B         packet I/O: ${backendChoices()}`,
 
@@ -79,48 +91,62 @@ export const command: Command = {
       state: { type: 'string' },
       listen: { type: 'string', default: '127.0.0.1:9696' },
       driver: { type: 'string', default: 'userspace' },
+      'ovs-bridge': { type: 'string', default: DEFAULT_OVS_BRIDGE },
+      ovsdb: { type: 'string' },
       token: { type: 'string' },
+      'token-file': { type: 'string' },
+      limits: { type: 'string' },
+      'max-connections': { type: 'string', default: String(DEFAULT_SERVER_LIMITS.maxConnections) },
       workers: { type: 'string', default: '1' },
       backend: { type: 'string', default: DEFAULT_BACKEND },
     });
     const { host, port } = parseHostPort(values.listen, '--listen');
-    const token = values.token ?? (process.env.SFC_TOKEN || undefined);
-    if (token === '') throw new UsageError('the token must not be empty');
+    const token = await resolveToken({ token: values.token, tokenFile: values['token-file'] });
     if (token === undefined && !isLoopbackHost(host)) {
       throw new UsageError(
-        `refusing to listen on ${host} without a token: set --token or SFC_TOKEN, or listen on a loopback address (127.0.0.1, ::1)`,
+        `refusing to listen on ${host} without a token: set --token-file, SFC_TOKEN or --token, or listen on a loopback address (127.0.0.1, ::1)`,
       );
     }
-    if (values.driver !== 'userspace' && values.driver !== 'noop') {
-      throw new UsageError(`--driver must be userspace or noop, got '${values.driver}'`);
+    if (values.driver !== 'userspace' && values.driver !== 'ovs' && values.driver !== 'noop') {
+      throw new UsageError(`--driver must be userspace, ovs or noop, got '${values.driver}'`);
     }
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(values['ovs-bridge'])) throw new UsageError(`--ovs-bridge must be an interface name (1-15 of A-Z a-z 0-9 _ . -), got '${values['ovs-bridge']}'`);
+    if (values.ovsdb !== undefined && !/^unix:.+/.test(values.ovsdb)) throw new UsageError(`--ovsdb must be unix:PATH, got '${values.ovsdb}'`);
     const backend = parseBackend(values.backend).name;
     const workers = positiveInt(values.workers, '--workers');
+    const limits = values.limits === undefined ? {} : parseLimits(values.limits);
+    const maxConnections = positiveInt(values['max-connections'], '--max-connections');
 
     const statePath = values.state ?? defaultStatePath();
     const { file, state: saved } = await StateFile.open(statePath);
     let userspace: { driver: UserspaceDriver; dataplane: Dataplane } | undefined;
+    let ovs: OvsDriver | undefined;
     let drivers = new DriverManager([new NoopDriver()]);
     try {
       if (values.driver === 'userspace') {
         userspace = await startUserspace(backend, workers);
         drivers = new DriverManager([userspace.driver]);
+      } else if (values.driver === 'ovs') {
+        const { OvsDriver } = await import('../control/drivers/ovs/driver.js');
+        const dir = join(dirname(statePath), `ovs-${values['ovs-bridge']}`);
+        ovs = await OvsDriver.start({ bridge: values['ovs-bridge'], ovsdb: values.ovsdb, dir, log });
+        drivers = new DriverManager([ovs]);
       }
-      const store = new Store({ drivers, persist: (next) => file.write(next) });
+      const store = new Store({ drivers, persist: (next) => file.write(next), limits });
       const initial = await initialState(saved, statePath, values.config);
       await store.replace(initial.state).catch((e: Error) => {
         throw new Error(`cannot apply ${initial.from}: ${e.message}`);
       });
-      await file.sync();
       const metrics = new Metrics({
         revision: () => store.revision,
-        generation: () => userspace?.driver.tables?.generation ?? 0,
+        generation: () => userspace?.driver.tables?.generation ?? ovs?.generation ?? 0,
         dataplane: () => {
+          if (ovs) return ovs.stats().then((stats) => ({ stats, instances: ovs!.instanceNames }));
           const tables = userspace?.driver.tables;
           return userspace && tables ? { stats: userspace.dataplane.stats(), instances: tables.instanceNames } : undefined;
         },
       });
-      const api = await startApiServer({ store, token, metrics, log, host, port, durable: () => file.sync() });
+      const api = await startApiServer({ store, token, metrics, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);

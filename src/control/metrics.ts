@@ -23,12 +23,20 @@ export interface DataplaneStats {
   interfaces: { name: string; rxPackets: number; txPackets: number }[];
 }
 
+export interface DataplaneView {
+  stats: DataplaneStats;
+  instances: readonly InstanceName[];
+}
+
 export interface MetricsSource {
   revision(): number;
   /** Generation of the tables live in the dataplane (0 when there is none). */
   generation(): number;
-  /** Counters and the live tables' instanceNames (labels of instance i), or undefined without a dataplane. */
-  dataplane(): { stats: DataplaneStats; instances: readonly InstanceName[] } | undefined;
+  /**
+   * Counters and the live tables' instanceNames (labels of instance i), or undefined without a
+   * dataplane; a promise when they must be fetched (the ovs driver reads OVS's statistics).
+   */
+  dataplane(): DataplaneView | undefined | Promise<DataplaneView | undefined>;
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
@@ -76,9 +84,9 @@ export class Metrics {
         help,
         labelNames,
         registers,
-        collect() {
+        async collect() {
           this.reset();
-          const dp = source.dataplane();
+          const dp = await source.dataplane();
           if (dp) fill((labels, value) => this.inc(labels, value), dp.stats, dp.instances);
         },
       });

@@ -1,0 +1,232 @@
+/*
+ * OvsDriver: the driver seam (driver.ts) for the OVS-backed mode. One bridge is sfc's alone: its
+ * ports are the plan's interfaces (`system` type; the netdev datapath reads them with AF_PACKET),
+ * its flows carry sfc's cookie, its groups are all sfc's.
+ *
+ * precommit: the renderer's `unsupported` refusals (400s naming the object), and a trial render.
+ * postcommit: add the new interfaces to the bridge, render with their OpenFlow port numbers, diff
+ * against what the bridge holds and apply the difference as ONE OpenFlow bundle (ofctl.ts), then
+ * drop the ports no longer used. An untouched chain's flows and groups are not in the diff, so its
+ * traffic never notices another chain's change; a failed bundle changes nothing and is reported.
+ * What the bridge holds is read back from the switch when the driver starts (`installed`), so the
+ * first postcommit after a restart of sfc (the saved state) reconciles the bridge: stale flows and
+ * groups are removed, missing ones added. After a restart of ovs-vswitchd under a running sfc,
+ * `reconcile()` (run on every statistics read that finds the switch's flows gone) does the same.
+ *
+ * Statistics come from OVS's own counters (flow, group-bucket and port statistics), mapped onto
+ * the userspace mode's metric names (stats()).
+ */
+import { dirname, join } from 'node:path';
+import type { Driver } from '../../driver.js';
+import { NeutronError } from '../../errors.js';
+import type { DataplaneStats } from '../../metrics.js';
+import type { Plan } from '../../plan.js';
+import type { InstanceName } from '../../../dataplane/tables.js';
+import { COUNTERS, DROP_REASONS } from '../../../packet/counters.js';
+import { checkOvsInstalled, OvsDaemon } from './daemon.js';
+import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
+import { renderBridge, T_L2, unsupported, type Rendered } from './render.js';
+
+export interface OvsDriverOptions {
+  bridge: string;
+  /** A running Open vSwitch's database (unix:PATH); none: start a private one in `dir`. */
+  ovsdb?: string;
+  /** Directory for the private OVS and scratch files. */
+  dir: string;
+  log?: (message: string) => void;
+}
+
+export class OvsDriver implements Driver {
+  readonly name = 'ovs';
+  private installed: BridgeState = emptyBridgeState();
+  private rendered: Rendered | undefined;
+  private plan: Plan | undefined;
+  private ports = new Set<string>();
+  /** Renderings applied (the userspace mode's table generation). */
+  generation = 0;
+
+  private constructor(
+    readonly bridge: string,
+    readonly db: string,
+    readonly ofctl: Ofctl,
+    private readonly daemon: OvsDaemon | undefined,
+  ) {}
+
+  /** Connect to (or start) Open vSwitch, make sure the bridge exists, read what it holds. */
+  static async start(opts: OvsDriverOptions): Promise<OvsDriver> {
+    checkOvsInstalled();
+    let daemon: OvsDaemon | undefined;
+    let db = opts.ovsdb;
+    if (db === undefined) {
+      daemon = await OvsDaemon.start({ dir: join(opts.dir, 'ovs') });
+      db = daemon.db;
+    }
+    if (!db.startsWith('unix:')) throw new Error(`--ovsdb must be unix:PATH, got '${db}'`);
+    const rundir = dirname(db.slice('unix:'.length));
+    const driver = new OvsDriver(opts.bridge, db, new Ofctl(`unix:${join(rundir, `${opts.bridge}.mgmt`)}`, opts.dir), daemon);
+    try {
+      await driver.vsctl(
+        ['--may-exist', 'add-br', opts.bridge],
+        ['set', 'bridge', opts.bridge, 'datapath_type=netdev', 'fail-mode=secure', 'protocols=OpenFlow15', 'other-config:disable-in-band=true'],
+      );
+      await driver.waitForSwitch();
+      driver.ports = new Set(await driver.bridgePorts());
+      driver.installed = await driver.ofctl.dump();
+      opts.log?.(`ovs: bridge ${opts.bridge} (${db}${daemon ? ', private ovs-vswitchd' : ''}): ${driver.installed.flows.size} flows, ${driver.installed.groups.size} groups installed`);
+      return driver;
+    } catch (e) {
+      await daemon?.stop();
+      throw e;
+    }
+  }
+
+  /** One ovs-vsctl transaction of several commands. */
+  private vsctl(...commands: string[][]): Promise<string> {
+    return exec(['ovs-vsctl', `--db=${this.db}`, '--timeout=30', ...commands.flatMap((c) => ['--', ...c])]);
+  }
+
+  /** Until the bridge answers OpenFlow (ovs-vswitchd just started, or was restarted). */
+  private async waitForSwitch(): Promise<void> {
+    let last: unknown;
+    for (let i = 0; i < 100; i++) {
+      try {
+        await exec(['ovs-ofctl', '-O', 'OpenFlow15', 'show', this.ofctl.target]);
+        return;
+      } catch (e) {
+        last = e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error(`bridge ${this.bridge} does not answer OpenFlow: ${last instanceof Error ? last.message : String(last)}`);
+  }
+
+  private async bridgePorts(): Promise<string[]> {
+    const out = await this.vsctl(['list-ports', this.bridge]);
+    return out.split('\n').filter(Boolean);
+  }
+
+  /** OpenFlow port numbers of the bridge's interfaces; an interface OVS could not open is an error naming it. */
+  private async ofports(names: string[]): Promise<Map<string, number>> {
+    const out = await exec(['ovs-vsctl', `--db=${this.db}`, '--format=json', '--columns=name,ofport,error', 'list', 'Interface', ...names]);
+    const rows = (JSON.parse(out) as { data: [string, number | [string, unknown[]], string | [string, unknown[]]][] }).data;
+    const map = new Map<string, number>();
+    for (const [name, ofport, error] of rows) {
+      if (typeof ofport !== 'number' || ofport < 0) {
+        throw new Error(`interface ${name} could not be added to bridge ${this.bridge}${typeof error === 'string' ? `: ${error}` : ''}`);
+      }
+      map.set(name, ofport);
+    }
+    return map;
+  }
+
+  precommit(next: Plan): NeutronError[] {
+    const problems = unsupported(next);
+    if (problems.length > 0) return problems;
+    const trial = new Map([...new Set(next.ports.map((p) => p.iface))].map((name, k) => [name, k + 1]));
+    try {
+      renderBridge(next, (name) => trial.get(name)!);
+      return [];
+    } catch (e) {
+      return [new NeutronError(400, 'SfcBadRequest', e instanceof Error ? e.message : String(e))];
+    }
+  }
+
+  async postcommit(next: Plan): Promise<void> {
+    const wanted = [...new Set(next.ports.map((p) => p.iface))];
+    const added = wanted.filter((i) => !this.ports.has(i));
+    if (added.length > 0) {
+      await this.vsctl(...added.map((i) => ['--may-exist', 'add-port', this.bridge, i]));
+      for (const i of added) this.ports.add(i);
+    }
+    const ofport = wanted.length > 0 ? await this.ofports(wanted) : new Map<string, number>();
+    const rendered = renderBridge(next, (name) => ofport.get(name)!);
+    await this.ofctl.applyBundle(diff(this.installed, rendered));
+    this.installed = { flows: rendered.flows, groups: rendered.groups };
+    this.rendered = rendered;
+    this.plan = next;
+    this.generation++;
+    const gone = [...this.ports].filter((i) => !wanted.includes(i));
+    if (gone.length > 0) {
+      await this.vsctl(...gone.map((i) => ['--if-exists', 'del-port', this.bridge, i]));
+      for (const i of gone) this.ports.delete(i);
+    }
+  }
+
+  /** Re-read the bridge and apply what differs from the last rendering (after ovs-vswitchd restarted). */
+  async reconcile(): Promise<number> {
+    if (!this.rendered) return 0;
+    await this.waitForSwitch();
+    const mods = diff(await this.ofctl.dump(), this.rendered);
+    await this.ofctl.applyBundle(mods);
+    return mods.length;
+  }
+
+  /** Labels of instance i (as the userspace tables' instanceNames). */
+  get instanceNames(): InstanceName[] {
+    const plan = this.plan;
+    if (!plan) return [];
+    return plan.members.map((m): InstanceName => {
+      if (m.group < 0) return { chain: '', hop: 0, portPair: '', ingress: '', egress: '' };
+      const g = plan.groups[m.group];
+      return { chain: g.chains.join(','), hop: g.hop, portPair: m.name, ingress: plan.ports[m.ingress].name, egress: plan.ports[m.egress].name };
+    });
+  }
+
+  private statsInFlight: Promise<DataplaneStats> | undefined;
+
+  /** OVS's counters under the userspace mode's names (concurrent callers share one read). */
+  stats(): Promise<DataplaneStats> {
+    this.statsInFlight ??= this.readStats().finally(() => (this.statsInFlight = undefined));
+    return this.statsInFlight;
+  }
+
+  private async readStats(): Promise<DataplaneStats> {
+    const rendered = this.rendered;
+    const events = new Float64Array(COUNTERS.length);
+    const drops = new Float64Array(DROP_REASONS.length);
+    const instancePackets = new Float64Array(this.plan?.members.length ?? 0);
+    const [flowText, groupText, portText, ifaceText] = await Promise.all([
+      this.ofctl.flowStats(),
+      this.ofctl.groupStats(),
+      this.ofctl.portStats(),
+      exec(['ovs-vsctl', `--db=${this.db}`, '--format=json', '--columns=name,ofport', 'list', 'Interface']),
+    ]);
+    const ev = (name: (typeof COUNTERS)[number], n: number) => (events[COUNTERS.indexOf(name)] += n);
+    for (const line of flowText.split('\n')) {
+      const packets = Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
+      const f = parseFlowLine(line.replace(/ (duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*,/g, ''));
+      if (!f || !rendered || packets === 0) continue;
+      if (rendered.entryFlows.has(f.key)) ev('classified', packets);
+      if (f.key.startsWith(`table=${T_L2}, `)) ev('unclassified', packets);
+      if (rendered.toSfFlows.has(f.key)) drops[DROP_REASONS.indexOf('to_sf_port')] += packets;
+    }
+    for (const line of groupText.split('\n')) {
+      const id = Number(/group_id=(\d+)/.exec(line)?.[1]);
+      const info = rendered?.groupInfo.get(id);
+      if (!info) continue;
+      const counts = [...line.matchAll(/bucket\d+:packet_count=(\d+)/g)].map((m) => Number(m[1]));
+      const members = [...info.buckets.values()];
+      if (members.length === 0) drops[DROP_REASONS.indexOf('no_instance')] += Number(/,packet_count=(\d+)/.exec(line)?.[1] ?? 0);
+      counts.forEach((n, j) => {
+        if (j < members.length) instancePackets[members[j]] += n;
+      });
+    }
+    const names = new Map<number, string>();
+    for (const [name, ofport] of (JSON.parse(ifaceText) as { data: [string, unknown][] }).data) if (typeof ofport === 'number') names.set(ofport, name);
+    const interfaces: DataplaneStats['interfaces'] = [];
+    for (const m of portText.matchAll(/port\s+(\d+): rx pkts=(\d+).*\n\s+tx pkts=(\d+)/g)) {
+      const name = names.get(Number(m[1]));
+      if (!name || !this.ports.has(name)) continue;
+      interfaces.push({ name, rxPackets: Number(m[2]), txPackets: Number(m[3]) });
+      ev('rx_packets', Number(m[2]));
+      ev('tx_packets', Number(m[3]));
+    }
+    return { events, drops, instancePackets, interfaces };
+  }
+
+  async close(): Promise<void> {
+    if (!this.daemon) return; // a shared Open vSwitch keeps the bridge and its flows (reconciled on the next start)
+    await this.vsctl(['--if-exists', 'del-br', this.bridge]).catch(() => undefined);
+    await this.daemon.stop();
+  }
+}

@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
-import { encapsulationOf } from './support/tshark.js';
+import { encapsulationOf, icmpTooBig } from './support/tshark.js';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { popMpls, popNsh, pushMpls, pushNsh } from '../src/dataplane/encap.js';
 import { PcapWriter } from '../src/dataplane/io/pcapio.js';
 import { parseBatch } from '../src/dataplane/parse.js';
 import { ReplaySession, replayFiles } from '../src/dataplane/replay.js';
 import { Batch } from '../src/packet/batch.js';
-import { Counters } from '../src/packet/counters.js';
+import { Counters, Ctr } from '../src/packet/counters.js';
 import { prerequisites } from './support/prereq.js';
 import { CLIENT_MAC, SERVER_MAC, sfMac, StateBuilder } from './support/sfc-state.js';
 
@@ -114,6 +114,75 @@ describe.skipIf(!run)('SF-aware hops through the replay engine, checked by tshar
     expect(at('sf21e')[0].encap).toEqual({ kind: 'none' });
     expect(at('sf11e')[0].encap).toMatchObject({ kind: 'nsh', spi: SPI, si: 253 });
     expect(at('cli0')[0]).toMatchObject({ ethDst: CLIENT_MAC, ethSrc: SERVER_MAC, encap: { kind: 'none' } });
+  });
+});
+
+describe.skipIf(!run)('an encapsulation pushed over the MTU', () => {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sfc-mtu-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A full-size (1500-byte IP) frame from the client, IPv4 with or without DF, or IPv6. */
+  const big = (ver: 4 | 6, df: boolean) =>
+    buildFrame({
+      ethSrc: CLIENT_MAC,
+      ethDst: '02:00:00:00:00:fe', // the sender's gateway: the error comes back from this MAC
+      ip: ver === 4 ? { ver, src: '10.0.0.1', dst: '10.0.0.2', dontFragment: df } : { ver, src: 'fd00::1', dst: 'fd00::2' },
+      l4: { proto: 'tcp', sport: 40000, dport: 80 },
+      payload: ver === 4 ? 1500 - 20 - 20 : 1500 - 40 - 20,
+    });
+
+  function v6Chain(encap: 'mpls' | 'nsh'): State {
+    const state = chainOf(['aware'], encap);
+    const fc = state.flow_classifiers[0];
+    Object.assign(fc, { ethertype: 'IPv6', source_ip_prefix: 'fd00::1/128', destination_ip_prefix: 'fd00::2/128' });
+    return state;
+  }
+
+  it.each([
+    ['mpls', 4, 1496],
+    ['nsh', 4, 1462],
+    ['mpls', 6, 1496],
+    ['nsh', 6, 1462],
+  ] as const)('%s, IPv%d: dropped as frame_too_big, the sender gets ICMP "too big" with MTU %d', async (encap, ver, mtu) => {
+    const state = ver === 4 ? chainOf(['aware'], encap) : v6Chain(encap);
+    const session = new ReplaySession(compileTables(state), {
+      onTransmit: (iface, frame) => {
+        if (iface === 'cli0') sent.push(frame);
+      },
+    });
+    const sent: Uint8Array[] = [];
+    try {
+      const j = session.run('cli0', big(ver, true), 1e6);
+      expect(j.verdict).toBe('drop:frame_too_big');
+      expect(j.out).toEqual(['cli0']); // the ICMP error, back to the sender's interface
+      expect(session.counters.events[Ctr.icmp_too_big]).toBe(1);
+    } finally {
+      session.close();
+    }
+    const file = join(dir, `${encap}-${ver}.pcap`);
+    const w = new PcapWriter(file);
+    for (const f of sent) w.write(f, 1e15);
+    await w.close();
+    expect(icmpTooBig(file)).toEqual([{ ethDst: CLIENT_MAC, ethSrc: '02:00:00:00:00:fe', type: ver === 4 ? 3 : 2, code: ver === 4 ? 4 : 0, mtu, checksumGood: true, quotedDst: ver === 4 ? '10.0.0.2' : 'fd00::2' }]);
+  });
+
+  it('IPv4 without DF: dropped, no ICMP (the sender allowed fragmentation, which an encapsulation cannot offer)', () => {
+    const session = new ReplaySession(compileTables(chainOf(['aware'], 'mpls')));
+    try {
+      const j = session.run('cli0', big(4, false), 1e6);
+      expect([j.verdict, j.out]).toEqual(['drop:frame_too_big', []]);
+      expect(session.counters.events[Ctr.icmp_too_big]).toBe(0);
+      // One byte less than the limit's worth passes.
+      const fits = buildFrame({ ethSrc: CLIENT_MAC, ethDst: SERVER_MAC, ip: { ver: 4, src: '10.0.0.1', dst: '10.0.0.2', id: 2 }, l4: { proto: 'tcp', sport: 40001, dport: 80 }, payload: 1496 - 40 });
+      expect(session.run('cli0', fits, 2e6).verdict).toBe('chain');
+    } finally {
+      session.close();
+    }
   });
 });
 

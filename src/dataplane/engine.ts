@@ -3,7 +3,8 @@
  * state, and the breath loop (ARCHITECTURE.md §4, Snabb's breathe()).
  *
  *   breathe(): for each interface (round-robin start) rxBurst into the batch; whenever the batch is
- *              full, and once at the end, process it:
+ *              full (RX_BATCH frames: a few slots stay free for frames the data path makes), and
+ *              once at the end, process it:
  *                parse -> steer -> select -> execute -> per-output tx index lists -> one txBurst per interface
  *
  * Tables are published by reference: publish() only parks the new generation; the next breath
@@ -19,6 +20,7 @@
  */
 import { Batch, BATCH, OUT_FLOOD, OUT_FLOOD_HOSTS } from '../packet/batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from '../packet/counters.js';
+import { DEFAULT_MTU, sysfsMtu } from './io/native.js';
 import type { PortIO } from './io/portio.js';
 import { parseBatch } from './parse.js';
 import { executeBatch } from './execute.js';
@@ -30,7 +32,15 @@ import type { Tables } from './tables.js';
 export interface EngineOptions extends SteerOptions {
   /** Coarse clock in ms (flow LRU, MAC ageing); default Date.now. Replay passes frame time. */
   clock?: () => number;
+  /** An interface's MTU; default: sysfs of this process's namespace (1500 when unreadable). */
+  mtu?: (ifname: string) => number;
 }
+
+/**
+ * Frames received per batch: the rest of the BATCH slots stay free for the frames the data path
+ * makes itself (ICMP errors, tap copies).
+ */
+export const RX_BATCH = BATCH - 16;
 
 export interface InterfaceStats {
   name: string;
@@ -80,6 +90,7 @@ export class Engine {
   readonly counters: Counters;
   private readonly open: (ifname: string) => PortIO;
   private readonly clock: () => number;
+  private readonly mtuOf: (ifname: string) => number;
   private readonly batch = new Batch();
   private readonly steer: SteerState;
   private tables: Tables | null = null;
@@ -91,6 +102,8 @@ export class Engine {
   private ifRx = new Float64Array(0);
   private ifTx = new Float64Array(0);
   private ifDrops = new Float64Array(0);
+  /** Egress MTU per interface (read when the interface is attached): execute's limit for pushed encapsulations. */
+  private ifMtu = new Int32Array(0);
   private rr = 0;
   private tracer: Tracer | null = null;
   private stageClock: Float64Array | null = null;
@@ -99,6 +112,7 @@ export class Engine {
     this.open = open;
     this.counters = counters ?? new Counters();
     this.clock = opts.clock ?? Date.now;
+    this.mtuOf = opts.mtu ?? sysfsMtu;
     this.steer = new SteerState(opts);
   }
 
@@ -137,6 +151,9 @@ export class Engine {
       this.ifRx = grow(this.ifRx, n);
       this.ifTx = grow(this.ifTx, n);
       this.ifDrops = grow(this.ifDrops, n);
+      const mtu = new Int32Array(n).fill(DEFAULT_MTU);
+      mtu.set(this.ifMtu.subarray(0, Math.min(n, this.ifMtu.length)));
+      this.ifMtu = mtu;
     }
     let changed = false;
     for (let f = 0; f < n; f++) {
@@ -149,6 +166,7 @@ export class Engine {
       this.ifRx[f] = this.ifTx[f] = this.ifDrops[f] = 0;
       this.names[f] = want;
       if (want !== '') {
+        this.ifMtu[f] = this.mtuOf(want);
         try {
           this.ios[f] = this.open(want);
         } catch {
@@ -189,10 +207,10 @@ export class Engine {
       const io = ios[f];
       if (io === null) continue;
       const t0 = clock === null ? 0 : performance.now();
-      const got = io.rxBurst(b, f, BATCH - b.count);
+      const got = io.rxBurst(b, f, RX_BATCH - b.count);
       if (clock !== null) lap(clock, 0, t0);
       this.ifRx[f] += got;
-      if (b.count === BATCH) {
+      if (b.count === RX_BATCH) {
         total += this.process(t);
         b.reset();
       }
@@ -219,7 +237,7 @@ export class Engine {
     if (clock !== null) at = lap(clock, 2, at);
     selectBatch(t, b, s, c);
     if (clock !== null) at = lap(clock, 3, at);
-    executeBatch(t, b, s, c);
+    executeBatch(t, b, s, c, this.ifMtu);
     if (clock !== null) at = lap(clock, 4, at);
     if (this.tracer !== null) this.trace(t, this.tracer);
     this.transmit(t);

@@ -11,15 +11,24 @@
  *    flow state has not seen it), so a sender that addressed its gateway still reaches the host.
  *  - ACT_RESTORE_MACS: at chain end without one, both MACs go back to what the frame carried at
  *    chain entry (when seen).
+ *  - ACT_PUSH_MPLS / ACT_PUSH_NSH / ACT_POP_MPLS / ACT_POP_NSH: the chain's encapsulation for an
+ *    SF-aware hop (encap.ts), in the order the plan's proxy rules put them (before set_dst_mac,
+ *    which then addresses the outermost header).
  * Everything else is forwarded unchanged. What to write for a hop is precomputed (Click's
  * EtherRewrite): per table generation, each instance's two MACs as the 16-bit and 32-bit words a
  * hop stores through the batch's DataView (two stores instead of six byte copies); no per-packet
- * allocation. A frame that would leave larger than a slot allows is dropped as 'frame_too_big'.
+ * allocation. A frame a push made larger than the egress MTU allows (what follows the outer
+ * Ethernet header) is dropped as 'frame_too_big' and, for IPv4 with DF and for IPv6, answered with
+ * ICMP "too big" to its sender carrying the MTU that fits (icmp.ts); a frame larger than a slot is
+ * dropped likewise. (We answer rather than fragment: MPLS and NSH frames cannot be fragmented by
+ * the SF, and a sender that learns the path MTU stops sending frames that would be lost.)
  */
-import { MAX_FRAME, type Batch } from '../packet/batch.js';
-import { Drop, type Counters } from '../packet/counters.js';
-import { copyMacs, dropSlot, MACS, V_DROP, V_END, V_HOP, type SteerState } from './flowstate.js';
+import { ABSENT, BATCH, ENCAP_NSH, MAX_FRAME, type Batch } from '../packet/batch.js';
+import { Ctr, Drop, type Counters } from '../packet/counters.js';
+import { B_MACS, copyMacs, dropSlot, MACS, R_FLAGS, recordAt, V_DROP, V_END, V_HOP, V_L2, type SteerState } from './flowstate.js';
 import { popMpls, popNsh, pushMpls, pushNsh } from './encap.js';
+import { packetTooBig } from './icmp.js';
+import { DEFAULT_MTU } from './io/native.js';
 import {
   ACT_POP_MPLS,
   ACT_POP_NSH,
@@ -97,15 +106,54 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
   return 0;
 }
 
-export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters): void {
+/**
+ * Slot i grew past the egress MTU: drop it ('frame_too_big') and, for IPv4 with DF and IPv6, send
+ * the sender ICMP "too big" with the MTU that fits, from a free slot of the batch (icmp.ts).
+ */
+function tooBig(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, mtu: number, grewBy: number): void {
+  dropSlot(b, s, c, i, Drop.frame_too_big);
+  const r = s.slotRule[i];
+  const port = r >= 0 ? t.ruleAtPort[r] : -1;
+  if (port < 0 || b.l3Off[i] === ABSENT || b.count >= BATCH) return;
+  // To the sender's MAC from the one it addressed (as the flow's record saw them at chain entry,
+  // else the rule's ports).
+  const macs = new Uint8Array(12);
+  const e = b.flow[i];
+  const o = s.slotOrient[i];
+  if (e >= 0 && (s.rec[recordAt(e) + R_FLAGS] & (1 << o)) !== 0) {
+    const at = recordAt(e) * 4 + B_MACS + o * MACS;
+    macs.set(s.rec8.subarray(at + 6, at + 12), 0);
+    macs.set(s.rec8.subarray(at, at + 6), 6);
+  } else {
+    macs.set(t.ruleEnds.subarray(r * RULE_ENDS_STRIDE + 6, r * RULE_ENDS_STRIDE + 12), 0);
+    macs.set(t.ruleEnds.subarray(r * RULE_ENDS_STRIDE, r * RULE_ENDS_STRIDE + 6), 6);
+  }
+  const ip = b.start[i] + b.l3Off[i];
+  const ipLen = b.start[i] + b.len[i] - ip;
+  const error = packetTooBig(b.data, ip, ipLen, b.ipVer[i], mtu - grewBy, macs, 0);
+  if (error === null) return;
+  const k = b.push(error, b.port[i]);
+  if (k < 0) return;
+  b.drop[k] = 0;
+  b.out[k] = t.portIface[port];
+  b.path[k] = -1;
+  b.hop[k] = -1;
+  s.verdict[k] = V_L2;
+  s.slotInst[k] = -1;
+  s.slotRule[k] = -1;
+  c.events[Ctr.icmp_too_big]++;
+}
+
+export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mtu: Int32Array): void {
   const macs = macWords(t);
   const { verdict, slotInst, slotRule } = s;
-  const { path, hop: hopOf, start, len, view } = b;
+  const { path, hop: hopOf, start, len, view, out } = b;
   const { pathHopBase, hopActBase, hopActCount, actOp, pathReverse, ruleActBase, ruleActCount } = t;
   const n = b.count;
   for (let i = 0; i < n; i++) {
     const v = verdict[i];
     if (v === V_DROP) continue;
+    const before = len[i];
     if (v === V_HOP) {
       const p = path[i];
       const hop = pathHopBase[p] + hopOf[i];
@@ -115,14 +163,20 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters): v
         const m = slotInst[i] * MAC_WORDS + (pathReverse[p] === 1 ? 2 : 0);
         view.setUint16(start[i], macs[m]);
         view.setInt32(start[i] + 2, macs[m + 1]);
-      } else {
-        const why = run(t, b, s, i, a, hopActCount[hop], macs);
-        if (why !== 0) dropSlot(b, s, c, i, why);
+        continue;
       }
+      const why = run(t, b, s, i, a, hopActCount[hop], macs);
+      if (why !== 0) dropSlot(b, s, c, i, why);
     } else if (v === V_END) {
       const r = slotRule[i];
       const why = run(t, b, s, i, ruleActBase[r], ruleActCount[r], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
+    }
+    if (len[i] > before && verdict[i] !== V_DROP && out[i] >= 0) {
+      // An encapsulation was pushed: what follows the outer Ethernet header must fit the egress MTU.
+      const l2 = b.encap[i] === ENCAP_NSH ? 14 : 14 + 4 * b.vlanCount[i];
+      const limit = mtu[out[i]] ?? DEFAULT_MTU;
+      if (len[i] - l2 > limit) tooBig(t, b, s, c, i, limit, len[i] - before);
     }
     if (len[i] > MAX_FRAME && verdict[i] !== V_DROP) dropSlot(b, s, c, i, Drop.frame_too_big);
   }

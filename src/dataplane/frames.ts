@@ -25,6 +25,8 @@ export interface IpSpec {
   /** Fragment offset in 8-byte units, as in the header field. */
   fragOffset?: number;
   moreFragments?: boolean;
+  /** IPv4 "don't fragment" flag. */
+  dontFragment?: boolean;
   /** IPv4 options (padded with zeros to a multiple of 4, at most 40 bytes). */
   options?: Uint8Array;
   /** IPv6 extension headers in order; a fragment header (44) is appended when fragment fields are set. */
@@ -224,7 +226,7 @@ function writeIpv4Header(w: Writer, ip: IpSpec, proto: number): void {
   w.u8(0); // DSCP/ECN
   w.u16(0); // total length
   w.u16(ip.id ?? 0);
-  w.u16((ip.moreFragments ? 0x2000 : 0) | ((ip.fragOffset ?? 0) & 0x1fff));
+  w.u16((ip.dontFragment ? 0x4000 : 0) | (ip.moreFragments ? 0x2000 : 0) | ((ip.fragOffset ?? 0) & 0x1fff));
   w.u8(ip.ttl ?? 64);
   w.u8(proto);
   w.u16(0); // header checksum

@@ -21,6 +21,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine, type TraceStep } from './engine.js';
 import { LINKTYPE_ETHERNET, PcapWriter, readPcap, type PcapFrame } from './io/pcapio.js';
+import { DEFAULT_MTU } from './io/native.js';
 import { QueuePort } from './io/queue.js';
 import { formatMac, INST_MAC_STRIDE, type Tables } from './tables.js';
 
@@ -71,7 +72,8 @@ export class ReplaySession {
         this.loop.set(`${egress} ${formatMac(t.instMac, k * INST_MAC_STRIDE + 6)}`, ingress);
       }
     }
-    this.engine = new Engine((name) => this.openPort(name), undefined, { clock: () => this.nowMs });
+    // Offline there are no interfaces to ask: every egress has Ethernet's default MTU.
+    this.engine = new Engine((name) => this.openPort(name), undefined, { clock: () => this.nowMs, mtu: () => DEFAULT_MTU });
     this.engine.setTracer((step) => this.steps.push(step));
     this.engine.publish(this.tables);
     this.engine.breathe();

@@ -412,6 +412,7 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
       // (A later fragment has no ports: steerChain finds its flow through the fragment table.)
       const swap = endpointsReversed(b, i);
       o = swap ? 1 : 0;
+      s.slotOrient[i] = o;
       e = flows.findSlot(b, i, b.vlan[i], true, swap);
       b.flow[i] = e;
       if (e < 0) {

@@ -52,6 +52,7 @@ export const COUNTERS = [
   'flooded',
   'fragments_followed', // non-first fragments steered by their first fragment's decision
   'fragments_l3_only', // non-first fragments steered by L3 fields alone
+  'icmp_too_big', // ICMP "fragmentation needed" / "packet too big" sent for frames an encapsulation pushed over the MTU
   'table_generations', // table swaps observed by the data path
   'breaths',
 ] as const;

@@ -47,3 +47,29 @@ export function encapsulationOf(pcap: string): Dissected[] {
       };
     });
 }
+
+/** ICMP "fragmentation needed" / ICMPv6 "packet too big" messages of a pcap, with tshark's checksum verdict. */
+export function icmpTooBig(pcap: string) {
+  const fields = ['eth.dst', 'eth.src', 'icmp.type', 'icmp.code', 'icmp.mtu', 'icmp.checksum.status', 'icmpv6.type', 'icmpv6.code', 'icmpv6.mtu', 'icmpv6.checksum.status', 'ip.dst', 'ipv6.dst'];
+  const out = execFileSync('tshark', ['-r', pcap, '-T', 'fields', '-E', 'separator=\t', '-E', 'occurrence=l', ...fields.flatMap((f) => ['-e', f])], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return out
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((line) => {
+      const v = Object.fromEntries(line.split('\t').map((x, k) => [fields[k], x]));
+      const six = v['icmpv6.type'] !== '';
+      const p = six ? 'icmpv6' : 'icmp';
+      return {
+        ethDst: v['eth.dst'],
+        ethSrc: v['eth.src'],
+        type: Number(v[`${p}.type`]),
+        code: Number(v[`${p}.code`]),
+        mtu: Number(v[`${p}.mtu`]),
+        checksumGood: v[`${p}.checksum.status`] === '1', // Wireshark: 0 bad, 1 good, 2 unverified
+        quotedDst: six ? v['ipv6.dst'] : v['ip.dst'],
+      };
+    });
+}

@@ -94,6 +94,20 @@ export function sysfsLinkState(ifname: string): number {
   }
 }
 
+/** Ethernet's default MTU: what an interface without a readable one is taken to have. */
+export const DEFAULT_MTU = 1500;
+
+/** The interface's MTU from sysfs (this process's namespace), DEFAULT_MTU when it cannot be read. */
+export function sysfsMtu(ifname: string): number {
+  if (ifname === '' || ifname.includes('/') || ifname === '.' || ifname === '..') return DEFAULT_MTU;
+  try {
+    const mtu = Number.parseInt(readFileSync(`/sys/class/net/${ifname}/mtu`, 'utf8'), 10);
+    return Number.isFinite(mtu) && mtu > 0 ? mtu : DEFAULT_MTU;
+  } catch {
+    return DEFAULT_MTU;
+  }
+}
+
 let loaded: SfcIo | Error | null = null;
 
 /** The addon, loading it on first use; throws an Error explaining how to build it. */

@@ -3,7 +3,7 @@ import { buildArp, buildFrame, macBytes, type FrameSpec } from '../src/dataplane
 import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
 import { Ctr, Drop } from '../src/packet/counters.js';
-import { Engine } from '../src/dataplane/engine.js';
+import { Engine, RX_BATCH } from '../src/dataplane/engine.js';
 import { MacTable } from '../src/dataplane/l2.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import { formatMac, type Tables } from '../src/dataplane/tables.js';
@@ -338,7 +338,7 @@ describe('steering through the Engine', () => {
         rig.sent(name).length = 0;
       }
     };
-    expect(rig.engine.breathe()).toBe(256);
+    expect(rig.engine.breathe()).toBe(RX_BATCH);
     count();
     s.byName('port_pairs', 'pp12').service_function_parameters.weight = 5;
     rig.update(s.state);

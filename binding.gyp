@@ -9,7 +9,9 @@
             "src/dataplane/native/port.cc",
             "src/dataplane/native/afpacket.cc",
             "src/dataplane/native/tap.cc",
-            "src/dataplane/native/offload.cc"
+            "src/dataplane/native/offload.cc",
+            "src/dataplane/native/afxdp.cc",
+            "src/dataplane/native/xdpprog.cc"
           ]
         }]
       ],

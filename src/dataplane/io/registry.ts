@@ -7,10 +7,11 @@
  */
 import { UsageError } from '../../util/args.js';
 import { afpacketBackend } from './afpacket.js';
+import { afxdpBackend } from './afxdp.js';
 import { capBackend } from './cap.js';
 import { tapBackend } from './tap.js';
 
-export const BACKENDS = [afpacketBackend, capBackend, tapBackend] as const;
+export const BACKENDS = [afpacketBackend, afxdpBackend, capBackend, tapBackend] as const;
 
 export type RegisteredBackend = (typeof BACKENDS)[number];
 export type BackendName = RegisteredBackend['name'];

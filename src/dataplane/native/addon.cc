@@ -20,6 +20,7 @@
 #include <string>
 
 #include "afpacket.h"
+#include "afxdp.h"
 #include "port.h"
 #include "tap.h"
 
@@ -37,6 +38,9 @@ const char* errnoCode(int err) {
     case EINVAL: return "EINVAL";
     case ENETDOWN: return "ENETDOWN";
     case ENOMEM: return "ENOMEM";
+    case EEXIST: return "EEXIST";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
     default: return "EIO";
   }
 }
@@ -160,6 +164,59 @@ Napi::Value AfpAttach(const Napi::CallbackInfo& info) {
     return throwErrno(env, "afpacket " + ifname + ": mmap", err);
   }
   return finishAttach(info, port, 3, true);
+}
+
+// xskOpen(ifname, {queue, frames, needWakeup}): {fd, zeroCopy, nativeXdp, progId} (afxdp.h; parked until xskAttach)
+Napi::Value XskOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsObject()) return throwType(env, "xskOpen(ifname, options)");
+  const std::string ifname = info[0].As<Napi::String>();
+  const Napi::Object o = info[1].As<Napi::Object>();
+  XskConfig cfg;
+  cfg.queue = optU32(o, "queue", cfg.queue);
+  cfg.frames = optU32(o, "frames", cfg.frames);
+  cfg.needWakeup = optBool(o, "needWakeup", cfg.needWakeup);
+  int err = 0;
+  std::string what;
+  XskSocket* s = XskSocket::open(ifname.c_str(), cfg, &err, &what);
+  if (s == nullptr) return throwErrno(env, "afxdp " + ifname + ": " + what, err);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("fd", Napi::Number::New(env, s->fd));
+  r.Set("zeroCopy", Napi::Boolean::New(env, s->zeroCopy));
+  r.Set("nativeXdp", Napi::Boolean::New(env, s->xdp->native));
+  r.Set("progId", Napi::Number::New(env, s->xdp->progId));
+  return r;
+}
+
+// xskAttach(fd, ifname, {maxFrame, maxBurst}, counters?): handle (takes the socket xskOpen parked), null when fd is none
+Napi::Value XskAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsString() || !info[2].IsObject()) {
+    return throwType(env, "xskAttach(fd, ifname, options, counters?)");
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const std::string ifname = info[1].As<Napi::String>();
+  const Napi::Object o = info[2].As<Napi::Object>();
+  XskSocket* s = XskSocket::take(fd);
+  if (s == nullptr) return env.Null();
+  auto* port = new XskPort(env, s, ifname.c_str(), optU32(o, "maxFrame", 1984), optU32(o, "maxBurst", 256));
+  return finishAttach(info, port, 3, true);
+}
+
+// ifQueues(ifname): the interface's receive queues (afxdp binds one socket per queue)
+Napi::Value IfQueues(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) return throwType(env, "ifQueues(ifname)");
+  const std::string ifname = info[0].As<Napi::String>();
+  const int n = receiveQueues(ifname.c_str());
+  if (n < 0) return throwErrno(env, "ETHTOOL_GCHANNELS " + ifname, -n);
+  return Napi::Number::New(env, n);
+}
+
+// xskDiscard(fd): free a socket xskOpen parked that nobody attached; false when there is none
+Napi::Value XskDiscard(const Napi::CallbackInfo& info) {
+  if (!info[0].IsNumber()) return throwType(info.Env(), "xskDiscard(fd)");
+  return Napi::Boolean::New(info.Env(), XskSocket::discard(info[0].As<Napi::Number>().Int32Value()));
 }
 
 // tapOpen(ifname): fd (creates the TAP, up, or attaches to an existing one)
@@ -325,6 +382,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("counterNames", names);
   exports.Set("afpSocket", Napi::Function::New(env, AfpSocket, "afpSocket"));
   exports.Set("afpAttach", Napi::Function::New(env, AfpAttach, "afpAttach"));
+  exports.Set("xskOpen", Napi::Function::New(env, XskOpen, "xskOpen"));
+  exports.Set("xskAttach", Napi::Function::New(env, XskAttach, "xskAttach"));
+  exports.Set("ifQueues", Napi::Function::New(env, IfQueues, "ifQueues"));
+  exports.Set("xskDiscard", Napi::Function::New(env, XskDiscard, "xskDiscard"));
   exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
   exports.Set("tapAttach", Napi::Function::New(env, TapAttach, "tapAttach"));
   exports.Set("rxBurst", Napi::Function::New(env, RxBurst, "rxBurst"));

@@ -78,6 +78,15 @@ enum class ExpandResult {
 ExpandResult expandFrame(const uint8_t* frame, uint32_t len, const VlanTag& tag, const VnetInfo* vnet,
                          const SlotSink& sink, uint32_t* written, bool* segmented, bool* csumFixed);
 
+/**
+ * For a frame that came without offload metadata (the XDP path): true when it is an unfragmented
+ * IPv4 or IPv6 TCP/UDP segment, not padded, whose checksum field holds exactly the pseudo-header
+ * sum that a sender with checksum offload leaves there (CHECKSUM_PARTIAL); *vnet then describes
+ * the completion for expandFrame. Completing a checksum that was already valid and equal to that
+ * sum rewrites the same value, so a false match never alters a frame.
+ */
+bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet);
+
 /** True when `len` fits the MTU for this frame (one extra 4 bytes per leading VLAN tag). */
 bool fitsMtu(const uint8_t* frame, uint32_t len, uint32_t mtu);
 

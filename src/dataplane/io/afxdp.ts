@@ -1,0 +1,165 @@
+/*
+ * afxdp: AF_XDP ports (native/afxdp.h, native/xdpprog.h) as PortIO, and the 'afxdp' backend.
+ *
+ * Per interface and worker one XDP socket with its own UMEM, bound to receive queue = worker
+ * index; the interface's XDP program (attached by the first socket, detached with the last, never
+ * replacing someone else's) redirects each queue's frames to its socket and passes a queue without
+ * one to the kernel. The main thread opens every worker's socket of an interface (openFds); each
+ * worker adopts its own. On a veth (one queue unless configured otherwise) only worker 0 receives;
+ * every worker can transmit on its socket.
+ *
+ * Fallback: where AF_XDP cannot attach (a kernel without it, no permission, another XDP program on
+ * the interface, fewer receive queues than workers), that interface gets AF_PACKET sockets
+ * instead, and the first such fallback says why in the attach log line. adopt tells the two apart
+ * by asking the addon whether the fd is one of its parked XDP sockets.
+ *
+ * veth specifics, and what changes while attached: native XDP on a veth needs nothing from its
+ * peer to receive (the peer's XDP or GRO settings matter only for XDP_TX/redirect out of a veth,
+ * which we do not use: copy-mode transmit is an ordinary skb). The kernel itself turns the peer's
+ * TSO/USO (NETIF_F_GSO_SOFTWARE) off while a program is attached, so the peer's stack segments
+ * TCP before it crosses the link: no GSO frame reaches the dataplane. Detaching restores it. We
+ * change nothing else on any interface, and nothing is pinned in a bpffs (none is needed without
+ * libxdp). Partial checksums from the peer's checksum offload are completed in the addon.
+ *
+ * need_wakeup: off by default (bench/e2e measured it on and off: see the README); the environment
+ * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on.
+ */
+import { BATCH, MAX_FRAME } from '../../packet/batch.js';
+import { afpacketBackend, adoptAfPacket } from './afpacket.js';
+import type { Backend, InterfaceFds } from './backend.js';
+import { ioCounters, loadNative, nativeLinkUp, NativePort, type Handle, type RingOptions, type SfcIo } from './native.js';
+
+export interface XskOpenOptions {
+  /** Receive queue to bind (one socket per queue and process). */
+  queue?: number;
+  /** UMEM chunks of 2 KiB (a power of two); half wait on the fill ring, half transmit. */
+  frames?: number;
+  needWakeup?: boolean;
+}
+
+export interface XskOpened {
+  fd: number;
+  zeroCopy: boolean;
+  /** Driver-mode XDP (else generic). */
+  nativeXdp: boolean;
+  progId: number;
+}
+
+/** The addon's AF_XDP calls (built into the same addon as AF_PACKET and TAP). */
+interface XskIo extends SfcIo {
+  xskOpen(ifname: string, opts: XskOpenOptions): XskOpened;
+  xskAttach(fd: number, ifname: string, opts: { maxFrame: number; maxBurst: number }, counters?: Float64Array): Handle | null;
+  xskDiscard(fd: number): boolean;
+  ifQueues(ifname: string): number;
+}
+
+function xskIo(): XskIo {
+  const io = loadNative() as XskIo;
+  if (typeof io.xskOpen !== 'function') {
+    throw new Error('sfc: the native addon was built without AF_XDP support: run `npm run build:native` (needs Linux uapi headers >= 5.9)');
+  }
+  return io;
+}
+
+/** need_wakeup from the environment (off unless SFC_AFXDP_NEED_WAKEUP=1). */
+export function needWakeupDefault(): boolean {
+  return process.env.SFC_AFXDP_NEED_WAKEUP === '1';
+}
+
+/** Open (and park) an XDP socket on `ifname` for a later adoptXsk, in this thread's namespace. */
+export function openXsk(ifname: string, opts: XskOpenOptions = {}): XskOpened {
+  return xskIo().xskOpen(ifname, { needWakeup: needWakeupDefault(), ...opts });
+}
+
+/** Attach the parked XDP socket `fd`; null when `fd` is not one (e.g. an AF_PACKET fallback socket). */
+export function adoptXsk(fd: number, ifname: string, counters?: Float64Array): NativePort | null {
+  const io = xskIo();
+  const c = counters ?? ioCounters(io);
+  const h = io.xskAttach(fd, ifname, { maxFrame: MAX_FRAME, maxBurst: BATCH }, c);
+  return h === null ? null : new NativePort(io, ifname, h, c);
+}
+
+/** Free a parked XDP socket nobody adopted; false when `fd` is not one. */
+export function discardXsk(fd: number): boolean {
+  return xskIo().xskDiscard(fd);
+}
+
+/**
+ * One XDP socket per worker (queue = worker index), or an Error saying why not. Every receive
+ * queue needs a socket (the program passes a queue without one to the kernel: its frames would
+ * never reach the dataplane), so the interface must have exactly one queue per worker.
+ */
+function openSockets(ifname: string, workers: number): XskOpened[] {
+  const queues = xskIo().ifQueues(ifname);
+  if (queues !== workers) {
+    throw new Error(`afxdp ${ifname}: ${queues} receive queue(s) for ${workers} worker(s); AF_XDP binds one socket per queue and worker (ethtool -L ${ifname} rx ${workers} tx ${workers})`);
+  }
+  const opened: XskOpened[] = [];
+  try {
+    for (let q = 0; q < workers; q++) opened.push(openXsk(ifname, { queue: q }));
+    return opened;
+  } catch (e) {
+    for (const o of opened) discardXsk(o.fd);
+    throw e;
+  }
+}
+
+function describe(o: XskOpened, sockets: number): string {
+  const mode = `${o.zeroCopy ? 'zero-copy' : 'copy mode'}, ${o.nativeXdp ? 'native' : 'generic'} XDP program id ${o.progId}`;
+  return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}; ` +
+    'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software); partial checksums completed in userspace';
+}
+
+let fallbackReported = false;
+
+/** Whether an open error means AF_XDP cannot work here (fall back) rather than a missing interface (retry). */
+function cannotAttach(e: unknown): boolean {
+  return (e as { code?: string }).code !== 'ENODEV';
+}
+
+function fallbackFds(ifname: string, workers: number, ring: RingOptions, why: string): InterfaceFds {
+  const afpacket = afpacketBackend.threads;
+  if (afpacket === null) throw new Error(`afxdp ${ifname}: ${why}`);
+  const fds = afpacket.openFds(ifname, workers, ring);
+  const note = fallbackReported ? 'AF_XDP unavailable' : `AF_XDP cannot attach: ${why}`;
+  fallbackReported = true;
+  return { ...fds, description: `${fds.description} (fallback; ${note})` };
+}
+
+export const afxdpBackend: Backend<'afxdp'> = {
+  name: 'afxdp',
+  note: 'AF_XDP, falls back to afpacket',
+  load: () => xskIo().counterNames,
+  open(ifname, opts = {}) {
+    let o: XskOpened;
+    try {
+      o = openXsk(ifname);
+    } catch (e) {
+      if (!cannotAttach(e)) throw e;
+      return afpacketBackend.open(ifname, opts);
+    }
+    return adoptXsk(o.fd, ifname, opts.counters)!;
+  },
+  threads: {
+    openFds(ifname, workers, ring) {
+      let opened: XskOpened[];
+      try {
+        opened = openSockets(ifname, workers);
+      } catch (e) {
+        if (!cannotAttach(e)) throw e;
+        return fallbackFds(ifname, workers, ring, (e as Error).message);
+      }
+      return {
+        workers: opened.map((o) => ({ fd: o.fd, rx: true })),
+        description: describe(opened[0], opened.length),
+        close: () => {}, // each worker owns its socket
+      };
+    },
+    adopt: (fd, ifname, { ring, counters }) => adoptXsk(fd, ifname, counters) ?? adoptAfPacket(fd, ifname, { ...ring, counters }),
+    discard: (fd) => {
+      if (!discardXsk(fd)) loadNative().closeFd(fd);
+    },
+    linkUp: nativeLinkUp,
+  },
+  lab: { link: 'veth', offloadsOff: false },
+};

@@ -1,0 +1,379 @@
+// AF_XDP port: UMEM, rings, bind, burst receive and transmit (see afxdp.h).
+#include "afxdp.h"
+
+#include <errno.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "offload.h"
+
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
+#ifndef AF_XDP
+#define AF_XDP 44
+#endif
+// Linux >= 6.16: frames one copy-mode sendto() may send (default 32).
+#ifndef XDP_MAX_TX_SKB_BUDGET
+#define XDP_MAX_TX_SKB_BUDGET 9
+#endif
+
+namespace sfc {
+namespace {
+
+constexpr uint32_t kChunk = 2048;
+constexpr uint32_t kKickTries = 64;
+constexpr uint32_t kBindTries = 50;
+constexpr uint32_t kBindRetryUs = 2000;
+
+std::mutex gParkedLock;
+std::vector<XskSocket*> gParked;
+
+int setU32(int fd, int name, uint32_t v) {
+  return setsockopt(fd, SOL_XDP, name, &v, sizeof(v));
+}
+
+/** Map one ring of `n` entries of `descSize` bytes at page offset `pgoff`. */
+bool mapRing(int fd, const xdp_ring_offset& off, uint32_t n, size_t descSize, uint64_t pgoff, XskRing* r) {
+  const size_t len = off.desc + n * descSize;
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, off_t(pgoff));
+  if (p == MAP_FAILED) return false;
+  auto* base = static_cast<uint8_t*>(p);
+  r->map = p;
+  r->mapLen = len;
+  r->producer = reinterpret_cast<uint32_t*>(base + off.producer);
+  r->consumer = reinterpret_cast<uint32_t*>(base + off.consumer);
+  r->flags = reinterpret_cast<uint32_t*>(base + off.flags);
+  r->desc = base + off.desc;
+  r->size = n;
+  r->mask = n - 1;
+  return true;
+}
+
+void unmapRing(XskRing* r) {
+  if (r->map != nullptr) munmap(r->map, r->mapLen);
+  r->map = nullptr;
+}
+
+inline uint32_t loadAcquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+inline void storeRelease(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+inline uint64_t* addrs(const XskRing& r) { return static_cast<uint64_t*>(r.desc); }
+inline xdp_desc* descs(const XskRing& r) { return static_cast<xdp_desc*>(r.desc); }
+
+double nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
+}
+
+}  // namespace
+
+int receiveQueues(const char* ifname) {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  ethtool_channels ch{};
+  ch.cmd = ETHTOOL_GCHANNELS;
+  ifreq ifr{};
+  strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&ch);
+  const int r = ioctl(fd, SIOCETHTOOL, &ifr);
+  const int err = errno;
+  ::close(fd);
+  if (r < 0) return err == EOPNOTSUPP ? 1 : -err;
+  const uint32_t n = ch.rx_count + ch.combined_count;
+  return n == 0 ? 1 : int(n);
+}
+
+XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, std::string* what) {
+  const unsigned ifindex = if_nametoindex(ifname);
+  if (ifindex == 0) {
+    *err = ENODEV;
+    *what = "if_nametoindex";
+    return nullptr;
+  }
+  const uint32_t frames = cfg.frames < 64 ? 64 : cfg.frames;
+  if ((frames & (frames - 1)) != 0) {
+    *err = EINVAL;
+    *what = "frames must be a power of two";
+    return nullptr;
+  }
+  auto* s = new XskSocket();
+  s->ifindex = int(ifindex);
+  s->queue = cfg.queue;
+  s->frames = frames;
+  s->needWakeup = cfg.needWakeup;
+  const uint32_t ring = frames / 2;
+  const char* step = nullptr;
+  std::string queueStep;
+  xdp_mmap_offsets off{};
+  socklen_t offLen = sizeof(off);
+  s->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (s->fd < 0) {
+    step = "socket(AF_XDP)";
+  } else {
+    s->umemLen = size_t(frames) * kChunk;
+    void* mem = mmap(nullptr, s->umemLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (mem == MAP_FAILED) {
+      step = "mmap UMEM";
+    } else {
+      s->umem = static_cast<uint8_t*>(mem);
+      xdp_umem_reg reg{};
+      reg.addr = reinterpret_cast<uint64_t>(mem);
+      reg.len = s->umemLen;
+      reg.chunk_size = kChunk;
+      reg.headroom = 0;
+      if (setsockopt(s->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) < 0) step = "XDP_UMEM_REG";
+    }
+  }
+  if (step == nullptr) {
+    if (setU32(s->fd, XDP_UMEM_FILL_RING, ring) < 0) step = "XDP_UMEM_FILL_RING";
+    else if (setU32(s->fd, XDP_UMEM_COMPLETION_RING, ring) < 0) step = "XDP_UMEM_COMPLETION_RING";
+    else if (setU32(s->fd, XDP_RX_RING, ring) < 0) step = "XDP_RX_RING";
+    else if (setU32(s->fd, XDP_TX_RING, ring) < 0) step = "XDP_TX_RING";
+    else if (getsockopt(s->fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &offLen) < 0) step = "XDP_MMAP_OFFSETS";
+    else if (!mapRing(s->fd, off.rx, ring, sizeof(xdp_desc), XDP_PGOFF_RX_RING, &s->rx)) step = "mmap rx ring";
+    else if (!mapRing(s->fd, off.tx, ring, sizeof(xdp_desc), XDP_PGOFF_TX_RING, &s->tx)) step = "mmap tx ring";
+    else if (!mapRing(s->fd, off.fr, ring, sizeof(uint64_t), XDP_UMEM_PGOFF_FILL_RING, &s->fill)) step = "mmap fill ring";
+    else if (!mapRing(s->fd, off.cr, ring, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING, &s->comp)) step = "mmap completion ring";
+  }
+  if (step == nullptr) {
+    // The first half of the chunks wait on the fill ring; the second half is the transmit pool.
+    uint64_t* fill = addrs(s->fill);
+    for (uint32_t i = 0; i < ring; i++) fill[i] = uint64_t(i) * kChunk;
+    storeRelease(s->fill.producer, ring);
+    s->free = new uint64_t[ring];
+    for (uint32_t i = 0; i < ring; i++) s->free[i] = uint64_t(ring + i) * kChunk;
+    s->freeCount = ring;
+    // Best effort (Linux >= 6.16): let one kick send a whole burst in copy mode.
+    setU32(s->fd, XDP_MAX_TX_SKB_BUDGET, ring);
+    sockaddr_xdp sxdp{};
+    sxdp.sxdp_family = AF_XDP;
+    sxdp.sxdp_ifindex = ifindex;
+    sxdp.sxdp_queue_id = cfg.queue;
+    sxdp.sxdp_flags = cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0;
+    // A socket closed a moment ago frees its queue from a kernel work item: EBUSY for a while.
+    int r = -1;
+    for (uint32_t tries = 0; tries < kBindTries; tries++) {
+      r = bind(s->fd, reinterpret_cast<sockaddr*>(&sxdp), sizeof(sxdp));
+      if (r == 0 || errno != EBUSY) break;
+      usleep(kBindRetryUs);
+    }
+    if (r < 0) {
+      queueStep = "bind (queue " + std::to_string(cfg.queue) + (errno == EBUSY ? " has another AF_XDP socket)" : ")");
+      step = queueStep.c_str();
+    }
+  }
+  if (step == nullptr) {
+    xdp_options opts{};
+    socklen_t optLen = sizeof(opts);
+    s->zeroCopy = getsockopt(s->fd, SOL_XDP, XDP_OPTIONS, &opts, &optLen) == 0 && (opts.flags & XDP_OPTIONS_ZEROCOPY) != 0;
+    int xerr = 0;
+    s->xdp = xdpAcquire(int(ifindex), &xerr, what);
+    if (s->xdp == nullptr) {
+      *err = xerr;
+      s->destroy();
+      delete s;
+      return nullptr;
+    }
+    const int merr = xdpAddSocket(s->xdp, cfg.queue, s->fd);
+    if (merr != 0) {
+      *err = merr;
+      *what = "XSKMAP update (queue " + std::to_string(cfg.queue) + ")";
+      s->destroy();
+      delete s;
+      return nullptr;
+    }
+    std::lock_guard<std::mutex> hold(gParkedLock);
+    gParked.push_back(s);
+    return s;
+  }
+  *err = errno;
+  *what = step;
+  s->destroy();
+  delete s;
+  return nullptr;
+}
+
+XskSocket* XskSocket::take(int fd) {
+  std::lock_guard<std::mutex> hold(gParkedLock);
+  for (size_t i = 0; i < gParked.size(); i++) {
+    XskSocket* s = gParked[i];
+    if (s->fd == fd) {
+      gParked.erase(gParked.begin() + long(i));
+      return s;
+    }
+  }
+  return nullptr;
+}
+
+bool XskSocket::discard(int fd) {
+  XskSocket* s = take(fd);
+  if (s == nullptr) return false;
+  s->destroy();
+  delete s;
+  return true;
+}
+
+void XskSocket::destroy() {
+  // Closing the socket first takes it out of the XSKMAP and stops the kernel using the rings.
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+  unmapRing(&rx);
+  unmapRing(&tx);
+  unmapRing(&fill);
+  unmapRing(&comp);
+  if (umem != nullptr) munmap(umem, umemLen);
+  umem = nullptr;
+  delete[] free;
+  free = nullptr;
+  xdpRelease(xdp);
+  xdp = nullptr;
+}
+
+XskPort::XskPort(napi_env env, XskSocket* xsk, const char* ifname, uint32_t maxFrame, uint32_t maxBurst)
+    : Port(env, xsk->fd, false, ifname, xsk->ifindex, maxFrame, maxBurst), xsk_(xsk) {}
+
+void XskPort::unmap() {
+  if (xsk_ == nullptr) return;
+  xsk_->destroy();
+  delete xsk_;
+  xsk_ = nullptr;
+}
+
+void XskPort::pollKernelStats() {
+  if (xsk_ == nullptr) return;
+  xdp_statistics st{};
+  socklen_t len = sizeof(st);
+  if (getsockopt(xsk_->fd, SOL_XDP, XDP_STATISTICS, &st, &len) != 0) return;
+  // Cumulative in the kernel: add what is new since the last look.
+  const uint64_t lost = st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+  const uint64_t before = last_.rx_dropped + last_.rx_ring_full + last_.rx_fill_ring_empty_descs;
+  ctr_[IO_rx_kernel_drops] += double(lost - before);
+  ctr_[IO_tx_failed] += double(st.tx_invalid_descs - last_.tx_invalid_descs);
+  last_ = st;
+}
+
+uint32_t XskPort::rx(const RxArgs& a) {
+  XskSocket* s = xsk_;
+  if (s == nullptr) return 0;
+  XskRing& rx = s->rx;
+  const uint32_t cons = *rx.consumer;
+  uint32_t avail = loadAcquire(rx.producer) - cons;
+  if (avail == 0) {
+    // Copy mode never asks; a zero-copy driver may need a kick to refill its queue.
+    if (s->needWakeup && (loadAcquire(s->fill.flags) & XDP_RING_NEED_WAKEUP)) recvfrom(s->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
+    return 0;
+  }
+  if (avail > a.max) avail = a.max;
+  XskRing& fill = s->fill;
+  const uint32_t fillProd = *fill.producer;
+  const double t = a.times != nullptr ? nowNs() : 0;
+  uint32_t k = 0;
+  double bytes = 0;
+  for (uint32_t i = 0; i < avail; i++) {
+    const xdp_desc& d = descs(rx)[(cons + i) & rx.mask];
+    const uint8_t* frame = s->umem + d.addr;
+    VnetInfo vnet;
+    const bool partial = partialChecksum(frame, d.len, &vnet);
+    const VlanTag noTag{false, 0, 0};
+    const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
+    uint32_t written;
+    bool segmented, fixed;
+    const ExpandResult r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
+    if (r == ExpandResult::Ok) {
+      bytes += d.len;
+      if (a.times != nullptr) a.times[a.from + k] = t;
+      if (fixed) ctr_[IO_rx_csum_completed]++;
+      k++;
+    } else if (r == ExpandResult::TooBig) {
+      ctr_[IO_rx_too_big]++;
+    } else {
+      ctr_[IO_rx_malformed]++;
+    }
+    // The chunk goes back to the kernel at once (aligned mode: its base address).
+    addrs(fill)[(fillProd + i) & fill.mask] = d.addr & ~uint64_t(kChunk - 1);
+  }
+  storeRelease(rx.consumer, cons + avail);
+  storeRelease(fill.producer, fillProd + avail);
+  ctr_[IO_rx_frames] += k;
+  ctr_[IO_rx_bytes] += bytes;
+  return k;
+}
+
+void XskPort::reapCompletions() {
+  XskSocket* s = xsk_;
+  XskRing& comp = s->comp;
+  const uint32_t cons = *comp.consumer;
+  const uint32_t n = loadAcquire(comp.producer) - cons;
+  for (uint32_t i = 0; i < n; i++) s->free[s->freeCount++] = addrs(comp)[(cons + i) & comp.mask];
+  if (n > 0) storeRelease(comp.consumer, cons + n);
+}
+
+void XskPort::kick() {
+  XskSocket* s = xsk_;
+  for (uint32_t tries = 0; tries < kKickTries; tries++) {
+    if (s->needWakeup && (loadAcquire(s->tx.flags) & XDP_RING_NEED_WAKEUP) == 0) return;
+    if (sendto(s->fd, nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0 && errno != EAGAIN && errno != EBUSY && errno != ENOBUFS) {
+      return;  // ENETDOWN, ENXIO...: the frames stay on the ring until the link is back
+    }
+    if (s->zeroCopy || loadAcquire(s->tx.consumer) == *s->tx.producer) return;
+    // Copy mode stopped at its budget, or the completion ring was full: make room and go on.
+    reapCompletions();
+  }
+}
+
+uint32_t XskPort::tx(const TxArgs& a) {
+  XskSocket* s = xsk_;
+  if (s == nullptr) return 0;
+  reapCompletions();
+  XskRing& tx = s->tx;
+  const uint32_t prod = *tx.producer;
+  const uint32_t room = tx.size - (prod - loadAcquire(tx.consumer));
+  uint32_t queued = 0;
+  double bytes = 0;
+  uint32_t i = 0;
+  for (; i < a.n; i++) {
+    const uint32_t slot = a.idx[i];
+    if (slot >= a.slots) continue;
+    const int32_t start = a.starts[slot];
+    const uint32_t len = a.lens[slot];
+    if (start < 0 || size_t(start) + len > a.arenaLen || len < 14) {
+      ctr_[IO_tx_failed]++;
+      continue;
+    }
+    const uint8_t* f = a.arena + start;
+    if (len > kChunk || !fitsMtu(f, len, mtu_)) {
+      ctr_[IO_tx_too_big]++;
+      continue;
+    }
+    if (queued == room || s->freeCount == 0) break;
+    const uint64_t addr = s->free[--s->freeCount];
+    memcpy(s->umem + addr, f, len);
+    xdp_desc& d = descs(tx)[(prod + queued) & tx.mask];
+    d.addr = addr;
+    d.len = len;
+    d.options = 0;
+    queued++;
+    bytes += len;
+  }
+  if (i < a.n) ctr_[IO_tx_busy] += a.n - i;
+  if (queued > 0) {
+    storeRelease(tx.producer, prod + queued);
+    kick();
+  }
+  ctr_[IO_tx_frames] += queued;
+  ctr_[IO_tx_bytes] += bytes;
+  return queued;
+}
+
+}  // namespace sfc

@@ -183,7 +183,7 @@ async function benchUserspace(dir: string) {
     live.push({ start, end: performance.now(), generation: t.generation });
   });
   const store = new Store({ drivers: new DriverManager([driver]), persist: (next) => file.write(next), linkUp: () => false });
-  const api = await startApiServer({ store, host: '127.0.0.1', port: 0, durable: () => file.sync() });
+  const api = await startApiServer({ store, host: '127.0.0.1', port: 0 });
   const updates: { sent: number; acked: number; publishes: number }[] = [];
   try {
     const result = await workload(new SfcClient(api.url), (_i, sent, acked) => updates.push({ sent, acked, publishes: live.length }));

@@ -180,7 +180,6 @@ describe('StateFile (in process)', () => {
     let s: State = emptyState();
     const commit = async (next: State) => {
       await f.write(next);
-      await f.sync();
       s = next;
     };
     await commit({ ...s, ports: [mkPort(1), mkPort(2), mkPort(3)] });
@@ -292,7 +291,7 @@ describe('start-up', () => {
     const first = await serve(['--state', file, '--config', config]);
     const names = async (url: string) => ((await (await fetch(`${url}/v2.0/ports`)).json()) as { ports: { name: string }[] }).ports.map((p) => p.name);
     expect(await names(first.url)).toEqual(['seeded']);
-    await fetch(`${first.url}/v2.0/ports`, { method: 'POST', body: JSON.stringify({ port: { name: 'later', 'binding:profile': { interface: 'sfct-p0' } } }) });
+    await fetch(`${first.url}/v2.0/ports`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ port: { name: 'later', 'binding:profile': { interface: 'sfct-p0' } } }) });
     first.proc.kill('SIGINT');
     expect((await first.exited).code).toBe(0);
     const again = await serve(['--state', file, '--config', config]);

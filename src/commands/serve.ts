@@ -9,13 +9,14 @@
  * loads nothing native). The ovs driver (control/drivers/ovs) is imported only for --driver ovs.
  */
 import { dirname, join } from 'node:path';
-import { startApiServer } from '../control/api.js';
+import { DEFAULT_SERVER_LIMITS, startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
 import { isLoopbackHost } from '../control/http.js';
 import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
-import { Store } from '../control/store.js';
+import { DEFAULT_LIMIT, Store, parseLimits } from '../control/store.js';
+import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
 import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
@@ -76,8 +77,11 @@ export const command: Command = {
   --ovs-bridge NAME   ovs: the bridge sfc owns (default ${DEFAULT_OVS_BRIDGE}); its ports are the ports' interfaces
   --ovsdb unix:PATH   ovs: a running Open vSwitch's database; without it sfc starts its own ovsdb-server
                       and ovs-vswitchd (datapath_type=netdev) under the state directory and stops them on exit
-  --token T           require X-Auth-Token: T or Authorization: Bearer T (or env SFC_TOKEN);
-                      without a token only loopback addresses may be used
+  --token-file FILE   require X-Auth-Token: T or Authorization: Bearer T, T read from FILE (mode 0600,
+                      owned by this user); or env SFC_TOKEN; or --token T (visible in ps). Without a
+                      token only loopback addresses may be listened on and named in Host
+  --limits C=N,...    most objects per collection (default ${DEFAULT_LIMIT} each; e.g. ports=20000)
+  --max-connections N concurrent API connections (default ${DEFAULT_SERVER_LIMITS.maxConnections})
   --workers N         dataplane worker threads (default 1)
   --backend B         packet I/O: ${backendChoices()}`,
 
@@ -90,15 +94,17 @@ export const command: Command = {
       'ovs-bridge': { type: 'string', default: DEFAULT_OVS_BRIDGE },
       ovsdb: { type: 'string' },
       token: { type: 'string' },
+      'token-file': { type: 'string' },
+      limits: { type: 'string' },
+      'max-connections': { type: 'string', default: String(DEFAULT_SERVER_LIMITS.maxConnections) },
       workers: { type: 'string', default: '1' },
       backend: { type: 'string', default: DEFAULT_BACKEND },
     });
     const { host, port } = parseHostPort(values.listen, '--listen');
-    const token = values.token ?? (process.env.SFC_TOKEN || undefined);
-    if (token === '') throw new UsageError('the token must not be empty');
+    const token = await resolveToken({ token: values.token, tokenFile: values['token-file'] });
     if (token === undefined && !isLoopbackHost(host)) {
       throw new UsageError(
-        `refusing to listen on ${host} without a token: set --token or SFC_TOKEN, or listen on a loopback address (127.0.0.1, ::1)`,
+        `refusing to listen on ${host} without a token: set --token-file, SFC_TOKEN or --token, or listen on a loopback address (127.0.0.1, ::1)`,
       );
     }
     if (values.driver !== 'userspace' && values.driver !== 'ovs' && values.driver !== 'noop') {
@@ -108,6 +114,8 @@ export const command: Command = {
     if (values.ovsdb !== undefined && !/^unix:.+/.test(values.ovsdb)) throw new UsageError(`--ovsdb must be unix:PATH, got '${values.ovsdb}'`);
     const backend = parseBackend(values.backend).name;
     const workers = positiveInt(values.workers, '--workers');
+    const limits = values.limits === undefined ? {} : parseLimits(values.limits);
+    const maxConnections = positiveInt(values['max-connections'], '--max-connections');
 
     const statePath = values.state ?? defaultStatePath();
     const { file, state: saved } = await StateFile.open(statePath);
@@ -124,12 +132,11 @@ export const command: Command = {
         ovs = await OvsDriver.start({ bridge: values['ovs-bridge'], ovsdb: values.ovsdb, dir, log });
         drivers = new DriverManager([ovs]);
       }
-      const store = new Store({ drivers, persist: (next) => file.write(next) });
+      const store = new Store({ drivers, persist: (next) => file.write(next), limits });
       const initial = await initialState(saved, statePath, values.config);
       await store.replace(initial.state).catch((e: Error) => {
         throw new Error(`cannot apply ${initial.from}: ${e.message}`);
       });
-      await file.sync();
       const metrics = new Metrics({
         revision: () => store.revision,
         generation: () => userspace?.driver.tables?.generation ?? ovs?.generation ?? 0,
@@ -139,7 +146,7 @@ export const command: Command = {
           return userspace && tables ? { stats: userspace.dataplane.stats(), instances: tables.instanceNames } : undefined;
         },
       });
-      const api = await startApiServer({ store, token, metrics, log, host, port, durable: () => file.sync() });
+      const api = await startApiServer({ store, token, metrics, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);

@@ -1,20 +1,38 @@
 /*
  * The REST API: networking-sfc's /v2.0 routes over node:http (no framework), on top of the Store.
  *
- * A request goes: request id → token check (401) → route (404 unknown path, 405 wrong method) →
- * body (413 over 1 MiB, 400 malformed JSON) → envelope (400: no body, bulk, missing singular key)
- * → Store, which runs the rest of Neutron's order (owner, unknown attributes, create/update
- * rules, converters, lookup 404, cross-resource rules, driver precommit) and answers with a
- * NeutronError or the stored resource. Lists go through query.ts (filters, fields, sorting,
- * pagination). A write is answered only after `durable()` (the state file's group commit).
- * Besides the collections: GET / (version discovery), /v2.0 (resources), /v2.0/extensions,
- * /healthz and /metrics. Every response carries X-Openstack-Request-Id.
+ * A request goes: request id → token check (401), or without a token the Host check (400, DNS
+ * rebinding) → route (404 unknown path, 405 wrong method) → Content-Type of a POST/PUT (415) →
+ * body (413 over 1 MiB, 400 not UTF-8, not JSON or nested too deep) → envelope (400: no body,
+ * bulk, missing singular key) → Store, which runs the rest of Neutron's order (quota 409, owner,
+ * unknown attributes, create/update rules, converters, lookup 404, cross-resource rules, driver
+ * precommit), makes the change durable, and answers with a NeutronError or the stored resource.
+ * Lists go through query.ts (filters, fields, sorting, pagination). Besides the collections: GET /
+ * (version discovery), /v2.0 (resources), /v2.0/extensions, /healthz and /metrics. Every response
+ * carries X-Openstack-Request-Id.
+ *
+ * The server bounds what one client can hold (ServerLimits): complete headers within 10 s, the
+ * whole request within 30 s, an idle keep-alive connection closed after 5 s and any connection
+ * silent for 30 s, at most 256 connections. A body is read completely before its write joins the
+ * Store's queue, so a slow client holds only its own connection, never the writes of others.
+ * Protocol errors node:http catches itself (a malformed request line, header or chunk, a timeout)
+ * are answered with a NeutronError body too, then the connection is closed.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { NeutronError, badRequest } from './errors.js';
-import { API_VERSION, authorized, collectionPath, readBody, sendError, sendJson } from './http.js';
+import {
+  API_VERSION,
+  authorized,
+  collectionPath,
+  parseJsonBody,
+  readBody,
+  requireJsonContent,
+  requireLoopbackHost,
+  sendError,
+  sendJson,
+} from './http.js';
 import type { Metrics } from './metrics.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
 import { pageLinks, pageOf, parseFields, parseListQuery, pickFields, selectItems } from './query.js';
@@ -27,10 +45,30 @@ export interface ApiOptions {
   /** Required token (X-Auth-Token or Authorization: Bearer); none = open. */
   token?: string;
   metrics?: Metrics;
-  /** Resolves once every committed change is on disk (StateFile.sync): awaited before a write is answered. */
-  durable?: () => Promise<void>;
   log?: (message: string) => void;
 }
+
+/** What one client may hold of the server (startApiServer). */
+export interface ServerLimits {
+  /** Complete request headers within this (ms). */
+  headersTimeoutMs: number;
+  /** The whole request, body included, within this (ms). */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this (ms). */
+  keepAliveTimeoutMs: number;
+  /** A connection with no traffic either way for this long is closed (ms; e.g. a client that stopped reading). */
+  idleTimeoutMs: number;
+  /** Concurrent connections; more are closed on accept. */
+  maxConnections: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: Readonly<ServerLimits> = Object.freeze({
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 256,
+});
 
 const NOT_FOUND: Record<Collection, (id: string) => NeutronError> = {
   ports: portNotFound,
@@ -107,7 +145,7 @@ export function createApiHandler(opts: ApiOptions): (req: IncomingMessage, res: 
         log(`${req.method} ${req.url}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       }
       const err = e instanceof NeutronError ? e : INTERNAL_ERROR;
-      if (res.headersSent) res.destroy();
+      if (res.headersSent || res.destroyed) res.destroy();
       else sendError(res, err);
     });
   };
@@ -117,6 +155,7 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
   if (!authorized(req, opts.token)) {
     throw new NeutronError(401, 'HTTPUnauthorized', 'Authentication required: send X-Auth-Token or Authorization: Bearer.');
   }
+  if (opts.token === undefined) requireLoopbackHost(req);
   const url = new URL(req.url ?? '/', 'http://placeholder');
   const r = route(url.pathname);
   if (!r) throw new NeutronError(404, 'HTTPNotFound', 'The resource could not be found.');
@@ -125,6 +164,7 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
     res.setHeader('Allow', ALLOWED[r.kind].join(', '));
     throw new NeutronError(405, 'HTTPMethodNotAllowed', `The method ${method} is not allowed for this resource.`);
   }
+  if (method === 'POST' || method === 'PUT') requireJsonContent(req);
   const base = `http://${req.headers.host ?? 'localhost'}`;
   const { store } = opts;
   switch (r.kind) {
@@ -153,7 +193,6 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
     case 'collection': {
       if (method === 'GET') return sendJson(res, 200, listBody(store, r.coll, url, base));
       const created = await store.create(r.coll, envelope(r.coll, await readBody(req)));
-      await opts.durable?.();
       return sendJson(res, 201, { [SINGULAR[r.coll]]: created });
     }
     case 'member': {
@@ -164,12 +203,10 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
       }
       if (method === 'PUT') {
         const updated = await store.update(r.coll, r.id, envelope(r.coll, await readBody(req)));
-        await opts.durable?.();
         return sendJson(res, 200, { [SINGULAR[r.coll]]: updated });
       }
       if ((await readBody(req)).length > 0) throw badRequest('HTTPBadRequest', 'Request body is not supported in DELETE.');
       await store.delete(r.coll, r.id);
-      await opts.durable?.();
       return sendJson(res, 204);
     }
   }
@@ -186,14 +223,8 @@ function listBody(store: Store, coll: Collection, url: URL, base: string): Recor
 
 /** Step 1 of Neutron's order: valid JSON holding `{"<singular>": {...}}` (no bulk). */
 function envelope(coll: Collection, raw: Buffer): unknown {
-  const text = raw.toString('utf8').trim();
-  if (text === '') throw badRequest('HTTPBadRequest', 'Resource body required');
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw badRequest('MalformedRequestBody', 'Malformed request body: the body is not valid JSON.');
-  }
+  if (raw.toString('latin1').trim() === '') throw badRequest('HTTPBadRequest', 'Resource body required');
+  const body = parseJsonBody(raw);
   if (typeof body !== 'object' || Array.isArray(body)) throw badRequest('HTTPBadRequest', 'Body contains invalid data');
   if (body === null || Object.keys(body).length === 0) throw badRequest('HTTPBadRequest', 'Resource body required');
   if (Object.hasOwn(body, coll)) throw badRequest('HTTPBadRequest', 'Bulk operation not supported');
@@ -211,9 +242,26 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-/** Listen on host:port (0 = any free port). close() stops accepting and ends idle keep-alive sockets. */
-export async function startApiServer(opts: ApiOptions & { host: string; port: number }): Promise<ApiServer> {
-  const server = createServer({ keepAliveTimeout: 30_000 }, createApiHandler(opts));
+/**
+ * Listen on host:port (0 = any free port) within `limits` (default DEFAULT_SERVER_LIMITS).
+ * close() stops accepting and ends idle keep-alive sockets.
+ */
+export async function startApiServer(opts: ApiOptions & { host: string; port: number; limits?: Partial<ServerLimits> }): Promise<ApiServer> {
+  const limits = { ...DEFAULT_SERVER_LIMITS, ...opts.limits };
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // how often node:http looks for requests past their deadline (its default, 30 s, would let
+      // a slowloris overstay the 10 s header deadline threefold)
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, limits.headersTimeoutMs / 4)),
+    },
+    createApiHandler(opts),
+  );
+  server.maxConnections = limits.maxConnections;
+  server.setTimeout(limits.idleTimeoutMs); // no 'timeout' listener: node:http destroys the socket
+  server.on('clientError', answerClientError);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
@@ -232,4 +280,23 @@ export async function startApiServer(opts: ApiOptions & { host: string; port: nu
         server.closeIdleConnections();
       }),
   };
+}
+
+/**
+ * node:http's protocol errors (malformed request line, header or chunk; headers or request past
+ * their deadline; headers too large): answered with a NeutronError body, then the connection closes.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Socket): void {
+  const [status, type, reason] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'HTTPRequestTimeout', 'Request Timeout']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'HTTPRequestHeaderFieldsTooLarge', 'Request Header Fields Too Large']
+        : [400, 'HTTPBadRequest', 'Bad Request'];
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(new NeutronError(status, type, `${reason}: the request could not be read.`).body());
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

@@ -1,5 +1,5 @@
 /*
- * The durable state file: every acknowledged change is on disk before the API answers.
+ * The durable state file: a change is on disk before it is visible or acknowledged.
  *
  * Format: JSON lines. The first line is a snapshot {"sfc_state":1,"seq":n,"state":{...}}; each
  * later line is one committed change as a delta {"seq":n+1,"put":{coll:[objects]},"del":{coll:[ids]}}
@@ -7,26 +7,33 @@
  * so a change costs one small append whatever the size of the model. When the deltas outweigh the
  * snapshot, or a change cannot be expressed as a delta (a whole-State replace that reorders a
  * list), the file is compacted: the full snapshot is written to a temporary file in the same
- * directory, fsynced, renamed over the file, and the directory fsynced — the classic atomic
- * replace, so a crash leaves either the old or the new file.
+ * directory (created O_EXCL|O_NOFOLLOW, mode 0600), fsynced, renamed over the file, and the
+ * directory fsynced — the classic atomic replace, so a crash leaves either the old or the new file.
  *
- * Group commit: write() (the Store's persist hook, serialised by the Store) appends the record;
- * sync() resolves once everything appended so far is on disk, sharing one fdatasync among all the
- * changes appended while the previous one ran. The API awaits sync() before answering a write, so
- * concurrent writers do not queue behind one fdatasync each. (A reader may see a change a few
- * hundred microseconds before it is durable; it is acknowledged only after.)
+ * write(next) is the Store's persist hook (the Store serialises calls and commits a whole batch of
+ * queued API writes as one `next`: group commit by batching, one record and one fdatasync per
+ * batch). It returns once the record is fdatasync'd; only then does the Store make the change
+ * visible and apply it to the drivers.
+ *
+ * Failure (EIO, ENOSPC, ...): write() throws a NeutronError (507 SfcStorageFull for ENOSPC/EDQUOT,
+ * else 500 SfcStateWriteFailed) and the file's durable content is still the previous state: a
+ * failed append is truncated away, a failed snapshot's temporary file is removed. After a failed
+ * fdatasync the unsynced tail is in an unknown state (Linux may have dropped the dirty pages and
+ * will not report it twice), so that descriptor is never trusted again: the next write rewrites
+ * the whole file by compaction from the in-memory state, which never held the failed change.
  *
  * Crash safety (kill -9 at any moment): a record is acknowledged only after its fdatasync, and a
  * record is one append ending in "\n", so the only damage a crash can leave is an unterminated
  * last line, which was never acknowledged and is dropped on load. Anything else that does not
  * parse (a bad line in the middle, a gap in seq, a wrong shape) is corruption: loading stops with
- * an error naming the file and line — never a silent empty state. A failed append is truncated
- * away; a failed append or fdatasync forces a compaction on the next write. A lock file (pid)
- * keeps a second server off the same state file.
+ * an error naming the file and line — never a silent empty state. A lock file (pid) keeps a second
+ * server off the same state file. Directories the file needs are created 0700.
  */
-import { mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, mkdir, open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { NeutronError } from './errors.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from './model.js';
 
 const FORMAT = 1;
@@ -46,14 +53,12 @@ export function defaultStatePath(env: NodeJS.ProcessEnv = process.env): string {
 
 export class StateFile {
   #journal: FileHandle | null = null;
+  /** What the file holds (durably), and its last record's seq. */
   #last: State;
-  /** Last record appended, and last one known to be on disk. */
   #seq: number;
-  #durableSeq: number;
-  #syncing: Promise<void> | null = null;
-  #compacting: Promise<void> | null = null;
   #snapshotBytes = 0;
   #journalBytes = 0;
+  /** The journal cannot be trusted (a failed append or fdatasync): rewrite the file before appending. */
   #mustCompact = false;
 
   private constructor(
@@ -61,7 +66,7 @@ export class StateFile {
     loaded: { state: State; seq: number },
   ) {
     this.#last = loaded.state;
-    this.#seq = this.#durableSeq = loaded.seq;
+    this.#seq = loaded.seq;
   }
 
   /**
@@ -69,12 +74,14 @@ export class StateFile {
    * from a clean snapshot. `existed` tells whether the file held any state.
    */
   static async open(path: string): Promise<{ file: StateFile; state: State; existed: boolean }> {
-    await mkdir(dirname(path), { recursive: true });
+    await makePrivateDirs(dirname(path));
     await lock(path);
     try {
       const loaded = await load(path);
       const file = new StateFile(path, loaded ?? { state: emptyState(), seq: 0 });
-      await file.#compact(file.#last);
+      await file.#compact(file.#last).catch((e: unknown) => {
+        throw new StateFileError(writeFailure(path, e).message);
+      });
       return { file, state: file.#last, existed: loaded !== null };
     } catch (e) {
       await unlock(path);
@@ -82,34 +89,32 @@ export class StateFile {
     }
   }
 
-  /** Record `next` (the Store's persist hook). Durable once a later sync() resolves. */
+  /**
+   * Make `next` durable (the Store's persist hook; calls must not overlap). Resolves once it is on
+   * disk; throws a NeutronError (507/500) and leaves the durable content at the previous state.
+   */
   async write(next: State): Promise<void> {
     if (next === this.#last) return;
-    const delta = this.#mustCompact || this.#journalBytes > Math.max(this.#snapshotBytes, MIN_COMPACT_BYTES) ? null : diff(this.#last, next);
-    if (delta === null) await this.#compact(next);
-    else if (Object.keys(delta.put).length + Object.keys(delta.del).length > 0) await this.#append(delta);
-    this.#last = next;
-  }
-
-  /** Resolve when every change written so far is on disk (one fdatasync serves many callers). */
-  async sync(): Promise<void> {
-    const target = this.#seq;
-    while (this.#durableSeq < target) {
-      if (this.#compacting) await this.#compacting.catch(() => undefined);
-      else await (this.#syncing ??= this.#datasync());
+    try {
+      const delta = this.#mustCompact || this.#journalBytes > Math.max(this.#snapshotBytes, MIN_COMPACT_BYTES) ? null : diff(this.#last, next);
+      if (delta === null) await this.#compact(next);
+      else if (Object.keys(delta.put).length + Object.keys(delta.del).length > 0) await this.#append(delta);
+    } catch (e) {
+      throw writeFailure(this.path, e);
     }
+    this.#last = next;
   }
 
   async close(): Promise<void> {
     try {
-      await this.sync();
-    } finally {
       await this.#journal?.close();
+    } finally {
       this.#journal = null;
       await unlock(this.path);
     }
   }
 
+  /** One record, appended and fdatasync'd; on failure cut back to the last good length. */
   async #append(delta: Delta): Promise<void> {
     const journal = this.#journal!;
     const record: Record<string, unknown> = { seq: this.#seq + 1 };
@@ -118,34 +123,25 @@ export class StateFile {
     const line = Buffer.from(JSON.stringify(record) + '\n');
     try {
       await journal.appendFile(line);
+      await journal.datasync();
     } catch (e) {
       this.#mustCompact = true;
       await journal.truncate(this.#snapshotBytes + this.#journalBytes).catch(() => undefined);
-      throw this.#failure(e);
+      throw e;
     }
     this.#seq++;
     this.#journalBytes += line.length;
   }
 
-  async #datasync(): Promise<void> {
-    const upTo = this.#seq;
-    try {
-      await this.#journal!.datasync();
-      this.#durableSeq = Math.max(this.#durableSeq, upTo);
-    } catch (e) {
-      this.#mustCompact = true;
-      throw this.#failure(e);
-    } finally {
-      this.#syncing = null;
-    }
-  }
-
-  /** Snapshot `state` atomically; everything up to it is then durable. */
+  /** Snapshot `state` atomically (temporary file, fsync, rename, fsync the directory). */
   async #compact(state: State): Promise<void> {
     const text = Buffer.from(JSON.stringify({ sfc_state: FORMAT, seq: this.#seq, state }) + '\n');
-    const tmp = join(dirname(this.path), `.${basename(this.path)}.tmp`);
-    const run = async () => {
-      const f = await open(tmp, 'w', 0o600);
+    const dir = dirname(this.path);
+    const tmp = join(dir, `.${basename(this.path)}.tmp`);
+    this.#mustCompact = true;
+    try {
+      await rm(tmp, { force: true }); // left by a crash during an earlier compaction (rm never follows a link)
+      const f = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
         await f.writeFile(text);
         await f.sync();
@@ -153,30 +149,39 @@ export class StateFile {
         await f.close();
       }
       await rename(tmp, this.path);
-      await syncDir(dirname(this.path));
-      await this.#syncing?.catch(() => undefined); // never close the journal under a running fdatasync
-      await this.#journal?.close();
-      this.#journal = null;
-      this.#journal = await open(this.path, 'a');
-      this.#durableSeq = this.#seq;
-    };
-    this.#compacting = run();
-    try {
-      await this.#compacting;
     } catch (e) {
-      this.#mustCompact = true;
-      throw this.#failure(e);
-    } finally {
-      this.#compacting = null;
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
     }
+    await syncDir(dir);
+    await this.#journal?.close().catch(() => undefined); // a descriptor whose fdatasync failed may report that again
+    this.#journal = null;
+    this.#journal = await open(this.path, 'a');
     this.#snapshotBytes = text.length;
     this.#journalBytes = 0;
     this.#mustCompact = false;
   }
+}
 
-  #failure(e: unknown): StateFileError {
-    return new StateFileError(`cannot write state file ${this.path}: ${(e as Error).message}`);
+/**
+ * The API's answer to a failed write of the state file. ENOSPC/EDQUOT: 507 Insufficient Storage
+ * (Neutron has none; 507 tells the client the request was fine and can be retried once space is
+ * freed, where a 500 would read as a server bug); anything else (EIO, EROFS...): 500.
+ */
+function writeFailure(path: string, e: unknown): NeutronError {
+  if (e instanceof NeutronError) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new NeutronError(507, 'SfcStorageFull', `The change was not applied: no space left to write the state file ${path} (${code}). Free space and retry.`);
   }
+  return new NeutronError(500, 'SfcStateWriteFailed', `The change was not applied: writing the state file ${path} failed (${(e as Error).message}).`);
+}
+
+/** mkdir -p, each directory it creates mode 0700 (whatever the umask); existing ones are left alone. */
+async function makePrivateDirs(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  for (let d = dir; d.length >= first.length; d = dirname(d)) await chmod(d, 0o700);
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -1,14 +1,22 @@
 /*
  * Store: the one owner of the committed model (networking-sfc's plugin + database, in memory).
  *
- * Every write is a transaction over whole snapshots: validate the request against the current
- * State and build the complete next State (validate.ts), let the drivers veto it (precommit),
- * make it durable (persist), swap it in, then let the drivers apply it (postcommit). A failed
- * postcommit swaps the previous snapshot back (and persists it again), so the store, the state
- * file and the dataplane never disagree. Writes run one at a time through a promise queue, so
- * concurrent API calls never interleave and each one validates against the state left by the
- * previous. A rejected write changes nothing: ids, group_id and chain_id are derived from the
- * snapshot being built, so there is no allocator state to roll back.
+ * Every write is a transaction over whole snapshots: check the per-resource limit (409 OverQuota),
+ * validate the request against the current State and build the complete next State (validate.ts),
+ * let the drivers veto it (precommit), make it durable (persist), and only then swap it in and let
+ * the drivers apply it (postcommit). A write whose persist fails is therefore never visible, never
+ * applied and never acknowledged: the store and the dataplane stay on the previous state, and a
+ * retried POST creates one object. A failed postcommit swaps the previous snapshot back (and
+ * persists it again), so the store, the state file and the dataplane never disagree.
+ *
+ * Group commit by batching: writes queue; the writes that arrived while the previous batch was
+ * committing form the next batch. Each is validated and precommitted in order against the state
+ * its predecessors left (a refused one is answered at once and skipped), then the batch is
+ * persisted as ONE state (one journal record, one fdatasync), swapped in and postcommitted once,
+ * and every write in it is answered. A batch succeeds or fails as a whole; concurrent writers
+ * share one fdatasync and one dataplane publication. A rejected write changes nothing: ids,
+ * group_id and chain_id are derived from the snapshot being built, so there is no allocator state
+ * to roll back.
  *
  * Committed snapshots are deep-frozen: readers share them freely. A next snapshot shares every
  * unchanged list and object with the previous one, so freezing it touches only what is new, and
@@ -16,17 +24,18 @@
  * (ACTIVE when admin_state_up and the bound interface exists and is up) each time a port is read.
  */
 import { DriverManager, NoopDriver } from './driver.js';
-import { NeutronError } from './errors.js';
+import { NeutronError, conflict } from './errors.js';
 import type { Collection, Port, Resource, ResourceOf, State } from './model.js';
-import { emptyState } from './model.js';
+import { COLLECTIONS, SINGULAR, emptyState } from './model.js';
 import { planCreate, planDelete, planUpdate, type CreateOptions } from './validate.js';
 import { findById } from './validate/indexes.js';
 import { LINK_UP, sysfsLinkState } from '../dataplane/io/native.js';
+import { UsageError } from '../util/args.js';
 
 export interface StoreOptions {
   /** Default: a manager with the noop driver. */
   drivers?: DriverManager;
-  /** Durable write of the next state, awaited before the write is acknowledged. */
+  /** Durable write of the next state, awaited before the change is visible, applied or acknowledged. */
   persist?: (next: State) => Promise<void> | void;
   /** Owner of created resources that name none (default 'sfc'). */
   projectId?: string;
@@ -34,24 +43,45 @@ export interface StoreOptions {
   initial?: State;
   /** Port status: the interface exists and is up (default: read /sys/class/net). */
   linkUp?: (ifname: string) => boolean;
+  /** Most objects of each collection (default DEFAULT_LIMIT each); a create beyond is 409 OverQuota. */
+  limits?: Partial<Record<Collection, number>>;
 }
 
 export const DEFAULT_PROJECT_ID = 'sfc';
+/** Per-collection object limit: far above any lab, low enough that a runaway script cannot exhaust memory. */
+export const DEFAULT_LIMIT = 10_000;
+/** Most writes committed as one batch. */
+const MAX_BATCH = 256;
+
+/** A write's outcome against one state: the next state, and its answer (read once it is committed). */
+interface Staged<T> {
+  next: State;
+  answer: () => T;
+}
+
+interface Job {
+  stage(state: State): Staged<unknown>;
+  resolve(value: unknown): void;
+  reject(e: unknown): void;
+}
 
 export class Store {
   readonly #drivers: DriverManager;
   readonly #persist: (next: State) => Promise<void> | void;
   readonly #projectId: string;
   readonly #linkUp: (ifname: string) => boolean;
+  readonly #limits: Record<Collection, number>;
   #state: State;
   #revision = 0;
-  #tail: Promise<unknown> = Promise.resolve();
+  #queue: Job[] = [];
+  #draining = false;
 
   constructor(opts: StoreOptions = {}) {
     this.#drivers = opts.drivers ?? new DriverManager([new NoopDriver()]);
     this.#persist = opts.persist ?? (() => undefined);
     this.#projectId = opts.projectId ?? DEFAULT_PROJECT_ID;
     this.#linkUp = opts.linkUp ?? sysfsLinkUp;
+    this.#limits = Object.fromEntries(COLLECTIONS.map((c) => [c, opts.limits?.[c] ?? DEFAULT_LIMIT])) as Record<Collection, number>;
     this.#state = deepFreeze(structuredClone(opts.initial ?? emptyState()));
   }
 
@@ -60,6 +90,7 @@ export class Store {
     return this.#state;
   }
 
+  /** Number of committed changes. */
   get revision(): number {
     return this.#revision;
   }
@@ -77,44 +108,73 @@ export class Store {
 
   /** body is the inner object (no envelope). opts.id / opts.group_id are for config replay only. */
   create<C extends Collection>(coll: C, body: unknown, opts: CreateOptions = {}): Promise<ResourceOf<C>> {
-    return this.#serialise(async () => {
-      const plan = planCreate(this.#state, coll, body, { projectId: this.#projectId, linkUp: this.#linkUp }, opts);
-      await this.#commit(plan.next);
-      return this.#shown(coll, plan.created as ResourceOf<C>);
+    return this.#submit((state) => {
+      if (state[coll].length >= this.#limits[coll]) throw overQuota(coll);
+      const plan = planCreate(state, coll, body, { projectId: this.#projectId, linkUp: this.#linkUp }, opts);
+      return { next: plan.next, answer: () => this.#shown(coll, plan.created as ResourceOf<C>) };
     });
   }
 
   update<C extends Collection>(coll: C, id: string, body: unknown): Promise<ResourceOf<C>> {
-    return this.#serialise(async () => {
-      const next = planUpdate(this.#state, coll, id, body, { projectId: this.#projectId, linkUp: this.#linkUp });
-      await this.#commit(next);
-      return this.#read(coll, id);
+    return this.#submit((state) => {
+      const next = planUpdate(state, coll, id, body, { projectId: this.#projectId, linkUp: this.#linkUp });
+      const updated = findById(next, coll, id);
+      if (!updated) throw new NeutronError(500, 'SfcStoreError', `${coll} ${id} vanished from its own update`);
+      return { next, answer: () => this.#shown(coll, updated) };
     });
   }
 
   delete(coll: Collection, id: string): Promise<void> {
-    return this.#serialise(() => this.#commit(planDelete(this.#state, coll, id)));
+    return this.#submit((state) => ({ next: planDelete(state, coll, id), answer: () => undefined }));
   }
 
   /** Swap in a whole State without validation (start-up, restore), still through the drivers. */
   replace(next: State): Promise<void> {
-    return this.#serialise(() => this.#commit(structuredClone(next)));
+    return this.#submit(() => ({ next: structuredClone(next), answer: () => undefined }));
   }
 
-  #serialise<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(job);
-    this.#tail = run.catch(() => undefined);
-    return run;
+  #submit<T>(stage: (state: State) => Staged<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ stage, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#draining) void this.#drain();
+    });
   }
 
-  async #commit(nextState: State): Promise<void> {
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#queue.length > 0) await this.#commitBatch(this.#queue.splice(0, MAX_BATCH));
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Stage each job on its predecessors' state, then persist, swap in and apply the survivors as one. */
+  async #commitBatch(jobs: Job[]): Promise<void> {
     const prev = this.#state;
     const prevRevision = this.#revision;
-    const next = deepFreeze(nextState);
-    await this.#drivers.precommit(next, prev);
-    await this.#persist(next);
+    let next = prev;
+    const accepted: { job: Job; answer: () => unknown }[] = [];
+    for (const job of jobs) {
+      try {
+        const staged = job.stage(next);
+        const candidate = deepFreeze(staged.next);
+        await this.#drivers.precommit(candidate, next);
+        next = candidate;
+        accepted.push({ job, answer: staged.answer });
+      } catch (e) {
+        job.reject(e);
+      }
+    }
+    if (accepted.length === 0) return;
+    const fail = (e: unknown) => accepted.forEach((a) => a.job.reject(e));
+    try {
+      await this.#persist(next);
+    } catch (e) {
+      return fail(e);
+    }
     this.#state = next;
-    this.#revision = prevRevision + 1;
+    this.#revision = prevRevision + accepted.length;
     try {
       await this.#drivers.postcommit(next, prev);
     } catch (e) {
@@ -124,9 +184,16 @@ export class Store {
         await this.#persist(prev);
       } catch (p) {
         const why = e instanceof Error ? e.message : String(e);
-        throw new NeutronError(500, 'SfcDriverError', `${why}; restoring the state file also failed: ${String(p)}`);
+        return fail(new NeutronError(500, 'SfcDriverError', `${why}; restoring the state file also failed: ${p instanceof Error ? p.message : String(p)}`));
       }
-      throw e;
+      return fail(e);
+    }
+    for (const a of accepted) {
+      try {
+        a.job.resolve(a.answer());
+      } catch (e) {
+        a.job.reject(e);
+      }
     }
   }
 
@@ -135,16 +202,29 @@ export class Store {
     return (coll === 'ports' ? this.#withStatus(r as Port) : r) as ResourceOf<C>;
   }
 
-  #read<C extends Collection>(coll: C, id: string): ResourceOf<C> {
-    const r = this.get(coll, id);
-    if (!r) throw new NeutronError(500, 'SfcStoreError', `${coll} ${id} vanished after commit`);
-    return r;
-  }
-
   #withStatus(p: Port): Port {
     const status = p.admin_state_up && this.#linkUp(p['binding:profile'].interface) ? 'ACTIVE' : 'DOWN';
     return status === p.status ? p : { ...p, status };
   }
+}
+
+/** `ports=20000,flow_classifiers=500` (--limits) → per-collection limits; a bad entry is a UsageError. */
+export function parseLimits(spec: string): Partial<Record<Collection, number>> {
+  const limits: Partial<Record<Collection, number>> = {};
+  for (const entry of spec.split(',')) {
+    const m = /^\s*([a-z_]+)\s*=\s*(\d+)\s*$/.exec(entry);
+    const coll = COLLECTIONS.find((c) => c === m?.[1]);
+    if (!m || !coll || Number(m[2]) < 1) {
+      throw new UsageError(`--limits: '${entry}' is not COLLECTION=N with N >= 1 and COLLECTION one of ${COLLECTIONS.join(', ')}`);
+    }
+    limits[coll] = Number(m[2]);
+  }
+  return limits;
+}
+
+/** Neutron's quota refusal (neutron_lib.exceptions.OverQuota). */
+function overQuota(coll: Collection): NeutronError {
+  return conflict('OverQuota', `Quota exceeded for resources: ['${SINGULAR[coll]}'].`);
 }
 
 /** Linux: the interface exists and is administratively and operationally up. */

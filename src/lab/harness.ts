@@ -4,7 +4,8 @@
  * namespaces, and the lab a backend needs (labUpFor: the links and endpoint settings its registry
  * entry asks for). `sfc demo` and the end-to-end tests use it.
  *
- * - LabDataplane runs `sfc serve` (compiled, dist/) inside L-dp with a fresh state file, output to
+ * - LabDataplane runs `sfc serve` (compiled, dist/) inside L-dp with a fresh state file (userspace
+ *   driver on a backend, or --driver ovs: its private Open vSwitch lives under the run directory), output to
  *   <runDir>/serve.log, in its own process group. Its API listens on 127.0.0.1 of L-dp, which the
  *   caller's namespace cannot reach: a relay (a small node program started inside L-dp) carries
  *   each request as one JSON line on its stdin and answers on its stdout, so one process serves
@@ -25,7 +26,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../dataplane/io/backend.js';
-import type { BackendName } from '../dataplane/io/registry.js';
+import { DEFAULT_BACKEND, type BackendName } from '../dataplane/io/registry.js';
 import { labUp, netnsExec, netnsSpawn, type Lab, type LabOptions } from './topology.js';
 import { nextEvent, type ListeningEvent, type TrafficEvent } from './traffic.js';
 
@@ -71,7 +72,9 @@ export interface HttpAnswer {
 }
 
 export interface DataplaneStart {
-  backend: BackendName;
+  /** userspace (default): the dataplane on `backend`; ovs: a private Open vSwitch bridge (no backend). */
+  driver?: 'userspace' | 'ovs';
+  backend?: BackendName;
   /** Chain file that seeds the (fresh) state. */
   config: string;
 }
@@ -112,7 +115,9 @@ export class LabDataplane {
     const logFile = join(lab.runDir, 'serve.log');
     const log = await open(logFile, 'w');
     const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, '--state', state];
-    argv.push('--backend', opts.backend, '--listen', '127.0.0.1:0');
+    if (opts.driver === 'ovs') argv.push('--driver', 'ovs');
+    else argv.push('--backend', opts.backend ?? DEFAULT_BACKEND);
+    argv.push('--listen', '127.0.0.1:0');
     let child: ChildProcess;
     try {
       child = await netnsSpawn(lab.name, lab.dpNs, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
@@ -238,7 +243,7 @@ export async function startTraffic<R = TrafficEvent>(lab: LabInfo, ns: string, a
 }
 
 /** Build the lab for a dataplane on `backend`: the links it attaches to, and the endpoint settings it needs. */
-export async function labUpFor(backend: Backend, opts: Omit<LabOptions, 'dpLink'>): Promise<Lab> {
+export async function labUpFor(backend: Pick<Backend, 'lab'>, opts: Omit<LabOptions, 'dpLink'>): Promise<Lab> {
   const lab = await labUp({ ...opts, dpLink: backend.lab.link });
   if (backend.lab.offloadsOff) await disableOffloads(lab);
   return lab;

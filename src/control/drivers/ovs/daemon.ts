@@ -46,6 +46,11 @@ export class OvsDaemon {
     this.db = `unix:${join(dir, 'db.sock')}`;
   }
 
+  /** ovs-vswitchd's control socket (ovs-appctl -t). */
+  get vswitchdCtl(): string {
+    return join(this.dir, 'ovs-vswitchd.ctl');
+  }
+
   /** The ovs-vswitchd process (its CPU time is the forwarder's in the benchmark). */
   get vswitchdPid(): number {
     return this.children[1].pid!;
@@ -76,9 +81,11 @@ export class OvsDaemon {
         [...prefix, DAEMONS[0], join(dir, 'conf.db'), `--remote=p${daemon.db}`, `--unixctl=${join(dir, 'ovsdb-server.ctl')}`, `--log-file=${join(dir, 'ovsdb-server.log')}`, ...common],
         'ovsdb-server',
       );
-      await exec(['ovs-vsctl', `--db=${daemon.db}`, '--retry', '--timeout=20', '--no-wait', 'init'], { env });
+      // TSO on: the netdev datapath then reads and writes its AF_PACKET sockets with a virtio-net
+      // header, so the veth stacks' TCP super-frames and partial checksums cross it intact.
+      await exec(['ovs-vsctl', `--db=${daemon.db}`, '--retry', '--timeout=20', '--no-wait', 'init', '--', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true'], { env });
       await launch(
-        [...prefix, ...(opts.vswitchdPrefix ?? []), DAEMONS[1], daemon.db, `--unixctl=${join(dir, 'ovs-vswitchd.ctl')}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common],
+        [...prefix, ...(opts.vswitchdPrefix ?? []), DAEMONS[1], daemon.db, `--unixctl=${daemon.vswitchdCtl}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common],
         'ovs-vswitchd',
       );
       return daemon;

@@ -16,6 +16,8 @@
  * Statistics come from OVS's own counters (flow, group-bucket and port statistics), mapped onto
  * the userspace mode's metric names (stats()).
  */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Driver } from '../../driver.js';
 import { NeutronError } from '../../errors.js';
@@ -36,6 +38,17 @@ export interface OvsDriverOptions {
   log?: (message: string) => void;
 }
 
+/** A shared Open vSwitch's ovs-vswitchd control socket: <rundir>/ovs-vswitchd.<pid>.ctl ('' if not found). */
+async function sharedCtl(rundir: string): Promise<string> {
+  try {
+    const pid = (await readFile(join(rundir, 'ovs-vswitchd.pid'), 'utf8')).trim();
+    const ctl = join(rundir, `ovs-vswitchd.${pid}.ctl`);
+    return existsSync(ctl) ? ctl : '';
+  } catch {
+    return '';
+  }
+}
+
 export class OvsDriver implements Driver {
   readonly name = 'ovs';
   private installed: BridgeState = emptyBridgeState();
@@ -50,6 +63,8 @@ export class OvsDriver implements Driver {
     readonly db: string,
     readonly ofctl: Ofctl,
     private readonly daemon: OvsDaemon | undefined,
+    /** ovs-vswitchd's control socket ('' when unknown). */
+    private readonly ctl: string,
   ) {}
 
   /** Connect to (or start) Open vSwitch, make sure the bridge exists, read what it holds. */
@@ -63,7 +78,8 @@ export class OvsDriver implements Driver {
     }
     if (!db.startsWith('unix:')) throw new Error(`--ovsdb must be unix:PATH, got '${db}'`);
     const rundir = dirname(db.slice('unix:'.length));
-    const driver = new OvsDriver(opts.bridge, db, new Ofctl(`unix:${join(rundir, `${opts.bridge}.mgmt`)}`, opts.dir), daemon);
+    const ctl = daemon?.vswitchdCtl ?? (await sharedCtl(rundir));
+    const driver = new OvsDriver(opts.bridge, db, new Ofctl(`unix:${join(rundir, `${opts.bridge}.mgmt`)}`, opts.dir), daemon, ctl);
     try {
       await driver.vsctl(
         ['--may-exist', 'add-br', opts.bridge],
@@ -185,6 +201,9 @@ export class OvsDriver implements Driver {
     const events = new Float64Array(COUNTERS.length);
     const drops = new Float64Array(DROP_REASONS.length);
     const instancePackets = new Float64Array(this.plan?.members.length ?? 0);
+    // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
+    // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
+    if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
     const [flowText, groupText, portText, ifaceText] = await Promise.all([
       this.ofctl.flowStats(),
       this.ofctl.groupStats(),

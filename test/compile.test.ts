@@ -142,7 +142,7 @@ describe('compileTables', () => {
     expect([...share(1).counts.keys()]).toEqual([-1]);
   });
 
-  it('skips empty tap groups (SIs count only real hops) and refuses tap groups with a member', () => {
+  it('skips empty tap groups (SIs count only real hops) and renders a tap group with a member as a copy', () => {
     const s = twoHop();
     s.group('tapg', [], { tap: true });
     const c = s.state.port_chains[0];
@@ -155,7 +155,13 @@ describe('compileTables', () => {
     s.port('tap-p', 'tap0', '02:00:00:00:99:01');
     s.pair('pptap', 'tap-p', 'tap-p');
     s.byName('port_pair_groups', 'tapg').port_pairs.push(s.byName('port_pairs', 'pptap').id);
-    expect(() => compileTables(s.state)).toThrow(/tap groups .* not supported/);
+    const tapped = compileTables(s.state);
+    expect(hopsOf(tapped, 0, s.state).map((h) => [h.group, h.si])).toEqual([
+      ['ppg1', 254],
+      ['ppg2', 253],
+    ]);
+    expect(tapped.tapInst.length).toBe(1);
+    expect(tapped.instanceNames[tapped.tapInst[0]].portPair).toBe('pptap');
   });
 
   it('produces a structured-clone-able plain object', () => {
@@ -176,11 +182,8 @@ describe('compileTables', () => {
     for (let h = 1; h <= MAX_HOPS; h++) long.group(`g${h}`, []);
     long.classifier('fc', { src: 'c' });
     long.chain('long', Array.from({ length: MAX_HOPS + 1 }, (_, h) => `g${h}`), ['fc']);
-    const graph = twoHop();
-    const pc1 = graph.state.port_chains[0].id;
-    graph.state.service_graphs.push({ id: 'x', name: 'sg', description: '', tenant_id: 'sfc', project_id: 'sfc', port_chains: { [pc1]: [pc1] } });
-    const nTuple = twoHop();
-    nTuple.state.port_pair_groups[0].port_pair_group_parameters.ppg_n_tuple_mapping = { egress_n_tuple: { source_ip_prefix: '10.9.0.0/16' } };
+    const noIface = twoHop();
+    noIface.state.ports[0]['binding:profile'] = { interface: '' };
     const badMac = twoHop();
     badMac.state.ports[0].mac_address = 'zz';
 
@@ -188,9 +191,8 @@ describe('compileTables', () => {
       [sym.state, /symmetric chain needs a logical_destination_port/],
       [dangling.state, /unknown port pair group/],
       [long.state, new RegExp(`at most ${MAX_HOPS} hops`)],
-      [graph.state, /service graphs are not supported/],
-      [nTuple.state, /port pair group ppg1: ppg_n_tuple_mapping is not supported/],
       [badMac.state, /bad mac_address/],
+      [noIface.state, /port client: binding:profile.interface is required/],
     ] as const) {
       const e = compileError(state);
       expect(e.status).toBe(400);
@@ -207,7 +209,7 @@ describe('UserspaceDriver', () => {
       published.push(t);
     });
     const bad = twoHop();
-    bad.state.port_pair_groups[0].port_pair_group_parameters.ppg_n_tuple_mapping = { egress_n_tuple: { source_ip_prefix: '10.9.0.0/16' } };
+    bad.state.ports[0]['binding:profile'] = { interface: '' };
     const veto = d.precommit(buildPlan(bad.state));
     expect(veto).toHaveLength(1);
     expect(veto[0].status).toBe(400);

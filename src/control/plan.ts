@@ -11,9 +11,10 @@
  *    keep their meaning; a freed index is a hole and may be reused later;
  *  - groups with their members, weights (on the members), lb_fields, tap flag and n-tuple mapping;
  *  - per chain one forward path and, for a symmetric chain, one reverse path: SPI = chain_id; the
- *    source node (the classifier) has SI 255, the i-th non-tap hop 254 - i, tap hops the indices
- *    after the last non-tap hop (the reference's renumbering, B.1); the reverse path uses the same
- *    numbering over the groups in reverse order;
+ *    source node (the classifier) has SI 255, the i-th non-tap hop 254 - i, the (never programmed)
+ *    destination node the next index, tap hops the indices after it (the reference's renumbering,
+ *    B.1: SRC 255 -> TAP -> SF -> DST becomes SF 254, DST 253, TAP 252); the reverse path uses the
+ *    same numbering over the groups in reverse order;
  *  - per node an ACTION LIST: what happens to a frame on its way into that node (a hop) or out of
  *    the chain (the path's `end`), in order: copy to a tap, push/pop the chain's encapsulation
  *    (B.4's four proxy cases: an aware hop gets the frame encapsulated with the previous node's
@@ -130,8 +131,13 @@ export interface PlanChain {
 export interface PlanRule {
   classifierId: string;
   classifier: string;
-  /** The classifier's fields as they match on this path (source and destination NOT yet swapped for reverse). */
+  /** The classifier's fields as they match at the entry of this path (source and destination NOT yet swapped for reverse). */
   match: ClassifierFields;
+  /**
+   * The fields a frame returning from each steered hop of the path matches (re-classification at
+   * the SF's return port): `match` with the n-tuple mappings of the groups crossed so far (B.8).
+   */
+  hopMatch: ClassifierFields[];
   path: number;
   reverse: boolean;
   /** Logical port the rule applies at (-1: only through a graph hand-off). */
@@ -296,7 +302,9 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
       paths.push(buildPath(chain, c, reverse ? [...order].reverse() : order, reverse, encap));
       if (reverse) pc.reverse = p;
       else pc.forward = p;
+      const hopGroups = paths[p].hops.slice(0, paths[p].sfHops).map((h) => groups[h.group].nTupleMapping);
       for (const fc of fcs) {
+        const { match, hopMatch } = nTupleMatches(fc, hopGroups, reverse);
         const from = portOf(fc.logical_source_port, `flow classifier ${label(fc)}: logical_source_port`);
         const to = fc.logical_destination_port === null ? -1 : portOf(fc.logical_destination_port, `flow classifier ${label(fc)}: logical_destination_port`);
         if (reverse && to < 0) throw refuse(`flow classifier ${label(fc)}: a symmetric chain needs a logical_destination_port`);
@@ -304,7 +312,8 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
         rules.push({
           classifierId: fc.id,
           classifier: label(fc),
-          match: fc,
+          match,
+          hopMatch,
           path: p,
           reverse,
           at: reverse ? to : from,
@@ -329,7 +338,7 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
       actions: [],
     }));
     taps.forEach((gi, t) =>
-      hops.push({ group: gi, kind: 'tap', si: SOURCE_SI - 1 - n - t, chainHop: -1, correlation: groupCorrelation(gi), actions: [] }),
+      hops.push({ group: gi, kind: 'tap', si: SOURCE_SI - 2 - n - t, chainHop: -1, correlation: groupCorrelation(gi), actions: [] }),
     );
     const spi = chain.chain_id;
     // Which non-tap node precedes each tap (its copy is taken on the way out of that node): -1 = the source node.
@@ -353,14 +362,15 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
       return acts;
     };
     for (let k = 0; k < n; k++) hops[k].actions = [...into(k), { op: 'set_dst_mac' }];
-    // Tap copies: encapsulated with the tap node's previous index when the tap pair is aware.
+    // Tap copies: an aware tap gets the tap node's own label / SPI+SI (B.7: table 7 pushes the tap
+    // node's label); an unaware tap a plain frame.
     for (let k = n; k < hops.length; k++) {
       const h = hops[k];
       const before = tapAfter.get(k)!;
       const upstreamAware = before > 0 && hops[before - 1].correlation !== null;
       const acts: Action[] = [];
-      if (upstreamAware && h.correlation === null) acts.push({ op: 'pop', encap });
-      if (!upstreamAware && h.correlation !== null) acts.push({ op: 'push', encap, spi, si: h.si + 1 });
+      if (upstreamAware) acts.push({ op: 'pop', encap });
+      if (h.correlation !== null) acts.push({ op: 'push', encap, spi, si: h.si });
       h.actions = [...acts, { op: 'set_dst_mac' }];
     }
     return { chain: c, reverse, spi, encap, hops, sfHops: n, end: into(n), rules: [] };
@@ -401,6 +411,46 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
 /** Chain-end delivery for a rule whose far end is logical port `to` (-1: none): B.4 plus ARCHITECTURE.md §4 transparency. */
 function delivery(to: number): Action[] {
   return to >= 0 ? [{ op: 'set_end_macs', port: to }, { op: 'deliver', port: to }] : [{ op: 'restore_macs' }, { op: 'switch' }];
+}
+
+type Mapping = PlanGroup['nTupleMapping'];
+
+/** `fc` with each n-tuple override applied in order (B.8: the switch's view of a translated flow). */
+function overridden(fc: ClassifierFields, overrides: (NTuple | undefined)[]): ClassifierFields {
+  const m = { ...fc };
+  const text = (v: string | number | null) => (v === null ? null : String(v));
+  const port = (v: string | number | null) => (v === null ? null : Number(v));
+  for (const o of overrides) {
+    if (o === undefined) continue;
+    if (o.source_ip_prefix !== undefined) m.source_ip_prefix = text(o.source_ip_prefix);
+    if (o.destination_ip_prefix !== undefined) m.destination_ip_prefix = text(o.destination_ip_prefix);
+    if (o.source_port_range_min !== undefined) m.source_port_range_min = port(o.source_port_range_min);
+    if (o.source_port_range_max !== undefined) m.source_port_range_max = port(o.source_port_range_max);
+    if (o.destination_port_range_min !== undefined) m.destination_port_range_min = port(o.destination_port_range_min);
+    if (o.destination_port_range_max !== undefined) m.destination_port_range_max = port(o.destination_port_range_max);
+  }
+  return m;
+}
+
+/**
+ * The entry match and per-hop return matches of classifier fc on a path whose steered hops have
+ * the given mappings (in path order), per B.8: forward, after a group with an egress_n_tuple the
+ * fields are overridden by it and later hops inherit the override; reverse, the entry (at the
+ * destination side) sees the forward path's last translation (every egress_n_tuple), and after a
+ * group with an ingress_n_tuple its values apply, inherited by later reverse hops.
+ */
+function nTupleMatches(fc: ClassifierFields, mappings: Mapping[], reverse: boolean): { match: ClassifierFields; hopMatch: ClassifierFields[] } {
+  const has = (t: NTuple | undefined) => t !== undefined && Object.keys(t).length > 0;
+  if (!mappings.some((m) => has(m.egress_n_tuple) || has(m.ingress_n_tuple))) return { match: fc, hopMatch: mappings.map(() => fc) };
+  const applied: (NTuple | undefined)[] = [];
+  // Reverse hops run over the groups in reverse order: the entry already carries every forward translation.
+  if (reverse) for (const m of [...mappings].reverse()) applied.push(m.egress_n_tuple);
+  const match = overridden(fc, applied);
+  const hopMatch = mappings.map((m) => {
+    applied.push(reverse ? m.ingress_n_tuple : m.egress_n_tuple);
+    return overridden(fc, applied);
+  });
+  return { match, hopMatch };
 }
 
 /**

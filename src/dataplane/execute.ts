@@ -14,6 +14,10 @@
  *  - ACT_PUSH_MPLS / ACT_PUSH_NSH / ACT_POP_MPLS / ACT_POP_NSH: the chain's encapsulation for an
  *    SF-aware hop (encap.ts), in the order the plan's proxy rules put them (before set_dst_mac,
  *    which then addresses the outermost header).
+ *  - ACT_COPY_TAP: a copy of the frame as it is at that point goes to a tap instance, in a new slot
+ *    of the batch, with the tap node's own list run on it (its encapsulation, its MAC).
+ * At chain end the path's end list (copies, decapsulation) runs, then the rule's delivery list; a
+ * frame handed off by a service graph runs its source path's end list before its new hop's.
  * Everything else is forwarded unchanged. What to write for a hop is precomputed (Click's
  * EtherRewrite): per table generation, each instance's two MACs as the 16-bit and 32-bit words a
  * hop stores through the batch's DataView (two stores instead of six byte copies); no per-packet
@@ -23,13 +27,14 @@
  * dropped likewise. (We answer rather than fragment: MPLS and NSH frames cannot be fragmented by
  * the SF, and a sender that learns the path MTU stops sending frames that would be lost.)
  */
-import { ABSENT, BATCH, ENCAP_NSH, MAX_FRAME, type Batch } from '../packet/batch.js';
+import { ABSENT, BATCH, ENCAP_NSH, MAX_FRAME, OUT_DROP, type Batch } from '../packet/batch.js';
 import { Ctr, Drop, type Counters } from '../packet/counters.js';
 import { B_MACS, copyMacs, dropSlot, MACS, R_FLAGS, recordAt, V_DROP, V_END, V_HOP, V_L2, type SteerState } from './flowstate.js';
 import { popMpls, popNsh, pushMpls, pushNsh } from './encap.js';
 import { packetTooBig } from './icmp.js';
 import { DEFAULT_MTU } from './io/native.js';
 import {
+  ACT_COPY_TAP,
   ACT_POP_MPLS,
   ACT_POP_NSH,
   ACT_PUSH_MPLS,
@@ -66,7 +71,7 @@ function macWords(t: Tables): Int32Array {
 }
 
 /** Run actions [from, from + n) on slot i; returns a drop reason, or 0. */
-function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: number, macs: Int32Array): number {
+function run(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, from: number, n: number, macs: Int32Array): number {
   const d = b.data;
   for (let a = from; a < from + n; a++) {
     const at = b.start[i];
@@ -83,6 +88,9 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
         break;
       case ACT_POP_NSH:
         if (!popNsh(b, i)) return Drop.bad_encap;
+        break;
+      case ACT_COPY_TAP:
+        copyToTap(t, b, s, c, i, arg, macs);
         break;
       case ACT_SET_DST_MAC: {
         const m = s.slotInst[i] * MAC_WORDS + (t.pathReverse[b.path[i]] === 1 ? 2 : 0);
@@ -104,6 +112,30 @@ function run(t: Tables, b: Batch, s: SteerState, i: number, from: number, n: num
     }
   }
   return 0;
+}
+
+/** Copy slot i to tap node `tap`: a new slot, the tap's action list run on it, out to the tap instance. */
+function copyToTap(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, tap: number, macs: Int32Array): void {
+  const k = b.copySlot(i);
+  if (k < 0) {
+    c.events[Ctr.tap_copies_lost]++;
+    return;
+  }
+  const inst = t.tapInst[tap];
+  s.verdict[k] = V_HOP;
+  s.slotInst[k] = inst;
+  s.slotRule[k] = s.slotRule[i];
+  s.slotFrom[k] = -1;
+  b.hop[k] = -1;
+  if (run(t, b, s, c, k, t.tapActBase[tap], t.tapActCount[tap], macs) !== 0) {
+    b.out[k] = OUT_DROP;
+    s.verdict[k] = V_DROP;
+    c.events[Ctr.tap_copies_lost]++;
+    return;
+  }
+  b.out[k] = t.pathReverse[b.path[k]] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
+  s.instancePackets[inst]++;
+  c.events[Ctr.tap_copies]++;
 }
 
 /**
@@ -146,7 +178,7 @@ function tooBig(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, mtu:
 
 export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mtu: Int32Array): void {
   const macs = macWords(t);
-  const { verdict, slotInst, slotRule } = s;
+  const { verdict, slotInst, slotRule, slotFrom } = s;
   const { path, hop: hopOf, start, len, view, out } = b;
   const { pathHopBase, hopActBase, hopActCount, actOp, pathReverse, ruleActBase, ruleActCount } = t;
   const n = b.count;
@@ -158,18 +190,23 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
       const p = path[i];
       const hop = pathHopBase[p] + hopOf[i];
       const a = hopActBase[hop];
-      if (hopActCount[hop] === 1 && actOp[a] === ACT_SET_DST_MAC) {
+      const from = slotFrom[i];
+      if (hopActCount[hop] === 1 && actOp[a] === ACT_SET_DST_MAC && from < 0) {
         // The common case inline: an SF-unaware hop only sets the destination MAC.
         const m = slotInst[i] * MAC_WORDS + (pathReverse[p] === 1 ? 2 : 0);
         view.setUint16(start[i], macs[m]);
         view.setInt32(start[i] + 2, macs[m + 1]);
         continue;
       }
-      const why = run(t, b, s, i, a, hopActCount[hop], macs);
+      // A graph hand-off runs the source path's end (decapsulation, copies) first.
+      let why = from >= 0 ? run(t, b, s, c, i, t.pathEndActBase[from], t.pathEndActCount[from], macs) : 0;
+      if (why === 0) why = run(t, b, s, c, i, a, hopActCount[hop], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
     } else if (v === V_END) {
+      const p = path[i];
       const r = slotRule[i];
-      const why = run(t, b, s, i, ruleActBase[r], ruleActCount[r], macs);
+      let why = run(t, b, s, c, i, t.pathEndActBase[p], t.pathEndActCount[p], macs);
+      if (why === 0) why = run(t, b, s, c, i, ruleActBase[r], ruleActCount[r], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
     }
     if (len[i] > before && verdict[i] !== V_DROP && out[i] >= 0) {

@@ -91,6 +91,8 @@ export class SteerState {
   // per-slot outputs
   readonly verdict = new Uint8Array(BATCH);
   readonly slotInst = new Int32Array(BATCH);
+  /** A graph hand-off: the source path whose end actions run before the slot's hop (-1: none). */
+  readonly slotFrom = new Int32Array(BATCH);
   /** Orientation of the slot's flow entry (which endpoint sent it): where its entry MACs are in the record. */
   readonly slotOrient = new Uint8Array(BATCH);
   readonly slotRule = new Int32Array(BATCH);

@@ -64,8 +64,9 @@ export class ReplaySession {
     this.onTransmit = opts.onTransmit ?? (() => undefined);
     if (opts.sfLoopback) {
       const t = tables;
+      const taps = new Set(t.tapInst);
       for (let k = 0; k < t.instanceCount; k++) {
-        if (t.instGroup[k] < 0) continue;
+        if (t.instGroup[k] < 0 || taps.has(k)) continue; // (a simulated tap consumes its copy)
         const ingress = t.interfaces[t.instIfIn[k]];
         const egress = t.interfaces[t.instIfOut[k]];
         this.loop.set(`${ingress} ${formatMac(t.instMac, k * INST_MAC_STRIDE)}`, egress);

@@ -23,7 +23,12 @@
  *
  * Chain end: the rule's far port (the logical destination port, or the logical source port on a
  * reverse path) gets the frame (execute sets its MAC as destination, the entry's source MAC as
- * source); without one the MACs seen at entry are restored and the frame is switched.
+ * source); without one the MACs seen at entry are restored and the frame is switched. At the end
+ * of a service graph's source chain the frame is first offered to the destination chains' rules
+ * (logical ports ignored): a match continues at that chain's first hop (slotFrom remembers the
+ * source path, whose end actions execute runs first), no match ends the chain as usual.
+ *
+ * What a tap's port pair sends is dropped ('from_tap'): a tap only receives copies.
  *
  * Fragments: a first fragment records its flow entry in a FragmentTable (addresses, protocol, IP
  * id, VLAN); later fragments follow that decision. A later fragment seen first is classified and
@@ -134,6 +139,18 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
   if (k < t.pathHopCount[p]) {
     toHop(b, s, i, p, k, r);
     return;
+  }
+  // End of a graph's source chain: hand off to the destination chain whose rules match (B.9).
+  const hx = t.pathHandoff[p];
+  if (hx >= 0) {
+    const local = classify(t.handoffTables[hx], b, i, -1, b.frag[i] === FRAG_LATER);
+    const next = local >= 0 ? t.handoffTableRules[hx][local] : -1;
+    if (next >= 0 && t.pathHopCount[t.rulePath[next]] > 0) {
+      s.slotFrom[i] = p;
+      c.events[Ctr.handed_off]++;
+      toHop(b, s, i, t.rulePath[next], 0, next);
+      return;
+    }
   }
   // End of chain: the MACs seen at entry (execute's end actions use them), then the far port or L2.
   b.path[i] = p;
@@ -386,6 +403,7 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
   const flows = s.flows;
   s.slotRule.fill(-1, 0, n);
   s.slotInst.fill(-1, 0, n);
+  s.slotFrom.fill(-1, 0, n);
   s.slotHasMacs.fill(0, 0, n);
   let hits = 0;
   let misses = 0;
@@ -397,7 +415,8 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
     }
     const L = logicalPort(t, b, i);
     if (L < 0 || b.ipVer[i] === 0 || (t.portEntry[L] === 0 && t.portSfCount[L] === 0) || isLinkLocal(b, i)) {
-      switchSlot(t, b, s, c, i, b.port[i]);
+      if (L >= 0 && t.portIsTap[L] === 1) dropSlot(b, s, c, i, Drop.from_tap);
+      else switchSlot(t, b, s, c, i, b.port[i]);
       continue;
     }
     // Encapsulated frames: from an SF-aware hop (at an SF return port), else switched plainly.

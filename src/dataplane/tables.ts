@@ -20,7 +20,9 @@
  *   hop   = group, position in the chain's forward order (shared by both directions), SI, and the
  *           action list run on a frame sent into it (hopAct*)
  *   rule  = classifier on a path: its far port (delivery) and the action list run at chain end
- *           (ruleAct*); ruleEnds holds the path's endpoint MACs (far port, entry port)
+ *           (the path's pathEndAct*, then the rule's ruleAct*); ruleEnds holds the path's endpoint
+ *           MACs (far port, entry port); a graph's source path hands off through pathHandoff
+ *   tap   = a tap node: its instance and the action list run on a copy (ACT_COPY_TAP)
  *   group = weighted Maglev table (entries are instance indices), lb_fields mask
  *   instance = port pair: ingress/egress interface and MAC; index stable across generations
  *   actions = (actOp, actArg) pairs, ACT_* below; execute.ts runs them
@@ -60,6 +62,8 @@ export const ACT_PUSH_NSH = 5;
 export const ACT_POP_MPLS = 6;
 /** Remove the outer Ethernet and NSH headers. */
 export const ACT_POP_NSH = 7;
+/** Copy the frame, as it is now, to tap node actArg (its own action list runs on the copy). */
+export const ACT_COPY_TAP = 8;
 
 /** instMac layout: ingress MAC at k*12, egress MAC at k*12+6. */
 export const INST_MAC_STRIDE = 12;
@@ -103,6 +107,8 @@ export interface Tables {
   /** Static MAC table: slot -> port index + 1 (0 = empty); probe from (lo ^ hi) & macMask. */
   macSlots: Int32Array;
   macMask: number;
+  /** 1 for a port of a tap's port pair: whatever it sends is dropped ('from_tap'). */
+  portIsTap: Uint8Array;
   /** Per interface: 1 when unknown unicast may be flooded there (it has a port that is not an SF port). */
   ifaceFlood: Uint8Array;
   /** Logical ports bound to each interface. */
@@ -145,6 +151,14 @@ export interface Tables {
   pathReverse: Uint8Array;
   /** The chain's correlation as an ENCAP_* value: what an aware hop receives and sends back. */
   pathEncap: Uint8Array;
+  /** Action list run at the path's end before the rule's delivery (tap copies, decapsulation), also on a graph hand-off. */
+  pathEndActBase: Int32Array;
+  pathEndActCount: Int32Array;
+  /** Index into handoffTables for a service graph's source path, -1 otherwise. */
+  pathHandoff: Int32Array;
+  /** Per hand-off: the destination chains' rules, logical ports ignored; handoffTableRules maps results to rule indices. */
+  handoffTables: ClassifierTable[];
+  handoffTableRules: Int32Array[];
   pathHopBase: Int32Array;
   pathHopCount: Int32Array;
 
@@ -162,6 +176,13 @@ export interface Tables {
   // action lists
   actOp: Uint8Array;
   actArg: Int32Array;
+
+  // tap nodes (ACT_COPY_TAP operands)
+  /** The tap's instance (its one port pair). */
+  tapInst: Int32Array;
+  /** Action list run on the copy (encapsulation for an aware tap, set_dst_mac). */
+  tapActBase: Int32Array;
+  tapActCount: Int32Array;
 
   // groups
   /** Port pair group ids (which group an instance belonged to, across generations). */
@@ -197,6 +218,7 @@ export interface TableSizes {
   groups: number;
   maglev: number;
   actions: number;
+  taps: number;
   instances: number;
 }
 
@@ -216,6 +238,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     portMacHi: a.u16(n.ports),
     portMacLo: a.u32(n.ports),
     portIsSf: a.u8(n.ports),
+    portIsTap: a.u8(n.ports),
     macSlots: a.i32(macSlotCount(n.ports)),
     macMask: macSlotCount(n.ports) - 1,
     ifaceFlood: a.u8(n.interfaces),
@@ -244,6 +267,11 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     pathSpi: a.i32(n.paths),
     pathReverse: a.u8(n.paths),
     pathEncap: a.u8(n.paths),
+    pathEndActBase: a.i32(n.paths),
+    pathEndActCount: a.i32(n.paths),
+    pathHandoff: a.i32(n.paths).fill(-1),
+    handoffTables: [],
+    handoffTableRules: [],
     pathHopBase: a.i32(n.paths),
     pathHopCount: a.i32(n.paths),
     hopGroup: a.i32(n.hops),
@@ -254,6 +282,9 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     hopActCount: a.i32(n.hops),
     actOp: a.u8(n.actions),
     actArg: a.i32(n.actions),
+    tapInst: a.i32(n.taps),
+    tapActBase: a.i32(n.taps),
+    tapActCount: a.i32(n.taps),
     groupIds: [],
     groupLbMask: a.i32(n.groups),
     groupMaglevBase: a.i32(n.groups),

@@ -112,6 +112,26 @@ export class Batch {
     return i;
   }
 
+  /**
+   * Append a copy of slot i: its bytes and every field parse and steer wrote (a tap's copy continues
+   * from where the original is). Returns the new slot, or -1 when the batch is full.
+   */
+  copySlot(i: number): number {
+    if (this.count >= BATCH) return -1;
+    const k = this.count++;
+    const s = k * SLOT + HEADROOM;
+    this.data.copyWithin(s, this.start[i], this.start[i] + this.len[i]);
+    this.start[k] = s;
+    for (const a of [this.len, this.port, this.time, this.l3Off, this.l4Off, this.etherType, this.vlan, this.vlanCount, this.ipVer,
+      this.proto, this.sport, this.dport, this.frag, this.ipId, this.encap, this.label, this.drop, this.hash, this.out, this.path,
+      this.hop, this.flow]) {
+      a[k] = a[i];
+    }
+    this.src.copyWithin(k * 4, i * 4, i * 4 + 4);
+    this.dst.copyWithin(k * 4, i * 4, i * 4 + 4);
+    return k;
+  }
+
   /** A copy of slot i's frame (for tests, replay capture and tracing; not for the hot path). */
   frame(i: number): Uint8Array {
     return this.data.slice(this.start[i], this.start[i] + this.len[i]);

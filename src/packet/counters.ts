@@ -30,6 +30,7 @@ export const DROP_REASONS = [
   'missing_encap', // an SF-aware hop returned a frame without the chain's encapsulation
   'unknown_spi', // an aware hop returned MPLS/NSH for a path it is not on (SPI / label)
   'bad_si', // an aware hop returned the right path with an unexpected service index
+  'from_tap', // sent by a tap's port pair (a tap only receives copies)
   'port_down',
   'tx_failed',
   'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6
@@ -52,6 +53,9 @@ export const COUNTERS = [
   'flooded',
   'fragments_followed', // non-first fragments steered by their first fragment's decision
   'fragments_l3_only', // non-first fragments steered by L3 fields alone
+  'handed_off', // frames handed from a service graph's source chain to a destination chain
+  'tap_copies', // copies sent to tap instances
+  'tap_copies_lost', // copies not made: no free slot in the batch
   'icmp_too_big', // ICMP "fragmentation needed" / "packet too big" sent for frames an encapsulation pushed over the MTU
   'table_generations', // table swaps observed by the data path
   'breaths',

@@ -26,20 +26,25 @@
  * only) and each port's MAC bytes (same index, same text). The memo hangs off the Tables in a WeakMap, so
  * Tables stay plain structured-clone-able objects and a generation's memo goes away with it.
  *
- * SF-aware hops (port pair correlation mpls/nsh) render as push/pop opcodes and per-hop `hopAware`
- * (steer then expects the hop's own label / SPI+SI back). Not rendered yet (refused by
- * `unsupported`, so nothing is accepted and then ignored): tap groups with a member, service
- * graphs with edges and ppg_n_tuple_mapping.
+ *  - SF-aware hops (port pair correlation mpls/nsh) as push/pop opcodes and per-hop `hopAware`
+ *    (steer then expects the hop's own label / SPI+SI back);
+ *  - tap hops as tap nodes (their member and action list) that ACT_COPY_TAP copies a frame to; the
+ *    tap's ports are marked so that what a tap sends is dropped;
+ *  - n-tuple mappings through the rules' per-hop matches, which the re-classification tables use;
+ *  - service graphs as per source path a hand-off classifier over the destination chains' rules.
+ * `unsupported` refuses only real limits: missing interfaces, index and hop counts.
  */
 import { NeutronError } from '../../errors.js';
 import { assignStable, buildPlan, type Action, type Plan, type PlanRule } from '../../plan.js';
 import type { State } from '../../model.js';
+import type { ClassifierFields } from '../../../classifier/rule.js';
 import { compileClassifier, type ClassifierTable, type Partition } from '../../../classifier/lookup.js';
 import { ruleFromClassifier, type Rule } from '../../../classifier/rule.js';
 import { lbFieldMask } from '../../../hash/flowhash.js';
 import { buildMaglev, maglevSize } from '../../../hash/maglev.js';
 import { ENCAP_MPLS, ENCAP_NSH } from '../../../packet/batch.js';
 import {
+  ACT_COPY_TAP,
   ACT_POP_MPLS,
   ACT_POP_NSH,
   ACT_PUSH_MPLS,
@@ -68,18 +73,6 @@ export function unsupported(plan: Plan): NeutronError[] {
   }
   if (plan.ports.length > MAX_INDEX) problems.push(refuse(`at most ${MAX_INDEX} ports are supported, got ${plan.ports.length}`));
   if (plan.members.length > MAX_INDEX) problems.push(refuse(`at most ${MAX_INDEX} port pairs in chains are supported`));
-  for (const g of plan.graphs) {
-    if (g.edges.length > 0) problems.push(refuse(`service graph ${g.name}: service graphs are not supported by the userspace dataplane yet`));
-  }
-  for (const g of plan.groups) {
-    if (g.tap && g.members.length > 0) {
-      problems.push(refuse(`port pair group ${g.name}: tap groups (passive copies) are not supported by the userspace dataplane yet`));
-    }
-    const { ingress_n_tuple, egress_n_tuple } = g.nTupleMapping;
-    if (Object.keys(ingress_n_tuple ?? {}).length > 0 || Object.keys(egress_n_tuple ?? {}).length > 0) {
-      problems.push(refuse(`port pair group ${g.name}: ppg_n_tuple_mapping is not supported by the userspace dataplane yet`));
-    }
-  }
   for (const c of plan.chains) {
     const hops = plan.paths[c.forward].sfHops;
     if (hops > MAX_HOPS) problems.push(refuse(`port chain ${c.name}: at most ${MAX_HOPS} hops are supported, got ${hops}`));
@@ -111,9 +104,8 @@ function reuse<V>(now: Map<string, V>, before: Map<string, V> | undefined, key: 
   return value;
 }
 
-/** Everything ruleFromClassifier reads from a rule's match, for a rule at `inPort` (-1: any port). */
-function ruleKey(r: PlanRule, inPort: number): string {
-  const m = r.match;
+/** Everything ruleFromClassifier reads from a match, for a rule at `inPort` (-1: any port). */
+function ruleKey(m: ClassifierFields, reverse: boolean, inPort: number): string {
   return JSON.stringify([
     m.ethertype,
     m.protocol,
@@ -123,16 +115,25 @@ function ruleKey(r: PlanRule, inPort: number): string {
     m.source_port_range_max,
     m.destination_port_range_min,
     m.destination_port_range_max,
-    r.reverse,
+    reverse,
     inPort,
   ]);
 }
 
-/** An action list as (opcode, operand) pairs; deliver/switch are steer's output choice, not opcodes. */
-function opcodes(actions: Action[]): [number, number][] {
+/**
+ * An action list as (opcode, operand) pairs. deliver/switch are steer's output choice and handoff
+ * is steer's graph table (pathHandoff), not opcodes; copy_to_tap's operand is the tap node's index
+ * (`tapOf` numbers them).
+ */
+function opcodes(actions: Action[], tapOf: (hop: number) => number): [number, number][] {
   const out: [number, number][] = [];
   for (const a of actions) {
     switch (a.op) {
+      case 'copy_to_tap':
+        out.push([ACT_COPY_TAP, tapOf(a.hop)]);
+        break;
+      case 'handoff':
+        break; // steer's graph hand-off (pathHandoff)
       case 'set_dst_mac':
         out.push([ACT_SET_DST_MAC, 0]);
         break;
@@ -151,9 +152,6 @@ function opcodes(actions: Action[]): [number, number][] {
       case 'deliver':
       case 'switch':
         break; // steer's output choice (ruleDstPort)
-      default:
-        // `unsupported` refuses every plan that needs another action; reaching this is a bug.
-        throw new Error(`userspace renderer: action '${a.op}' is not rendered`);
     }
   }
   return out;
@@ -182,9 +180,9 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     return built.table;
   };
   const portIndex = new Map(ports.map((p, k) => [p.id, k]));
-  const build = (r: PlanRule, anyPort: boolean): Rule => {
+  const build = (r: PlanRule, match: ClassifierFields, anyPort: boolean): Rule => {
     try {
-      return ruleFromClassifier(r.match, (id) => portIndex.get(id) ?? -1, { reverse: r.reverse, anyPort });
+      return ruleFromClassifier(match, (id) => portIndex.get(id) ?? -1, { reverse: r.reverse, anyPort });
     } catch (e) {
       throw refuse(`flow classifier ${r.classifier}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -240,9 +238,23 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     });
   });
 
-  // Action lists.
-  const hopActs = paths.flatMap((p) => p.hops.slice(0, p.sfHops).map((h) => opcodes(h.actions)));
-  const ruleActs = rules.map((r) => opcodes(r.end));
+  // Action lists: per steered hop, per tap node (a tap hop of a path), per path end (before
+  // delivery: copies, decapsulation), per rule (delivery).
+  const taps: { path: number; hop: number; member: number; acts: [number, number][] }[] = [];
+  const tapIndex = new Map<string, number>(); // "path hop" -> tap node
+  paths.forEach((p, pi) =>
+    p.hops.forEach((h, hi) => {
+      if (h.kind !== 'tap' || groups[h.group].members.length === 0) return;
+      tapIndex.set(`${pi} ${hi}`, taps.length);
+      taps.push({ path: pi, hop: hi, member: groups[h.group].members[0], acts: [] });
+    }),
+  );
+  const tapOf = (pi: number) => (hop: number) => tapIndex.get(`${pi} ${hop}`)!;
+  for (const tap of taps) tap.acts = opcodes(paths[tap.path].hops[tap.hop].actions, tapOf(tap.path));
+  const hopActs = paths.flatMap((p, pi) => p.hops.slice(0, p.sfHops).map((h) => opcodes(h.actions, tapOf(pi))));
+  const endActs = paths.map((p, pi) => opcodes(p.end, tapOf(pi)));
+  const ruleActs = rules.map((r) => opcodes(r.end.slice(paths[r.path].end.length), tapOf(r.path)));
+  const actionCount = [...hopActs, ...endActs, ...ruleActs, ...taps.map((x) => x.acts)].reduce((n, a) => n + a.length, 0);
 
   const t = allocTables(
     {
@@ -255,11 +267,12 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
       groups: groups.length,
       maglev: maglevs.reduce((n, m) => n + m.length, 0),
       instances: members.length,
-      actions: [...hopActs, ...ruleActs].reduce((n, a) => n + a.length, 0),
+      actions: actionCount,
+      taps: taps.length,
     },
     classifierFor(
-      rules.map((r) => ruleKey(r, r.at)),
-      () => rules.map((r) => build(r, false)),
+      rules.map((r) => ruleKey(r.match, r.reverse, r.at)),
+      () => rules.map((r) => build(r, r.match, false)),
     ),
   );
   t.generation = generation;
@@ -317,28 +330,71 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     putActs(ruleActs[k], t.ruleActBase, t.ruleActCount, k);
   });
 
-  // Re-classification tables, one per distinct set of paths an SF port returns from.
+  // Re-classification tables, one per distinct set of (path, hop) an SF port returns from: the
+  // rules of those paths as a frame returning from that hop matches them (n-tuple mappings applied).
   const tableByKey = new Map<string, number>();
   for (let k = 0; k < ports.length; k++) {
     const list = sfByPort[k];
     if (list === undefined) continue;
-    const pathSet = [...new Set(list.map((e) => e.path))].sort((a, b) => a - b);
-    const key = pathSet.join(',');
+    const entries = [...new Set(list.map((e) => `${e.path} ${e.hop}`))].map((x) => x.split(' ').map(Number));
+    entries.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    const key = entries.join(';');
     let ti = tableByKey.get(key);
     if (ti === undefined) {
-      const inTable = pathSet.flatMap((p) => paths[p].rules).sort((a, b) => a - b);
+      const seen = new Set<string>();
+      const inTable: { r: number; match: ClassifierFields; key: string }[] = [];
+      for (const [p, h] of entries) {
+        for (const r of paths[p].rules) {
+          const match = rules[r].hopMatch[h];
+          const rk = ruleKey(match, rules[r].reverse, -1);
+          if (!seen.has(`${r} ${rk}`)) inTable.push({ r, match, key: rk });
+          seen.add(`${r} ${rk}`);
+        }
+      }
+      inTable.sort((a, b) => a.r - b.r);
       ti = t.sfTables.length;
       t.sfTables.push(
         classifierFor(
-          inTable.map((ri) => ruleKey(rules[ri], -1)),
-          () => inTable.map((ri) => build(rules[ri], true)),
+          inTable.map((x) => x.key),
+          () => inTable.map((x) => build(rules[x.r], x.match, true)),
         ),
       );
-      t.sfTableRules.push(Int32Array.from(inTable));
+      t.sfTableRules.push(Int32Array.from(inTable.map((x) => x.r)));
       tableByKey.set(key, ti);
     }
     t.portSfTable[k] = ti;
   }
+
+  // Service graph hand-offs: per source path, the destination chains' rules (logical ports ignored).
+  const handoffByKey = new Map<string, number>();
+  paths.forEach((p, pi) => {
+    const graphs = p.end.flatMap((a) => (a.op === 'handoff' ? [a.graph] : []));
+    if (graphs.length === 0) return;
+    const inTable = rules.flatMap((r, ri) => (r.handoffFrom.includes(p.chain) ? [ri] : []));
+    const key = inTable.join(',');
+    let hx = handoffByKey.get(key);
+    if (hx === undefined) {
+      hx = t.handoffTables.length;
+      t.handoffTables.push(
+        classifierFor(
+          inTable.map((ri) => ruleKey(rules[ri].match, false, -1)),
+          () => inTable.map((ri) => build(rules[ri], rules[ri].match, true)),
+        ),
+      );
+      t.handoffTableRules.push(Int32Array.from(inTable));
+      handoffByKey.set(key, hx);
+    }
+    t.pathHandoff[pi] = hx;
+  });
+
+  // Tap nodes.
+  taps.forEach((tap, k) => {
+    t.tapInst[k] = tap.member;
+    putActs(tap.acts, t.tapActBase, t.tapActCount, k);
+    const m = members[tap.member];
+    t.portIsTap[m.ingress] = 1;
+    t.portIsTap[m.egress] = 1;
+  });
 
   // Chains, paths, hops.
   t.chainNames = plan.chains.map((c) => c.name);
@@ -348,6 +404,7 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     t.pathSpi[pi] = p.spi;
     t.pathReverse[pi] = p.reverse ? 1 : 0;
     t.pathEncap[pi] = p.encap === 'mpls' ? ENCAP_MPLS : ENCAP_NSH;
+    putActs(endActs[pi], t.pathEndActBase, t.pathEndActCount, pi);
     t.pathHopBase[pi] = hopAt;
     t.pathHopCount[pi] = p.sfHops;
     for (let h = 0; h < p.sfHops; h++) {

@@ -37,7 +37,7 @@
  * member index << 8 | replica: stable across plans, so removing an instance moves only its flows.
  *
  * `unsupported` refuses what this renderer does not render yet: SF-aware pairs (MPLS/NSH), taps,
- * n-tuple mapping, service graphs, ports without an interface, port ranges without tcp/udp.
+ * n-tuple mapping, service graphs, ports without an interface.
  */
 import { NeutronError } from '../../errors.js';
 import { type Action, type Plan, type PlanPath, type PlanRule } from '../../plan.js';
@@ -75,15 +75,6 @@ export function unsupported(plan: Plan): NeutronError[] {
   for (const c of plan.chains) {
     if (c.chainId >= 1 << 20) problems.push(refuse(`port chain ${c.name}: chain_id ${c.chainId} is beyond the ovs driver's group numbering (< ${1 << 20})`));
     if (plan.paths[c.forward].hops.length >= 1 << 11) problems.push(refuse(`port chain ${c.name}: too many hops for the ovs driver`));
-  }
-  const seen = new Set<string>();
-  for (const r of plan.rules) {
-    const m = r.match;
-    const ranged = [m.source_port_range_min, m.source_port_range_max, m.destination_port_range_min, m.destination_port_range_max].some((v) => v !== null);
-    if (ranged && m.protocol !== 'tcp' && m.protocol !== 'udp' && !seen.has(r.classifierId)) {
-      seen.add(r.classifierId);
-      problems.push(refuse(`flow classifier ${r.classifier}: L4 port ranges need protocol tcp or udp in the ovs driver`));
-    }
   }
   return problems;
 }

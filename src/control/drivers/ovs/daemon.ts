@@ -42,6 +42,7 @@ export class OvsDaemon {
   private constructor(
     readonly dir: string,
     private readonly children: ChildProcess[],
+    private readonly launchVswitchd: () => Promise<ChildProcess>,
   ) {
     this.db = `unix:${join(dir, 'db.sock')}`;
   }
@@ -66,33 +67,41 @@ export class OvsDaemon {
     const common = ['--no-chdir', '-vconsole:off', '-vfile:info'];
     const prefix = opts.spawnPrefix ?? [];
     const children: ChildProcess[] = [];
-    const daemon = new OvsDaemon(dir, children);
-    const launch = async (argv: string[], what: string) => {
+    const launch = async (argv: string[], what: string): Promise<ChildProcess> => {
       const child = spawn(argv[0], argv.slice(1), { env, stdio: 'ignore', detached: true });
       if (child.pid === undefined) {
         const e = await new Promise<Error>((resolve) => child.once('error', resolve));
         throw new Error(`${what}: ${e.message}`);
       }
-      children.push(child);
       await opts.onSpawn?.(child.pid, what);
+      return child;
     };
+    const daemon: OvsDaemon = new OvsDaemon(dir, children, (): Promise<ChildProcess> =>
+      launch(
+        [...prefix, ...(opts.vswitchdPrefix ?? []), DAEMONS[1], daemon.db, `--unixctl=${daemon.vswitchdCtl}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common],
+        'ovs-vswitchd',
+      ),
+    );
     try {
-      await launch(
+      children.push(await launch(
         [...prefix, DAEMONS[0], join(dir, 'conf.db'), `--remote=p${daemon.db}`, `--unixctl=${join(dir, 'ovsdb-server.ctl')}`, `--log-file=${join(dir, 'ovsdb-server.log')}`, ...common],
         'ovsdb-server',
-      );
+      ));
       // TSO on: the netdev datapath then reads and writes its AF_PACKET sockets with a virtio-net
       // header, so the veth stacks' TCP super-frames and partial checksums cross it intact.
       await exec(['ovs-vsctl', `--db=${daemon.db}`, '--retry', '--timeout=20', '--no-wait', 'init', '--', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true'], { env });
-      await launch(
-        [...prefix, ...(opts.vswitchdPrefix ?? []), DAEMONS[1], daemon.db, `--unixctl=${daemon.vswitchdCtl}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common],
-        'ovs-vswitchd',
-      );
+      children.push(await daemon.launchVswitchd());
       return daemon;
     } catch (e) {
       await daemon.stop();
       throw e;
     }
+  }
+
+  /** Kill ovs-vswitchd (SIGKILL: a crash, its flow tables lost) and start a new one on the same database. */
+  async restartVswitchd(): Promise<void> {
+    await stopChild(this.children[1], 0);
+    this.children[1] = await this.launchVswitchd();
   }
 
   /** SIGTERM both daemons (vswitchd first), SIGKILL after `graceMs`. */

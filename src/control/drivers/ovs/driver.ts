@@ -10,8 +10,9 @@
  * traffic never notices another chain's change; a failed bundle changes nothing and is reported.
  * What the bridge holds is read back from the switch when the driver starts (`installed`), so the
  * first postcommit after a restart of sfc (the saved state) reconciles the bridge: stale flows and
- * groups are removed, missing ones added. After a restart of ovs-vswitchd under a running sfc,
- * `reconcile()` (run on every statistics read that finds the switch's flows gone) does the same.
+ * groups are removed, missing ones added. After a restart of ovs-vswitchd under a running sfc, a
+ * watch (flow and group counts every 2 s) finds the rendering gone and `reconcile()` puts it back.
+ * Postcommits and reconciliations run one at a time.
  *
  * Statistics come from OVS's own counters (flow, group-bucket and port statistics), mapped onto
  * the userspace mode's metric names (stats()).
@@ -36,6 +37,8 @@ export interface OvsDriverOptions {
   /** Directory for the private OVS and scratch files. */
   dir: string;
   log?: (message: string) => void;
+  /** How often to check that the bridge still holds the rendering (default 2000 ms). */
+  watchMs?: number;
 }
 
 /** A shared Open vSwitch's ovs-vswitchd control socket: <rundir>/ovs-vswitchd.<pid>.ctl ('' if not found). */
@@ -55,6 +58,9 @@ export class OvsDriver implements Driver {
   private rendered: Rendered | undefined;
   private plan: Plan | undefined;
   private ports = new Set<string>();
+  private queue: Promise<void> = Promise.resolve();
+  private watchTimer: NodeJS.Timeout | undefined;
+  private log: ((message: string) => void) | undefined;
   /** Renderings applied (the userspace mode's table generation). */
   generation = 0;
 
@@ -88,6 +94,8 @@ export class OvsDriver implements Driver {
       await driver.waitForSwitch();
       driver.ports = new Set(await driver.bridgePorts());
       driver.installed = await driver.ofctl.dump();
+      driver.log = opts.log;
+      driver.watch(opts.watchMs ?? 2000);
       opts.log?.(`ovs: bridge ${opts.bridge} (${db}${daemon ? ', private ovs-vswitchd' : ''}): ${driver.installed.flows.size} flows, ${driver.installed.groups.size} groups installed`);
       return driver;
     } catch (e) {
@@ -147,7 +155,21 @@ export class OvsDriver implements Driver {
     }
   }
 
-  async postcommit(next: Plan): Promise<void> {
+  /** Run `fn` after every earlier postcommit/reconcile (they must not interleave). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  postcommit(next: Plan): Promise<void> {
+    return this.serial(() => this.apply(next));
+  }
+
+  private async apply(next: Plan): Promise<void> {
     const wanted = [...new Set(next.ports.map((p) => p.iface))];
     const added = wanted.filter((i) => !this.ports.has(i));
     if (added.length > 0) {
@@ -168,13 +190,35 @@ export class OvsDriver implements Driver {
     }
   }
 
-  /** Re-read the bridge and apply what differs from the last rendering (after ovs-vswitchd restarted). */
-  async reconcile(): Promise<number> {
-    if (!this.rendered) return 0;
-    await this.waitForSwitch();
-    const mods = diff(await this.ofctl.dump(), this.rendered);
-    await this.ofctl.applyBundle(mods);
-    return mods.length;
+  /**
+   * Re-read the bridge and apply what differs from the last rendering (after ovs-vswitchd
+   * restarted, or someone else changed sfc's flows); returns the number of mods applied.
+   */
+  reconcile(): Promise<number> {
+    return this.serial(async () => {
+      if (!this.rendered) return 0;
+      await this.waitForSwitch();
+      const mods = diff(await this.ofctl.dump(), this.rendered);
+      await this.ofctl.applyBundle(mods);
+      if (mods.length > 0) this.log?.(`ovs: reconciled bridge ${this.bridge}: ${mods.length} flow/group mods`);
+      return mods.length;
+    });
+  }
+
+  /**
+   * Every `ms`, compare the number of sfc's flows and groups on the bridge with the last rendering
+   * (one dump-aggregate, one dump-groups); when they differ (ovs-vswitchd restarted with an empty
+   * table, someone deleted flows), reconcile. Errors (the switch restarting) wait for the next round.
+   */
+  private watch(ms: number): void {
+    const tick = async () => {
+      const r = this.rendered;
+      if (!r) return;
+      const [agg, groups] = await Promise.all([this.ofctl.aggregate(), this.ofctl.groupCount()]);
+      if (agg !== r.flows.size || groups !== r.groups.size) await this.reconcile();
+    };
+    this.watchTimer = setInterval(() => void tick().catch(() => undefined), ms);
+    this.watchTimer.unref();
   }
 
   /** Labels of instance i (as the userspace tables' instanceNames). */
@@ -201,6 +245,7 @@ export class OvsDriver implements Driver {
     const events = new Float64Array(COUNTERS.length);
     const drops = new Float64Array(DROP_REASONS.length);
     const instancePackets = new Float64Array(this.plan?.members.length ?? 0);
+    const instanceBytes = new Float64Array(instancePackets.length);
     // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
     // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
     if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
@@ -223,11 +268,14 @@ export class OvsDriver implements Driver {
       const id = Number(/group_id=(\d+)/.exec(line)?.[1]);
       const info = rendered?.groupInfo.get(id);
       if (!info) continue;
-      const counts = [...line.matchAll(/bucket\d+:packet_count=(\d+)/g)].map((m) => Number(m[1]));
+      const counts = [...line.matchAll(/bucket\d+:packet_count=(\d+),byte_count=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
       const members = [...info.buckets.values()];
       if (members.length === 0) drops[DROP_REASONS.indexOf('no_instance')] += Number(/,packet_count=(\d+)/.exec(line)?.[1] ?? 0);
-      counts.forEach((n, j) => {
-        if (j < members.length) instancePackets[members[j]] += n;
+      counts.forEach(([n, bytes], j) => {
+        if (j < members.length) {
+          instancePackets[members[j]] += n;
+          instanceBytes[members[j]] += bytes;
+        }
       });
     }
     const names = new Map<number, string>();
@@ -240,10 +288,12 @@ export class OvsDriver implements Driver {
       ev('rx_packets', Number(m[2]));
       ev('tx_packets', Number(m[3]));
     }
-    return { events, drops, instancePackets, interfaces };
+    return { events, drops, instancePackets, instanceBytes, interfaces };
   }
 
   async close(): Promise<void> {
+    clearInterval(this.watchTimer);
+    await this.queue;
     if (!this.daemon) return; // a shared Open vSwitch keeps the bridge and its flows (reconciled on the next start)
     await this.vsctl(['--if-exists', 'del-br', this.bridge]).catch(() => undefined);
     await this.daemon.stop();

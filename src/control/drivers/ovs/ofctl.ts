@@ -126,6 +126,18 @@ export class Ofctl {
     await exec(['ovs-ofctl', ...OF, 'bundle', this.target, file]);
   }
 
+  /** Number of flows carrying sfc's cookie. */
+  async aggregate(): Promise<number> {
+    const out = await exec(['ovs-ofctl', ...OF, 'dump-aggregate', this.target, COOKIE_MATCH]);
+    return Number(/flow_count=(\d+)/.exec(out)?.[1] ?? -1);
+  }
+
+  /** Number of groups on the bridge. */
+  async groupCount(): Promise<number> {
+    const out = await exec(['ovs-ofctl', ...OF, 'dump-groups', this.target]);
+    return out.split('\n').filter((l) => l.trim().startsWith('group_id=')).length;
+  }
+
   /** Raw statistics: dump-flows (with stats, sfc's cookie), dump-group-stats, dump-ports. */
   flowStats(): Promise<string> {
     return exec(['ovs-ofctl', ...OF, 'dump-flows', this.target, COOKIE_MATCH]);

@@ -65,8 +65,10 @@ function expectNeutronError(r: Reply, status: number, type?: string) {
 const stubStats: DataplaneStats = {
   events: Float64Array.from(COUNTERS, (_, i) => 1000 + i),
   drops: Float64Array.from(DROP_REASONS, (_, i) => 10 * i),
-  instancePackets: Float64Array.from([7, 9]),
+  instancePackets: Float64Array.from([7, 9, 5, 3]),
+  instanceBytes: Float64Array.from([700, 900, 500, 300]),
   interfaces: [{ name: 'sfct-a', rxPackets: 11, txPackets: 12 }],
+  workers: [0, 1].map((w) => ({ events: Float64Array.from(COUNTERS, (name) => (name === 'batches' ? 10 + w : name === 'rx_packets' ? 320 : 0)), busySeconds: 0.25 })),
 };
 
 let store: Store;
@@ -83,6 +85,8 @@ beforeAll(async () => {
       instances: [
         { chain: 'pc1', hop: 1, portPair: 'pp1', ingress: 'a', egress: 'b' },
         { chain: 'pc1', hop: 2, portPair: 'pp2', ingress: 'c', egress: 'd' },
+        { chain: 'pc1', hop: 2, portPair: 'pp3', ingress: 'e', egress: 'f' },
+        { chain: '', hop: 0, portPair: '', ingress: '', egress: '' },
       ],
     }),
   });
@@ -415,7 +419,14 @@ describe('HTTP surface', () => {
     expect(value(`sfc_packets_total{event="${COUNTERS[3]}"}`)).toBe(1003);
     expect(value('sfc_drops_total{reason="runt"}')).toBe(10);
     expect(value('sfc_drops_total{reason="none"}')).toBeUndefined();
-    expect(value('sfc_instance_packets_total{port_chain="pc1",hop="2",port_pair="pp2"}')).toBe(9);
+    expect(value('sfc_instance_packets_total{chain="pc1",hop="2",instance="pp2"}')).toBe(9);
+    expect(value('sfc_instance_bytes_total{chain="pc1",hop="2",instance="pp2"}')).toBe(900);
+    expect(text).not.toContain('instance=""'); // a hole (removed member) is not a series
+    expect(value('sfc_hop_packets_total{chain="pc1",hop="2"}')).toBe(14);
+    expect(value('sfc_hop_bytes_total{chain="pc1",hop="1"}')).toBe(700);
+    expect(value('sfc_worker_batches_total{worker="1"}')).toBe(11);
+    expect(value('sfc_worker_packets_total{worker="0"}')).toBe(320);
+    expect(value('sfc_worker_busy_seconds_total{worker="1"}')).toBe(0.25);
     expect(value('sfc_interface_packets_total{interface="sfct-a",direction="tx"}')).toBe(12);
     stubStats.events[0] = 5000;
     expect(((await call('GET', '/metrics')).body as string)).toContain('sfc_packets_total{event="rx_packets"} 5000');

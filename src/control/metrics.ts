@@ -5,14 +5,21 @@
  *
  *   sfc_packets_total{event}                                  dataplane event counters
  *   sfc_drops_total{reason}                                   drops by reason
- *   sfc_instance_packets_total{port_chain,hop,port_pair}      packets sent to each SF instance
+ *   sfc_instance_packets_total{chain,hop,instance}            packets sent to each SF instance (port pair)
+ *   sfc_instance_bytes_total{chain,hop,instance}              their bytes (as received, before any encapsulation)
+ *   sfc_hop_packets_total{chain,hop}, sfc_hop_bytes_total     the same summed over a hop's instances
+ *   sfc_worker_batches_total{worker}                          batches each data path worker processed
+ *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
+ *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
  *   sfc_interface_packets_total{interface,direction}          rx/tx per interface
+ * (`chain` names the chains sharing the instance's port pair group, comma-separated; `hop` is
+ * 1-based in the first of them.)
  *   sfc_api_requests_total{method,status}                     REST requests answered
  *   sfc_state_revision                                        committed model revision
  *   sfc_table_generation                                      dataplane table generation live
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
+import { COUNTERS, Ctr, DROP_REASONS } from '../packet/counters.js';
 import type { InstanceName } from '../dataplane/tables.js';
 
 /** What the dataplane reports (Dataplane.stats() of the runtime), summed over workers. */
@@ -20,7 +27,10 @@ export interface DataplaneStats {
   events: Float64Array;
   drops: Float64Array;
   instancePackets: Float64Array;
+  instanceBytes: Float64Array;
   interfaces: { name: string; rxPackets: number; txPackets: number }[];
+  /** Per data path worker (userspace driver only): its event counters and busy CPU seconds. */
+  workers?: { events: Float64Array; busySeconds: number }[];
 }
 
 export interface DataplaneView {
@@ -98,10 +108,28 @@ export class Metrics {
         if (i > 0) set({ reason }, s.drops[i] ?? 0);
       }),
     );
-    const instanceLabels: ('port_chain' | 'hop' | 'port_pair')[] = ['port_chain', 'hop', 'port_pair'];
-    copied('sfc_instance_packets_total', 'Packets steered to each service function instance', instanceLabels, (set, s, names) =>
-      names.forEach((n, i) => set({ port_chain: n.chain, hop: n.hop, port_pair: n.portPair }, s.instancePackets[i] ?? 0)),
-    );
+    const perInstance = (what: 'packets' | 'bytes', of: (s: DataplaneStats) => Float64Array) => {
+      copied(`sfc_instance_${what}_total`, `${what} steered to each service function instance (port pair)`, ['chain', 'hop', 'instance'], (set, s, names) =>
+        names.forEach((n, i) => n.portPair !== '' && set({ chain: n.chain, hop: n.hop, instance: n.portPair }, of(s)[i] ?? 0)),
+      );
+      copied(`sfc_hop_${what}_total`, `${what} steered to each chain hop (its instances summed)`, ['chain', 'hop'], (set, s, names) => {
+        const hops = new Map<string, { chain: string; hop: number; n: number }>();
+        names.forEach((n, i) => {
+          if (n.portPair === '') return;
+          const key = `${n.hop} ${n.chain}`;
+          const h = hops.get(key) ?? hops.set(key, { chain: n.chain, hop: n.hop, n: 0 }).get(key)!;
+          h.n += of(s)[i] ?? 0;
+        });
+        for (const h of hops.values()) set({ chain: h.chain, hop: h.hop }, h.n);
+      });
+    };
+    perInstance('packets', (s) => s.instancePackets);
+    perInstance('bytes', (s) => s.instanceBytes);
+    const perWorker = (name: string, help: string, value: (w: { events: Float64Array; busySeconds: number }) => number) =>
+      copied(name, help, ['worker'], (set, s) => s.workers?.forEach((w, worker) => set({ worker }, value(w))));
+    perWorker('sfc_worker_batches_total', 'Batches each data path worker processed', (w) => w.events[Ctr.batches]);
+    perWorker('sfc_worker_packets_total', 'Frames each data path worker received', (w) => w.events[Ctr.rx_packets]);
+    perWorker('sfc_worker_busy_seconds_total', 'CPU seconds each data path worker thread spent processing (not waiting)', (w) => w.busySeconds);
     copied('sfc_interface_packets_total', 'Frames received and sent per interface', ['interface', 'direction'], (set, s) => {
       for (const itf of s.interfaces) {
         set({ interface: itf.name, direction: 'rx' }, itf.rxPackets);

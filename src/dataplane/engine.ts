@@ -24,7 +24,7 @@ import { DEFAULT_MTU, sysfsMtu } from './io/native.js';
 import type { PortIO } from './io/portio.js';
 import { parseBatch } from './parse.js';
 import { executeBatch } from './execute.js';
-import { SteerState, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './flowstate.js';
+import { grow, SteerState, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './flowstate.js';
 import { selectBatch } from './select.js';
 import { steerBatch } from './steer.js';
 import type { Tables } from './tables.js';
@@ -53,8 +53,9 @@ export interface InterfaceStats {
 export interface EngineStats {
   events: Float64Array;
   drops: Float64Array;
-  /** Packets steered to each instance (index = Tables instance index). */
+  /** Packets and bytes steered to each instance (index = Tables instance index). */
   instancePackets: Float64Array;
+  instanceBytes: Float64Array;
   /** Index = engine port (Tables.interfaces index); a freed index has name ''. */
   interfaces: InterfaceStats[];
 }
@@ -180,7 +181,7 @@ export class Engine {
     const prev = this.tables;
     this.steer.ensureInstances(t.instanceCount);
     for (let k = 0; k < t.instanceCount; k++) {
-      if (prev && prev.instanceKeys[k] !== t.instanceKeys[k]) this.steer.instancePackets[k] = 0;
+      if (prev && prev.instanceKeys[k] !== t.instanceKeys[k]) this.steer.instancePackets[k] = this.steer.instanceBytes[k] = 0;
     }
     this.tables = t;
     this.counters.events[Ctr.table_generations]++;
@@ -229,6 +230,7 @@ export class Engine {
     s.setNow(this.clock());
     let bytes = 0;
     for (let i = 0; i < b.count; i++) bytes += b.len[i];
+    c.events[Ctr.batches]++;
     c.events[Ctr.rx_packets] += b.count;
     c.events[Ctr.rx_bytes] += bytes;
     parseBatch(b, c);
@@ -331,6 +333,7 @@ export class Engine {
       events: this.counters.events.slice(),
       drops: this.counters.drops.slice(),
       instancePackets: this.steer.instancePackets.slice(0, this.tables?.instanceCount ?? 0),
+      instanceBytes: this.steer.instanceBytes.slice(0, this.tables?.instanceCount ?? 0),
       interfaces: this.names.map((name, f) => ({
         name,
         rxPackets: this.ifRx[f],
@@ -354,8 +357,3 @@ function lap(spent: Float64Array, k: number, since: number): number {
   return now;
 }
 
-function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
-  const g = new Float64Array(n);
-  g.set(a);
-  return g;
-}

@@ -135,6 +135,7 @@ function copyToTap(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, t
   }
   b.out[k] = t.pathReverse[b.path[k]] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
   s.instancePackets[inst]++;
+  s.instanceBytes[inst] += b.len[k];
   c.events[Ctr.tap_copies]++;
 }
 

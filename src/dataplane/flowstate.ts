@@ -74,8 +74,9 @@ export class SteerState {
   readonly frags: FragmentTable;
   readonly l2: MacTable;
   readonly hash: FlowHasher;
-  /** Packets steered to each instance (index = instance index). */
+  /** Packets and bytes steered to each instance (index = instance index). */
   instancePackets: Float64Array;
+  instanceBytes: Float64Array;
 
   /** The flow cache's records (flow state layout above), with int16 and byte views of the same memory. */
   readonly rec: Int32Array;
@@ -107,6 +108,7 @@ export class SteerState {
     this.l2 = new MacTable(opts.macCapacity, opts.macAgeMs);
     this.hash = opts.hash ?? hashFlow;
     this.instancePackets = new Float64Array(16);
+    this.instanceBytes = new Float64Array(16);
     const records = this.flows.records;
     this.rec = records;
     this.rec16 = new Int16Array(records.buffer);
@@ -127,9 +129,9 @@ export class SteerState {
   /** Make room for `n` instance counters (configure time, on publish). */
   ensureInstances(n: number): void {
     if (n <= this.instancePackets.length) return;
-    const grown = new Float64Array(Math.max(n, this.instancePackets.length * 2));
-    grown.set(this.instancePackets);
-    this.instancePackets = grown;
+    const size = Math.max(n, this.instancePackets.length * 2);
+    this.instancePackets = grow(this.instancePackets, size);
+    this.instanceBytes = grow(this.instanceBytes, size);
   }
 
   /** A fresh entry for slot i's flow (orientation o, key hash in slotHash), payload reset. */
@@ -165,11 +167,19 @@ export class SteerState {
   }
 }
 
-/** Slot i (at a hop of path p) goes to instance `inst`: its row, output interface and packet count. */
+/** A copy of `a` with room for n entries (the rest zero). */
+export function grow(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
+  const g = new Float64Array(n);
+  g.set(a);
+  return g;
+}
+
+/** Slot i (at a hop of path p) goes to instance `inst`: its row, output interface, packet and byte counts. */
 export function takeInstance(t: Tables, b: Batch, s: SteerState, i: number, p: number, inst: number): void {
   s.slotInst[i] = inst;
   b.out[i] = t.pathReverse[p] === 1 ? t.instIfOut[inst] : t.instIfIn[inst];
   s.instancePackets[inst]++;
+  s.instanceBytes[inst] += b.len[i];
 }
 
 /** First int32 word of flow entry e's record in SteerState.rec. */

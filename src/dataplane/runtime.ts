@@ -19,6 +19,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
 import type { InterfaceFds, ThreadedIO } from './io/backend.js';
@@ -52,11 +53,20 @@ export interface InterfaceStats {
   io: Record<string, number>;
 }
 
+/** One worker's share: its own event counters (batches, packets ...) and the CPU its thread used. */
+export interface WorkerStats {
+  events: Float64Array;
+  /** Seconds its event loop was busy (not waiting in epoll) since it started. */
+  busySeconds: number;
+}
+
 export interface DataplaneStats {
   events: Float64Array;
   drops: Float64Array;
   instancePackets: Float64Array;
+  instanceBytes: Float64Array;
   interfaces: InterfaceStats[];
+  workers: WorkerStats[];
 }
 
 const RETRY_MS = 1000;
@@ -140,6 +150,8 @@ export class Dataplane {
     const events = new Float64Array(COUNTERS.length);
     const drops = new Float64Array(DROP_REASONS.length);
     const instancePackets = new Float64Array(Math.min(t?.instanceCount ?? 0, MAX_INSTANCES));
+    const instanceBytes = new Float64Array(instancePackets.length);
+    const workers: WorkerStats[] = [];
     const L = this.layout;
     const names = t?.interfaces ?? [];
     const nIf = Math.min(names.length, MAX_INTERFACES);
@@ -147,9 +159,14 @@ export class Dataplane {
     const tx = new Float64Array(nIf);
     const io = new Float64Array(nIf * L.ioCount);
     for (const m of this.members) {
-      addInto(events, new Float64Array(m.sab, L.counters, COUNTERS.length));
+      const own = new Float64Array(m.sab, L.counters, COUNTERS.length);
+      addInto(events, own);
+      // the thread's event loop utilisation (an in-process data path shares this thread's)
+      const elu = m.worker !== null ? m.worker.performance.eventLoopUtilization() : performance.eventLoopUtilization();
+      workers.push({ events: own.slice(), busySeconds: elu.active / 1000 });
       addInto(drops, new Float64Array(m.sab, L.counters + COUNTERS.length * 8, DROP_REASONS.length));
       addInto(instancePackets, new Float64Array(m.sab, L.instances, instancePackets.length));
+      addInto(instanceBytes, new Float64Array(m.sab, L.instanceBytes, instanceBytes.length));
       addInto(rx, new Float64Array(m.sab, L.ifRx, nIf));
       addInto(tx, new Float64Array(m.sab, L.ifTx, nIf));
       addInto(io, new Float64Array(m.sab, L.io, io.length));
@@ -162,7 +179,7 @@ export class Dataplane {
       this.ioNames.forEach((n, k) => (counters[n] = io[f * L.ioCount + k]));
       interfaces.push({ name, rxPackets: rx[f], txPackets: tx[f], up: this.isUp(name), io: counters });
     }
-    return { events, drops, instancePackets, interfaces };
+    return { events, drops, instancePackets, instanceBytes, interfaces, workers };
   }
 
   close(): Promise<void> {

@@ -38,7 +38,8 @@ export class StatsLayout {
   readonly ioCount: number;
   readonly counters = 0;
   readonly instances = Counters.BYTES;
-  readonly ifRx = this.instances + MAX_INSTANCES * 8;
+  readonly instanceBytes = this.instances + MAX_INSTANCES * 8;
+  readonly ifRx = this.instanceBytes + MAX_INSTANCES * 8;
   readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
   readonly io = this.ifTx + MAX_INTERFACES * 8;
   readonly bytes: number;
@@ -85,6 +86,7 @@ export class DataplaneWorker {
   /** In-process backend: interfaces that failed to open (logged once). */
   private readonly missing = new Set<string>();
   private readonly instances: Float64Array;
+  private readonly instanceBytes: Float64Array;
   private readonly ifRx: Float64Array;
   private readonly ifTx: Float64Array;
   private tables: Tables | null = null;
@@ -102,6 +104,7 @@ export class DataplaneWorker {
     this.post = post;
     this.layout = new StatsLayout(cfg.ioNames.length);
     this.instances = new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES);
+    this.instanceBytes = new Float64Array(cfg.sab, this.layout.instanceBytes, MAX_INSTANCES);
     this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
     this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
@@ -249,8 +252,11 @@ export class DataplaneWorker {
   private sync(now: number): void {
     this.syncedAt = now;
     const s = this.engine.stats();
-    this.instances.set(s.instancePackets.subarray(0, MAX_INSTANCES));
-    this.instances.fill(0, Math.min(s.instancePackets.length, MAX_INSTANCES));
+    const k = Math.min(s.instancePackets.length, MAX_INSTANCES);
+    this.instances.set(s.instancePackets.subarray(0, k));
+    this.instances.fill(0, k);
+    this.instanceBytes.set(s.instanceBytes.subarray(0, k));
+    this.instanceBytes.fill(0, k);
     const n = Math.min(s.interfaces.length, MAX_INTERFACES);
     for (let f = 0; f < n; f++) {
       this.ifRx[f] = s.interfaces[f].rxPackets;

@@ -59,6 +59,7 @@ export const COUNTERS = [
   'icmp_too_big', // ICMP "fragmentation needed" / "packet too big" sent for frames an encapsulation pushed over the MTU
   'table_generations', // table swaps observed by the data path
   'breaths',
+  'batches', // batches processed (rx_packets / batches: the mean batch size)
 ] as const;
 
 export type CounterName = (typeof COUNTERS)[number];

@@ -215,6 +215,22 @@ describe('replay without loopback, errors, explain', () => {
     expect(text).toMatch(/end of chain: MACs 02:00:00:00:00:01 > 02:00:00:00:00:02 -> out srv0/);
     expect(text).toMatch(/^verdict: chain \(chain pc1 via pp1\d, pp2\d\) -> srv0$/m);
     await expect(explainCommand.run(['--config', join(EXAMPLES, 'two-hop.yaml'), '--in', 'cli0', '--packet', 'gre 1.2.3.4 > 5.6.7.8'])).rejects.toThrow(UsageError);
+  });
+
+  it('explain shows the encapsulation at each hop and the tap copy (examples/aware-tap.yaml)', async () => {
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => void lines.push(a.join(' '));
+    try {
+      expect(await explainCommand.run(['--config', join(EXAMPLES, 'aware-tap.yaml'), '--in', 'cli0', '--packet', 'tcp 10.0.0.1:1234 > 10.0.0.2:80'])).toBe(0);
+    } finally {
+      console.log = log;
+    }
+    const text = lines.join('\n');
+    expect(text).toMatch(/hop 1 \(SI 254\): instance pp11 -> out sf11i, dst MAC 02:00:00:00:11:01, carrying NSH SPI 1 SI 255$/m);
+    expect(text).toMatch(/hop 2 \(SI 253\): instance pp21 -> out sf21i, dst MAC 02:00:00:00:21:01$/m);
+    expect(text).toMatch(/tap copy: instance pp-ids -> out tap0, dst MAC 02:00:00:00:99:01$/m);
+    expect(text).toMatch(/end of chain: MACs 02:00:00:00:00:01 > 02:00:00:00:00:02 -> out srv0/);
 
     // Hop 2 drained (all weights 0): the journey ends at hop 2 with the reason.
     const drained = join(work, 'drained.yaml');

@@ -1,7 +1,8 @@
 /*
  * `sfc explain`: the journey of one synthetic packet through the dataplane built from a config —
- * which classifier matched, which path (SPI, direction), the SI and instance at every hop, and
- * where it left — answering "which hop dropped my packet?". It runs the replay machinery
+ * which classifier matched, which path (SPI, direction), the SI and instance at every hop with the
+ * encapsulation the frame carries there (MPLS label / NSH SPI+SI), tap copies, service graph
+ * hand-offs, and where it left — answering "which hop dropped my packet?". It runs the replay machinery
  * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs.
  */
 import { compileTables } from '../control/drivers/userspace/render.js';
@@ -11,6 +12,7 @@ import { parseAddress, ruleFromClassifier } from '../classifier/rule.js';
 import { loadConfigFile } from '../control/config.js';
 import type { State } from '../control/model.js';
 import type { TraceStep } from '../dataplane/engine.js';
+import { describeEncap } from '../dataplane/encap.js';
 import { ReplaySession } from '../dataplane/replay.js';
 import { formatMac, type Tables } from '../dataplane/tables.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
@@ -59,9 +61,12 @@ function describeStep(t: Tables, state: State, step: TraceStep, introduce: boole
     lines.push(`classifier ${info.classifier}: ${text}`);
     lines.push(`chain ${step.chain}, path SPI ${step.spi} ${step.reverse ? 'reverse' : 'forward'}`);
   }
+  const encap = describeEncap(step.frame);
+  const carrying = encap ? `, carrying ${encap}` : '';
   switch (step.verdict) {
     case 'hop':
-      lines.push(`hop ${step.hop + 1} (SI ${step.si}): instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}`);
+      if (step.hop < 0) lines.push(`tap copy: instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}${carrying}`);
+      else lines.push(`hop ${step.hop + 1} (SI ${step.si}): instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}${carrying}`);
       break;
     case 'end':
       lines.push(`end of chain: MACs ${formatMac(step.frame, 6)} > ${formatMac(step.frame, 0)} -> out ${out}`);
@@ -125,10 +130,13 @@ export const command: Command = {
       });
       const j = session.run(values.in, frame, Date.now() * 1e6);
       console.log(`packet: ${values.packet.trim()} on ${values.in} (${ethSrc} > ${ethDst}${vlan ? `, vlan ${vlan}` : ''})`);
-      let introduced = false;
+      let chain: string | null = null;
       j.steps.forEach((step, n) => {
-        const [head, ...rest] = describeStep(t, state, step, !introduced && step.rule >= 0);
-        introduced ||= step.rule >= 0;
+        // A new chain: the first classification, or a service graph handing the packet on.
+        const entering = step.rule >= 0 && step.chain !== null && step.chain !== chain && step.hop <= 0;
+        if (entering && chain !== null) console.log(`      service graph: handed off from chain ${chain} to chain ${step.chain}`);
+        const [head, ...rest] = describeStep(t, state, step, entering);
+        if (entering) chain = step.chain;
         console.log(`${String(n + 1).padStart(2)}. in ${step.in}${n > 0 ? ' (from the SF)' : ''}: ${head}`);
         for (const line of rest) console.log(`      ${line}`);
       });

@@ -126,3 +126,29 @@ export function popNsh(b: Batch, i: number): boolean {
   b.label[i] = 0;
   return true;
 }
+
+/** Where a frame's (first) MPLS or NSH header sits after its VLAN tags, for reading frames off the data path. */
+export function findEncap(frame: Uint8Array): { kind: 'mpls' | 'nsh'; at: number } | null {
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  let at = 12;
+  while (at + 4 <= frame.length && [0x8100, 0x88a8, 0x9100].includes(v.getUint16(at))) at += 4;
+  if (at + 2 > frame.length) return null;
+  const type = v.getUint16(at);
+  if (type === ETH_MPLS && at + 6 <= frame.length) return { kind: 'mpls', at: at + 2 };
+  if (type === ETH_NSH && at + 10 <= frame.length) return { kind: 'nsh', at: at + 2 };
+  return null;
+}
+
+/** A frame's MPLS or NSH header in words ('' when it carries none), as explain and trace print it. */
+export function describeEncap(frame: Uint8Array): string {
+  const e = findEncap(frame);
+  if (e === null) return '';
+  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (e.kind === 'mpls') {
+    const w = v.getUint32(e.at);
+    const label = w >>> 12;
+    return `MPLS label ${label} (SPI ${label >>> 8}, SI ${label & 0xff}) TTL ${w & 0xff}`;
+  }
+  const sp = v.getUint32(e.at + 4);
+  return `NSH SPI ${sp >>> 8} SI ${sp & 0xff}`;
+}

@@ -19,6 +19,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { findEncap } from './encap.js';
 import { Engine, type TraceStep } from './engine.js';
 import { LINKTYPE_ETHERNET, PcapWriter, readPcap, type PcapFrame } from './io/pcapio.js';
 import { DEFAULT_MTU } from './io/native.js';
@@ -140,17 +141,14 @@ export class ReplaySession {
  */
 export function decrementIndex(frame: Uint8Array): Uint8Array {
   const out = Uint8Array.from(frame);
-  const v = new DataView(out.buffer);
-  let at = 12;
-  while (at + 4 <= out.length && [0x8100, 0x88a8, 0x9100].includes(v.getUint16(at))) at += 4;
-  if (at + 2 > out.length) return out;
-  const type = v.getUint16(at);
-  if (type === 0x8847 && at + 6 <= out.length) {
-    const w = v.getUint32(at + 2);
+  const e = findEncap(out);
+  if (e?.kind === 'mpls') {
+    const v = new DataView(out.buffer);
+    const w = v.getUint32(e.at);
     const si = ((w >>> 12) - 1) & 0xff;
-    v.setUint32(at + 2, ((((w >>> 20) << 8) | si) << 12) | (w & 0xf00) | (((w & 0xff) - 1) & 0xff));
-  } else if (type === 0x894f && at + 10 <= out.length) {
-    out[at + 9] = (out[at + 9] - 1) & 0xff;
+    v.setUint32(e.at, ((((w >>> 20) << 8) | si) << 12) | (w & 0xf00) | (((w & 0xff) - 1) & 0xff));
+  } else if (e?.kind === 'nsh') {
+    out[e.at + 7] = (out[e.at + 7] - 1) & 0xff;
   }
   return out;
 }

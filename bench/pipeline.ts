@@ -11,10 +11,13 @@
  *              (classification and instance choice cached): the steady state of long flows.
  *   path miss: every frame is a NEW flow (the source address is rewritten per frame), so each one
  *              pays a flow-state miss, a full classification, an insert (evicting) and a Maglev pick.
- * x hash {js-int32, xxhash-wasm} (the hash only runs when a flow has no sticky choice: on misses).
+ * x hash {js-int32, xxhash-wasm} (the hash only runs when a flow has no sticky choice: on misses),
+ * all with an SF-unaware hop (hop "none": execute only sets the destination MAC); plus, at 1,000
+ * classifiers with js-int32, an NSH-aware hop (hop "nsh": every frame gets NSH MD1 and an outer
+ * Ethernet header pushed, 38 bytes, before the MAC is set), for the cost of an encapsulation.
  *
  *   npm run build && npm run bench [-- --json] [-- --seconds S] [-- --only miss,1000,js-int32]
- * One JSON line per scenario with --json: {path, classifiers, flows, hash, mpps, ns_per_packet,
+ * One JSON line per scenario with --json: {path, classifiers, flows, hash, correlation, mpps, ns_per_packet,
  * median_ns_per_packet, packets, flow_hit_ratio, and with the options below stages_ns,
  * instructions_per_packet, cycles_per_packet}; a table otherwise. mpps and ns_per_packet are from
  * the best of ROUNDS rounds of process CPU time (a busy machine inflates wall time and the median).
@@ -154,7 +157,7 @@ const owner = { description: '', tenant_id: 'bench', project_id: 'bench' };
 const uuid = (n: number) => `00000000-0000-4000-8000-${n.toString(16).padStart(12, '0')}`;
 
 /** One chain, one hop of two instances, `rules` UDP classifiers splitting the dport space. */
-function benchState(rules: number): State {
+function benchState(rules: number, correlation: Correlation): State {
   let id = 0;
   const port = (name: string, iface: string, mac: string) => ({
     id: uuid(++id),
@@ -179,7 +182,7 @@ function benchState(rules: number): State {
     ...owner,
     ingress: ports[2 * k].id,
     egress: ports[2 * k + 1].id,
-    service_function_parameters: { correlation: null, weight: 1 },
+    service_function_parameters: { correlation: correlation === 'none' ? null : correlation, weight: 1 },
   }));
   const group = {
     id: uuid(++id),
@@ -213,16 +216,20 @@ function benchState(rules: number): State {
     chain_id: 1,
     port_pair_groups: [group.id],
     flow_classifiers: classifiers.map((c) => c.id),
-    chain_parameters: { correlation: 'mpls' as const, symmetric: false },
+    chain_parameters: { correlation: correlation === 'nsh' ? ('nsh' as const) : ('mpls' as const), symmetric: false },
   };
   return { ports, port_pairs: pairs, port_pair_groups: [group], flow_classifiers: classifiers, port_chains: [chain], service_graphs: [] };
 }
+
+/** The hop's port pairs: SF-unaware (none) or NSH-aware (every frame gets NSH + outer Ethernet pushed). */
+type Correlation = 'none' | 'nsh';
 
 interface Scenario {
   path: Path;
   classifiers: number;
   flows: number;
   hash: string;
+  correlation: Correlation;
 }
 
 interface Result extends Scenario {
@@ -376,11 +383,11 @@ function countsPerPacket(sc: Scenario): { instructions: number; cycles: number }
 
 /** `path:classifiers:flows:hash`, the exact scenario selector of --scenario. */
 function scenarioName(sc: Scenario): string {
-  return [sc.path, sc.classifiers, sc.flows, sc.hash].join(':');
+  return [sc.path, sc.classifiers, sc.flows, sc.hash, ...(sc.correlation === 'none' ? [] : [sc.correlation])].join(':');
 }
 
 function isKnownKey(o: string): boolean {
-  return [...RULE_COUNTS, ...FLOW_SETS].map(String).includes(o) || ['hit', 'miss', 'js-int32', 'xxhash-wasm'].includes(o);
+  return [...RULE_COUNTS, ...FLOW_SETS].map(String).includes(o) || ['hit', 'miss', 'js-int32', 'xxhash-wasm', 'none', 'nsh'].includes(o);
 }
 
 function option(argv: string[], name: string): string | undefined {
@@ -397,11 +404,11 @@ function frameSet(n: number): Float64Array {
 
 function printTable(results: Result[]): void {
   const counted = results.some((r) => r.instructions_per_packet !== undefined);
-  console.log(`path  classifiers   flows  hash          Mpps   ns/pkt  (median)  flow hits${counted ? '  insn/pkt  cycles/pkt' : ''}`);
+  console.log(`path  classifiers   flows  hash         hop    Mpps   ns/pkt  (median)  flow hits${counted ? '  insn/pkt  cycles/pkt' : ''}`);
   for (const r of results) {
     const insn = r.instructions_per_packet === undefined ? '' : `${String(r.instructions_per_packet).padStart(9)} ${String(r.cycles_per_packet).padStart(11)}`;
     console.log(
-      `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1).padStart(8)}% ${insn}`,
+      `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.correlation.padEnd(4)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1).padStart(8)}% ${insn}`,
     );
     if (r.stages_ns) console.log(`      ns/pkt by stage:       ${STAGES.map((st) => `${st} ${r.stages_ns![st]}`).join(', ')}`);
   }
@@ -421,33 +428,44 @@ async function main(argv: string[]): Promise<void> {
   const only = option(argv, '--only')?.split(',') ?? [];
   const exact = option(argv, '--scenario');
   const wanted = (sc: Scenario) =>
-    exact !== undefined ? scenarioName(sc) === exact : only.every((o) => [sc.classifiers, sc.flows, sc.path, sc.hash].map(String).includes(o) || !isKnownKey(o));
-  const flowSets = new Map<number, Float64Array>();
-  const results: Result[] = [];
-  for (const rules of RULE_COUNTS) {
-    const state = benchState(rules);
+    exact !== undefined
+      ? scenarioName(sc) === exact
+      : only.every((o) => [sc.classifiers, sc.flows, sc.path, sc.hash, sc.correlation].map(String).includes(o) || !isKnownKey(o));
+  // Every combination with SF-unaware hops; the NSH-aware hop at 1,000 classifiers with the default hash.
+  const scenarios: Scenario[] = [];
+  for (const classifiers of RULE_COUNTS) {
     for (const flows of FLOW_SETS) {
       for (const path of ['hit', 'miss'] as const) {
-        for (const [name, hash] of hashers) {
-          const sc: Scenario = { path, classifiers: rules, flows, hash: name };
-          if (!wanted(sc)) continue;
-          if (!flowSets.has(flows)) flowSets.set(flows, frameSet(flows));
-          const frames = flowSets.get(flows)!;
-          if (packets !== undefined) {
-            runFixed(state, frames, sc, hash, Number(packets), option(argv, '--perf-control')?.split(',') ?? null);
-            continue;
-          }
-          const r = runScenario(state, frames, sc, hash, seconds, stages);
-          if (instructions) {
-            const k = countsPerPacket(sc);
-            r.instructions_per_packet = k.instructions;
-            r.cycles_per_packet = k.cycles;
-          }
-          results.push(r);
-          if (json) console.log(JSON.stringify(r));
-        }
+        for (const hash of hashers.keys()) scenarios.push({ path, classifiers, flows, hash, correlation: 'none' });
       }
     }
+  }
+  for (const flows of FLOW_SETS) {
+    for (const path of ['hit', 'miss'] as const) scenarios.push({ path, classifiers: 1000, flows, hash: 'js-int32', correlation: 'nsh' });
+  }
+  const flowSets = new Map<number, Float64Array>();
+  const states = new Map<string, State>();
+  const results: Result[] = [];
+  for (const sc of scenarios) {
+    if (!wanted(sc)) continue;
+    const hash = hashers.get(sc.hash)!;
+    const key = `${sc.classifiers} ${sc.correlation}`;
+    if (!states.has(key)) states.set(key, benchState(sc.classifiers, sc.correlation));
+    const state = states.get(key)!;
+    if (!flowSets.has(sc.flows)) flowSets.set(sc.flows, frameSet(sc.flows));
+    const frames = flowSets.get(sc.flows)!;
+    if (packets !== undefined) {
+      runFixed(state, frames, sc, hash, Number(packets), option(argv, '--perf-control')?.split(',') ?? null);
+      continue;
+    }
+    const r = runScenario(state, frames, sc, hash, seconds, stages);
+    if (instructions) {
+      const k = countsPerPacket(sc);
+      r.instructions_per_packet = k.instructions;
+      r.cycles_per_packet = k.cycles;
+    }
+    results.push(r);
+    if (json) console.log(JSON.stringify(r));
   }
   if (!json && packets === undefined) printTable(results);
 }

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # System packages: iproute2/nftables/ethtool for the lab, libpcap for the cap backend, tcpdump to
 # read captures, netsniff-ng (trafgen) and openvswitch-switch for the benchmarks and the OVS peer,
 # the OpenStack client with networking-sfc's client extensions for the API compatibility test,
-# tshark (Wireshark's dissectors) to check MPLS/NSH encapsulations independently.
+# tshark (Wireshark's dissectors) to check MPLS/NSH encapsulations independently, tmux (a real
+# terminal for `sfc top`) and prometheus (a real scraper of /metrics).
 PKGS=(iproute2 iputils-ping nftables ethtool tcpdump libpcap-dev netsniff-ng openvswitch-switch iperf3 procps
-      python3-openstackclient python3-neutronclient python3-networking-sfc tshark)
+      python3-openstackclient python3-neutronclient python3-networking-sfc tshark tmux prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -14,6 +14,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   lab: () => import('./commands/lab.js'),
   demo: () => import('./commands/demo.js'),
   explain: () => import('./commands/explain.js'),
+  top: () => import('./commands/top.js'),
 };
 
 async function help(): Promise<string> {

@@ -1,0 +1,106 @@
+/*
+ * The operator's tools against a real server carrying lab traffic: `sfc top` in a real terminal
+ * (tmux), read back from the pane and compared with the server's counters.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backendNamed } from '../src/dataplane/io/registry.js';
+import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample, type TrafficRun } from '../src/lab/harness.js';
+import { labDown, SERVER, type Lab } from '../src/lab/topology.js';
+import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
+import { prerequisites } from './support/prereq.js';
+
+const exec = promisify(execFile);
+const LAB = `sfct-op${process.pid}`;
+const PPS = 2000;
+const backend = backendNamed('afpacket');
+const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux'] });
+
+/** Poll `probe` until it returns a value (an observable condition, not a fixed sleep). */
+async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await probe();
+    if (got !== undefined) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const tmux = async (...args: string[]) => (await exec('tmux', ['-L', LAB, ...args])).stdout;
+
+describe.skipIf(!run)('operator tools on a live server', () => {
+  let lab: Lab;
+  let dp: LabDataplane;
+  let recv: TrafficRun<UdpRecvResult>;
+  let send: TrafficRun<UdpSendResult>;
+
+  beforeAll(async () => {
+    await labDown(LAB);
+    lab = await labUpFor(backend, { name: LAB, hops: 2, instances: 2 });
+    dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath });
+    recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:5353`, '--seconds', '120', '--idle', '30']);
+    await recv.listening;
+    send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:5353`, '--flows', '16', '--pps', String(PPS), '--seconds', '120']);
+    // traffic flows through both hops
+    await until('traffic through the chain', async () => ((metric(await dp.metrics(), 'sfc_hop_packets_total', { hop: '2' }) > PPS) ? true : undefined));
+  }, 60_000);
+
+  afterAll(async () => {
+    await tmux('kill-server').catch(() => undefined);
+    send?.child.kill();
+    recv?.child.kill();
+    await dp?.stop();
+    await labDown(LAB);
+  });
+
+  it('sfc top shows the rates the counters give, in a real terminal, and Ctrl-C leaves it sane', async () => {
+    const cli = ['ip', 'netns', 'exec', lab.dpNs, process.execPath, distFile('cli.js'), 'top', '--server', dp.url];
+    // an interactive shell in a 100x40 terminal, top started from it as an operator would
+    await tmux('new-session', '-d', '-s', 'top', '-x', '100', '-y', '40', 'env PS1=$ bash --norc --noprofile -i');
+    await tmux('send-keys', '-t', 'top', cli.join(' '), 'Enter');
+    const pane = () => tmux('capture-pane', '-p', '-t', 'top');
+    // Counter rates over the same stretch of time as the pane's refreshes.
+    const before: Sample[] = await dp.metrics();
+    const t0 = Date.now();
+    const screen = await until('a refresh with both hops', async () => {
+      const text = await pane();
+      return /^ {2}hop 2 /m.test(text) && /rx [\d,]+ pkt\/s/.test(text) ? text : undefined;
+    });
+    const after: Sample[] = await dp.metrics();
+    const seconds = (Date.now() - t0) / 1000;
+
+    const shown = (label: string) => {
+      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)\\s*$`, 'm').exec(screen);
+      expect(m, `${label} row in:\n${screen}`).not.toBeNull();
+      const n = (s: string) => Number(s.replaceAll(',', ''));
+      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]) };
+    };
+    for (const hop of ['1', '2']) {
+      const row = shown(`hop ${hop}`);
+      const counted = (metric(after, 'sfc_hop_packets_total', { hop }) - metric(before, 'sfc_hop_packets_total', { hop })) / seconds;
+      expect(row.pps, `hop ${hop}: shown ${row.pps}/s, counters ${counted}/s`).toBeGreaterThan(counted * 0.75);
+      expect(row.pps).toBeLessThan(counted * 1.25);
+    }
+    for (const pp of ['pp11', 'pp12', 'pp21', 'pp22']) {
+      const row = shown(pp);
+      expect(row.packets).toBeGreaterThanOrEqual(metric(before, 'sfc_instance_packets_total', { instance: pp }));
+      expect(row.packets).toBeLessThanOrEqual(metric(after, 'sfc_instance_packets_total', { instance: pp }));
+      expect(row.bytes).toBeGreaterThanOrEqual(row.packets * 60); // 64-byte frames, minus the FCS
+    }
+    expect(Math.max(...screen.split('\n').map((l) => l.length))).toBeLessThanOrEqual(100);
+    expect(await tmux('display-message', '-p', '-t', 'top', '#{alternate_on}')).toBe('1\n');
+
+    await tmux('send-keys', '-t', 'top', 'C-c');
+    await until('top to exit', async () => ((await tmux('display-message', '-p', '-t', 'top', '#{pane_current_command}')) === 'bash\n' ? true : undefined));
+    await tmux('send-keys', '-t', 'top', 'echo "exit=$?"; stty -a | grep -o -w -e -echo -e echo -e -icanon -e icanon', 'Enter');
+    const shell = await until('the shell to answer', async () => {
+      const text = await pane();
+      return /^exit=\d+\n(-?echo\n|-?icanon\n){2}/m.test(text) ? text : undefined;
+    });
+    // exited 0 on Ctrl-C, the terminal echoes and is line-buffered again, main screen, cursor visible
+    expect(shell).toMatch(/^exit=0\n(echo\nicanon|icanon\necho)\n/m);
+    expect(await tmux('display-message', '-p', '-t', 'top', '#{alternate_on} #{cursor_flag}')).toBe('0 1\n');
+  }, 60_000);
+});

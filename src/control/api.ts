@@ -152,6 +152,7 @@ export function createApiHandler(opts: ApiOptions): (req: IncomingMessage, res: 
 }
 
 async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw badRequest('HTTPBadRequest', 'An HTTP/1.1 request must carry a Host header.');
   if (!authorized(req, opts.token)) {
     throw new NeutronError(401, 'HTTPUnauthorized', 'Authentication required: send X-Auth-Token or Authorization: Bearer.');
   }
@@ -256,6 +257,7 @@ export async function startApiServer(opts: ApiOptions & { host: string; port: nu
       // how often node:http looks for requests past their deadline (its default, 30 s, would let
       // a slowloris overstay the 10 s header deadline threefold)
       connectionsCheckingInterval: Math.max(10, Math.min(1000, limits.headersTimeoutMs / 4)),
+      requireHostHeader: false, // checked in handle(), to answer with a NeutronError body
     },
     createApiHandler(opts),
   );

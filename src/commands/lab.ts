@@ -3,6 +3,7 @@
  * `up` prints the generated chain config (also written to --out); `down` is idempotent.
  */
 import { BACKENDS } from '../dataplane/io/registry.js';
+import { SF_CORRELATIONS, type SfCorrelation } from '../lab/aware-sf.js';
 import { labDown, labStatus, labUp } from '../lab/topology.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
@@ -22,10 +23,18 @@ async function up(argv: string[]): Promise<number> {
     'no-symmetric': { type: 'boolean' },
     out: { type: 'string' },
     'dp-link': { type: 'string' },
+    'sf-correlation': { type: 'string' },
+    'aware-hops': { type: 'string' },
   });
   const dpLink = values['dp-link'];
   if (dpLink !== undefined && dpLink !== 'veth' && dpLink !== 'tap') throw new UsageError(`--dp-link must be veth or tap, got '${dpLink}'`);
   if (values.symmetric && values['no-symmetric']) throw new UsageError('--symmetric and --no-symmetric conflict');
+  const correlation = values['sf-correlation'];
+  if (correlation !== undefined && !SF_CORRELATIONS.includes(correlation as SfCorrelation)) {
+    throw new UsageError(`--sf-correlation must be ${SF_CORRELATIONS.join(' or ')}, got '${correlation}'`);
+  }
+  if (values['aware-hops'] !== undefined && correlation === undefined) throw new UsageError('--aware-hops needs --sf-correlation');
+  const awareHops = values['aware-hops']?.split(',').map((h) => integer(h.trim(), '--aware-hops', 1, 9)!);
   const lab = await labUp({
     name: values.name,
     hops: integer(values.hops, '--hops', 0, 9),
@@ -33,9 +42,12 @@ async function up(argv: string[]): Promise<number> {
     symmetric: !values['no-symmetric'],
     out: values.out,
     dpLink,
+    sfCorrelation: correlation as SfCorrelation | undefined,
+    awareHops,
   });
   process.stdout.write(lab.configYaml);
-  const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances})` : '';
+  const aware = lab.sfCorrelation ? `; SF-aware (${lab.sfCorrelation}, Open vSwitch): hop ${lab.awareHops.join(', ')}` : '';
+  const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances}${aware})` : '';
   console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}; config: ${lab.configPath}`);
   return 0;
 }
@@ -77,9 +89,13 @@ export const command: Command = {
   summary: 'build, remove or show the network-namespace lab (client, server, SFs around a dataplane namespace)',
   usage: `up|down|status [options]
   up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE] [--dp-link veth|tap]
+         [--sf-correlation mpls|nsh [--aware-hops 1[,2...]]]
          namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
          --out (default /run/sfc/L/chains.yaml); --dp-link tap: the dataplane's interfaces are TAPs
-         bridged to the veths (for sfc serve ${TAP_BACKENDS})
+         bridged to the veths (for sfc serve ${TAP_BACKENDS}); --sf-correlation: the SFs of the
+         --aware-hops (default 1) are SF-aware, an Open vSwitch each (netdev datapath, run directory
+         under /run/sfc/L) returning the chain's MPLS or NSH with the index decremented; their port
+         pairs and the chain carry that correlation
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
   status [--name L] [--json]   namespaces, interfaces and recorded pids`,
   async run(argv) {

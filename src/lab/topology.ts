@@ -15,6 +15,10 @@
  *   behind in0). A forwarded frame leaves with dst = that endpoint's MAC, src = the SF port's own
  *   MAC, TTL / hop limit decremented: two hops -> TTL 62 at the server. A route-mode SF drops
  *   frames not addressed to its MAC, so a wrong rewrite shows up as loss.
+ * - SF-aware hops (sfCorrelation mpls|nsh, awareHops): those SF namespaces are L2 only (no IPv6,
+ *   no forwarding, no routes) and run their own Open vSwitch (aware-sf.ts) that takes the chain's
+ *   encapsulation on in0, decrements the index and sends the frame back on out0 (and the reverse
+ *   for symmetric chains). Their port pairs in the chain config carry the correlation.
  * - L-dp: IPv6 off (no MLD/RS noise from the namespace itself), no addresses, RPS off, and an
  *   nftables netdev ingress chain with policy drop on every interface. Packet taps (AF_PACKET),
  *   XDP and tc ingress run before it, so forwarders see every frame while the namespace's own IP
@@ -29,22 +33,25 @@
  *   netfilter calls are off in L-dp, so malformed frames reach the dataplane as on veth.
  *
  * State lives in /run/sfc/<name>/: lab.json (the options), chains.yaml (default --out) and pids
- * (processes started through netnsSpawn, as "pid starttime what" so a recycled pid is never
- * killed). labDown kills those pids and anything still running inside the lab's namespaces, then
+ * (processes started through netnsSpawn or recorded by aware-sf.ts, as "pid starttime what" so a
+ * recycled pid is never killed; process.ts). labDown kills those pids and anything still running inside the lab's namespaces, then
  * deletes the namespaces (matched by exact name pattern); it is idempotent and works after a crash.
  */
-import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { appendFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Document, Scalar, YAMLMap, YAMLSeq } from 'yaml';
+import { startAwareSf, type SfCorrelation } from './aware-sf.js';
+import { isSameProcess, netnsExec, readPids, run, runDir, terminate } from './process.js';
+
+// The process helpers, for the lab's users (benches, tests, harness).
+export { netnsExec, netnsSpawn, processCpuMicros, run, runDir } from './process.js';
 
 export const CLIENT = { mac: '02:00:00:00:00:01', ip: '10.0.0.1', ip6: 'fd00::1', dpIf: 'cli0' } as const;
 export const SERVER = { mac: '02:00:00:00:00:02', ip: '10.0.0.2', ip6: 'fd00::2', dpIf: 'srv0' } as const;
 /** nftables netdev table in L-dp that keeps the namespace's own stack from processing frames. */
 export const DP_DROP_TABLE = 'sfc_lab';
-export const RUN_ROOT = '/run/sfc';
+/** chain_id of the generated chain. */
+const CHAIN_ID = 1;
 
 export interface LabOptions {
   /** Namespace prefix and run-directory name (default `sfc`). */
@@ -59,6 +66,10 @@ export interface LabOptions {
   out?: string;
   /** What the dataplane attaches to: the veth ends (default) or TAPs bridged to them. */
   dpLink?: DpLink;
+  /** Encapsulation of the SF-aware hops (and the chain's correlation); null: every hop unaware. */
+  sfCorrelation?: SfCorrelation | null;
+  /** Which hops are SF-aware when sfCorrelation is set (1-based). Default [1]. */
+  awareHops?: number[];
 }
 
 export type DpLink = 'veth' | 'tap';
@@ -73,6 +84,8 @@ export interface LabSf {
   /** MACs of the SF's own in0 and out0 (what frames to and from the SF carry). */
   ingressMac: string;
   egressMac: string;
+  /** The encapsulation this SF handles (an Open vSwitch inside, aware-sf.ts), or null: a routing SF. */
+  correlation: SfCorrelation | null;
 }
 
 export interface Lab {
@@ -81,6 +94,11 @@ export interface Lab {
   instances: number;
   symmetric: boolean;
   dpLink: DpLink;
+  /** chain_id of the generated chain (its SPI, and the MPLS labels' upper bits). */
+  chainId: number;
+  sfCorrelation: SfCorrelation | null;
+  /** The SF-aware hops (empty without sfCorrelation). */
+  awareHops: number[];
   dpNs: string;
   clientNs: string;
   serverNs: string;
@@ -90,112 +108,6 @@ export interface Lab {
   runDir: string;
   configPath: string;
   configYaml: string;
-}
-
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface ExecOptions {
-  input?: string;
-  /** Reject on a non-zero exit (default true). */
-  check?: boolean;
-  env?: NodeJS.ProcessEnv;
-  timeoutMs?: number;
-}
-
-/** Run argv to completion and collect its output. */
-export function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { env: opts.env ?? process.env, timeout: opts.timeoutMs });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (e) => reject(new Error(`${argv[0]}: ${e.message}`)));
-    child.on('close', (code, signal) => {
-      if (opts.check !== false && code !== 0) {
-        const why = signal ? `killed by ${signal}` : `exit ${code}`;
-        reject(new Error(`${argv.join(' ')}: ${why}: ${(stderr.trim() || stdout.trim()).slice(0, 2000)}`));
-      } else resolve({ code: code ?? 128, stdout, stderr });
-    });
-    child.stdin.on('error', () => {}); // a command that exits without reading its input
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-/** Run argv inside network namespace `ns` (`ip netns exec` execs: no extra process). */
-export function netnsExec(ns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
-}
-
-export interface SpawnOptions {
-  /** Pin to this CPU (taskset; threads inherit it). */
-  cpu?: number;
-  env?: NodeJS.ProcessEnv;
-  stdio?: StdioOptions;
-  /** Own process group (signal the whole group with process.kill(-pid, sig)). */
-  detached?: boolean;
-}
-
-/**
- * Start a long-running process inside `ns` and record its pid for labDown. `ip netns exec` and
- * `taskset` both exec, so the child's pid is the program's own pid (usable for /proc/<pid>/stat).
- */
-export async function netnsSpawn(lab: string, ns: string, argv: string[], opts: SpawnOptions = {}): Promise<ChildProcess> {
-  const pinned = opts.cpu === undefined ? argv : ['taskset', '-c', String(opts.cpu), ...argv];
-  const child = spawn('ip', ['netns', 'exec', ns, ...pinned], {
-    stdio: opts.stdio ?? 'pipe',
-    env: opts.env ?? process.env,
-    detached: opts.detached,
-  });
-  if (child.pid === undefined) {
-    const e = await new Promise<Error>((resolve) => child.once('error', resolve));
-    throw new Error(`${argv[0]}: ${e.message}`);
-  }
-  await recordPid(lab, child.pid, argv[0]);
-  return child;
-}
-
-/**
- * Remember a process the lab owns; labDown kills it if it is still the same process (same start
- * time, which exec keeps). A process already gone needs no record.
- */
-export async function recordPid(lab: string, pid: number, what: string): Promise<void> {
-  const start = procStat(pid)?.[STAT_STARTTIME];
-  if (start === undefined) return;
-  await mkdir(runDir(lab), { recursive: true });
-  await appendFile(join(runDir(lab), 'pids'), `${pid} ${start} ${what.replace(/\s+/g, '_')}\n`);
-}
-
-/** Index of fields in procStat()'s result (proc(5) field number minus 3). */
-const STAT_UTIME = 11;
-const STAT_STIME = 12;
-const STAT_STARTTIME = 19;
-
-let clockTicks = 0;
-/** CPU time (utime + stime) of a whole thread group in microseconds, or null when it is gone. */
-export function processCpuMicros(pid: number): number | null {
-  const stat = procStat(pid);
-  if (!stat) return null;
-  clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  return ((Number(stat[STAT_UTIME]) + Number(stat[STAT_STIME])) * 1e6) / clockTicks;
-}
-
-/** Fields of /proc/<pid>/stat after the command name (index 0 = field 3, state), or null if gone. */
-function procStat(pid: number): string[] | null {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return text.slice(text.lastIndexOf(')') + 2).trim().split(' ');
-  } catch {
-    return null;
-  }
-}
-
-export function runDir(name: string): string {
-  return join(RUN_ROOT, name);
 }
 
 export function sfMac(hop: number, instance: number, side: 'in' | 'out'): string {
@@ -219,6 +131,12 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
   if (!Number.isInteger(instances) || instances < 1 || instances > 9) {
     throw new Error(`instances must be 1..9, got ${instances}`);
   }
+  const sfCorrelation = opts.sfCorrelation ?? null;
+  const awareHops = sfCorrelation ? [...new Set(opts.awareHops ?? [1])].sort((a, b) => a - b) : [];
+  if (sfCorrelation && hops === 0) throw new Error('SF-aware hops need hops >= 1');
+  const outside = awareHops.filter((h) => !Number.isInteger(h) || h < 1 || h > hops);
+  if (outside.length) throw new Error(`aware hops must be 1..${hops}, got ${outside.join(', ')}`);
+  if (!sfCorrelation && opts.awareHops?.length) throw new Error('aware hops need an SF correlation (mpls or nsh)');
   const sfs: LabSf[] = [];
   for (let h = 1; h <= hops; h++) {
     for (let k = 1; k <= instances; k++) {
@@ -230,6 +148,7 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
         egressIf: `sf${h}${k}e`,
         ingressMac: sfMac(h, k, 'in'),
         egressMac: sfMac(h, k, 'out'),
+        correlation: awareHops.includes(h) ? sfCorrelation : null,
       });
     }
   }
@@ -239,6 +158,9 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
     instances,
     symmetric: opts.symmetric ?? true,
     dpLink: opts.dpLink ?? 'veth',
+    chainId: CHAIN_ID,
+    sfCorrelation,
+    awareHops,
     dpNs: `${name}-dp`,
     clientNs: `${name}-client`,
     serverNs: `${name}-server`,
@@ -258,7 +180,9 @@ export function portPairId(hop: number, instance: number): string {
  * The chain config in the examples/two-hop.yaml shape and names: ports client, server,
  * sf<h><k>-in / -out; port pairs pp<h><k> (fixed ids); groups ppg<h>; IPv4 and IPv6 classifiers for
  * everything from client to server (all protocols, so ping crosses the SFs too); chain pc1,
- * chain_id 1. With 0 hops only the two ports (the dataplane then forwards as a plain L2 switch).
+ * chain_id 1. The port pairs of SF-aware hops carry the lab's SF correlation, which is then also
+ * the chain's (else the chain says mpls, which no unaware hop uses). With 0 hops only the two
+ * ports (the dataplane then forwards as a plain L2 switch).
  */
 export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
   const port = (name: string, mac: string, iface: string) => ({
@@ -282,6 +206,7 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
       id: portPairId(s.hop, s.instance),
       ingress: `sf${s.hop}${s.instance}-in`,
       egress: `sf${s.hop}${s.instance}-out`,
+      ...(s.correlation ? { service_function_parameters: { correlation: s.correlation } } : {}),
     }));
     config.port_pair_groups = Array.from({ length: lab.hops }, (_, i) => ({
       name: `ppg${i + 1}`,
@@ -302,16 +227,17 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
     config.port_chains = [
       {
         name: 'pc1',
-        chain_id: 1,
+        chain_id: lab.chainId,
         port_pair_groups: flow(config.port_pair_groups.map((_, i) => `ppg${i + 1}`)),
         flow_classifiers: flow(['client-server-v4', 'client-server-v6']),
-        chain_parameters: { correlation: 'mpls', symmetric: lab.symmetric },
+        chain_parameters: { correlation: lab.sfCorrelation ?? 'mpls', symmetric: lab.symmetric },
       },
     ];
   }
   const flags =
     `--name ${lab.name} --hops ${lab.hops} --instances ${lab.instances}` +
-    `${lab.symmetric ? '' : ' --no-symmetric'}${lab.dpLink === 'tap' ? ' --dp-link tap' : ''}`;
+    `${lab.symmetric ? '' : ' --no-symmetric'}${lab.dpLink === 'tap' ? ' --dp-link tap' : ''}` +
+    `${lab.sfCorrelation ? ` --sf-correlation ${lab.sfCorrelation} --aware-hops ${lab.awareHops.join(',')}` : ''}`;
   const doc = new Document(config);
   return `# written by: sfc lab up ${flags}\n${doc.toString({ flowCollectionPadding: false })}`;
 }
@@ -372,6 +298,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
   }
   try {
     await build(desc);
+    for (const s of desc.sfs) if (s.correlation) await startAwareSf(desc, s, s.correlation);
   } catch (e) {
     await labDown(desc.name);
     throw e;
@@ -387,9 +314,14 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
 async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
   const { dpNs, clientNs, serverNs } = lab;
   await ipBatch(null, labNamespaces(lab).map((ns) => `netns add ${ns}`));
-  // Defaults first, so interfaces created afterwards inherit them.
-  await sysctl(dpNs, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
-  for (const ns of [clientNs, serverNs, ...lab.sfs.map((s) => s.ns)]) {
+  // Defaults first, so interfaces created afterwards inherit them. Aware SFs are L2 only (their
+  // Open vSwitch handles every frame): no IPv6 there either, so their stacks send nothing.
+  const aware = lab.sfs.filter((s) => s.correlation);
+  const routing = lab.sfs.filter((s) => !s.correlation);
+  for (const ns of [dpNs, ...aware.map((s) => s.ns)]) {
+    await sysctl(ns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
+  }
+  for (const ns of [clientNs, serverNs, ...routing.map((s) => s.ns)]) {
     await sysctl(ns, {
       'net.ipv6.conf.all.accept_dad': 0,
       'net.ipv6.conf.default.accept_dad': 0,
@@ -397,7 +329,7 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
       'net.ipv6.conf.default.router_solicitations': 0,
     });
   }
-  for (const s of lab.sfs) {
+  for (const s of routing) {
     await sysctl(s.ns, {
       'net.ipv4.ip_forward': 1,
       'net.ipv4.conf.all.rp_filter': 0,
@@ -431,7 +363,8 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
       'link set eth0 up',
     ]);
   }
-  for (const s of lab.sfs) {
+  for (const s of aware) await ipBatch(s.ns, ['link set lo up', 'link set in0 up', 'link set out0 up']);
+  for (const s of routing) {
     await ipBatch(s.ns, [
       'link set lo up',
       'link set in0 up',
@@ -471,55 +404,11 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
   });
 }
 
-interface PidRecord {
-  pid: number;
-  start: string;
-  what: string;
-}
-
-async function readPids(name: string): Promise<PidRecord[]> {
-  let text = '';
-  try {
-    text = await readFile(join(runDir(name), 'pids'), 'utf8');
-  } catch {
-    return [];
-  }
-  return text
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => {
-      const [pid, start, what] = l.split(' ');
-      return { pid: Number(pid), start, what: what ?? '' };
-    })
-    .filter((r) => Number.isInteger(r.pid) && r.pid > 1);
-}
-
-function isSameProcess(r: PidRecord): boolean {
-  return procStat(r.pid)?.[STAT_STARTTIME] === r.start;
-}
-
 async function pidsInNamespace(ns: string): Promise<number[]> {
   const { stdout } = await run(['ip', 'netns', 'pids', ns], { check: false });
   return stdout.split(/\s+/).filter(Boolean).map(Number).filter((p) => p > 1 && p !== process.pid);
 }
 
-/** SIGTERM, wait up to `graceMs`, then SIGKILL whatever is left. */
-async function terminate(pids: number[], graceMs = 2000): Promise<void> {
-  const signal = (pid: number, sig: NodeJS.Signals | 0) => {
-    try {
-      process.kill(pid, sig);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  let alive = pids.filter((p) => signal(p, 'SIGTERM'));
-  for (let waited = 0; alive.length && waited < graceMs; waited += 50) {
-    await sleep(50);
-    alive = alive.filter((p) => signal(p, 0));
-  }
-  for (const p of alive) signal(p, 'SIGKILL');
-}
 
 /** Remove everything lab `name` made. Idempotent; safe after a crash or a half-built lab. */
 export async function labDown(name = 'sfc'): Promise<void> {

@@ -12,6 +12,7 @@
  */
 import { emptyState, type State } from './model.js';
 import { NeutronError } from './errors.js';
+import type { HealthView } from './health.js';
 import { buildPlan, type Plan } from './plan.js';
 
 export interface Driver {
@@ -20,6 +21,13 @@ export interface Driver {
   readonly usesPlan?: boolean;
   precommit(next: Plan, prev: Plan): NeutronError[] | Promise<NeutronError[]>;
   postcommit(next: Plan, prev: Plan): Promise<void>;
+  /**
+   * Health checks changed what is up (control/health.ts): apply `view` to the plan in force and
+   * to every later one, without a model change (userspace: re-render and publish; ovs: the down
+   * members' buckets out of their select groups in one bundle, and per hop with none left the
+   * group's policy: skip or drop).
+   */
+  health?(view: HealthView): Promise<void>;
   close?(): Promise<void>;
 }
 

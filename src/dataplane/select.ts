@@ -3,8 +3,10 @@
  * (ARCHITECTURE.md §4) and the interface it leaves by.
  *
  *  - Sticky first: the flow's remembered choice for this hop (flowstate.ts) is reused while it is
- *    still a member of the hop's group, so adding an instance moves no flow, removing one moves only
- *    its flows, and weight 0 drains (the Maglev table, used only for new choices, skips it). After
+ *    still a LIVE member of the hop's group (tables.instLiveGroup), so adding an instance moves no
+ *    flow, removing one or health checks finding it down moves only its flows (they pick again
+ *    and keep the new choice when it returns), and weight 0 drains (the Maglev table, used only
+ *    for new choices, skips it). After
  *    a chain update the group's choice may sit at another position of the record: it is found and
  *    swapped into place.
  *  - Else weighted Maglev: table[hash(lb_fields) & mask]. The hash is SYMMETRIC by construction: a
@@ -32,12 +34,12 @@ function chooseInstance(t: Tables, b: Batch, s: SteerState, i: number, e: number
   const moved = e >= 0 && (s.rec[recordAt(e) + R_FLAGS] & F_KEPT) !== 0;
   if (e >= 0) {
     const k = inst[at];
-    if (k >= 0 && t.instGroup[k] === g) return k;
+    if (k >= 0 && t.instLiveGroup[k] === g) return k;
     // After a chain update this group's choice may sit at another position: swap it here.
     if (moved) {
       for (let h = base; h < base + MAX_HOPS; h++) {
         const x = inst[h];
-        if (x >= 0 && t.instGroup[x] === g) {
+        if (x >= 0 && t.instLiveGroup[x] === g) {
           inst[h] = k;
           inst[at] = x;
           return x;

@@ -21,6 +21,9 @@
  * that is not an SF port (OUT_FLOOD_HOSTS); broadcast and multicast are flooded everywhere. A
  * destination on the input interface is dropped as 'hairpin'.
  *
+ * Health (tables.hopLive): a frame due at a hop whose group has no live instance skips it
+ * (fail-open) or is dropped ('hop_down', fail-closed); steerKnown leaves such hops to proceed().
+ *
  * Chain end: the rule's far port (the logical destination port, or the logical source port on a
  * reverse path) gets the frame (execute sets its MAC as destination, the entry's source MAC as
  * source); without one the MACs seen at entry are restored and the frame is switched. At the end
@@ -133,22 +136,43 @@ function hopAt(t: Tables, L: number, p: number): number {
   return -1;
 }
 
+/**
+ * The hop of path p that slot i, due at hop index k < hop count, enters by health (tables.hopLive):
+ * k itself, a later one (fail-open skips a hop with no live instance; the hop count: the chain's
+ * end) or -1: dropped ('hop_down', fail-closed).
+ */
+function liveHop(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, p: number, k: number): number {
+  const live = t.hopLive[t.pathHopBase[p] + k];
+  if (live === k) return k;
+  if (live < 0) dropSlot(b, s, c, i, Drop.hop_down);
+  else c.events[Ctr.hops_skipped]++;
+  return live;
+}
+
 /** Slot i (orientation o of flow entry e, -1 = none) continues on path p at hop index k (k = hop count: end of chain). */
 function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, e: number, o: number, p: number, k: number, r: number): void {
   b.flow[i] = e;
   if (k < t.pathHopCount[p]) {
-    toHop(b, s, i, p, k, r);
-    return;
+    k = liveHop(t, b, s, c, i, p, k);
+    if (k < 0) return;
+    if (k < t.pathHopCount[p]) {
+      toHop(b, s, i, p, k, r);
+      return;
+    }
   }
   // End of a graph's source chain: hand off to the destination chain whose rules match (B.9).
   const hx = t.pathHandoff[p];
   if (hx >= 0) {
     const local = classify(t.handoffTables[hx], b, i, -1, b.frag[i] === FRAG_LATER);
     const next = local >= 0 ? t.handoffTableRules[hx][local] : -1;
-    if (next >= 0 && t.pathHopCount[t.rulePath[next]] > 0) {
+    const q = next >= 0 ? t.rulePath[next] : -1;
+    if (q >= 0 && t.pathHopCount[q] > 0) {
       s.slotFrom[i] = p;
       c.events[Ctr.handed_off]++;
-      toHop(b, s, i, t.rulePath[next], 0, next);
+      // (a destination chain whose every hop fails open cannot end here: dropped as 'hop_down')
+      const h = liveHop(t, b, s, c, i, q, 0);
+      if (h >= 0 && h < t.pathHopCount[q]) toHop(b, s, i, q, h, next);
+      else if (h >= 0) dropSlot(b, s, c, i, Drop.hop_down);
       return;
     }
   }
@@ -358,17 +382,17 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   } else if (s.rec16[r * 2 + H_INPORT + o] !== L) {
     return false;
   }
-  if (k >= t.pathHopCount[p]) return false;
+  if (k >= t.pathHopCount[p] || t.hopLive[t.pathHopBase[p] + k] !== k) return false;
   if (k === 0) {
     learnSource(b, s, i, b.port[i]);
     c.events[Ctr.classified]++;
   }
   toHop(b, s, i, p, k, rule);
   // Select's first rule, taken here while the record is at hand: the flow's remembered instance,
-  // if still in the hop's group (select then leaves the slot alone).
+  // if still a live member of the hop's group (select then leaves the slot alone).
   const hop = t.pathHopBase[p] + k;
   const inst = s.rec16[r * 2 + H_INST + t.hopChainHop[hop]];
-  if (inst >= 0 && t.instGroup[inst] === t.hopGroup[hop]) takeInstance(t, b, s, i, p, inst);
+  if (inst >= 0 && t.instLiveGroup[inst] === t.hopGroup[hop]) takeInstance(t, b, s, i, p, inst);
   return true;
 }
 

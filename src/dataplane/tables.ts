@@ -172,6 +172,12 @@ export interface Tables {
   /** Action list run on a frame sent into the hop. */
   hopActBase: Int32Array;
   hopActCount: Int32Array;
+  /**
+   * Health (control/health.ts): the hop index of the path a frame due at this hop enters: itself;
+   * a later hop, or pathHopCount (the chain's end), when the hop has no live instance and its
+   * group fails open; -1 when it has none and fails closed (dropped, 'hop_down').
+   */
+  hopLive: Int32Array;
 
   // action lists
   actOp: Uint8Array;
@@ -199,6 +205,8 @@ export interface Tables {
   instanceKeys: string[];
   instanceNames: InstanceName[];
   instGroup: Int32Array;
+  /** instGroup for an instance that is up, -1 for one health checks found down: a flow's sticky choice holds while this is the hop's group. */
+  instLiveGroup: Int32Array;
   /** Ingress and egress logical ports. */
   instPortIn: Int32Array;
   instPortOut: Int32Array;
@@ -280,6 +288,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     hopAware: a.u8(n.hops),
     hopActBase: a.i32(n.hops),
     hopActCount: a.i32(n.hops),
+    hopLive: a.i32(n.hops),
     actOp: a.u8(n.actions),
     actArg: a.i32(n.actions),
     tapInst: a.i32(n.taps),
@@ -294,6 +303,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     instanceKeys: [],
     instanceNames: [],
     instGroup: a.i32(n.instances).fill(-1),
+    instLiveGroup: a.i32(n.instances).fill(-1),
     instPortIn: a.i32(n.instances).fill(-1),
     instPortOut: a.i32(n.instances).fill(-1),
     instIfIn: a.i32(n.instances).fill(-1),

@@ -34,6 +34,7 @@ export const DROP_REASONS = [
   'port_down',
   'tx_failed',
   'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6
+  'hop_down', // the hop's group has no live instance and fails closed (control/health.ts)
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -60,6 +61,7 @@ export const COUNTERS = [
   'table_generations', // table swaps observed by the data path
   'breaths',
   'batches', // batches processed (rx_packets / batches: the mean batch size)
+  'hops_skipped', // frames that skipped a hop with no live instance (fail-open, control/health.ts)
 ] as const;
 
 export type CounterName = (typeof COUNTERS)[number];

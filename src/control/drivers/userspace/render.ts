@@ -15,6 +15,9 @@
  *    paths with logical ports ignored, used when the flow state does not know a returning frame
  *    (OVS re-classifies at every SF egress the same way);
  *  - per group a weighted Maglev table over its members, hashed on the group's lb_fields;
+ *  - health (control/health.ts), the renderer's second input: down members are left out of the
+ *    Maglev tables and marked (instLiveGroup -1) so their flows' sticky choices stop holding; per
+ *    hop, where a frame goes when its group has no usable instance (hopLive: skip or drop);
  *  - the static L2 entries: every port's MAC, and which ports are SF ports.
  * Instance indices are the plan's member indices; interface indices are stable too (keyed by name,
  * `prev` supplies the old assignment).
@@ -35,7 +38,8 @@
  * `unsupported` refuses only real limits: missing interfaces, index and hop counts.
  */
 import { NeutronError } from '../../errors.js';
-import { assignStable, buildPlan, type Action, type Plan, type PlanRule } from '../../plan.js';
+import { ALL_UP, type HealthView } from '../../health.js';
+import { assignStable, buildPlan, type Action, type Plan, type PlanGroup, type PlanMember, type PlanPath, type PlanRule } from '../../plan.js';
 import type { State } from '../../model.js';
 import type { ClassifierFields } from '../../../classifier/rule.js';
 import { compileClassifier, type ClassifierTable, type Partition } from '../../../classifier/lookup.js';
@@ -165,7 +169,7 @@ export function compileTables(state: State, prev?: Tables): Tables {
   return renderTables(plan, prev);
 }
 
-export function renderTables(plan: Plan, prev?: Tables): Tables {
+export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL_UP): Tables {
   const generation = (prev?.generation ?? 0) + 1;
   const before = prev && MEMO.get(prev);
   const { ports, members, groups, paths, rules } = plan;
@@ -225,13 +229,16 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     hopCount += p.sfHops;
   });
 
-  // Maglev slices, entries already instance indices (reused whenever the group's inputs are unchanged).
+  // Maglev slices over the live members, entries already instance indices (reused whenever the
+  // group's inputs are unchanged). A down member is left out, so only its slots move.
+  const up = (k: number) => !health.down.has(members[k].id);
   const maglevs = groups.map((g) => {
-    const instances = g.members.map((k) => ({ key: members[k].id, weight: members[k].weight }));
-    const key = g.members.map((k) => `${k} ${members[k].id} ${members[k].weight}`).join(',');
+    const live = g.members.filter(up);
+    const instances = live.map((k) => ({ key: members[k].id, weight: members[k].weight }));
+    const key = live.map((k) => `${k} ${members[k].id} ${members[k].weight}`).join(',');
     return reuse(memo.maglev, before?.maglev, key, () => {
       try {
-        return buildMaglev(instances, maglevSize(instances.length)).map((m) => (m < 0 ? -1 : g.members[m]));
+        return buildMaglev(instances, maglevSize(instances.length)).map((m) => (m < 0 ? -1 : live[m]));
       } catch (e) {
         throw refuse(`port pair group ${g.name}: ${e instanceof Error ? e.message : String(e)}`);
       }
@@ -407,6 +414,7 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
     putActs(endActs[pi], t.pathEndActBase, t.pathEndActCount, pi);
     t.pathHopBase[pi] = hopAt;
     t.pathHopCount[pi] = p.sfHops;
+    liveHops(p, groups, members, up, health).forEach((k, h) => (t.hopLive[hopAt + h] = k));
     for (let h = 0; h < p.sfHops; h++) {
       t.hopGroup[hopAt] = p.hops[h].group;
       t.hopChainHop[hopAt] = p.hops[h].chainHop;
@@ -439,6 +447,7 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
   members.forEach((m, k) => {
     if (m.group < 0) return;
     t.instGroup[k] = m.group;
+    t.instLiveGroup[k] = up(k) ? m.group : -1;
     t.instPortIn[k] = m.ingress;
     t.instPortOut[k] = m.egress;
     t.instIfIn[k] = t.portIface[m.ingress];
@@ -450,4 +459,23 @@ export function renderTables(plan: Plan, prev?: Tables): Tables {
   });
   MEMO.set(t, memo);
   return t;
+}
+
+/**
+ * Per steered hop of path p, the hop a frame due there enters (Tables.hopLive): itself while the
+ * group has a usable instance (up, weight > 0) or its policy is reroute; else for fail-open the
+ * next hop's choice (p.sfHops: the chain's end) when the hop and the node before it are SF-unaware
+ * (skipping keeps the encapsulation right), -1 (drop) otherwise.
+ */
+function liveHops(p: PlanPath, groups: PlanGroup[], members: PlanMember[], up: (k: number) => boolean, health: HealthView): number[] {
+  const out = new Array<number>(p.sfHops);
+  for (let h = p.sfHops - 1; h >= 0; h--) {
+    const g = groups[p.hops[h].group];
+    const policy = health.policy(g);
+    if (policy === 'reroute' || g.members.some((k) => up(k) && members[k].weight > 0)) out[h] = h;
+    else if (policy === 'fail-open' && p.hops[h].correlation === null && (h === 0 || p.hops[h - 1].correlation === null)) {
+      out[h] = h + 1 < p.sfHops ? out[h + 1] : p.sfHops;
+    } else out[h] = -1;
+  }
+  return out;
 }

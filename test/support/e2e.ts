@@ -33,7 +33,7 @@ import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } f
 import { checkOvsInstalled } from '../../src/control/drivers/ovs/daemon.js';
 import { prerequisites } from './prereq.js';
 
-type ConfigKind = 'l2' | 'chain' | 'symmetric' | 'lab' | 'weighted';
+type ConfigKind = 'l2' | 'chain' | 'symmetric' | 'lab' | 'weighted' | 'grow';
 
 /** What the suite runs against: the userspace driver on a packet I/O backend, or the ovs driver. */
 export type E2eTarget = BackendName | { driver: 'ovs' };
@@ -83,6 +83,11 @@ async function writeConfigs(lab: Lab): Promise<Record<ConfigKind, string>> {
     l2: { ports: base.ports.filter((p) => p.name === 'client' || p.name === 'server') },
     chain: chain(false),
     symmetric: chain(true),
+    // The symmetric chain with hop 1 on pp11 and pp12 only (pp13 joins during the test).
+    grow: {
+      ...chain(true),
+      port_pair_groups: base.port_pair_groups.map((g) => (g.name === 'ppg1' ? { ...g, port_pairs: g.port_pairs.filter((n) => n !== 'pp13') } : g)),
+    },
     // Hop 1: pp11 and pp12 weighted 1:3 (pp13 left out); hop 2 hashes on ip_src alone.
     weighted: {
       ...chain(false),
@@ -422,7 +427,7 @@ export function e2eSuite(target: E2eTarget): void {
       const d = await serve('weighted');
       const before = await d.metrics();
       const flows = 2000;
-      const { sent, received } = await udp(UDP_PORT + 3, flows, flows, 4000); // one datagram per flow
+      const { sent, received } = await udp(UDP_PORT + 3, flows, flows, 1000); // one datagram per flow
       expect(sent.sent).toBe(flows);
       expect(received.flows.length).toBeGreaterThanOrEqual(flows * 0.95);
       const after = await d.metrics();
@@ -553,6 +558,40 @@ export function e2eSuite(target: E2eTarget): void {
       }
       send.child.kill('SIGTERM'); // the sender reports and ends; the receiver ends once idle
       expect((await recv.result).flows).toHaveLength(32);
+      await send.result;
+    }, 120_000);
+
+    it('moves no flow when a group gains an instance (API reload); the new instance takes new flows', async () => {
+      const d = await serve('grow');
+      serving = null; // the model will no longer match the config file
+      await installFlowLog(lab);
+      const recv = await udpReceiver(UDP_PORT + 4);
+      const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+        'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 4}`, '--flows', '32', '--pps', '1600', '--seconds', '60',
+      ]);
+      const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
+      const before = placement(traceFlows(lab, await settledFlowLog(32)));
+      expect(before.size).toBe(32);
+      expect(new Set([...before.values()].map((p) => p[0]))).toEqual(new Set(['1', '2']));
+
+      const { port_pair_groups: groups } = await d.call<{ port_pair_groups: { id: string; port_pairs: string[] }[] }>('GET', '/v2.0/sfc/port_pair_groups?name=ppg1');
+      const { port_pairs: pairs } = await d.call<{ port_pairs: { id: string; name: string }[] }>('GET', '/v2.0/sfc/port_pairs');
+      const pp13 = pairs.find((p) => p.name === 'pp13')!.id;
+      await d.call('PUT', `/v2.0/sfc/port_pair_groups/${groups[0].id}`, { port_pair_group: { port_pairs: [...groups[0].port_pairs, pp13] } });
+      await installFlowLog(lab);
+      // 32 new flows (other source ports) beside the running ones.
+      const fresh = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+        'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 4}`, '--flows', '32', '--sport', '21000', '--count', '640', '--pps', '640',
+      ]);
+      await fresh.result;
+      const afterTraces = traceFlows(lab, await settledFlowLog(64));
+      const after = placement(afterTraces);
+      for (const [flow, placed] of before) expect(after.get(flow), `${flow} kept its instances`).toEqual(placed);
+      const newcomers = afterTraces.filter((t) => !before.has(t.flow));
+      expect(newcomers).toHaveLength(32);
+      expect(newcomers.filter((t) => t.forward[0].join() === '3').length, 'new flows on pp13').toBeGreaterThan(0);
+      send.child.kill('SIGTERM');
+      expect((await recv.result).flows).toHaveLength(64);
       await send.result;
     }, 120_000);
 

@@ -28,7 +28,26 @@ import type { InstanceName } from '../../../dataplane/tables.js';
 import { COUNTERS, DROP_REASONS } from '../../../packet/counters.js';
 import { checkOvsInstalled, OvsDaemon } from './daemon.js';
 import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
-import { renderBridge, T_L2, unsupported, type Rendered } from './render.js';
+import { PIN_COOKIE, pinCookie, renderBridge, T_L2, T_PIN, unsupported, type Rendered } from './render.js';
+
+/**
+ * Bundle lines deleting the learned pins that would steer to an instance no longer in its group
+ * (by the member's pin cookie and the group's id), and every pin of a group that is gone.
+ */
+function stalePins(before: Rendered | undefined, after: Rendered): string[] {
+  const out: string[] = [];
+  for (const [gid, info] of before?.groupInfo ?? []) {
+    const now = after.groupInfo.get(gid);
+    const meta = `metadata=0x${gid.toString(16)}`;
+    if (!now) {
+      out.push(`flow delete table=${T_PIN},cookie=0x${PIN_COOKIE.toString(16)}/0xffff0000,${meta}`);
+      continue;
+    }
+    const kept = new Set(now.members);
+    for (const k of info.members) if (!kept.has(k)) out.push(`flow delete table=${T_PIN},cookie=${pinCookie(k)}/-1,${meta}`);
+  }
+  return out;
+}
 
 export interface OvsDriverOptions {
   bridge: string;
@@ -178,7 +197,7 @@ export class OvsDriver implements Driver {
     }
     const ofport = wanted.length > 0 ? await this.ofports(wanted) : new Map<string, number>();
     const rendered = renderBridge(next, (name) => ofport.get(name)!);
-    await this.ofctl.applyBundle(diff(this.installed, rendered));
+    await this.ofctl.applyBundle([...diff(this.installed, rendered), ...stalePins(this.rendered, rendered)]);
     this.installed = { flows: rendered.flows, groups: rendered.groups };
     this.rendered = rendered;
     this.plan = next;
@@ -249,8 +268,9 @@ export class OvsDriver implements Driver {
     // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
     // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
     if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
-    const [flowText, groupText, portText, ifaceText] = await Promise.all([
+    const [flowText, pinText, groupText, portText, ifaceText] = await Promise.all([
       this.ofctl.flowStats(),
+      this.ofctl.pinStats(),
       this.ofctl.groupStats(),
       this.ofctl.portStats(),
       exec(['ovs-vsctl', `--db=${this.db}`, '--format=json', '--columns=name,ofport', 'list', 'Interface']),
@@ -263,6 +283,11 @@ export class OvsDriver implements Driver {
       if (rendered.entryFlows.has(f.key)) ev('classified', packets);
       if (f.key.startsWith(`table=${T_L2}, `)) ev('unclassified', packets);
       if (rendered.toSfFlows.has(f.key)) drops[DROP_REASONS.indexOf('to_sf_port')] += packets;
+    }
+    for (const line of pinText.split('\n')) {
+      const cookie = Number(/cookie=(0x[0-9a-f]+)/.exec(line)?.[1]);
+      const k = cookie - PIN_COOKIE;
+      if (k >= 0 && k < instancePackets.length) instancePackets[k] += Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
     }
     for (const line of groupText.split('\n')) {
       const id = Number(/group_id=(\d+)/.exec(line)?.[1]);

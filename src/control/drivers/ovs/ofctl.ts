@@ -143,6 +143,11 @@ export class Ofctl {
     return exec(['ovs-ofctl', ...OF, 'dump-flows', this.target, COOKIE_MATCH]);
   }
 
+  /** Statistics of the learned pins (flow affinity, render.ts). */
+  pinStats(): Promise<string> {
+    return exec(['ovs-ofctl', ...OF, 'dump-flows', this.target, 'cookie=0x5fc10000/0xffff0000']);
+  }
+
   groupStats(): Promise<string> {
     return exec(['ovs-ofctl', ...OF, 'dump-group-stats', this.target]);
   }

@@ -17,6 +17,11 @@
  *                224.0.0.0/24) never enters a chain; below them everything else goes to L2.
  *   1, 2 L4      the hash key's L4 ports by role (1: as the packet has them, 2: mirrored), per
  *                protocol: tcp -> reg9, udp -> reg10, sctp -> reg11 (source role << 16 | destination).
+ *   3  PIN       flow affinity: a flow's pin to the instance it got (learned, see below), else
+ *                per group the select group itself (metadata = the group's id).
+ *   4  LEARN     per group and instance: learn the flow's pin, and leave through the instance's port
+ *                (the bucket put it in reg8[16..31]). (A learn() in a bucket itself is not run by
+ *                OVS 3.1; reached by resubmit from the bucket it is.)
  *   10 L2        every non-SF port's MAC -> its interface; unicast to an SF port's MAC dropped
  *                (SF ports are not L2 endpoints); broadcast and multicast to every interface;
  *                unknown unicast to the interfaces with a non-SF port.
@@ -36,6 +41,17 @@
  * group): each bucket is equally likely to win, the share is exact in expectation. Bucket ids are
  * member index << 8 | replica: stable across plans, so removing an instance moves only its flows.
  *
+ * Flow affinity: each bucket, through table 4, LEARNS a pin in table 3 (OVS's learn()):
+ * the group's id and the flow's hash key -> this instance's MAC and port, idle timeout 60 s, cookie
+ * 0x5fc1<member>. Later frames of the flow take the pin and never reach the group, so adding an
+ * instance (new buckets) moves no existing flow, and changing weights neither; removing one
+ * deletes its pins (the driver's bundle, by cookie) so only its flows are hashed again; HRW over
+ * stable bucket ids sends them to the remaining instances without moving anyone else. (Chosen over
+ * OVS's dp_hash/hash alone, which re-deal flows when buckets change, and over conntrack marks,
+ * which the netdev datapath supports but which would also pin traffic outside our tables. A pin
+ * that idles out is re-learned by hash, which gives the same instance unless instances were added
+ * in between: the userspace mode's flow records age the same way.)
+ *
  * `unsupported` refuses what this renderer does not render yet: SF-aware pairs (MPLS/NSH), taps,
  * n-tuple mapping, service graphs, ports without an interface.
  */
@@ -48,6 +64,10 @@ import type { BridgeState } from './ofctl.js';
 export const T_CLASSIFY = 0;
 export const T_L4_FWD = 1;
 export const T_L4_REV = 2;
+export const T_PIN = 3;
+export const T_LEARN = 4;
+/** Idle timeout of a flow's pin to its instance (seconds). */
+export const PIN_IDLE_S = 60;
 export const T_L2 = 10;
 
 export const PRIO_LINK_LOCAL = 30000;
@@ -86,6 +106,8 @@ export interface GroupInfo {
   hop: number;
   /** bucket_id -> member index */
   buckets: Map<number, number>;
+  /** Every member of the group (a weight-0 member has no bucket but keeps its flows' pins: it drains). */
+  members: number[];
 }
 
 export interface Rendered extends BridgeState {
@@ -159,6 +181,10 @@ export function bucketCounts(weights: number[]): number[] {
   return counts;
 }
 
+/** Cookie of the pins learned for member k (the member index in the low 16 bits). */
+export const PIN_COOKIE = 0x5fc10000;
+export const pinCookie = (k: number) => `0x${(PIN_COOKIE + k).toString(16)}`;
+
 const macHex = (mac: string) => `0x${mac.replace(/:/g, '').replace(/^0+(?=.)/, '')}`;
 
 /** The group's `fields(...)` over the role registers, in OVS's print order. */
@@ -174,6 +200,16 @@ function hashFields(lb: LbField[]): string[] {
     ...(has('ip_src') ? ['xxreg0'] : []),
     ...(has('ip_dst') ? ['xxreg1'] : []),
   ];
+}
+
+/** The learned pin's match: the group's id (metadata) and its hash key, in OVS's print form. */
+function pinMatch(fields: string[]): string[] {
+  const sub = (reg: string, mask: string | undefined) => {
+    const name = `NXM_NX_${reg.toUpperCase()}`;
+    if (reg === 'reg8') return `${name}[0..7]`; // the protocol; bits 16-31 carry the pinned port
+    return mask === '0xffff0000' ? `${name}[16..31]` : mask === '0xffff' ? `${name}[0..15]` : `${name}[]`;
+  };
+  return ['OXM_OF_METADATA[]', ...fields.map((f) => sub(...(f.split('=') as [string, string | undefined])))];
 }
 
 /**
@@ -258,7 +294,9 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
       const g = groups[hop.group];
       const id = groupNumber(chainId, p.reverse, h);
       const counts = bucketCounts(g.members.map((k) => members[k].weight));
-      const info: GroupInfo = { chain: p.chain, path: pi, hop: h, buckets: new Map() };
+      const info: GroupInfo = { chain: p.chain, path: pi, hop: h, buckets: new Map(), members: g.members };
+      const fields = hashFields(g.lbFields);
+      const pin = pinMatch(fields).join(',');
       const buckets: string[] = [];
       g.members.forEach((k, j) => {
         const m = members[k];
@@ -266,13 +304,18 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
         for (let rep = 0; rep < counts[j]; rep++) {
           const bucketId = (k << 8) | rep;
           info.buckets.set(bucketId, k);
-          buckets.push(`bucket=bucket_id:${bucketId},actions=set_field:${ports[port].mac}->eth_dst,output:${portOf(port)}`);
+          const out = `0x${(portOf(port) << 16).toString(16)}/0xffff0000`;
+          buckets.push(`bucket=bucket_id:${bucketId},actions=set_field:${ports[port].mac}->eth_dst,set_field:${out}->reg8,resubmit(,${T_LEARN})`);
+          if (rep === 0) {
+            const learn = `learn(table=${T_PIN},idle_timeout=${PIN_IDLE_S},priority=10,cookie=${pinCookie(k)},${pin},load:NXM_OF_ETH_DST[]->NXM_OF_ETH_DST[],output:NXM_NX_REG8[16..31])`;
+            add(T_LEARN, 10, `reg8=${out},metadata=0x${id.toString(16)}`, `${learn},output:NXM_NX_REG8[16..31]`);
+          }
         }
       });
-      const fields = hashFields(g.lbFields);
       const sel = `selection_method=hash,${fields.length === 1 ? `fields=${fields[0]}` : `fields(${fields.join(',')})`}`;
       out.groups.set(id, [`group_id=${id},type=select,${sel}`, ...buckets].join(','));
       out.groupInfo.set(id, info);
+      add(T_PIN, 0, `metadata=0x${id.toString(16)}`, `group:${id}`);
     }
   });
 
@@ -280,7 +323,8 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
   const onward = (p: PlanPath, r: PlanRule, k: number): string => {
     if (k < p.sfHops) {
       const g = groups[p.hops[k].group];
-      return [...keyLoads(plan, r, g.lbFields), `group:${groupNumber(chains[p.chain].chainId, p.reverse, k)}`].join(',');
+      const gid = groupNumber(chains[p.chain].chainId, p.reverse, k);
+      return [...keyLoads(plan, r, g.lbFields), `set_field:0x${gid.toString(16)}->metadata`, `resubmit(,${T_PIN})`].join(',');
     }
     return chainEnd(plan, r, portOf);
   };

@@ -95,6 +95,11 @@ export class DriverManager {
     this.#plan = plan;
   }
 
+  /** Hand a new health view (health.ts) to every driver that applies one; the plan in force is unchanged. */
+  async health(view: HealthView): Promise<void> {
+    for (const d of this.drivers) await d.health?.(view);
+  }
+
   async close(): Promise<void> {
     for (const d of this.drivers) await d.close?.();
   }

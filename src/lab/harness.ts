@@ -77,6 +77,8 @@ export interface DataplaneStart {
   backend?: BackendName;
   /** Chain file that seeds the (fresh) state. */
   config: string;
+  /** More `sfc serve` options (e.g. --health-policy). */
+  args?: string[];
 }
 
 export class LabDataplane {
@@ -117,7 +119,7 @@ export class LabDataplane {
     const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, '--state', state];
     if (opts.driver === 'ovs') argv.push('--driver', 'ovs');
     else argv.push('--backend', opts.backend ?? DEFAULT_BACKEND);
-    argv.push('--listen', '127.0.0.1:0');
+    argv.push('--listen', '127.0.0.1:0', ...(opts.args ?? []));
     let child: ChildProcess;
     try {
       child = await netnsSpawn(lab.name, lab.dpNs, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });

@@ -1,0 +1,164 @@
+/*
+ * SF health end to end (root, the netns lab, afpacket): `sfc serve` in L-dp with its default
+ * health checks; an SF instance is killed by setting its in0 down inside its namespace (the
+ * dataplane's end of the veth loses its carrier).
+ *  - reroute: paced UDP flows and TCP transfers cross the two-hop chain; after the kill the
+ *    instance is reported down within 1 s (sfc_instance_up), its flows continue on the other
+ *    instance of the hop, no other flow moves (at either hop), TCP completes byte-exact; when it
+ *    comes back, the moved flows stay and new flows use it again. Evidence from the SFs' own
+ *    nftables flow logs (src/lab/flowlog.ts), not from the dataplane.
+ *  - fail-closed / fail-open with the whole first hop down: dropped and counted ('hop_down'), or
+ *    delivered across hop 2 only (hops_skipped counted).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { installFlowLog, readFlowLog, traceFlows, type FlowTrace } from '../src/lab/flowlog.js';
+import { LabDataplane, labUpFor, metric, startTraffic } from '../src/lab/harness.js';
+import { SERVER, labDown, netnsExec, type Lab } from '../src/lab/topology.js';
+import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
+import { backendNamed } from '../src/dataplane/io/registry.js';
+import { nativeAvailable } from '../src/dataplane/io/native.js';
+import { prerequisites } from './support/prereq.js';
+
+const backend = backendNamed('afpacket');
+const LAB = `sfct-hl${process.pid}`;
+const run = prerequisites('e2e health', { root: true, commands: ['ip', 'nft'], check: () => (nativeAvailable() ? null : 'the native addon is not built (npm run build:native)') });
+
+describe.skipIf(!run)('SF health end to end (afpacket)', () => {
+  let lab: Lab;
+  let dp: LabDataplane | null = null;
+
+  beforeAll(async () => {
+    await labDown(LAB);
+    lab = await labUpFor(backend, { name: LAB, hops: 2, instances: 2 });
+  }, 120_000);
+
+  afterAll(async () => {
+    await dp?.stop();
+    await labDown(LAB);
+  });
+
+  async function serve(args: string[] = []): Promise<LabDataplane> {
+    await dp?.stop();
+    dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath, args });
+    return dp;
+  }
+
+  const sfNs = (hop: number, instance: number) => lab.sfs.find((s) => s.hop === hop && s.instance === instance)!.ns;
+  const setLink = (hop: number, instance: number, state: 'up' | 'down') => netnsExec(sfNs(hop, instance), ['ip', 'link', 'set', 'in0', state]);
+
+  /** Poll /metrics until `pp` has sfc_instance_up = `up`; ms it took. */
+  async function untilHealth(d: LabDataplane, pp: string, up: 0 | 1, since = performance.now()): Promise<number> {
+    for (const end = since + 10_000; ; await sleep(10)) {
+      const samples = await d.metrics();
+      if (samples.some((s) => s.name === 'sfc_instance_up' && s.labels.instance === pp && s.value === up)) return performance.now() - since;
+      if (performance.now() > end) throw new Error(`${pp} never became ${up ? 'up' : 'down'}`);
+    }
+  }
+
+  /** The flow log once every one of `flows` is seen at every hop (throws after 10 s). */
+  async function settled(flows: string[]): Promise<Map<string, FlowTrace>> {
+    for (const end = Date.now() + 10_000; ; await sleep(100)) {
+      const traces = new Map(traceFlows(lab, await readFlowLog(lab), flows).map((t) => [t.flow, t]));
+      if (flows.every((f) => traces.get(f)!.forward.every((inst) => inst.length > 0))) return traces;
+      if (Date.now() > end) throw new Error(`flows not seen at every hop: ${flows.filter((f) => traces.get(f)!.forward.some((i) => i.length === 0)).join(' ')}`);
+    }
+  }
+
+  const udpFlows = (sport: number, n: number) => Array.from({ length: n }, (_, k) => `udp/${sport + k}`);
+
+  /** UDP from the client to the server for `seconds`; the receiver gives up `wait` s after the start when nothing came. */
+  async function udpStream(port: number, sport: number, flows: number, pps: number, seconds: number, wait = seconds + 20) {
+    const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${port}`, '--idle', '3', '--seconds', String(wait)]);
+    await recv.listening;
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
+      'udp-send', '--connect', `${SERVER.ip}:${port}`, '--flows', String(flows), '--sport', String(sport), '--pps', String(pps), '--seconds', String(seconds),
+    ]);
+    return { sent: send.result, received: recv.result };
+  }
+
+  it('reroute: a killed instance is down within 1 s, only its flows move, TCP stays byte-exact; back up, moved flows stay and new flows use it', async () => {
+    const d = await serve();
+    await untilHealth(d, 'pp11', 1);
+    await installFlowLog(lab);
+    const old = udpFlows(30000, 32);
+    const stream = await udpStream(6001, 30000, 32, 640, 14);
+    const before = await settled(old);
+    const tcpServer = await startTraffic<TcpServerResult>(lab, lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:5001`, '--flows', '6', '--timeout', '90']);
+    await tcpServer.listening;
+    const tcpStart = performance.now();
+    const tcpClient = await startTraffic<TcpClientResult>(lab, lab.clientNs, ['tcp-client', '--connect', `${SERVER.ip}:5001`, '--flows', '6', '--bytes', '50000000', '--timeout', '90']);
+
+    const onSf11 = old.filter((f) => before.get(f)!.forward[0][0] === 1);
+    expect(onSf11.length).toBeGreaterThan(0);
+    expect(onSf11.length).toBeLessThan(old.length);
+
+    const killed = performance.now();
+    await setLink(1, 1, 'down');
+    const detectMs = await untilHealth(d, 'pp11', 0, killed);
+    expect(detectMs).toBeLessThan(1000);
+
+    // Fresh logs while the stream runs: where every old flow goes now.
+    await installFlowLog(lab);
+    const during = await settled(old);
+    for (const f of old) {
+      expect(during.get(f)!.forward[0], f).toEqual([2]);
+      expect(during.get(f)!.forward[1], `${f} moved at hop 2`).toEqual(before.get(f)!.forward[1]);
+    }
+
+    await setLink(1, 1, 'up');
+    await untilHealth(d, 'pp11', 1);
+    await installFlowLog(lab);
+    const after = await settled(old);
+    for (const f of old) expect(after.get(f)!.forward, `${f} moved back`).toEqual(during.get(f)!.forward);
+    const fresh = udpFlows(31000, 32);
+    const newStream = await udpStream(6011, 31000, 32, 640, 1);
+    const placedNew = await settled(fresh);
+    expect(fresh.filter((f) => placedNew.get(f)!.forward[0][0] === 1).length).toBeGreaterThan(0);
+
+    const [tc, ts] = await Promise.all([tcpClient.result, tcpServer.result]);
+    const tcpMs = ts.flows.map((f) => f.ms);
+    expect(tc.ok, JSON.stringify(tc.flows.filter((f) => !f.ok))).toBe(true);
+    expect(ts.flows.map((f) => f.ok)).toEqual(Array(6).fill(true));
+    const [sent, received] = await Promise.all([stream.sent, stream.received]);
+    await newStream.received;
+    const lostPerFlow = received.flows.filter((f) => onSf11.some((m) => f.flow.endsWith(`:${m.split('/')[1]}`))).map((f) => f.lost);
+    console.log(
+      JSON.stringify({ detectMs: Math.round(detectMs), tcpMs, killedAtMs: Math.round(killed - tcpStart), movedFlows: onSf11.length, udpSent: sent.sent, udpLost: received.lost, lostPerMovedFlow: lostPerFlow }),
+    );
+    // Flows that never were on the killed instance lost nothing.
+    expect(received.flows.filter((f) => !onSf11.some((m) => f.flow.endsWith(`:${m.split('/')[1]}`))).every((f) => f.lost === 0)).toBe(true);
+  }, 120_000);
+
+  it('fail-closed drops and counts, fail-open skips the hop, with the whole first hop down', async () => {
+    await setLink(1, 1, 'down');
+    await setLink(1, 2, 'down');
+    try {
+      let d = await serve(['--health-policy', 'ppg1=fail-closed']);
+      await untilHealth(d, 'pp11', 0);
+      await untilHealth(d, 'pp12', 0);
+      await installFlowLog(lab);
+      let s = await udpStream(6021, 32000, 8, 400, 0.5, 2);
+      const [, none] = await Promise.all([s.sent, s.received]);
+      expect(none.received).toBe(0);
+      expect(metric(await d.metrics(), 'sfc_drops_total', { reason: 'hop_down' })).toBeGreaterThanOrEqual(190);
+
+      d = await serve(['--health-policy', 'ppg1=fail-open']);
+      await untilHealth(d, 'pp11', 0);
+      await untilHealth(d, 'pp12', 0);
+      await installFlowLog(lab);
+      s = await udpStream(6031, 33000, 8, 400, 0.5);
+      const [sent, got] = await Promise.all([s.sent, s.received]);
+      expect(got.received).toBe(sent.sent);
+      const traces = traceFlows(lab, await readFlowLog(lab), udpFlows(33000, 8));
+      for (const t of traces) {
+        expect(t.forward[0], t.flow).toEqual([]); // hop 1 never saw it
+        expect(t.forward[1].length, t.flow).toBe(1); // hop 2 did
+      }
+      expect(metric(await d.metrics(), 'sfc_packets_total', { event: 'hops_skipped' })).toBeGreaterThanOrEqual(sent.sent);
+    } finally {
+      await setLink(1, 1, 'up');
+      await setLink(1, 2, 'up');
+    }
+  }, 120_000);
+});

@@ -11,6 +11,8 @@
 import { dirname, join } from 'node:path';
 import { DEFAULT_SERVER_LIMITS, startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
+import { parseHealthPolicies } from '../control/health.js';
+import { DEFAULT_HEALTH, HealthMonitor } from '../control/health-monitor.js';
 import { isLoopbackHost } from '../control/http.js';
 import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
@@ -21,6 +23,7 @@ import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
 import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
+import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError, parseHostPort, parseOptions, type Command } from '../util/args.js';
 
 const DEFAULT_OVS_BRIDGE = 'br-sfc';
@@ -83,7 +86,13 @@ export const command: Command = {
   --limits C=N,...    most objects per collection (default ${DEFAULT_LIMIT} each; e.g. ports=20000)
   --max-connections N concurrent API connections (default ${DEFAULT_SERVER_LIMITS.maxConnections})
   --workers N         dataplane worker threads (default 1)
-  --backend B         packet I/O: ${backendChoices()}`,
+  --backend B         packet I/O: ${backendChoices()}
+  --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
+                      up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
+                      fail-closed (dropped as hop_down); while any is up a down one's flows move to the others
+  --health-interval MS  SF health check interval (default ${DEFAULT_HEALTH.intervalMs}; 0: no health checks)
+  --health-down N     failed checks in a row before an instance is down (default ${DEFAULT_HEALTH.downAfter})
+  --health-up N       good checks in a row before it is up again (default ${DEFAULT_HEALTH.upAfter})`,
 
   async run(argv) {
     const { values } = parseOptions(argv, {
@@ -99,6 +108,10 @@ export const command: Command = {
       'max-connections': { type: 'string', default: String(DEFAULT_SERVER_LIMITS.maxConnections) },
       workers: { type: 'string', default: '1' },
       backend: { type: 'string', default: DEFAULT_BACKEND },
+      'health-policy': { type: 'string', default: '' },
+      'health-interval': { type: 'string', default: String(DEFAULT_HEALTH.intervalMs) },
+      'health-down': { type: 'string', default: String(DEFAULT_HEALTH.downAfter) },
+      'health-up': { type: 'string', default: String(DEFAULT_HEALTH.upAfter) },
     });
     const { host, port } = parseHostPort(values.listen, '--listen');
     const token = await resolveToken({ token: values.token, tokenFile: values['token-file'] });
@@ -116,11 +129,20 @@ export const command: Command = {
     const workers = positiveInt(values.workers, '--workers');
     const limits = values.limits === undefined ? {} : parseLimits(values.limits);
     const maxConnections = positiveInt(values['max-connections'], '--max-connections');
+    const healthInterval = values['health-interval'] === '0' ? 0 : positiveInt(values['health-interval'], '--health-interval');
+    const healthOptions = { intervalMs: healthInterval, downAfter: positiveInt(values['health-down'], '--health-down'), upAfter: positiveInt(values['health-up'], '--health-up') };
+    let policies;
+    try {
+      policies = parseHealthPolicies(values['health-policy']);
+    } catch (e) {
+      throw new UsageError(`--health-policy: ${(e as Error).message}`);
+    }
 
     const statePath = values.state ?? defaultStatePath();
     const { file, state: saved } = await StateFile.open(statePath);
     let userspace: { driver: UserspaceDriver; dataplane: Dataplane } | undefined;
     let ovs: OvsDriver | undefined;
+    let health: HealthMonitor | undefined;
     let drivers = new DriverManager([new NoopDriver()]);
     try {
       if (values.driver === 'userspace') {
@@ -146,12 +168,24 @@ export const command: Command = {
           return userspace && tables ? { stats: userspace.dataplane.stats(), instances: tables.instanceNames } : undefined;
         },
       });
+      if (values.driver !== 'noop' && healthInterval > 0) {
+        health = new HealthMonitor(healthOptions, {
+          plan: () => drivers.plan,
+          linkUp: (name) => (nativeAvailable() ? nativeLinkUp(name) : sysfsLinkState(name) === LINK_UP),
+          apply: (view) => drivers.health(view),
+          log,
+          policies,
+          registry: metrics.registry,
+        });
+        health.start();
+      }
       const api = await startApiServer({ store, token, metrics, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);
       await api.close();
     } finally {
+      await health?.stop();
       await drivers.close();
       await userspace?.dataplane.close();
       await file.close();

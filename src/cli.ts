@@ -15,6 +15,8 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   demo: () => import('./commands/demo.js'),
   explain: () => import('./commands/explain.js'),
   top: () => import('./commands/top.js'),
+  trace: () => import('./commands/trace.js'),
+  capture: () => import('./commands/capture.js'),
 };
 
 async function help(): Promise<string> {

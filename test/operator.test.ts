@@ -1,13 +1,19 @@
 /*
  * The operator's tools against a real server carrying lab traffic: `sfc top` in a real terminal
- * (tmux), read back from the pane and compared with the server's counters.
+ * (tmux), read back from the pane and compared with the server's counters; `sfc trace` journeys
+ * compared with `sfc explain --server` for the same packets; `sfc capture` read by tcpdump and
+ * tshark.
  */
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample, type TrafficRun } from '../src/lab/harness.js';
-import { labDown, SERVER, type Lab } from '../src/lab/topology.js';
+import { labDown, netnsExec, SERVER, type Lab } from '../src/lab/topology.js';
+import type { LiveJourney } from '../src/control/journey.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
 
@@ -15,7 +21,7 @@ const exec = promisify(execFile);
 const LAB = `sfct-op${process.pid}`;
 const PPS = 2000;
 const backend = backendNamed('afpacket');
-const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux'] });
+const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux', 'tcpdump', 'tshark'] });
 
 /** Poll `probe` until it returns a value (an observable condition, not a fixed sleep). */
 async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
@@ -35,9 +41,13 @@ describe.skipIf(!run)('operator tools on a live server', () => {
   let dp: LabDataplane;
   let recv: TrafficRun<UdpRecvResult>;
   let send: TrafficRun<UdpSendResult>;
+  let tmp: string;
+  /** `sfc ARGS` in the dataplane's namespace (where the API listens). */
+  const sfc = (...args: string[]) => netnsExec(lab.dpNs, [process.execPath, distFile('cli.js'), ...args, '--server', dp.url]);
 
   beforeAll(async () => {
     await labDown(LAB);
+    tmp = await mkdtemp(join(tmpdir(), 'sfct-op-'));
     lab = await labUpFor(backend, { name: LAB, hops: 2, instances: 2 });
     dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath });
     recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:5353`, '--seconds', '120', '--idle', '30']);
@@ -53,7 +63,59 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     recv?.child.kill();
     await dp?.stop();
     await labDown(LAB);
+    await rm(tmp, { recursive: true, force: true });
   });
+
+  it('sfc trace follows live packets through both hops; sfc explain --server tells the same journey', async () => {
+    const { stdout } = await sfc('trace', '--match', 'udp and dst port 5353 and src host 10.0.0.1', '--count', '3', '--json', '--timeout', '20');
+    const journeys = stdout.trim().split('\n').map((l) => JSON.parse(l) as LiveJourney);
+    expect(journeys).toHaveLength(3);
+    for (const j of journeys) {
+      expect(j.complete).toBe(true);
+      expect(j.packet).toMatch(/^udp 10\.0\.0\.1:\d+ > 10\.0\.0\.2:5353 on cli0$/);
+      expect(j.steps.map((s) => [s.in, s.verdict, s.hop])).toEqual([
+        ['cli0', 'hop', 0],
+        [expect.stringMatching(/^sf1\de$/), 'hop', 1],
+        [expect.stringMatching(/^sf2\de$/), 'end', -1],
+      ]);
+      expect(j.steps[0].classifier).toMatch(/^client-server-v4: IPv4 any protocol from 10\.0\.0\.1\/32 to 10\.0\.0\.2\/32/);
+      expect(j.steps[2].out).toEqual(['srv0']);
+      // the same packet, synthetic, through the server's current state
+      const packet = j.packet.replace(/ on cli0$/, '');
+      const explained = await sfc('explain', '--in', 'cli0', '--packet', packet, '--dst-mac', SERVER.mac, '--json');
+      const e = JSON.parse(explained.stdout) as { steps: LiveJourney['steps']; verdict: string; hops: string[]; out: string[] };
+      expect(e.verdict).toBe('chain');
+      expect(e.hops).toEqual(j.steps.slice(0, 2).map((s) => s.instance));
+      expect(e.steps.map((s) => [s.verdict, s.hop, s.si, s.instance, s.out, s.dstMac])).toEqual(j.steps.map((s) => [s.verdict, s.hop, s.si, s.instance, s.out, s.dstMac]));
+    }
+    // the text form is explain's
+    const text = await sfc('trace', '--match', 'udp dst port 5353', '--count', '1');
+    expect(text.stdout).toMatch(/^packet: udp 10\.0\.0\.1:\d+ > 10\.0\.0\.2:5353 on cli0\n 1\. in cli0: classifier /);
+    expect(text.stdout).toMatch(/^ {6}chain pc1, path SPI \d+ forward$/m);
+    expect(text.stdout).toMatch(/^ 2\. in sf1\de \(from the SF\): hop 2 \(SI 253\): instance pp2\d -> out sf2\di, dst MAC 02:00:00:00:2\d:01$/m);
+    expect(text.stdout, text.stdout).toMatch(/^verdict: chain \(chain pc1 via pp1\d, pp2\d\) -> srv0$/m);
+    // nothing matches: no journey, and it says so
+    const none = await sfc('trace', '--match', 'tcp port 9', '--count', '1', '--timeout', '2');
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toMatch(/0 of 1 journeys seen within 2 s/);
+  }, 60_000);
+
+  it('sfc capture writes what the port is sent, after the MAC rewrite, as pcap tcpdump and tshark read', async () => {
+    const file = join(tmp, 'sf11-in.pcap');
+    await sfc('capture', 'sf11-in', '-w', file, '-c', '20');
+    const sf = lab.sfs.find((s) => s.hop === 1 && s.instance === 1)!;
+    const { stdout } = await exec('tshark', ['-r', file, '-T', 'fields', '-e', 'eth.dst', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'udp.dstport']);
+    const rows = stdout.trim().split('\n');
+    expect(rows).toHaveLength(20);
+    // the frames go to the SF: its MAC written by the data path; the packet inside unchanged
+    for (const r of rows) expect(r.split('\t')).toEqual([sf.ingressMac, '10.0.0.1', '10.0.0.2', '5353']);
+    // streamed to stdout into tcpdump
+    const piped = await netnsExec(lab.dpNs, ['sh', '-c', `${process.execPath} ${distFile('cli.js')} capture sf11-out -w - -c 5 --server ${dp.url} | tcpdump -nn -e -r -`]);
+    const lines = piped.stdout.trim().split('\n');
+    expect(lines).toHaveLength(5);
+    // what the SF sends back (rx on its egress port): from its out0 MAC, still addressed as it routed it
+    for (const l of lines) expect(l).toMatch(new RegExp(`^[\\d:.]+ ${sf.egressMac} > [\\da-f:]+, .* 10\\.0\\.0\\.1\\.\\d+ > 10\\.0\\.0\\.2\\.5353: `));
+  }, 60_000);
 
   it('sfc top shows the rates the counters give, in a real terminal, and Ctrl-C leaves it sane', async () => {
     const cli = ['ip', 'netns', 'exec', lab.dpNs, process.execPath, distFile('cli.js'), 'top', '--server', dp.url];

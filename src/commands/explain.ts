@@ -7,15 +7,15 @@
  */
 import { compileTables } from '../control/drivers/userspace/render.js';
 import { buildFrame, type L4Name } from '../dataplane/frames.js';
-import { describeRule } from '../classifier/lookup.js';
-import { parseAddress, ruleFromClassifier } from '../classifier/rule.js';
+import { parseAddress } from '../classifier/rule.js';
+import { connect } from '../control/client.js';
 import { loadConfigFile } from '../control/config.js';
-import type { State } from '../control/model.js';
-import type { TraceStep } from '../dataplane/engine.js';
-import { describeEncap } from '../dataplane/encap.js';
+import { journeyLines, stepView } from '../control/journey.js';
+import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { ReplaySession } from '../dataplane/replay.js';
-import { formatMac, type Tables } from '../dataplane/tables.js';
+import { formatMac } from '../dataplane/tables.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
+import { SERVER_HELP, SERVER_OPTIONS } from './live.js';
 
 export interface PacketSpec {
   proto: L4Name;
@@ -49,59 +49,29 @@ export function parsePacket(text: string): PacketSpec {
   return { proto, ver: s.ver, src: s.addr, dst: d.addr, sport: s.port, dport: d.port };
 }
 
-/** Lines for one step; `introduce` adds the matched classifier and the path (first chain step). */
-function describeStep(t: Tables, state: State, step: TraceStep, introduce: boolean): string[] {
-  const lines: string[] = [];
-  const out = step.out.join(', ') || '(nothing)';
-  if (introduce && step.rule >= 0) {
-    const info = t.rules[step.rule];
-    const fc = state.flow_classifiers.find((f) => f.id === info.classifierId);
-    const portIdx = (id: string) => t.portIds.indexOf(id);
-    const text = fc ? describeRule(ruleFromClassifier(fc, portIdx, { reverse: info.reverse }), (k) => t.portNames[k]) : '';
-    lines.push(`classifier ${info.classifier}: ${text}`);
-    lines.push(`chain ${step.chain}, path SPI ${step.spi} ${step.reverse ? 'reverse' : 'forward'}`);
-  }
-  const encap = describeEncap(step.frame);
-  const carrying = encap ? `, carrying ${encap}` : '';
-  switch (step.verdict) {
-    case 'hop':
-      if (step.hop < 0) lines.push(`tap copy: instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}${carrying}`);
-      else lines.push(`hop ${step.hop + 1} (SI ${step.si}): instance ${step.instance} -> out ${out}, dst MAC ${formatMac(step.frame, 0)}${carrying}`);
-      break;
-    case 'end':
-      lines.push(`end of chain: MACs ${formatMac(step.frame, 6)} > ${formatMac(step.frame, 0)} -> out ${out}`);
-      break;
-    case 'l2':
-      lines.push(`not in a chain: switched by L2 learning -> out ${out}`);
-      break;
-    case 'flood':
-      lines.push(`not in a chain: broadcast or unknown destination, flooded -> out ${out}`);
-      break;
-    case 'drop':
-      lines.push(`DROPPED: ${step.drop}`);
-      break;
-  }
-  return lines;
-}
-
 export const command: Command = {
   summary: "show one packet's journey: classifier, path, SI and instance per hop, output",
-  usage: `--config FILE --in INTERFACE --packet 'PROTO SRC[:PORT] > DST[:PORT]' [--src-mac MAC] [--dst-mac MAC] [--vlan ID]
+  usage: `(--config FILE | --server URL) --in INTERFACE --packet 'PROTO SRC[:PORT] > DST[:PORT]' [--src-mac MAC] [--dst-mac MAC] [--vlan ID]
 
   --packet          e.g. 'tcp 10.0.0.1:1234 > 10.0.0.2:80', 'udp [fd00::1]:53 > [fd00::2]:53', 'icmp 10.0.0.1 > 10.0.0.2'
   --src-mac         default: the MAC of the (first) port on INTERFACE
   --dst-mac         default: ff:ff:ff:ff:ff:ff
+  --json            the journey as JSON (its steps, then the verdict)
+  --config FILE     the chains of a config file, or with --server those a running server holds now:
+${SERVER_HELP}
   Service functions are simulated by loopback: a frame sent to an SF port returns on the pair's other port.`,
   async run(argv) {
     const { values } = parseOptions(argv, {
       config: { type: 'string' },
+      ...SERVER_OPTIONS,
+      json: { type: 'boolean' },
       in: { type: 'string' },
       packet: { type: 'string' },
       'src-mac': { type: 'string' },
       'dst-mac': { type: 'string' },
       vlan: { type: 'string' },
     });
-    if (!values.config) throw new UsageError('--config FILE is required');
+    if ((values.config === undefined) === (values.server === undefined)) throw new UsageError('one of --config FILE or --server URL is required');
     if (!values.in) throw new UsageError('--in INTERFACE is required');
     if (!values.packet) throw new UsageError('--packet is required');
     const pkt = parsePacket(values.packet);
@@ -112,7 +82,7 @@ export const command: Command = {
     const vlan = values.vlan === undefined ? undefined : Number(values.vlan);
     if (vlan !== undefined && !(Number.isInteger(vlan) && vlan >= 1 && vlan <= 4094)) throw new UsageError(`--vlan: bad VLAN id '${values.vlan}'`);
 
-    const state = await loadConfigFile(values.config);
+    const state = values.config !== undefined ? await loadConfigFile(values.config) : await serverState(values.server!, values.token);
     const session = new ReplaySession(compileTables(state), { sfLoopback: true });
     try {
       const t = session.tables;
@@ -129,17 +99,14 @@ export const command: Command = {
         frameLen: 64,
       });
       const j = session.run(values.in, frame, Date.now() * 1e6);
+      const steps = j.steps.map((step) => stepView(t, state, step));
+      if (values.json) {
+        const { verdict, chain, hops, out } = j;
+        console.log(JSON.stringify({ packet: values.packet.trim(), in: values.in, steps, verdict, chain, hops, out }, null, 2));
+        return j.verdict.startsWith('drop') ? 1 : 0;
+      }
       console.log(`packet: ${values.packet.trim()} on ${values.in} (${ethSrc} > ${ethDst}${vlan ? `, vlan ${vlan}` : ''})`);
-      let chain: string | null = null;
-      j.steps.forEach((step, n) => {
-        // A new chain: the first classification, or a service graph handing the packet on.
-        const entering = step.rule >= 0 && step.chain !== null && step.chain !== chain && step.hop <= 0;
-        if (entering && chain !== null) console.log(`      service graph: handed off from chain ${chain} to chain ${step.chain}`);
-        const [head, ...rest] = describeStep(t, state, step, entering);
-        if (entering) chain = step.chain;
-        console.log(`${String(n + 1).padStart(2)}. in ${step.in}${n > 0 ? ' (from the SF)' : ''}: ${head}`);
-        for (const line of rest) console.log(`      ${line}`);
-      });
+      for (const line of journeyLines(steps)) console.log(line);
       const via = j.hops.length ? ` via ${j.hops.join(', ')}` : '';
       console.log(`verdict: ${j.verdict}${j.chain ? ` (chain ${j.chain}${via})` : ''} -> ${j.out.join(', ') || 'nowhere'}`);
       return j.verdict.startsWith('drop') ? 1 : 0;
@@ -148,3 +115,11 @@ export const command: Command = {
     }
   },
 };
+
+/** The model a running server holds now (every collection, as its API lists them). */
+async function serverState(url: string, token: string | undefined): Promise<State> {
+  const client = connect(url, token);
+  const state = emptyState();
+  for (const coll of COLLECTIONS) (state[coll] as unknown[]) = await client.list(coll);
+  return state;
+}

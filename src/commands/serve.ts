@@ -179,10 +179,13 @@ export const command: Command = {
         });
         health.start();
       }
-      const api = await startApiServer({ store, token, metrics, log, host, port, limits: { maxConnections } });
+      const stopping = new AbortController();
+      const operator = { dataplane: userspace?.dataplane, tables: () => userspace?.driver.tables ?? null, state: () => store.state, stopping: stopping.signal };
+      const api = await startApiServer({ store, token, metrics, operator, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);
+      stopping.abort(); // ends live traces and captures
       await api.close();
     } finally {
       await health?.stop();

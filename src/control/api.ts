@@ -34,6 +34,7 @@ import {
   sendJson,
 } from './http.js';
 import type { Metrics } from './metrics.js';
+import { streamCapture, streamTrace, type OperatorSource } from './operator.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
 import { pageLinks, pageOf, parseFields, parseListQuery, pickFields, selectItems } from './query.js';
 import type { Resource } from './model.js';
@@ -45,6 +46,8 @@ export interface ApiOptions {
   /** Required token (X-Auth-Token or Authorization: Bearer); none = open. */
   token?: string;
   metrics?: Metrics;
+  /** Live trace and capture (operator.ts: /v2.0/sfc/trace, /v2.0/sfc/capture). */
+  operator?: OperatorSource;
   log?: (message: string) => void;
 }
 
@@ -90,7 +93,7 @@ const EXTENSIONS = [
 type Route =
   | { kind: 'collection'; coll: Collection }
   | { kind: 'member'; coll: Collection; id: string }
-  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'metrics' }
+  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'metrics' | 'trace' | 'capture' }
   | { kind: 'extension'; alias: string };
 
 const COLLECTION_BY_PATH = new Map(COLLECTIONS.map((c) => [collectionPath(c), c]));
@@ -108,6 +111,8 @@ function route(rawPath: string): Route | undefined {
   if (p === `/${API_VERSION}/extensions`) return { kind: 'extensions' };
   if (p === '/healthz') return { kind: 'healthz' };
   if (p === '/metrics') return { kind: 'metrics' };
+  if (p === `/${API_VERSION}/sfc/trace`) return { kind: 'trace' };
+  if (p === `/${API_VERSION}/sfc/capture`) return { kind: 'capture' };
   const ext = new RegExp(`^/${API_VERSION}/extensions/([^/]+)$`).exec(p);
   if (ext) return { kind: 'extension', alias: ext[1]! };
   const coll = COLLECTION_BY_PATH.get(p);
@@ -129,6 +134,8 @@ const ALLOWED: Record<Route['kind'], string[]> = {
   extension: ['GET'],
   healthz: ['GET'],
   metrics: ['GET'],
+  trace: ['GET'],
+  capture: ['GET'],
 };
 
 /** The request handler: mount it on any node:http server. */
@@ -184,6 +191,11 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
     }
     case 'healthz':
       return sendJson(res, 200, { status: 'ok', revision: store.revision });
+    case 'trace':
+    case 'capture': {
+      if (!opts.operator) throw new NeutronError(404, 'HTTPNotFound', 'Live trace and capture are not enabled.');
+      return (r.kind === 'trace' ? streamTrace : streamCapture)(opts.operator, url, req, res);
+    }
     case 'metrics': {
       if (!opts.metrics) throw new NeutronError(404, 'HTTPNotFound', 'Metrics are not enabled.');
       const text = await opts.metrics.registry.metrics();

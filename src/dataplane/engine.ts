@@ -84,6 +84,9 @@ export interface TraceStep {
 
 export type Tracer = (step: TraceStep) => void;
 
+/** Sees the frames of the interfaces a capture is on: as received (rx) and as sent (tx, after execute). */
+export type Capturer = (iface: number, dir: 'rx' | 'tx', frame: Uint8Array) => void;
+
 /** The stages a stage clock times (Engine.setStageClock), in pipeline order. */
 export const STAGES = ['rx', 'parse', 'steer', 'select', 'execute', 'tx'] as const;
 
@@ -107,6 +110,9 @@ export class Engine {
   private ifMtu = new Int32Array(0);
   private rr = 0;
   private tracer: Tracer | null = null;
+  private capturer: Capturer | null = null;
+  /** 1 for the interfaces the capturer is on (by interface index). */
+  private captured: Uint8Array = new Uint8Array(0);
   private stageClock: Float64Array | null = null;
 
   constructor(open: (ifname: string) => PortIO, counters?: Counters, opts: EngineOptions = {}) {
@@ -130,6 +136,16 @@ export class Engine {
   /** Attach (or detach with null) a per-slot tracer. */
   setTracer(tracer: Tracer | null): void {
     this.tracer = tracer;
+  }
+
+  /**
+   * Attach (or detach with null) a capturer for the interfaces flagged 1 in `on` (by interface
+   * index; the frames handed over are views into the batch, valid during the call). One branch
+   * per batch, and per transmitting interface, when none is attached.
+   */
+  setCapture(capturer: Capturer | null, on: Uint8Array = new Uint8Array(0)): void {
+    this.capturer = capturer;
+    this.captured = on;
   }
 
   /**
@@ -233,6 +249,9 @@ export class Engine {
     c.events[Ctr.batches]++;
     c.events[Ctr.rx_packets] += b.count;
     c.events[Ctr.rx_bytes] += bytes;
+    if (this.capturer !== null) {
+      for (let i = 0; i < b.count; i++) if (this.captured[b.port[i]] === 1) this.capturer(b.port[i], 'rx', b.frame(i));
+    }
     parseBatch(b, c);
     if (clock !== null) at = lap(clock, 1, at);
     steerBatch(t, b, s, c);
@@ -282,6 +301,7 @@ export class Engine {
       }
       const idx = txIdx[f];
       const sent = io.txBurst(b, idx, k);
+      if (this.capturer !== null && this.captured[f] === 1) for (let j = 0; j < sent; j++) this.capturer(f, 'tx', b.frame(idx[j]));
       let bytes = 0;
       for (let j = 0; j < sent; j++) bytes += b.len[idx[j]];
       this.ifTx[f] += sent;

@@ -26,6 +26,8 @@ import type { InterfaceFds, ThreadedIO } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
 import { backendNamed, type BackendName, type RegisteredBackend } from './io/registry.js';
 import type { Tables } from './tables.js';
+import type { TraceStep } from './engine.js';
+import { compileMatch } from './tracefilter.js';
 import {
   DataplaneWorker,
   MAX_INSTANCES,
@@ -102,6 +104,9 @@ export class Dataplane {
   private readonly members: Member[] = [];
   private readonly ifaces = new Map<string, Iface>();
   private tables: Tables | null = null;
+  private readonly tracers = new Map<number, (step: TraceStep) => void>();
+  private readonly capturers = new Map<number, (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void>();
+  private nextTrace = 1;
   private retry: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
 
@@ -182,6 +187,37 @@ export class Dataplane {
     return { events, drops, instancePackets, instanceBytes, interfaces, workers };
   }
 
+  /**
+   * Follow live frames matching `match` (tracefilter.ts; a bad expression throws): every worker
+   * reports each of their passes through its engine to `onStep`, at most `limit` per worker.
+   * Returns the function that stops it. Untraced, the data path pays one branch per batch.
+   */
+  trace(match: string, limit: number, onStep: (step: TraceStep) => void): () => void {
+    compileMatch(match);
+    const id = this.nextTrace++;
+    this.tracers.set(id, onStep);
+    for (const m of this.members) this.send(m, { type: 'trace', id, match, limit });
+    return () => {
+      if (!this.tracers.delete(id)) return;
+      for (const m of this.members) if (m.dead === null) this.send(m, { type: 'untrace', id });
+    };
+  }
+
+  /**
+   * Copy the frames interface `iface` receives (as received) and sends (as sent: after MAC
+   * rewrite, with any encapsulation) to `onFrame`, at most `limit` per worker. Returns the
+   * function that stops it. Uncaptured, the data path pays one branch per batch.
+   */
+  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void): () => void {
+    const id = this.nextTrace++;
+    this.capturers.set(id, onFrame);
+    for (const m of this.members) this.send(m, { type: 'capture', id, iface, limit });
+    return () => {
+      if (!this.capturers.delete(id)) return;
+      for (const m of this.members) if (m.dead === null) this.send(m, { type: 'uncapture', id });
+    };
+  }
+
   close(): Promise<void> {
     this.closing ??= this.shutdown();
     return this.closing;
@@ -260,6 +296,12 @@ export class Dataplane {
         break;
       case 'error':
         this.log(msg.message);
+        break;
+      case 'traced':
+        this.tracers.get(msg.id)?.(msg.step);
+        break;
+      case 'captured':
+        this.capturers.get(msg.id)?.(msg.frame, msg.dir, msg.timeNs);
         break;
       case 'closed':
         break;

@@ -20,12 +20,13 @@
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
-import { Engine } from './engine.js';
+import { Engine, type TraceStep } from './engine.js';
 import { AttachedPort } from './io/attached.js';
 import type { Backend } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
 import { backendNamed, type BackendName } from './io/registry.js';
 import type { Tables } from './tables.js';
+import { compileMatch, dissect, type FrameMatch } from './tracefilter.js';
 
 export const MAX_INTERFACES = 1024;
 export const MAX_INSTANCES = 16384;
@@ -54,6 +55,12 @@ export class StatsLayout {
 export type ToWorker =
   | { type: 'attach'; name: string; fd: number; rx: boolean; epoch: number }
   | { type: 'publish'; tables: Tables }
+  /** Follow frames matching `match` (tracefilter.ts): post up to `limit` of their trace steps. */
+  | { type: 'trace'; id: number; match: string; limit: number }
+  | { type: 'untrace'; id: number }
+  /** Copy up to `limit` frames interface `iface` receives or sends. */
+  | { type: 'capture'; id: number; iface: string; limit: number }
+  | { type: 'uncapture'; id: number }
   | { type: 'close' };
 
 /** worker -> main */
@@ -62,6 +69,8 @@ export type FromWorker =
   | { type: 'lost'; name: string; epoch: number }
   | { type: 'log'; message: string }
   | { type: 'error'; message: string }
+  | { type: 'traced'; id: number; step: TraceStep }
+  | { type: 'captured'; id: number; dir: 'rx' | 'tx'; timeNs: number; frame: Uint8Array }
   | { type: 'closed' };
 
 export interface WorkerConfig {
@@ -90,6 +99,10 @@ export class DataplaneWorker {
   private readonly ifRx: Float64Array;
   private readonly ifTx: Float64Array;
   private tables: Tables | null = null;
+  /** Traces on (by id): what they follow and how many more steps they may be sent. */
+  private readonly traces = new Map<number, { match: FrameMatch; left: number }>();
+  /** Captures on (by id): their interface and how many more frames they may be sent. */
+  private readonly captures = new Map<number, { iface: string; left: number }>();
   private liveWanted = -1;
   private scheduled = false;
   private closing = false;
@@ -117,6 +130,14 @@ export class DataplaneWorker {
       this.attachFd(m.name, m.fd, m.rx);
     } else if (m.type === 'publish') {
       this.publish(m.tables);
+    } else if (m.type === 'trace' || m.type === 'untrace') {
+      if (m.type === 'trace') this.traces.set(m.id, { match: compileMatch(m.match), left: m.limit });
+      else this.traces.delete(m.id);
+      this.engine.setTracer(this.traces.size > 0 ? (step) => this.traced(step) : null);
+    } else if (m.type === 'capture' || m.type === 'uncapture') {
+      if (m.type === 'capture') this.captures.set(m.id, { iface: m.iface, left: m.limit });
+      else this.captures.delete(m.id);
+      this.armCapture();
     } else {
       this.close();
     }
@@ -127,9 +148,38 @@ export class DataplaneWorker {
       this.post({ type: 'log', message: `worker ${this.cfg.index}: statistics cover the first ${MAX_INTERFACES} interfaces and ${MAX_INSTANCES} instances only` });
     }
     this.tables = t;
+    if (this.captures.size > 0) this.armCapture(); // interface indices of new names
     this.engine.publish(t);
     this.liveWanted = t.generation;
     this.wake();
+  }
+
+  /** A step of the engine's tracer: posted (with its own copy of the frame) to each trace it matches. */
+  private traced(step: TraceStep): void {
+    const d = dissect(step.frame);
+    if (d === null) return;
+    for (const [id, t] of this.traces) {
+      if (t.left <= 0 || !t.match(d)) continue;
+      t.left--;
+      this.post({ type: 'traced', id, step: { ...step, frame: step.frame.slice() } });
+    }
+  }
+
+  /** Point the engine's capturer at the interfaces of the captures on (none: detached). */
+  private armCapture(): void {
+    const names = this.tables?.interfaces ?? [];
+    const on = new Uint8Array(names.length);
+    for (const c of this.captures.values()) if (names.indexOf(c.iface) >= 0) on[names.indexOf(c.iface)] = 1;
+    this.engine.setCapture(this.captures.size > 0 ? (f, dir, frame) => this.captured(names[f], dir, frame) : null, on);
+  }
+
+  private captured(iface: string, dir: 'rx' | 'tx', frame: Uint8Array): void {
+    const timeNs = Date.now() * 1e6;
+    for (const [id, c] of this.captures) {
+      if (c.iface !== iface || c.left <= 0) continue;
+      c.left--;
+      this.post({ type: 'captured', id, dir, timeNs, frame: frame.slice() });
+    }
   }
 
   /** The engine's open(): a port that exists at once and gets its socket when one is there. */

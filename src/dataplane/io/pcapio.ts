@@ -114,6 +114,34 @@ function fixNanosecondMagic(bytes: Buffer): boolean {
 const CHUNK = 256 * 1024;
 
 /** Writes an Ethernet pcap (little-endian, microseconds, snaplen 65535). */
+/** Write the pcap global header (microsecond stamps, Ethernet) at `at`; returns the offset after it. */
+export function writePcapHeader(h: Buffer, at: number): number {
+  h.writeUInt32LE(MAGIC_US, at);
+  h.writeUInt16LE(2, at + 4); // version 2.4
+  h.writeUInt16LE(4, at + 6);
+  h.writeInt32LE(0, at + 8); // thiszone
+  h.writeUInt32LE(0, at + 12); // sigfigs
+  h.writeUInt32LE(PCAP_SNAPLEN, at + 16);
+  h.writeUInt32LE(LINKTYPE_ETHERNET, at + 20);
+  return at + GLOBAL_HEADER;
+}
+
+/** Bytes the record of `frame` takes (cut to the snaplen). */
+export const pcapRecordBytes = (frame: Uint8Array) => RECORD_HEADER + Math.min(frame.length, PCAP_SNAPLEN);
+
+/** Write one record (frame cut to the snaplen, stamped `timeNs` rounded to µs) at `o`; returns the offset after it. */
+export function writePcapRecord(c: Buffer, o: number, frame: Uint8Array, timeNs: number): number {
+  const caplen = Math.min(frame.length, PCAP_SNAPLEN);
+  const totalUs = Math.round(timeNs / 1000);
+  const sec = Math.floor(totalUs / 1e6);
+  c.writeUInt32LE(sec >>> 0, o);
+  c.writeUInt32LE(totalUs - sec * 1e6, o + 4);
+  c.writeUInt32LE(caplen, o + 8);
+  c.writeUInt32LE(frame.length, o + 12);
+  c.set(caplen === frame.length ? frame : frame.subarray(0, caplen), o + RECORD_HEADER);
+  return o + RECORD_HEADER + caplen;
+}
+
 export class PcapWriter {
   readonly path: string;
   private readonly stream: WriteStream;
@@ -128,32 +156,13 @@ export class PcapWriter {
     this.stream = createWriteStream(path, { fd });
     this.stream.on('error', (e) => (this.error ??= e));
     this.chunk = Buffer.allocUnsafe(CHUNK);
-    const h = this.chunk;
-    h.writeUInt32LE(MAGIC_US, 0);
-    h.writeUInt16LE(2, 4); // version 2.4
-    h.writeUInt16LE(4, 6);
-    h.writeInt32LE(0, 8); // thiszone
-    h.writeUInt32LE(0, 12); // sigfigs
-    h.writeUInt32LE(PCAP_SNAPLEN, 16);
-    h.writeUInt32LE(LINKTYPE_ETHERNET, 20);
-    this.used = GLOBAL_HEADER;
+    this.used = writePcapHeader(this.chunk, 0);
   }
 
   /** Append one frame (cut to the snaplen) stamped `timeNs` (ns since the epoch, rounded to µs). */
   write(frame: Uint8Array, timeNs: number): void {
-    const caplen = Math.min(frame.length, PCAP_SNAPLEN);
-    if (this.used + RECORD_HEADER + caplen > this.chunk.length) this.flush();
-    const totalUs = Math.round(timeNs / 1000);
-    const sec = Math.floor(totalUs / 1e6);
-    const c = this.chunk;
-    let o = this.used;
-    c.writeUInt32LE(sec >>> 0, o);
-    c.writeUInt32LE(totalUs - sec * 1e6, o + 4);
-    c.writeUInt32LE(caplen, o + 8);
-    c.writeUInt32LE(frame.length, o + 12);
-    o += RECORD_HEADER;
-    c.set(caplen === frame.length ? frame : frame.subarray(0, caplen), o);
-    this.used = o + caplen;
+    if (this.used + pcapRecordBytes(frame) > this.chunk.length) this.flush();
+    this.used = writePcapRecord(this.chunk, this.used, frame, timeNs);
   }
 
   /** Flush what is staged and close the file. */

@@ -1,0 +1,145 @@
+/*
+ * The operator's live endpoints (VPP's `trace add` and `pcap trace`, OVS's ovs-tcpdump), served
+ * by the API while the userspace dataplane runs:
+ *
+ *   GET /v2.0/sfc/trace?match=EXPR&count=N&timeout=S
+ *       the journeys (journey.ts) of the next N packets matching EXPR (tracefilter.ts), one JSON
+ *       object per line as each completes (application/x-ndjson); ends after N or S seconds.
+ *   GET /v2.0/sfc/capture?port=NAME|ID&count=N&timeout=S
+ *       the frames the port's interface receives and sends as the data path sees them, as a pcap
+ *       stream (application/vnd.tcpdump.pcap); ends after N frames, S seconds, or when the client
+ *       goes away.
+ *
+ * Both ask the workers to copy what they follow (runtime.ts trace/capture) only while a request
+ * is open; a blank line (trace) keeps a quiet connection inside the server's idle deadline.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TraceStep } from '../dataplane/engine.js';
+import { pcapRecordBytes, writePcapHeader, writePcapRecord } from '../dataplane/io/pcapio.js';
+import type { Tables } from '../dataplane/tables.js';
+import { compileMatch, dissect, type Dissected } from '../dataplane/tracefilter.js';
+import { badRequest, NeutronError } from './errors.js';
+import { JourneyCollector, stepView } from './journey.js';
+import type { State } from './model.js';
+
+/** What the endpoints need of the running dataplane (runtime.ts Dataplane). */
+export interface LiveDataplane {
+  trace(match: string, limit: number, onStep: (step: TraceStep) => void): () => void;
+  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void): () => void;
+}
+
+export interface OperatorSource {
+  /** The live dataplane; undefined when the driver has none of its own (noop, ovs). */
+  dataplane: LiveDataplane | undefined;
+  tables(): Tables | null;
+  state(): State;
+  /** Aborted when the server shuts down: open streams end then. */
+  stopping?: AbortSignal;
+}
+
+const KEEPALIVE_MS = 10_000;
+/** How long a journey waits for its packet to come back from an SF. */
+const PATIENCE_MS = 1000;
+/** Steps a worker may send per requested journey (a journey is a handful; this bounds a busy filter). */
+const STEPS_PER_JOURNEY = 64;
+
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' };
+
+/** 'udp 10.0.0.1:20000 > 10.0.0.2:5353' (sfc explain's --packet notation). */
+export function packetText(d: Dissected): string {
+  const at = (addr: string, port: number) => (d.ver === 6 ? `[${addr}]` : addr) + (d.sport || d.dport ? `:${port}` : '');
+  return `${PROTO_NAMES[d.proto] ?? `proto ${d.proto}`} ${at(d.src, d.sport)} > ${at(d.dst, d.dport)}`;
+}
+
+function intParam(url: URL, name: string, dflt: number, max: number): number {
+  const text = url.searchParams.get(name);
+  if (text === null) return dflt;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw badRequest('HTTPBadRequest', `${name} must be an integer from 1 to ${max}, got '${text}'`);
+  return n;
+}
+
+function liveDataplane(src: OperatorSource): LiveDataplane {
+  if (src.dataplane === undefined) {
+    throw new NeutronError(501, 'HTTPNotImplemented', 'Live trace and capture need the userspace dataplane (sfc serve --driver userspace).');
+  }
+  return src.dataplane;
+}
+
+/** End the response when the count is reached, the time is up, or the client left; stop following then. */
+function streamUntil(src: OperatorSource, req: IncomingMessage, res: ServerResponse, timeoutS: number, stop: () => void): () => void {
+  let ended = false;
+  const timer = setTimeout(() => end(), timeoutS * 1000);
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearTimeout(timer);
+    src.stopping?.removeEventListener('abort', end);
+    stop();
+    res.end();
+  };
+  req.once('close', end);
+  res.once('close', end);
+  src.stopping?.addEventListener('abort', end, { once: true });
+  return end;
+}
+
+export function streamTrace(src: OperatorSource, url: URL, req: IncomingMessage, res: ServerResponse): void {
+  const dp = liveDataplane(src);
+  const match = url.searchParams.get('match') ?? '';
+  const count = intParam(url, 'count', 10, 10_000);
+  const timeout = intParam(url, 'timeout', 60, 86_400);
+  try {
+    compileMatch(match);
+  } catch (e) {
+    throw badRequest('HTTPBadRequest', (e as Error).message);
+  }
+  const t = src.tables();
+  const sfIfs = new Set<string>();
+  for (let k = 0; t !== null && k < t.instanceCount; k++) {
+    if (t.instGroup[k] >= 0) sfIfs.add(t.interfaces[t.instIfIn[k]]).add(t.interfaces[t.instIfOut[k]]);
+  }
+  res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+  let emitted = 0;
+  const collector = new JourneyCollector(sfIfs, PATIENCE_MS, (journey) => {
+    if (emitted >= count) return;
+    res.write(JSON.stringify(journey) + '\n');
+    if (++emitted >= count) end();
+  });
+  const keepalive = setInterval(() => res.write('\n'), KEEPALIVE_MS);
+  const untrace = dp.trace(match, count * STEPS_PER_JOURNEY, (step) => {
+    const tables = src.tables();
+    const d = dissect(step.frame);
+    if (tables !== null && d !== null) collector.add(d.key, `${packetText(d)} on ${step.in}`, stepView(tables, src.state(), step));
+  });
+  const end = streamUntil(src, req, res, timeout, () => {
+    untrace();
+    clearInterval(keepalive);
+    collector.close();
+  });
+}
+
+export function streamCapture(src: OperatorSource, url: URL, req: IncomingMessage, res: ServerResponse): void {
+  const dp = liveDataplane(src);
+  const which = url.searchParams.get('port');
+  if (!which) throw badRequest('HTTPBadRequest', 'port (a port name or id) is required');
+  const ports = src.state().ports.filter((p) => p.id === which || p.name === which);
+  if (ports.length === 0) throw new NeutronError(404, 'PortNotFound', `Port ${which} could not be found.`);
+  if (ports.length > 1) throw new NeutronError(409, 'Conflict', `${ports.length} ports are named '${which}': use an id.`);
+  const iface = ports[0]['binding:profile'].interface;
+  const count = intParam(url, 'count', 1_000_000_000, 1_000_000_000);
+  const timeout = intParam(url, 'timeout', 86_400, 86_400);
+  res.writeHead(200, { 'Content-Type': 'application/vnd.tcpdump.pcap', 'Cache-Control': 'no-store', 'X-Sfc-Interface': iface });
+  const header = Buffer.alloc(24);
+  writePcapHeader(header, 0);
+  res.write(header);
+  let written = 0;
+  const uncapture = dp.capture(iface, count, (frame, _dir, timeNs) => {
+    if (written >= count) return;
+    const rec = Buffer.allocUnsafe(pcapRecordBytes(frame));
+    writePcapRecord(rec, 0, frame, timeNs);
+    res.write(rec);
+    if (++written >= count) end();
+  });
+  const end = streamUntil(src, req, res, timeout, uncapture);
+}

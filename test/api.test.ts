@@ -419,9 +419,9 @@ describe('HTTP surface', () => {
     expect(value(`sfc_packets_total{event="${COUNTERS[3]}"}`)).toBe(1003);
     expect(value('sfc_drops_total{reason="runt"}')).toBe(10);
     expect(value('sfc_drops_total{reason="none"}')).toBeUndefined();
-    expect(value('sfc_instance_packets_total{chain="pc1",hop="2",instance="pp2"}')).toBe(9);
-    expect(value('sfc_instance_bytes_total{chain="pc1",hop="2",instance="pp2"}')).toBe(900);
-    expect(text).not.toContain('instance=""'); // a hole (removed member) is not a series
+    expect(value('sfc_instance_packets_total{chain="pc1",hop="2",port_pair="pp2"}')).toBe(9);
+    expect(value('sfc_instance_bytes_total{chain="pc1",hop="2",port_pair="pp2"}')).toBe(900);
+    expect(text).not.toContain('port_pair=""'); // a hole (removed member) is not a series
     expect(value('sfc_hop_packets_total{chain="pc1",hop="2"}')).toBe(14);
     expect(value('sfc_hop_bytes_total{chain="pc1",hop="1"}')).toBe(700);
     expect(value('sfc_worker_batches_total{worker="1"}')).toBe(11);

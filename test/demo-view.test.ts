@@ -109,8 +109,8 @@ describe('live view', () => {
   const samples = (pp11: number, pp12: number) =>
     parsePrometheus(
       [
-        `sfc_instance_packets_total{chain="pc1",hop="1",instance="pp11"} ${pp11}`,
-        `sfc_instance_packets_total{chain="pc1",hop="1",instance="pp12"} ${pp12}`,
+        `sfc_instance_packets_total{chain="pc1",hop="1",port_pair="pp11"} ${pp11}`,
+        `sfc_instance_packets_total{chain="pc1",hop="1",port_pair="pp12"} ${pp12}`,
         'sfc_packets_total{event="rx_packets"} 5000',
         'sfc_packets_total{event="classified"} 4000',
         'sfc_drops_total{reason="runt"} 2',

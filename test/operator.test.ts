@@ -2,8 +2,10 @@
  * The operator's tools against a real server carrying lab traffic: `sfc top` in a real terminal
  * (tmux), read back from the pane and compared with the server's counters; `sfc trace` journeys
  * compared with `sfc explain --server` for the same packets; `sfc capture` read by tcpdump and
- * tshark.
+ * tshark; Debian's Prometheus scraping the server, queried for per-instance rates.
  */
+import type { ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,8 +13,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backendNamed } from '../src/dataplane/io/registry.js';
-import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample, type TrafficRun } from '../src/lab/harness.js';
-import { labDown, netnsExec, SERVER, type Lab } from '../src/lab/topology.js';
+import { distFile, LabDataplane, labUpFor, metric, startTraffic, stopProcess, type Sample, type TrafficRun } from '../src/lab/harness.js';
+import { labDown, netnsExec, netnsSpawn, SERVER, type Lab } from '../src/lab/topology.js';
 import type { LiveJourney } from '../src/control/journey.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
@@ -21,7 +23,7 @@ const exec = promisify(execFile);
 const LAB = `sfct-op${process.pid}`;
 const PPS = 2000;
 const backend = backendNamed('afpacket');
-const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux', 'tcpdump', 'tshark'] });
+const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux', 'tcpdump', 'tshark', 'prometheus'] });
 
 /** Poll `probe` until it returns a value (an observable condition, not a fixed sleep). */
 async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
@@ -42,6 +44,7 @@ describe.skipIf(!run)('operator tools on a live server', () => {
   let recv: TrafficRun<UdpRecvResult>;
   let send: TrafficRun<UdpSendResult>;
   let tmp: string;
+  let prometheus: ChildProcess | undefined;
   /** `sfc ARGS` in the dataplane's namespace (where the API listens). */
   const sfc = (...args: string[]) => netnsExec(lab.dpNs, [process.execPath, distFile('cli.js'), ...args, '--server', dp.url]);
 
@@ -59,6 +62,7 @@ describe.skipIf(!run)('operator tools on a live server', () => {
 
   afterAll(async () => {
     await tmux('kill-server').catch(() => undefined);
+    if (prometheus) await stopProcess(prometheus);
     send?.child.kill();
     recv?.child.kill();
     await dp?.stop();
@@ -98,6 +102,39 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     const none = await sfc('trace', '--match', 'tcp port 9', '--count', '1', '--timeout', '2');
     expect(none.stdout).toBe('');
     expect(none.stderr).toMatch(/0 of 1 journeys seen within 2 s/);
+  }, 60_000);
+
+  it("Prometheus scrapes /metrics; its HTTP API gives each instance's rate, summing to the offered load", async () => {
+    const target = new URL(dp.url).host;
+    const config = join(tmp, 'prometheus.yml');
+    await writeFile(config, `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sfc\n    static_configs:\n      - targets: ['${target}']\n`);
+    const listen = '127.0.0.1:19090'; // inside the lab's dataplane namespace: nothing else listens there
+    prometheus = await netnsSpawn(lab.name, lab.dpNs, [
+      'prometheus', `--config.file=${config}`, `--storage.tsdb.path=${join(tmp, 'tsdb')}`, `--web.listen-address=${listen}`,
+    ], { stdio: 'ignore' });
+    const api = async <T>(path: string): Promise<T | undefined> => {
+      const script = `fetch(${JSON.stringify(`http://${listen}${path}`)}).then((r) => r.text()).then((t) => process.stdout.write(t), () => {})`;
+      const { stdout } = await netnsExec(lab.dpNs, [process.execPath, '-e', script]);
+      return stdout ? ((JSON.parse(stdout) as { data: T }).data) : undefined;
+    };
+    type Vector = { result: { metric: Record<string, string>; value: [number, string] }[] };
+    const query = (q: string) => api<Vector>(`/api/v1/query?query=${encodeURIComponent(q)}`);
+    // a rate over 4 s once Prometheus holds 5 scrapes of the running counters
+    await until('5 scrapes', async () => {
+      const v = await query('count_over_time(up{job="sfc"}[10s]) >= 5');
+      return v && v.result.length === 1 ? true : undefined;
+    }, 30_000);
+    const rates = await until('per-instance rates from Prometheus', async () => {
+      const v = await query('rate(sfc_instance_packets_total{chain="pc1",hop="1"}[4s])');
+      return v && v.result.length === 2 && v.result.every((r) => Number(r.value[1]) > 0) ? v.result : undefined;
+    }, 30_000);
+    expect(rates.map((r) => r.metric.port_pair).sort()).toEqual(['pp11', 'pp12']);
+    expect(rates.map((r) => r.metric.instance)).toEqual([target, target]); // Prometheus's own target label
+    const total = rates.reduce((n, r) => n + Number(r.value[1]), 0);
+    expect(total, `hop 1 carries the ${PPS} pkt/s sent`).toBeGreaterThan(PPS * 0.8);
+    expect(total).toBeLessThan(PPS * 1.2);
+    const bytes = await query('sum(rate(sfc_instance_bytes_total{hop="2"}[4s])) / sum(rate(sfc_instance_packets_total{hop="2"}[4s]))');
+    expect(Number(bytes?.result[0].value[1]), 'bytes per packet at hop 2').toBeCloseTo(60, -1); // 64-byte frames without FCS
   }, 60_000);
 
   it('sfc capture writes what the port is sent, after the MAC rewrite, as pcap tcpdump and tshark read', async () => {
@@ -147,8 +184,8 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     }
     for (const pp of ['pp11', 'pp12', 'pp21', 'pp22']) {
       const row = shown(pp);
-      expect(row.packets).toBeGreaterThanOrEqual(metric(before, 'sfc_instance_packets_total', { instance: pp }));
-      expect(row.packets).toBeLessThanOrEqual(metric(after, 'sfc_instance_packets_total', { instance: pp }));
+      expect(row.packets).toBeGreaterThanOrEqual(metric(before, 'sfc_instance_packets_total', { port_pair: pp }));
+      expect(row.packets).toBeLessThanOrEqual(metric(after, 'sfc_instance_packets_total', { port_pair: pp }));
       expect(row.bytes).toBeGreaterThanOrEqual(row.packets * 60); // 64-byte frames, minus the FCS
     }
     expect(Math.max(...screen.split('\n').map((l) => l.length))).toBeLessThanOrEqual(100);

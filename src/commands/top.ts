@@ -59,10 +59,10 @@ export function topView(server: string, prev: Scrape, cur: Scrape): TopView {
   const chains = new Map<string, Map<number, InstanceRow[]>>();
   for (const s of cur.samples) {
     if (s.name !== 'sfc_instance_packets_total') continue;
-    const { chain, hop, instance } = s.labels;
+    const { chain, hop, port_pair: instance } = s.labels;
     const hops = chains.get(chain) ?? chains.set(chain, new Map()).get(chain)!;
     const rows = hops.get(Number(hop)) ?? hops.set(Number(hop), []).get(Number(hop))!;
-    const labels = { chain, hop, instance };
+    const labels = { chain, hop, port_pair: instance };
     rows.push({ instance, packets: rate(s.name, labels), bytes: rate('sfc_instance_bytes_total', labels) });
   }
   const sum = (rows: Rate[]): Rate => ({ total: rows.reduce((n, r) => n + r.total, 0), perSecond: rows.reduce((n, r) => n + r.perSecond, 0) });

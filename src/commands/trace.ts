@@ -65,7 +65,7 @@ ${SERVER_HELP}`,
         const lines = rest.split('\n');
         rest = lines.pop()!;
         for (const line of lines) {
-          if (line.trim() === '') continue; // keep-alive
+          if (line.trim() === '') continue;
           const j = JSON.parse(line) as LiveJourney;
           console.log(values.json ? JSON.stringify(j) : `${shown > 0 ? '\n' : ''}${journeyText(j).join('\n')}`);
           shown++;

@@ -5,15 +5,16 @@
  *
  *   sfc_packets_total{event}                                  dataplane event counters
  *   sfc_drops_total{reason}                                   drops by reason
- *   sfc_instance_packets_total{chain,hop,instance}            packets sent to each SF instance (port pair)
- *   sfc_instance_bytes_total{chain,hop,instance}              their bytes (as received, before any encapsulation)
+ *   sfc_instance_packets_total{chain,hop,port_pair}           packets sent to each SF instance (port pair)
+ *   sfc_instance_bytes_total{chain,hop,port_pair}             their bytes (as received, before any encapsulation)
  *   sfc_hop_packets_total{chain,hop}, sfc_hop_bytes_total     the same summed over a hop's instances
  *   sfc_worker_batches_total{worker}                          batches each data path worker processed
  *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
  *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
  *   sfc_interface_packets_total{interface,direction}          rx/tx per interface
  * (`chain` names the chains sharing the instance's port pair group, comma-separated; `hop` is
- * 1-based in the first of them.)
+ * 1-based in the first of them. The instance's label is `port_pair`, not `instance`: Prometheus
+ * gives every scraped series its target's `instance` label and would rename ours away.)
  *   sfc_api_requests_total{method,status}                     REST requests answered
  *   sfc_state_revision                                        committed model revision
  *   sfc_table_generation                                      dataplane table generation live
@@ -109,8 +110,8 @@ export class Metrics {
       }),
     );
     const perInstance = (what: 'packets' | 'bytes', of: (s: DataplaneStats) => Float64Array) => {
-      copied(`sfc_instance_${what}_total`, `${what} steered to each service function instance (port pair)`, ['chain', 'hop', 'instance'], (set, s, names) =>
-        names.forEach((n, i) => n.portPair !== '' && set({ chain: n.chain, hop: n.hop, instance: n.portPair }, of(s)[i] ?? 0)),
+      copied(`sfc_instance_${what}_total`, `${what} steered to each service function instance (port pair)`, ['chain', 'hop', 'port_pair'], (set, s, names) =>
+        names.forEach((n, i) => n.portPair !== '' && set({ chain: n.chain, hop: n.hop, port_pair: n.portPair }, of(s)[i] ?? 0)),
       );
       copied(`sfc_hop_${what}_total`, `${what} steered to each chain hop (its instances summed)`, ['chain', 'hop'], (set, s, names) => {
         const hops = new Map<string, { chain: string; hop: number; n: number }>();

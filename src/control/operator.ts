@@ -11,7 +11,7 @@
  *       goes away.
  *
  * Both ask the workers to copy what they follow (runtime.ts trace/capture) only while a request
- * is open; a blank line (trace) keeps a quiet connection inside the server's idle deadline.
+ * is open. A quiet stream is not idle: its own timeout bounds it instead of the server's idle deadline.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TraceStep } from '../dataplane/engine.js';
@@ -37,7 +37,6 @@ export interface OperatorSource {
   stopping?: AbortSignal;
 }
 
-const KEEPALIVE_MS = 10_000;
 /** How long a journey waits for its packet to come back from an SF. */
 const PATIENCE_MS = 1000;
 /** Steps a worker may send per requested journey (a journey is a handful; this bounds a busy filter). */
@@ -78,6 +77,7 @@ function streamUntil(src: OperatorSource, req: IncomingMessage, res: ServerRespo
     stop();
     res.end();
   };
+  req.socket.setTimeout(0);
   req.once('close', end);
   res.once('close', end);
   src.stopping?.addEventListener('abort', end, { once: true });
@@ -106,7 +106,6 @@ export function streamTrace(src: OperatorSource, url: URL, req: IncomingMessage,
     res.write(JSON.stringify(journey) + '\n');
     if (++emitted >= count) end();
   });
-  const keepalive = setInterval(() => res.write('\n'), KEEPALIVE_MS);
   const untrace = dp.trace(match, count * STEPS_PER_JOURNEY, (step) => {
     const tables = src.tables();
     const d = dissect(step.frame);
@@ -114,7 +113,6 @@ export function streamTrace(src: OperatorSource, url: URL, req: IncomingMessage,
   });
   const end = streamUntil(src, req, res, timeout, () => {
     untrace();
-    clearInterval(keepalive);
     collector.close();
   });
 }

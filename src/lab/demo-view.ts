@@ -48,7 +48,7 @@ export const portPairName = (hop: number, instance: number) => `pp${hop}${instan
 
 export function buildFrame(lab: LabInfo, title: string, start: number, prev: Snapshot | null, cur: Snapshot, traffic: string[]): Frame {
   const dt = prev ? (cur.at - prev.at) / 1000 : 0;
-  const packets = (s: Snapshot | null, pp: string) => (s ? metric(s.samples, 'sfc_instance_packets_total', { instance: pp }) : 0);
+  const packets = (s: Snapshot | null, pp: string) => (s ? metric(s.samples, 'sfc_instance_packets_total', { port_pair: pp }) : 0);
   const rows = lab.sfs.map((sf) => {
     const pp = portPairName(sf.hop, sf.instance);
     const now = packets(cur, pp);

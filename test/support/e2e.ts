@@ -419,7 +419,7 @@ export function e2eSuite(target: E2eTarget): void {
       for (const v of log.sfs) expect(v.fromIn.length, `${v.sf.ns} saw no flow`).toBeGreaterThan(0);
       const samples = await d.metrics();
       for (const s of lab.sfs) {
-        expect(metric(samples, 'sfc_instance_packets_total', { instance: `pp${s.hop}${s.instance}` }), `pp${s.hop}${s.instance}`).toBeGreaterThan(0);
+        expect(metric(samples, 'sfc_instance_packets_total', { port_pair: `pp${s.hop}${s.instance}` }), `pp${s.hop}${s.instance}`).toBeGreaterThan(0);
       }
     }, 120_000);
 
@@ -431,7 +431,7 @@ export function e2eSuite(target: E2eTarget): void {
       expect(sent.sent).toBe(flows);
       expect(received.flows.length).toBeGreaterThanOrEqual(flows * 0.95);
       const after = await d.metrics();
-      const carried = (pp: string) => delta(before, after, 'sfc_instance_packets_total', { instance: pp });
+      const carried = (pp: string) => delta(before, after, 'sfc_instance_packets_total', { port_pair: pp });
       const [light, heavy] = [carried('pp11'), carried('pp12')];
       expect(carried('pp13')).toBe(0);
       expect(light + heavy).toBeGreaterThanOrEqual(flows * 0.95);
@@ -517,7 +517,7 @@ export function e2eSuite(target: E2eTarget): void {
       const after = await d.metrics();
       expect(delta(before, after, 'sfc_packets_total', { event: 'classified' })).toBeGreaterThan(0);
       for (let h = 1; h <= lab.hops; h++) {
-        const carried = lab.sfs.filter((s) => s.hop === h).reduce((n, s) => n + delta(before, after, 'sfc_instance_packets_total', { instance: `pp${h}${s.instance}` }), 0);
+        const carried = lab.sfs.filter((s) => s.hop === h).reduce((n, s) => n + delta(before, after, 'sfc_instance_packets_total', { port_pair: `pp${h}${s.instance}` }), 0);
         expect(carried, `packets to hop ${h}`).toBeGreaterThan(2 * log.serverPings); // echo requests and replies, and TCP
       }
     }, 60_000);

@@ -8,12 +8,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
 import { encapsulationOf, icmpTooBig } from './support/tshark.js';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { popMpls, popNsh, pushMpls, pushNsh } from '../src/dataplane/encap.js';
+import { findEncap, popMpls, popNsh, pushMpls, pushNsh } from '../src/dataplane/encap.js';
 import { PcapWriter } from '../src/dataplane/io/pcapio.js';
 import { parseBatch } from '../src/dataplane/parse.js';
 import { ReplaySession, replayFiles } from '../src/dataplane/replay.js';
@@ -202,6 +203,51 @@ describe('an aware hop returning the wrong thing is a counted drop', () => {
     } finally {
       session.close();
     }
+  });
+});
+
+describe('index bookkeeping (property)', () => {
+  /** The (SPI, SI) a frame carries, read from its header. */
+  const index = (f: Uint8Array): [number, number] | null => {
+    const e = findEncap(f);
+    if (e === null) return null;
+    const v = new DataView(f.buffer, f.byteOffset, f.byteLength);
+    const w = e.kind === 'mpls' ? v.getUint32(e.at) >>> 12 : v.getUint32(e.at + 4);
+    return [w >>> 8, w & 0xff];
+  };
+
+  it('any mix of aware and unaware hops, either encapsulation, both directions: each aware hop receives (chain, 255 - k), every frame arrives plain', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom<Hop>('aware', 'unaware'), { minLength: 1, maxLength: 6 }),
+        fc.constantFrom<'mpls' | 'nsh'>('mpls', 'nsh'),
+        fc.boolean(),
+        (hops, encap, symmetric) => {
+          const sent = new Map<string, Uint8Array[]>();
+          const session = new ReplaySession(compileTables(chainOf(hops, encap, symmetric)), {
+            sfLoopback: true,
+            onTransmit: (iface, frame) => sent.set(iface, [...(sent.get(iface) ?? []), frame]),
+          });
+          try {
+            const fwd = session.run('cli0', tcp('client', 1), 1e6);
+            expect([fwd.verdict, fwd.out]).toEqual(['chain', ['srv0']]);
+            hops.forEach((kind, k) => expect(index(sent.get(`sf${k + 1}1i`)![0])).toEqual(kind === 'aware' ? [SPI, 255 - k] : null));
+            expect(index(sent.get('srv0')![0])).toBeNull();
+            if (symmetric) {
+              const rev = session.run('srv0', tcp('server', 2), 2e6);
+              expect([rev.verdict, rev.out]).toEqual(['chain', ['cli0']]);
+              // Reverse hop j is forward hop n-1-j, entered at its egress: it receives (chain, 255 - j).
+              const n = hops.length;
+              hops.forEach((kind, k) => expect(index(sent.get(`sf${k + 1}1e`)![0])).toEqual(kind === 'aware' ? [SPI, 255 - (n - 1 - k)] : null));
+              expect(index(sent.get('cli0')![0])).toBeNull();
+            }
+          } finally {
+            session.close();
+          }
+        },
+      ),
+      { seed: 8, numRuns: 60 },
+    );
   });
 });
 

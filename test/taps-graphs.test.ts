@@ -148,6 +148,17 @@ describe('ppg_n_tuple_mapping (a NAT in the chain)', () => {
     return s.state;
   }
 
+  it('plans the matches per hop: egress mapping forward (inherited), last translation at the reverse entry, ingress mapping after the group in reverse', () => {
+    const plan = buildPlan(natChain(true));
+    const src = (m: { source_ip_prefix: string | null }) => m.source_ip_prefix;
+    const [fwd, rev] = plan.rules;
+    expect([fwd.reverse, src(fwd.match), fwd.hopMatch.map(src)]).toEqual([false, '10.0.0.1/32', ['192.0.2.0/24', '192.0.2.0/24']]);
+    // Reverse path hops: b, then nat (whose ingress_n_tuple restores the original source).
+    expect([rev.reverse, src(rev.match), rev.hopMatch.map(src)]).toEqual([true, '192.0.2.0/24', ['192.0.2.0/24', '10.0.0.1/32']]);
+    // Untouched fields stay the classifier's.
+    expect(rev.hopMatch.map((m) => m.destination_ip_prefix)).toEqual(['10.0.0.2/32', '10.0.0.2/32']);
+  });
+
   it('re-classifies translated frames with the mapped fields, forward and reverse', () => {
     const { ses } = session(natChain(true), false);
     try {

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SERVER_LIMITS, startApiServer, type ApiServer, type ServerLimits } from '../src/control/api.js';
 import { emptyState } from '../src/control/model.js';
 import { StateFile } from '../src/control/persist.js';
-import { Store } from '../src/control/store.js';
+import { Store, parseLimits } from '../src/control/store.js';
 import { readTokenFile } from '../src/control/token.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sfct-abuse-'));
@@ -213,6 +213,13 @@ describe('request guards', () => {
     expect((await call('DELETE', `/v2.0/sfc/port_pair_groups/${ids[0]}`)).status).toBe(204);
     expect((await call('POST', '/v2.0/sfc/port_pair_groups', group, json)).status).toBe(201);
     for (const g of store.list('port_pair_groups')) await store.delete('port_pair_groups', g.id);
+  });
+
+  it('--limits parses COLLECTION=N lists and refuses anything else naming the entry', () => {
+    expect(parseLimits('ports=20000, flow_classifiers=5')).toEqual({ ports: 20000, flow_classifiers: 5 });
+    for (const bad of ['ports', 'ports=0', 'ports=-1', 'port=5', 'ports=1e3', 'ports=5,,chains=1']) {
+      expect(() => parseLimits(bad), bad).toThrow(/--limits: '.*' is not COLLECTION=N/);
+    }
   });
 
   it('protocol errors node:http catches (bad request line, bad chunk) are answered with a NeutronError body', async () => {

@@ -1,0 +1,161 @@
+/*
+ * Soak and crash benchmark (`npm run bench:soak`; root, for the lab). Two phases, one JSON line each:
+ *
+ *   crash: bench/crashload.ts, --rounds N (default 100) rounds of kill -9 of `sfc serve --driver
+ *          noop` under 8 writers; every acknowledged write must survive, none may be half there.
+ *   soak:  the lab's two-hop chain (2 instances per hop, symmetric) with `sfc serve` (afpacket,
+ *          userspace driver) run by bench/soak-server.js inside L-dp, --seconds S (default 600)
+ *          of UDP through the chain (64 flows, --pps R, default 2000), one API change per second,
+ *          SF 1.1's ingress interface down for 5 s every 30 s. Figures from the serve process:
+ *          RSS and heap after --warmup W seconds (default 60) and at the end (growth must stay
+ *          under 10%), open file descriptors and active timers/handles (must not grow), and the
+ *          dataplane counters: every frame received is forwarded or dropped with a reason
+ *          (rx = forwarded + drops, where forwarded <= tx <= forwarded + flooded copies; the per-
+ *          reason drops add up to the drop counter; per-interface counts add up to the totals).
+ *
+ * Usage: node dist/bench/soak.js [--only crash|soak] [--rounds N] [--seconds S] [--warmup W] [--pps R]
+ * Exit code 1 when a check fails (the JSON says which).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { distFile, metric, parsePrometheus, startTraffic, stopProcess, type Sample } from '../src/lab/harness.js';
+import { SERVER, labDown, labUp, netnsSpawn } from '../src/lab/topology.js';
+import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
+import { parseOptions } from '../src/util/args.js';
+import { crashUnderLoad } from './crashload.js';
+
+const LAB = 'sfc-soak';
+const UDP_PORT = 5301;
+const here = dirname(fileURLToPath(import.meta.url));
+
+interface ProcSample {
+  t: number;
+  rss: number;
+  heap: number;
+  fds: number;
+  resources: Record<string, number>;
+}
+
+async function crashPhase(rounds: number): Promise<{ ok: boolean }> {
+  const dir = mkdtempSync(join(tmpdir(), 'sfc-soak-crash-'));
+  try {
+    const t0 = performance.now();
+    const r = await crashUnderLoad({ rounds, state: join(dir, 'state.json') });
+    const ok = r.violations.length === 0;
+    console.log(JSON.stringify({ phase: 'crash', ok, seconds: Math.round((performance.now() - t0) / 100) / 10, ...r, violations: r.violations.slice(0, 20) }));
+    return { ok };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The counter identities that must hold whatever the traffic. */
+function counterChecks(samples: Sample[], interfaces: number): Record<string, { ok: boolean; [k: string]: unknown }> {
+  const ev = (event: string) => metric(samples, 'sfc_packets_total', { event });
+  const rx = ev('rx_packets');
+  const tx = ev('tx_packets');
+  const dropped = ev('dropped');
+  const flooded = ev('flooded');
+  const byReason = metric(samples, 'sfc_drops_total');
+  const ifRx = metric(samples, 'sfc_interface_packets_total', { direction: 'rx' });
+  const ifTx = metric(samples, 'sfc_interface_packets_total', { direction: 'tx' });
+  const forwarded = rx - dropped;
+  return {
+    drops_by_reason_sum_to_dropped: { ok: byReason === dropped, byReason, dropped },
+    rx_equals_forwarded_plus_drops: { ok: forwarded >= 0 && tx >= forwarded && tx <= forwarded + flooded * Math.max(0, interfaces - 2), rx, tx, dropped, flooded },
+    interfaces_sum_to_totals: { ok: ifRx === rx && ifTx === tx, ifRx, ifTx },
+  };
+}
+
+async function soakPhase(seconds: number, warmup: number, pps: number): Promise<{ ok: boolean }> {
+  await labDown(LAB);
+  const dir = mkdtempSync(join(tmpdir(), 'sfc-soak-'));
+  const lab = await labUp({ name: LAB, hops: 2, instances: 2, symmetric: true, out: join(dir, 'chains.yaml') });
+  const flapIf = lab.sfs[0]!.ingressIf;
+  const samples: ProcSample[] = [];
+  let final: { metrics: string; changes: number; failedChanges: number; flaps: number } | undefined;
+  const server = await netnsSpawn(
+    lab.name,
+    lab.dpNs,
+    [process.execPath, join(here, 'soak-server.js'), '--flap', flapIf, '--config', lab.configPath, '--state', join(dir, 'state.json'), '--backend', 'afpacket', '--listen', '127.0.0.1:19696'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const listening = new Promise<void>((resolve) => {
+    createInterface({ input: server.stdout! }).on('line', (line) => {
+      if (line.startsWith('listening on')) return resolve();
+      if (!line.startsWith('{')) return;
+      const o = JSON.parse(line) as { event: string } & ProcSample & NonNullable<typeof final>;
+      if (o.event === 'sample') samples.push(o);
+      else if (o.event === 'final') final = o;
+    });
+  });
+  const exited = new Promise<void>((r) => server.once('exit', () => r()));
+  try {
+    await listening;
+    const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${UDP_PORT}`, '--seconds', String(seconds + 30), '--idle', '3']);
+    await recv.listening;
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:${UDP_PORT}`, '--flows', '64', '--pps', String(pps), '--seconds', String(seconds)]);
+    const sent = await send.result;
+    const received = await recv.result;
+    server.kill('SIGUSR2');
+    await exited;
+    if (!final) throw new Error('the soak server printed no final figures');
+    const after = samples.filter((s) => s.t >= warmup);
+    const first = after[0] ?? samples[0]!;
+    const last = samples.at(-1)!;
+    const growth = (a: number, b: number) => Math.round(((b - a) / a) * 1000) / 10;
+    const timers = (s: ProcSample) => s.resources.Timeout ?? 0;
+    const handles = (s: ProcSample) => Object.values(s.resources).reduce((a, b) => a + b, 0);
+    const counters = counterChecks(parsePrometheus(final.metrics), lab.dpInterfaces.length);
+    const checks = {
+      rss_growth_under_10pct: { ok: growth(first.rss, last.rss) < 10, from: first.rss, to: last.rss, growth_pct: growth(first.rss, last.rss) },
+      no_fd_leak: { ok: last.fds <= first.fds, from: first.fds, to: last.fds },
+      no_timer_leak: { ok: timers(last) <= timers(first), from: timers(first), to: timers(last) },
+      no_handle_leak: { ok: handles(last) <= handles(first) + 2, from: first.resources, to: last.resources },
+      api_changes_all_accepted: { ok: final.failedChanges === 0 && final.changes >= seconds * 0.9, changes: final.changes, failed: final.failedChanges },
+      sf_flapped: { ok: final.flaps >= Math.floor(seconds / 30) - 1, flaps: final.flaps },
+      traffic_delivered: { ok: received.received > 0.5 * sent.sent, sent: sent.sent, received: received.received, lost: received.lost },
+      ...counters,
+    };
+    const ok = Object.values(checks).every((c) => c.ok);
+    const heapGrowth = growth(first.heap, last.heap);
+    console.log(
+      JSON.stringify({
+        phase: 'soak',
+        ok,
+        seconds,
+        warmup,
+        pps,
+        heap: { from: first.heap, to: last.heap, growth_pct: heapGrowth },
+        checks,
+        rss_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.rss / 1e5) / 10]),
+        drops: Object.fromEntries(parsePrometheus(final.metrics).filter((s) => s.name === 'sfc_drops_total' && s.value > 0).map((s) => [s.labels.reason, s.value])),
+      }),
+    );
+    return { ok };
+  } finally {
+    await stopProcess(server, 2000);
+    await labDown(LAB);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseOptions(process.argv.slice(2), {
+    only: { type: 'string' },
+    rounds: { type: 'string', default: '100' },
+    seconds: { type: 'string', default: '600' },
+    warmup: { type: 'string', default: '60' },
+    pps: { type: 'string', default: '2000' },
+  });
+  distFile('cli.js'); // fail early when the build is missing
+  let ok = true;
+  if (values.only !== 'soak') ok = (await crashPhase(Number(values.rounds))).ok && ok;
+  if (values.only !== 'crash') ok = (await soakPhase(Number(values.seconds), Number(values.warmup), Number(values.pps))).ok && ok;
+  return ok ? 0 : 1;
+}
+
+process.exitCode = await main();

@@ -5,7 +5,7 @@
  * tshark; Debian's Prometheus scraping the server, queried for per-instance rates.
  */
 import type { ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -112,13 +112,15 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     prometheus = await netnsSpawn(lab.name, lab.dpNs, [
       'prometheus', `--config.file=${config}`, `--storage.tsdb.path=${join(tmp, 'tsdb')}`, `--web.listen-address=${listen}`,
     ], { stdio: 'ignore' });
-    const api = async <T>(path: string): Promise<T | undefined> => {
-      const script = `fetch(${JSON.stringify(`http://${listen}${path}`)}).then((r) => r.text()).then((t) => process.stdout.write(t), () => {})`;
-      const { stdout } = await netnsExec(lab.dpNs, [process.execPath, '-e', script]);
-      return stdout ? ((JSON.parse(stdout) as { data: T }).data) : undefined;
-    };
     type Vector = { result: { metric: Record<string, string>; value: [number, string] }[] };
-    const query = (q: string) => api<Vector>(`/api/v1/query?query=${encodeURIComponent(q)}`);
+    /** Instant queries through Prometheus's HTTP API (from inside the namespace; undefined: no answer yet). */
+    const queries = async (qs: string[]): Promise<(Vector | undefined)[]> => {
+      const urls = qs.map((q) => `http://${listen}/api/v1/query?query=${encodeURIComponent(q)}`);
+      const script = `Promise.all(${JSON.stringify(urls)}.map((u) => fetch(u).then((r) => r.json()).then((j) => j.data, () => null), () => null)).then((a) => console.log(JSON.stringify(a)))`;
+      const { stdout } = await netnsExec(lab.dpNs, [process.execPath, '-e', script]);
+      return (JSON.parse(stdout) as (Vector | null)[]).map((v) => v ?? undefined);
+    };
+    const query = async (q: string) => (await queries([q]))[0];
     // a rate over 4 s once Prometheus holds 5 scrapes of the running counters
     await until('5 scrapes', async () => {
       const v = await query('count_over_time(up{job="sfc"}[10s]) >= 5');
@@ -135,6 +137,13 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     expect(total).toBeLessThan(PPS * 1.2);
     const bytes = await query('sum(rate(sfc_instance_bytes_total{hop="2"}[4s])) / sum(rate(sfc_instance_packets_total{hop="2"}[4s]))');
     expect(Number(bytes?.result[0].value[1]), 'bytes per packet at hop 2').toBeCloseTo(60, -1); // 64-byte frames without FCS
+    // every query of the Grafana dashboard answers with series
+    const dashboard = JSON.parse(await readFile(new URL('../examples/grafana/sfc-dataplane.json', import.meta.url), 'utf8')) as {
+      panels: { title: string; targets: { expr: string }[] }[];
+    };
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => `${p.title}: ${t.expr}`));
+    const answers = await queries(dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr.replaceAll('$__rate_interval', '4s'))));
+    answers.forEach((v, k) => expect(v?.result.length, exprs[k]).toBeGreaterThan(0));
   }, 60_000);
 
   it('sfc capture writes what the port is sent, after the MAC rewrite, as pcap tcpdump and tshark read', async () => {

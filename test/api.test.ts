@@ -374,7 +374,7 @@ describe('HTTP surface', () => {
     const res = await call('GET', '/v2.0');
     expect(res.body.resources.map((r: { collection: string }) => r.collection)).toContain('port_chains');
     const ext = await call('GET', '/v2.0/extensions');
-    expect(ext.body.extensions.map((e: { alias: string }) => e.alias).sort()).toEqual(['flow_classifier', 'networking-sfc-tap', 'service_graph', 'sfc']);
+    expect(ext.body.extensions.map((e: { alias: string }) => e.alias).sort()).toEqual(['flow_classifier', 'networking-sfc-tap', 'service_graph', 'sfc', 'sfc-health']);
     expect((await call('GET', '/v2.0/extensions/sfc')).body.extension.alias).toBe('sfc');
     expectNeutronError(await call('GET', '/v2.0/extensions/nope'), 404);
   });

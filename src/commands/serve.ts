@@ -9,10 +9,11 @@
  * loads nothing native). The ovs driver (control/drivers/ovs) is imported only for --driver ovs.
  */
 import { dirname, join } from 'node:path';
+import { Counter } from 'prom-client';
 import { DEFAULT_SERVER_LIMITS, startApiServer } from '../control/api.js';
 import { DriverManager, NoopDriver } from '../control/driver.js';
 import { parseHealthPolicies } from '../control/health.js';
-import { DEFAULT_HEALTH, HealthMonitor } from '../control/health-monitor.js';
+import { DEFAULT_HEALTH, HealthMonitor, healthReport } from '../control/health-monitor.js';
 import { isLoopbackHost } from '../control/http.js';
 import { Metrics } from '../control/metrics.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
@@ -181,7 +182,20 @@ export const command: Command = {
       }
       const stopping = new AbortController();
       const operator = { dataplane: userspace?.dataplane, tables: () => userspace?.driver.tables ?? null, state: () => store.state, stopping: stopping.signal };
-      const api = await startApiServer({ store, token, metrics, operator, log, host, port, limits: { maxConnections } });
+      const dataplane = userspace?.dataplane;
+      if (dataplane) {
+        new Counter({
+          name: 'sfc_worker_restarts_total',
+          help: 'Dataplane worker threads that died and were restarted',
+          registers: [metrics.registry],
+          collect() {
+            this.reset();
+            this.inc(dataplane.health().restarts);
+          },
+        });
+      }
+      const report = () => healthReport(dataplane, health);
+      const api = await startApiServer({ store, token, metrics, operator, health: report, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
       log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);

@@ -48,7 +48,20 @@ export interface ApiOptions {
   metrics?: Metrics;
   /** Live trace and capture (operator.ts: /v2.0/sfc/trace, /v2.0/sfc/capture). */
   operator?: OperatorSource;
+  /** Health of the parts behind the API (GET /v2.0/sfc/health; /healthz answers 503 while not ok). */
+  health?: () => HealthReport;
   log?: (message: string) => void;
+}
+
+/** What GET /v2.0/sfc/health answers (the sfc-health extension) and /healthz summarises. */
+export interface HealthReport {
+  ok: boolean;
+  /** The parts that are not ok, by name, with what is wrong (e.g. dataplane: workers restarting). */
+  degraded: Record<string, unknown>;
+  /** Per SF instance (port pair): up or down, why, since when, how often it changed. */
+  instances: unknown[];
+  /** Anything else worth showing (e.g. the dataplane supervisor's restart count). */
+  [part: string]: unknown;
 }
 
 /** What one client may hold of the server (startApiServer). */
@@ -87,13 +100,18 @@ const EXTENSIONS = [
   { alias: 'flow_classifier', name: 'Flow Classifier', description: 'Flow classifiers selecting the traffic that enters a port chain.' },
   { alias: 'service_graph', name: 'Service Graph', description: 'Service graphs branching from the end of one port chain into others.' },
   { alias: 'networking-sfc-tap', name: 'Networking SFC Tap', description: 'Tap-enabled port pair groups (passive service functions).' },
+  {
+    alias: 'sfc-health',
+    name: 'SFC Health',
+    description: 'Health of every port pair and of the dataplane (GET /v2.0/sfc/health): down instances leave their group; per group reroute, fail-open or fail-closed when none is left.',
+  },
 ].map((e) => ({ ...e, updated: '2026-01-01T00:00:00-00:00', links: [] }));
 
 /** A resolved path: a collection or one member of it, or a fixed document. */
 type Route =
   | { kind: 'collection'; coll: Collection }
   | { kind: 'member'; coll: Collection; id: string }
-  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'metrics' | 'trace' | 'capture' }
+  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'health' | 'metrics' | 'trace' | 'capture' }
   | { kind: 'extension'; alias: string };
 
 const COLLECTION_BY_PATH = new Map(COLLECTIONS.map((c) => [collectionPath(c), c]));
@@ -110,6 +128,7 @@ function route(rawPath: string): Route | undefined {
   if (p === `/${API_VERSION}`) return { kind: 'resources' };
   if (p === `/${API_VERSION}/extensions`) return { kind: 'extensions' };
   if (p === '/healthz') return { kind: 'healthz' };
+  if (p === `/${API_VERSION}/sfc/health`) return { kind: 'health' };
   if (p === '/metrics') return { kind: 'metrics' };
   if (p === `/${API_VERSION}/sfc/trace`) return { kind: 'trace' };
   if (p === `/${API_VERSION}/sfc/capture`) return { kind: 'capture' };
@@ -133,6 +152,7 @@ const ALLOWED: Record<Route['kind'], string[]> = {
   extensions: ['GET'],
   extension: ['GET'],
   healthz: ['GET'],
+  health: ['GET'],
   metrics: ['GET'],
   trace: ['GET'],
   capture: ['GET'],
@@ -189,8 +209,15 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
       if (!ext) throw new NeutronError(404, 'ExtensionNotFound', `Extension with alias ${r.alias} does not exist`);
       return sendJson(res, 200, { extension: ext });
     }
-    case 'healthz':
+    case 'healthz': {
+      const h = opts.health?.();
+      if (h && !h.ok) return sendJson(res, 503, { status: 'degraded', degraded: h.degraded, revision: store.revision });
       return sendJson(res, 200, { status: 'ok', revision: store.revision });
+    }
+    case 'health': {
+      if (!opts.health) throw new NeutronError(404, 'HTTPNotFound', 'Health checks are not enabled.');
+      return sendJson(res, 200, { health: opts.health() });
+    }
     case 'trace':
     case 'capture': {
       if (!opts.operator) throw new NeutronError(404, 'HTTPNotFound', 'Live trace and capture are not enabled.');

@@ -14,6 +14,8 @@
  * without being told; an instance new to it starts up (its first checks decide).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { HealthReport } from './api.js';
+import type { DataplaneHealth } from '../dataplane/runtime.js';
 import { healthView, type HealthPolicy } from './health.js';
 import type { Plan } from './plan.js';
 
@@ -172,4 +174,16 @@ export class HealthMonitor {
         }
       });
   }
+}
+
+/**
+ * What GET /v2.0/sfc/health answers and /healthz summarises: the dataplane supervisor's view
+ * (degraded while a worker is being restarted) and every instance's health. A down SF instance
+ * does not make the server unhealthy: traffic is steered around it.
+ */
+export function healthReport(dataplane: { health(): DataplaneHealth } | undefined, monitor: HealthMonitor | undefined): HealthReport {
+  const dp = dataplane?.health();
+  const degraded: Record<string, unknown> = {};
+  if (dp && !dp.ok) degraded.dataplane = { workers_restarting: dp.degraded };
+  return { ok: dp?.ok ?? true, degraded, instances: monitor?.states() ?? [], dataplane: dp ?? null };
 }

@@ -13,7 +13,15 @@
  * second; its ports stay in the engine, reported down, and come back when it reappears.
  *
  * publish(t) posts the tables to every worker and resolves when each reports that generation live
- * (applied before its next batch). stats() sums the workers' SharedArrayBuffers: no messages.
+ * (applied before its next batch). A worker that does not within PUBLISH_TIMEOUT_MS fails the
+ * publish: every worker is handed the generation in force again (the API write is then undone) and
+ * the late worker, hung, is terminated and so restarted. stats() sums the workers' SharedArrayBuffers: no messages.
+ *
+ * Supervision: a worker thread that exits (a crash, or terminated) is replaced at once by a new one
+ * over the same statistics buffer; every interface is re-opened (a fresh fanout group, so the dead
+ * worker's share of flows is not black-holed) and the new worker is given the generation in force.
+ * Until it reports it live the dataplane is degraded (health(): which worker, since when, and the
+ * restart count); deaths and restarts are logged and counted.
  * close() lets each worker process what it already received, close its ports and exit.
  */
 import { existsSync } from 'node:fs';
@@ -73,8 +81,20 @@ export interface DataplaneStats {
 
 const RETRY_MS = 1000;
 const CLOSE_TIMEOUT_MS = 5000;
+/** A publish not acknowledged by every worker within this fails (and the late worker is restarted). */
+export const PUBLISH_TIMEOUT_MS = 2000;
+
+/** The supervisor's view (Dataplane.health()). */
+export interface DataplaneHealth {
+  ok: boolean;
+  /** Workers being restarted: index, ms since they died. */
+  degraded: { worker: number; downMs: number }[];
+  /** Worker restarts since start. */
+  restarts: number;
+}
 
 interface Member {
+  index: number;
   sab: SharedArrayBuffer;
   worker: Worker | null;
   local: DataplaneWorker | null;
@@ -82,6 +102,8 @@ interface Member {
   waiters: { generation: number; resolve: () => void; reject: (e: Error) => void }[];
   closed: Promise<void>;
   dead: Error | null;
+  /** ms (Date.now) since which it is being restarted; 0 while it runs the generation in force. */
+  downSince: number;
 }
 
 interface Iface {
@@ -109,6 +131,7 @@ export class Dataplane {
   private nextTrace = 1;
   private retry: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
+  private restarts = 0;
 
   constructor(opts: DataplaneOptions) {
     this.backend = backendNamed(opts.backend);
@@ -124,7 +147,7 @@ export class Dataplane {
       this.members.push(this.localMember());
     } else {
       const url = workerUrl();
-      for (let i = 0; i < workers; i++) this.members.push(this.threadMember(url, i));
+      for (let i = 0; i < workers; i++) this.members.push(this.threadMember(url, i, new SharedArrayBuffer(this.layout.bytes)));
     }
   }
 
@@ -141,7 +164,14 @@ export class Dataplane {
       this.ifaces.set(name, iface);
       this.attach(iface);
     }
-    await Promise.all(this.members.map((m) => this.whenLive(m, t)));
+    const prev = this.tables;
+    try {
+      await Promise.all(this.members.map((m) => this.whenLive(m, t)));
+    } catch (e) {
+      // Back to the generation in force everywhere (a worker that took t, or takes it late, gets prev after it).
+      if (prev !== null) for (const m of this.members) if (m.dead === null) this.send(m, { type: 'publish', tables: prev });
+      throw e;
+    }
     for (const iface of this.ifaces.values()) {
       if (wanted.has(iface.name)) continue;
       this.ifaces.delete(iface.name);
@@ -216,6 +246,20 @@ export class Dataplane {
       if (!this.capturers.delete(id)) return;
       for (const m of this.members) if (m.dead === null) this.send(m, { type: 'uncapture', id });
     };
+  }
+
+  /** Whether every worker runs; the ones being restarted. */
+  health(): DataplaneHealth {
+    const now = Date.now();
+    const degraded = this.members.filter((m) => m.downSince !== 0).map((m) => ({ worker: m.index, downMs: now - m.downSince }));
+    return { ok: degraded.length === 0, degraded, restarts: this.restarts };
+  }
+
+  /** Stop worker `index` the hard way, as a crash would (the supervisor restarts it). */
+  terminateWorker(index: number): Promise<number> {
+    const w = this.members[index]?.worker;
+    if (!w) return Promise.reject(new Error(`no worker thread ${index}`));
+    return w.terminate();
   }
 
   close(): Promise<void> {
@@ -308,9 +352,25 @@ export class Dataplane {
     }
   }
 
+  /** Post t to m; resolves when m reports it live, rejects after PUBLISH_TIMEOUT_MS (m is then restarted). */
   private whenLive(m: Member, t: Tables): Promise<void> {
     if (m.dead !== null) return Promise.reject(m.dead);
-    const p = new Promise<void>((resolve, reject) => m.waiters.push({ generation: t.generation, resolve, reject }));
+    const p = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        m.waiters = m.waiters.filter((w) => w !== waiter);
+        reject(new Error(`dataplane worker ${m.index} did not take generation ${t.generation} within ${PUBLISH_TIMEOUT_MS} ms`));
+        if (m.worker !== null && this.closing === null) {
+          this.log(`worker ${m.index} did not take generation ${t.generation} within ${PUBLISH_TIMEOUT_MS} ms: restarting it`);
+          void m.worker.terminate();
+        }
+      }, PUBLISH_TIMEOUT_MS);
+      const waiter = {
+        generation: t.generation,
+        resolve: () => (clearTimeout(timer), resolve()),
+        reject: (e: Error) => (clearTimeout(timer), reject(e)),
+      };
+      m.waiters.push(waiter);
+    });
     this.send(m, { type: 'publish', tables: t });
     return p;
   }
@@ -326,29 +386,54 @@ export class Dataplane {
     m.waiters = [];
   }
 
-  private threadMember(url: URL, index: number): Member {
-    const sab = new SharedArrayBuffer(this.layout.bytes);
+  /** A worker thread for slot `index` over `sab`; `m`: the member it replaces (restart). */
+  private threadMember(url: URL, index: number, sab: SharedArrayBuffer, m?: Member): Member {
     const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
-    const m: Member = { sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
-    worker.on('message', (msg: FromWorker) => this.fromWorker(m, msg));
+    if (m === undefined) m = { index, sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
+    else Object.assign(m, { worker, live: -1, waiters: [], dead: null });
+    const self = m;
+    worker.on('message', (msg: FromWorker) => {
+      if (self.worker === worker) this.fromWorker(self, msg);
+    });
     worker.on('error', (e) => {
       this.log(`worker ${index} failed: ${e.stack ?? e.message}`);
-      this.fail(m, e);
+      this.fail(self, e);
     });
     m.closed = new Promise<void>((resolve) => {
       worker.once('exit', (code) => {
-        if (this.closing === null) this.log(`worker ${index} exited (code ${code})`);
-        this.fail(m, new Error(`dataplane worker ${index} exited`));
+        this.fail(self, new Error(`dataplane worker ${index} exited`));
+        if (this.closing === null) this.restart(url, self, code);
         resolve();
       });
     });
     return m;
   }
 
+  /** Replace m's dead worker: a new thread, every interface re-opened, the generation in force. */
+  private restart(url: URL, m: Member, code: number): void {
+    this.restarts++;
+    m.downSince = Date.now();
+    this.log(`worker ${m.index} exited (code ${code}): restarting it (restart ${this.restarts})`);
+    this.threadMember(url, m.index, m.sab, m);
+    for (const iface of this.ifaces.values()) if (iface.attached) this.attach(iface);
+    const t = this.tables;
+    if (t === null) {
+      m.downSince = 0;
+      return;
+    }
+    this.whenLive(m, t).then(
+      () => {
+        this.log(`worker ${m.index} restarted: generation ${t.generation} live after ${Date.now() - m.downSince} ms`);
+        m.downSince = 0;
+      },
+      (e: Error) => this.log(`worker ${m.index} restart: ${e.message}`),
+    );
+  }
+
   private localMember(): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
-    const m: Member = { sab, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null };
+    const m: Member = { index: 0, sab, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
     const config: WorkerConfig = { index: 0, backend: this.backend.name, sab, ioNames: this.ioNames };
     m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
     return m;

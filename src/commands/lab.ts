@@ -4,7 +4,7 @@
  */
 import { BACKENDS } from '../dataplane/io/registry.js';
 import { SF_CORRELATIONS, type SfCorrelation } from '../lab/aware-sf.js';
-import { labDown, labStatus, labUp } from '../lab/topology.js';
+import { GRAPH_PORTS, labDown, labStatus, labUp } from '../lab/topology.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
 function integer(value: string | undefined, option: string, min: number, max: number): number | undefined {
@@ -25,6 +25,8 @@ async function up(argv: string[]): Promise<number> {
     'dp-link': { type: 'string' },
     'sf-correlation': { type: 'string' },
     'aware-hops': { type: 'string' },
+    tap: { type: 'boolean' },
+    graph: { type: 'boolean' },
   });
   const dpLink = values['dp-link'];
   if (dpLink !== undefined && dpLink !== 'veth' && dpLink !== 'tap') throw new UsageError(`--dp-link must be veth or tap, got '${dpLink}'`);
@@ -39,16 +41,20 @@ async function up(argv: string[]): Promise<number> {
     name: values.name,
     hops: integer(values.hops, '--hops', 0, 9),
     instances: integer(values.instances, '--instances', 1, 9),
-    symmetric: !values['no-symmetric'],
+    symmetric: values['no-symmetric'] ? false : values.symmetric,
     out: values.out,
     dpLink,
     sfCorrelation: correlation as SfCorrelation | undefined,
     awareHops,
+    tap: values.tap,
+    graph: values.graph,
   });
   process.stdout.write(lab.configYaml);
   const aware = lab.sfCorrelation ? `; SF-aware (${lab.sfCorrelation}, Open vSwitch): hop ${lab.awareHops.join(', ')}` : '';
   const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances}${aware})` : '';
-  console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}; config: ${lab.configPath}`);
+  const tap = lab.tapNs ? `, tap ${lab.tapNs} (after hop 1)` : '';
+  const graph = lab.graph ? '; service graph pc1 -> {pc2, pc3}' : '';
+  console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}${tap}${graph}; config: ${lab.configPath}`);
   return 0;
 }
 
@@ -89,13 +95,17 @@ export const command: Command = {
   summary: 'build, remove or show the network-namespace lab (client, server, SFs around a dataplane namespace)',
   usage: `up|down|status [options]
   up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE] [--dp-link veth|tap]
-         [--sf-correlation mpls|nsh [--aware-hops 1[,2...]]]
+         [--sf-correlation mpls|nsh [--aware-hops 1[,2...]]] [--tap] [--graph]
          namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
          --out (default /run/sfc/L/chains.yaml); --dp-link tap: the dataplane's interfaces are TAPs
          bridged to the veths (for sfc serve ${TAP_BACKENDS}); --sf-correlation: the SFs of the
          --aware-hops (default 1) are SF-aware, an Open vSwitch each (netdev datapath, run directory
          under /run/sfc/L) returning the chain's MPLS or NSH with the index decremented; their port
-         pairs and the chain carry that correlation
+         pairs and the chain carry that correlation; --tap: a tap instance L-tap (eth0 <-> tap0,
+         an nftables counter of what it receives, forwards nothing) whose tap group follows hop 1;
+         --graph (--hops 3 --sf-correlation mpls, every hop aware): three one-hop one-way chains
+         and a service graph sg {pc1: [pc2, pc3]}: pc1 takes UDP from client port ${GRAPH_PORTS.source}, its SF
+         (NAT-like) writes source port ${GRAPH_PORTS.translated}, pc2 / pc3 take that to UDP port ${GRAPH_PORTS.pc2} / ${GRAPH_PORTS.pc3}
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
   status [--name L] [--json]   namespaces, interfaces and recorded pids`,
   async run(argv) {

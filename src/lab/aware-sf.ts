@@ -3,7 +3,8 @@
  * Open vSwitch (ovsdb-server + ovs-vswitchd, the userspace "netdev" datapath) with its own run
  * directory <runDir>/ovs-<ns>, one bridge `sf` holding in0 (OpenFlow port 1) and out0 (port 2),
  * and flows doing what an SF-aware function does with the chain's encapsulation (spec B.2):
- *   forward   in_port=in0, SPI / label of the chain and the index the dataplane hands hop h (the
+ *   forward   in_port=in0, SPI / label of the SF's chain (LabSf.chain: the lab's chain, or in a
+ *             graph lab each hop's own) and the index the dataplane hands hop h (the
  *             previous node's, 256 - h) -> the hop's own index (one less), source MAC = out0's,
  *             out0
  *   reverse   (symmetric chains) in_port=out0 with the reverse path's index for this hop -> in0,
@@ -11,6 +12,9 @@
  *   NSH       dl_type 0x894f, MD type 1, nsh_spi = chain id, nsh_si; set_field nsh_si
  *   MPLS      label (chain id << 8) | SI, bottom of stack; set_mpls_label and dec_mpls_ttl
  *             (the dataplane pushes TTL = SI)
+ *   NAT-like  (LabSf.udpSourceTo, MPLS only: the graph lab's branching point) the forward flow pops
+ *             the label and resubmits to table 1, which writes the UDP source port (OVS fixes the
+ *             checksum) and pushes the hop's own label (TTL = that index) again
  * Anything else is dropped (fail_mode secure and a priority-0 drop), so a frame with the wrong
  * encapsulation or index never comes back: it shows up as loss, not as a silent pass.
  *
@@ -34,12 +38,10 @@ const IN_PORT = 1;
 const OUT_PORT = 2;
 const OF = ['-O', 'OpenFlow15'];
 
-/** What the flows of an aware SF depend on: the lab's chain. */
+/** The lab around an aware SF: where its run directory lives, and whether its chain is symmetric. */
 export interface AwareChain {
   name: string;
   runDir: string;
-  chainId: number;
-  hops: number;
   symmetric: boolean;
 }
 
@@ -63,11 +65,24 @@ function returnFlow(correlation: SfCorrelation, chainId: number, si: number, fro
   return `priority=10,in_port=${from},mpls,mpls_label=${label},mpls_bos=1,actions=set_mpls_label:${label - 1},dec_mpls_ttl,${back}`;
 }
 
-/** The OpenFlow flows (ovs-ofctl text) of aware SF instance `sf` of `chain`. */
+/** The NAT-like forward flows: in_port=in0's label (chain, si) -> UDP source `port`, label (chain, si - 1), out0. */
+function translateFlows(chainId: number, si: number, port: number, srcMac: string): string[] {
+  const label = (chainId << 8) | si;
+  return [
+    `priority=10,in_port=${IN_PORT},mpls,mpls_label=${label},mpls_bos=1,actions=pop_mpls:0x0800,resubmit(,1)`,
+    `table=1,priority=10,udp,actions=set_field:${port}->udp_src,push_mpls:0x8847,set_field:${label - 1}->mpls_label,` +
+      `set_field:${si - 1}->mpls_ttl,set_field:${srcMac}->eth_src,output:${OUT_PORT}`,
+  ];
+}
+
+/** The OpenFlow flows (ovs-ofctl text) of aware SF instance `sf` (of its chain: sf.chain). */
 export function awareSfFlows(chain: AwareChain, sf: LabSf, correlation: SfCorrelation): string[] {
-  const flows = [returnFlow(correlation, chain.chainId, deliveredIndex(sf.hop, chain.hops, 'forward'), IN_PORT, OUT_PORT, sf.egressMac)];
+  const { id, hop, hops } = sf.chain;
+  const si = deliveredIndex(hop, hops, 'forward');
+  if (sf.udpSourceTo !== null && correlation !== 'mpls') throw new Error(`${sf.ns}: a NAT-like aware SF needs MPLS, not ${correlation}`);
+  const flows = sf.udpSourceTo === null ? [returnFlow(correlation, id, si, IN_PORT, OUT_PORT, sf.egressMac)] : translateFlows(id, si, sf.udpSourceTo, sf.egressMac);
   if (chain.symmetric) {
-    flows.push(returnFlow(correlation, chain.chainId, deliveredIndex(sf.hop, chain.hops, 'reverse'), OUT_PORT, IN_PORT, sf.ingressMac));
+    flows.push(returnFlow(correlation, id, deliveredIndex(hop, hops, 'reverse'), OUT_PORT, IN_PORT, sf.ingressMac));
   }
   flows.push('priority=0,actions=drop');
   return flows;
@@ -92,6 +107,7 @@ export async function awareSfPackets(chain: AwareChain, sf: LabSf): Promise<{ fo
   const { stdout } = await ofctl(chain, sf, 'dump-flows');
   const counts = { forward: 0, reverse: 0 };
   for (const line of stdout.split('\n')) {
+    if (/\btable=1,/.test(line)) continue; // the NAT-like SF's second step (counted by its first)
     const port = /\bin_port=(\d+)/.exec(line)?.[1];
     const packets = Number(/\bn_packets=(\d+)/.exec(line)?.[1] ?? 0);
     if (port === String(IN_PORT)) counts.forward += packets;

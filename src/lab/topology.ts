@@ -19,6 +19,20 @@
  *   no forwarding, no routes) and run their own Open vSwitch (aware-sf.ts) that takes the chain's
  *   encapsulation on in0, decrements the index and sends the frame back on out0 (and the reverse
  *   for symmetric chains). Their port pairs in the chain config carry the correlation.
+ * - tap: a tap instance, namespace L-tap, eth0 (TAP.mac) <-> tap0 in L-dp, L2 only (no IPv6, no
+ *   addresses, no forwarding). An nftables netdev ingress chain with policy drop counts every frame
+ *   it receives and those addressed to it (counters `received`, `to_tap`: tapReceived) and keeps
+ *   its stack from processing any. In
+ *   the chain config its port pair forms a tap group (tap_enabled) placed right after hop 1.
+ * - graph (3 hops, all SF-aware, MPLS): the hops become three one-hop chains and a service graph
+ *   `sg` {pc1: [pc2, pc3]}. networking-sfc refuses chains whose classifiers overlap on the basic
+ *   fields (spec A.6 rule 5), so a destination chain can only match what the source chain's SF
+ *   changed: hop 1 is NAT-like, it rewrites the UDP source port GRAPH_PORTS.source to
+ *   GRAPH_PORTS.translated (LabSf.udpSourceTo). pc1 (chain_id 1) takes UDP from the client's
+ *   source port; pc2 (chain_id 2) and pc3 (chain_id 3) take UDP from the translated port to
+ *   GRAPH_PORTS.pc2 / .pc3 (their logical source port, the server, is ignored for handed-off
+ *   traffic). What leaves hop 1 is handed to pc2 or pc3, else delivered. The chains are one-way,
+ *   and each aware SF answers its own chain's label (LabSf.chain).
  * - L-dp: IPv6 off (no MLD/RS noise from the namespace itself), no addresses, RPS off, and an
  *   nftables netdev ingress chain with policy drop on every interface. Packet taps (AF_PACKET),
  *   XDP and tc ingress run before it, so forwarders see every frame while the namespace's own IP
@@ -48,6 +62,12 @@ export { netnsExec, netnsSpawn, processCpuMicros, run, runDir } from './process.
 
 export const CLIENT = { mac: '02:00:00:00:00:01', ip: '10.0.0.1', ip6: 'fd00::1', dpIf: 'cli0' } as const;
 export const SERVER = { mac: '02:00:00:00:00:02', ip: '10.0.0.2', ip6: 'fd00::2', dpIf: 'srv0' } as const;
+/** The tap instance's eth0 (in L-tap) and its dataplane-side interface. */
+export const TAP = { mac: '02:00:00:00:99:01', dpIf: 'tap0' } as const;
+/** nftables netdev table in L-tap holding the `received` counter. */
+const TAP_TABLE = 'sfc_tap';
+/** The graph lab's UDP ports: the client's source port, hop 1's translation of it, each destination chain's. */
+export const GRAPH_PORTS = { source: 7000, translated: 7001, pc2: 5002, pc3: 5003 } as const;
 /** nftables netdev table in L-dp that keeps the namespace's own stack from processing frames. */
 export const DP_DROP_TABLE = 'sfc_lab';
 /** chain_id of the generated chain. */
@@ -68,8 +88,12 @@ export interface LabOptions {
   dpLink?: DpLink;
   /** Encapsulation of the SF-aware hops (and the chain's correlation); null: every hop unaware. */
   sfCorrelation?: SfCorrelation | null;
-  /** Which hops are SF-aware when sfCorrelation is set (1-based). Default [1]. */
+  /** Which hops are SF-aware when sfCorrelation is set (1-based). Default [1] (graph: all). */
   awareHops?: number[];
+  /** A tap instance (namespace L-tap) whose tap group follows hop 1. */
+  tap?: boolean;
+  /** Three one-hop chains joined by a service graph pc1 -> {pc2, pc3} (needs hops 3, sfCorrelation mpls). */
+  graph?: boolean;
 }
 
 export type DpLink = 'veth' | 'tap';
@@ -86,6 +110,10 @@ export interface LabSf {
   egressMac: string;
   /** The encapsulation this SF handles (an Open vSwitch inside, aware-sf.ts), or null: a routing SF. */
   correlation: SfCorrelation | null;
+  /** Its place: chain_id of its chain, its hop in that chain (1-based) and the chain's hops. */
+  chain: { id: number; hop: number; hops: number };
+  /** An aware SF that is NAT-like: the UDP source port it writes on what it returns forward, or null. */
+  udpSourceTo: number | null;
 }
 
 export interface Lab {
@@ -99,11 +127,15 @@ export interface Lab {
   sfCorrelation: SfCorrelation | null;
   /** The SF-aware hops (empty without sfCorrelation). */
   awareHops: number[];
+  /** The tap instance's namespace, or null without one. */
+  tapNs: string | null;
+  /** Whether the hops form the service graph's three chains. */
+  graph: boolean;
   dpNs: string;
   clientNs: string;
   serverNs: string;
   sfs: LabSf[];
-  /** Every interface in L-dp: cli0, srv0, then sf<h><k>i, sf<h><k>e in hop/instance order. */
+  /** Every interface in L-dp: cli0, srv0, then sf<h><k>i, sf<h><k>e in hop/instance order, then tap0. */
   dpInterfaces: string[];
   runDir: string;
   configPath: string;
@@ -132,8 +164,19 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
     throw new Error(`instances must be 1..9, got ${instances}`);
   }
   const sfCorrelation = opts.sfCorrelation ?? null;
-  const awareHops = sfCorrelation ? [...new Set(opts.awareHops ?? [1])].sort((a, b) => a - b) : [];
+  const graph = opts.graph ?? false;
+  const allHops = Array.from({ length: hops }, (_, i) => i + 1);
+  const awareHops = sfCorrelation ? [...new Set(opts.awareHops ?? (graph ? allHops : [1]))].sort((a, b) => a - b) : [];
   if (sfCorrelation && hops === 0) throw new Error('SF-aware hops need hops >= 1');
+  if (opts.tap && hops === 0) throw new Error('a tap needs hops >= 1 (its group follows hop 1)');
+  if (graph) {
+    // Each chain is one hop, and a graph's branch points must be SF-aware (spec A.7).
+    if (hops !== 3 || sfCorrelation !== 'mpls' || awareHops.length !== 3) {
+      throw new Error('a graph lab needs hops 3, SF correlation mpls (its NAT-like hop 1) and every hop aware');
+    }
+    if (opts.tap) throw new Error('a graph lab has no tap (the source chain\'s last group must be its aware hop)');
+    if (opts.symmetric) throw new Error('a graph lab\'s chains are one-way (no --symmetric)');
+  }
   const outside = awareHops.filter((h) => !Number.isInteger(h) || h < 1 || h > hops);
   if (outside.length) throw new Error(`aware hops must be 1..${hops}, got ${outside.join(', ')}`);
   if (!sfCorrelation && opts.awareHops?.length) throw new Error('aware hops need an SF correlation (mpls or nsh)');
@@ -149,6 +192,8 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
         ingressMac: sfMac(h, k, 'in'),
         egressMac: sfMac(h, k, 'out'),
         correlation: awareHops.includes(h) ? sfCorrelation : null,
+        chain: graph ? { id: h, hop: 1, hops: 1 } : { id: CHAIN_ID, hop: h, hops },
+        udpSourceTo: graph && h === 1 ? GRAPH_PORTS.translated : null,
       });
     }
   }
@@ -156,16 +201,18 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
     name,
     hops,
     instances,
-    symmetric: opts.symmetric ?? true,
+    symmetric: opts.symmetric ?? !graph,
     dpLink: opts.dpLink ?? 'veth',
     chainId: CHAIN_ID,
     sfCorrelation,
     awareHops,
+    tapNs: opts.tap ? `${name}-tap` : null,
+    graph,
     dpNs: `${name}-dp`,
     clientNs: `${name}-client`,
     serverNs: `${name}-server`,
     sfs,
-    dpInterfaces: [CLIENT.dpIf, SERVER.dpIf, ...sfs.flatMap((s) => [s.ingressIf, s.egressIf])],
+    dpInterfaces: [CLIENT.dpIf, SERVER.dpIf, ...sfs.flatMap((s) => [s.ingressIf, s.egressIf]), ...(opts.tap ? [TAP.dpIf] : [])],
     runDir: runDir(name),
     configPath: opts.out ?? join(runDir(name), 'chains.yaml'),
   };
@@ -181,8 +228,10 @@ export function portPairId(hop: number, instance: number): string {
  * sf<h><k>-in / -out; port pairs pp<h><k> (fixed ids); groups ppg<h>; IPv4 and IPv6 classifiers for
  * everything from client to server (all protocols, so ping crosses the SFs too); chain pc1,
  * chain_id 1. The port pairs of SF-aware hops carry the lab's SF correlation, which is then also
- * the chain's (else the chain says mpls, which no unaware hop uses). With 0 hops only the two
- * ports (the dataplane then forwards as a plain L2 switch).
+ * the chain's (else the chain says mpls, which no unaware hop uses). With a tap: port `tap`, pair
+ * pptap, tap group ppgtap after ppg1. A graph lab: chains pc1..pc3 of one group each and service
+ * graph sg (see the top of this file). With 0 hops only the two ports (the dataplane then forwards
+ * as a plain L2 switch).
  */
 export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
   const port = (name: string, mac: string, iface: string) => ({
@@ -198,6 +247,7 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
         port(`sf${s.hop}${s.instance}-in`, s.ingressMac, s.ingressIf),
         port(`sf${s.hop}${s.instance}-out`, s.egressMac, s.egressIf),
       ]),
+      ...(lab.tapNs ? [port('tap', TAP.mac, TAP.dpIf)] : []),
     ],
   };
   if (lab.hops > 0) {
@@ -208,10 +258,15 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
       egress: `sf${s.hop}${s.instance}-out`,
       ...(s.correlation ? { service_function_parameters: { correlation: s.correlation } } : {}),
     }));
-    config.port_pair_groups = Array.from({ length: lab.hops }, (_, i) => ({
-      name: `ppg${i + 1}`,
+    const hopGroups = Array.from({ length: lab.hops }, (_, i) => `ppg${i + 1}`);
+    config.port_pair_groups = hopGroups.map((name, i) => ({
+      name,
       port_pairs: flow(lab.sfs.filter((s) => s.hop === i + 1).map((s) => `pp${s.hop}${s.instance}`)),
     }));
+    if (lab.tapNs) {
+      config.port_pairs.push({ name: 'pptap', ingress: 'tap', egress: 'tap' });
+      config.port_pair_groups.push({ name: 'ppgtap', port_pairs: flow(['pptap']), tap_enabled: true });
+    }
     const classifier = (name: string, ethertype: string, src: string, dst: string) => ({
       name,
       ethertype,
@@ -224,20 +279,45 @@ export function chainConfig(lab: Omit<Lab, 'configYaml'>): string {
       classifier('client-server-v4', 'IPv4', `${CLIENT.ip}/32`, `${SERVER.ip}/32`),
       classifier('client-server-v6', 'IPv6', `${CLIENT.ip6}/128`, `${SERVER.ip6}/128`),
     ];
-    config.port_chains = [
-      {
-        name: 'pc1',
-        chain_id: lab.chainId,
-        port_pair_groups: flow(config.port_pair_groups.map((_, i) => `ppg${i + 1}`)),
-        flow_classifiers: flow(['client-server-v4', 'client-server-v6']),
-        chain_parameters: { correlation: lab.sfCorrelation ?? 'mpls', symmetric: lab.symmetric },
-      },
-    ];
+    const chain = (name: string, chainId: number, groups: string[], classifiers: string[]) => ({
+      name,
+      chain_id: chainId,
+      port_pair_groups: flow(groups),
+      flow_classifiers: flow(classifiers),
+      chain_parameters: { correlation: lab.sfCorrelation ?? 'mpls', symmetric: lab.symmetric },
+    });
+    if (lab.graph) {
+      const udp = (name: string, lsp: string, sport: number, dport?: number) => ({
+        name,
+        ethertype: 'IPv4',
+        protocol: 'udp',
+        source_port_range_min: sport,
+        source_port_range_max: sport,
+        ...(dport === undefined ? {} : { destination_port_range_min: dport, destination_port_range_max: dport }),
+        logical_source_port: lsp,
+        logical_destination_port: 'server',
+      });
+      config.flow_classifiers = [
+        udp('from-client', 'client', GRAPH_PORTS.source),
+        udp('to-pc2', 'server', GRAPH_PORTS.translated, GRAPH_PORTS.pc2),
+        udp('to-pc3', 'server', GRAPH_PORTS.translated, GRAPH_PORTS.pc3),
+      ];
+      config.port_chains = [
+        chain('pc1', 1, ['ppg1'], ['from-client']),
+        chain('pc2', 2, ['ppg2'], ['to-pc2']),
+        chain('pc3', 3, ['ppg3'], ['to-pc3']),
+      ];
+      config.service_graphs = [{ name: 'sg', port_chains: { pc1: flow(['pc2', 'pc3']) } }];
+    } else {
+      const groups = lab.tapNs ? [hopGroups[0]!, 'ppgtap', ...hopGroups.slice(1)] : hopGroups;
+      config.port_chains = [chain('pc1', lab.chainId, groups, ['client-server-v4', 'client-server-v6'])];
+    }
   }
   const flags =
     `--name ${lab.name} --hops ${lab.hops} --instances ${lab.instances}` +
     `${lab.symmetric ? '' : ' --no-symmetric'}${lab.dpLink === 'tap' ? ' --dp-link tap' : ''}` +
-    `${lab.sfCorrelation ? ` --sf-correlation ${lab.sfCorrelation} --aware-hops ${lab.awareHops.join(',')}` : ''}`;
+    `${lab.sfCorrelation ? ` --sf-correlation ${lab.sfCorrelation} --aware-hops ${lab.awareHops.join(',')}` : ''}` +
+    `${lab.tapNs ? ' --tap' : ''}${lab.graph ? ' --graph' : ''}`;
   const doc = new Document(config);
   return `# written by: sfc lab up ${flags}\n${doc.toString({ flowCollectionPadding: false })}`;
 }
@@ -266,7 +346,7 @@ function flow(items: string[]): YAMLSeq {
 }
 
 function labNamespaces(lab: Omit<Lab, 'configYaml'>): string[] {
-  return [lab.dpNs, lab.clientNs, lab.serverNs, ...lab.sfs.map((s) => s.ns)];
+  return [lab.dpNs, lab.clientNs, lab.serverNs, ...lab.sfs.map((s) => s.ns), ...(lab.tapNs ? [lab.tapNs] : [])];
 }
 
 /** Namespaces that exist now and belong to lab `name` (exact pattern, so lab `a` never matches `a-b`). */
@@ -274,7 +354,7 @@ export async function existingNamespaces(name: string): Promise<string[]> {
   checkName(name);
   const { stdout } = await run(['ip', '-j', 'netns', 'list']);
   const list = stdout.trim() ? (JSON.parse(stdout) as { name: string }[]) : [];
-  const mine = new RegExp(`^${name}-(dp|client|server|sf[1-9][1-9])$`);
+  const mine = new RegExp(`^${name}-(dp|client|server|tap|sf[1-9][1-9])$`);
   return list
     .map((n) => n.name)
     .filter((n) => mine.test(n))
@@ -318,7 +398,7 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
   // Open vSwitch handles every frame): no IPv6 there either, so their stacks send nothing.
   const aware = lab.sfs.filter((s) => s.correlation);
   const routing = lab.sfs.filter((s) => !s.correlation);
-  for (const ns of [dpNs, ...aware.map((s) => s.ns)]) {
+  for (const ns of [dpNs, ...aware.map((s) => s.ns), ...(lab.tapNs ? [lab.tapNs] : [])]) {
     await sysctl(ns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
   }
   for (const ns of [clientNs, serverNs, ...routing.map((s) => s.ns)]) {
@@ -345,6 +425,7 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     veth(CLIENT.dpIf, clientNs, 'eth0', CLIENT.mac),
     veth(SERVER.dpIf, serverNs, 'eth0', SERVER.mac),
     ...lab.sfs.flatMap((s) => [veth(s.ingressIf, s.ns, 'in0', s.ingressMac), veth(s.egressIf, s.ns, 'out0', s.egressMac)]),
+    ...(lab.tapNs ? [veth(TAP.dpIf, lab.tapNs, 'eth0', TAP.mac)] : []),
   ]);
   const bridged = (i: string) => [
     `tuntap add dev ${i} mode tap`,
@@ -364,6 +445,20 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     ]);
   }
   for (const s of aware) await ipBatch(s.ns, ['link set lo up', 'link set in0 up', 'link set out0 up']);
+  if (lab.tapNs) {
+    await ipBatch(lab.tapNs, ['link set lo up', 'link set eth0 up']);
+    await netnsExec(lab.tapNs, ['nft', '-f', '-'], {
+      input:
+        `table netdev ${TAP_TABLE} {\n` +
+        `  counter received {}\n` +
+        `  counter to_tap {}\n` +
+        `  chain count_drop {\n` +
+        `    type filter hook ingress device eth0 priority 0; policy drop;\n` +
+        `    counter name received\n` +
+        `    ether daddr ${TAP.mac} counter name to_tap\n` +
+        `  }\n}\n`,
+    });
+  }
   for (const s of routing) {
     await ipBatch(s.ns, [
       'link set lo up',
@@ -402,6 +497,30 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
       `    type filter hook ingress devices = { ${lab.dpInterfaces.join(', ')} } priority 500; policy drop;\n` +
       `  }\n}\n`,
   });
+}
+
+export interface FrameCount {
+  packets: number;
+  /** nftables counts from the IP header on: the Ethernet header's 14 bytes are not included. */
+  bytes: number;
+}
+
+/**
+ * What the lab's tap instance has received so far (its nftables counters): every frame, and the
+ * frames addressed to its own MAC (the dataplane's copies; broadcasts the dataplane floods to
+ * every port are only in `received`).
+ */
+export async function tapReceived(lab: Pick<Lab, 'tapNs'>): Promise<{ received: FrameCount; toTap: FrameCount }> {
+  if (!lab.tapNs) throw new Error('the lab has no tap (sfc lab up --tap)');
+  const { stdout } = await netnsExec(lab.tapNs, ['nft', '-j', 'list', 'counters', 'table', 'netdev', TAP_TABLE]);
+  type Counter = { name: string; packets: number; bytes: number };
+  const counters = (JSON.parse(stdout) as { nftables: { counter?: Counter }[] }).nftables.flatMap((o) => (o.counter ? [o.counter] : []));
+  const named = (name: string): FrameCount => {
+    const c = counters.find((x) => x.name === name);
+    if (!c) throw new Error(`no counter '${name}' in ${lab.tapNs}: ${stdout.slice(0, 200)}`);
+    return { packets: c.packets, bytes: c.bytes };
+  };
+  return { received: named('received'), toTap: named('to_tap') };
 }
 
 async function pidsInNamespace(ns: string): Promise<number[]> {

@@ -255,14 +255,14 @@ describe('secrets on disk', () => {
     await expect(readTokenFile(empty)).rejects.toThrow(`token file ${empty} is empty`);
   });
 
-  it('sfc serve --token-file: requests need the token from the file; a readable file stops start-up', async () => {
+  it('sfc serve --token-file or SFC_TOKEN: requests need that token; a readable token file stops start-up', async () => {
     const cli = join(resolve(import.meta.dirname, '..'), 'dist/src/cli.js');
     const file = join(dir, 'serve-token');
     writeFileSync(file, 'from-file\n', { mode: 0o600 });
-    const run = (tokenFile: string) => {
-      const proc = spawn(process.execPath, [cli, 'serve', '--driver', 'noop', '--listen', '127.0.0.1:0', '--state', join(dir, 'tok', 'state.json'), '--token-file', tokenFile], {
+    const run = (tokenArgs: string[], envToken = '') => {
+      const proc = spawn(process.execPath, [cli, 'serve', '--driver', 'noop', '--listen', '127.0.0.1:0', '--state', join(dir, 'tok', 'state.json'), ...tokenArgs], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, SFC_TOKEN: '' },
+        env: { ...process.env, SFC_TOKEN: envToken },
       });
       let stderr = '';
       proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -279,14 +279,16 @@ describe('secrets on disk', () => {
       listening.catch(() => undefined);
       return { proc, exited, listening };
     };
-    const good = run(file);
-    const url = await good.listening;
-    expect((await fetch(`${url}/v2.0/ports`)).status).toBe(401);
-    expect((await fetch(`${url}/v2.0/ports`, { headers: { 'X-Auth-Token': 'from-file' } })).status).toBe(200);
-    good.proc.kill('SIGTERM');
-    expect((await good.exited).code).toBe(0);
+    for (const [args, env, token] of [[['--token-file', file], '', 'from-file'], [[], 'from-env', 'from-env']] as const) {
+      const good = run([...args], env);
+      const url = await good.listening;
+      expect((await fetch(`${url}/v2.0/ports`)).status).toBe(401);
+      expect((await fetch(`${url}/v2.0/ports`, { headers: { 'X-Auth-Token': token } })).status).toBe(200);
+      good.proc.kill('SIGTERM');
+      expect((await good.exited).code).toBe(0);
+    }
     chmodSync(file, 0o644);
-    const bad = run(file);
+    const bad = run(['--token-file', file]);
     const { code, stderr } = await bad.exited;
     expect(code).toBe(1);
     expect(stderr).toContain(`token file ${file} has mode 0644`);

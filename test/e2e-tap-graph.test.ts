@@ -9,11 +9,11 @@
  * interface counters (frames they sent into the dataplane), the dataplane's /metrics. What the tap
  * sends (mausezahn) is dropped as from_tap.
  *
- * Graph: `sfc lab up --graph` makes three one-hop MPLS chains of aware SFs (Open vSwitch) and a
- * service graph pc1 -> {pc2, pc3}. networking-sfc refuses overlapping classifiers on different
+ * Graph: `sfc lab up --graph` makes three one-hop chains of aware SFs (Open vSwitch; MPLS and NSH)
+ * and a service graph pc1 -> {pc2, pc3}. networking-sfc refuses overlapping classifiers on different
  * chains, so pc1's SF is NAT-like (rewrites the UDP source port) and pc2 / pc3 match the
  * translated port plus their own destination port. Each SF's OVS only returns its own chain's label
- * (chain_id << 8 | 255), so its flow counter says which chains a flow crossed. Deleting the graph
+ * (chain_id << 8 | 255) / SPI (chain_id) at SI 255, so its flow counter says which chains a flow crossed. Deleting the graph
  * through the running server's API makes pc1 deliver directly.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,7 +74,7 @@ async function settle<T>(read: () => Promise<T>, done: (v: T) => boolean): Promi
 async function udp(lab: Lab, dport: number, count: number, sport: number): Promise<UdpRecvResult> {
   const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${dport}`, '--seconds', '10', '--idle', '1']);
   await recv.listening;
-  const send = await startTraffic(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:${dport}`, '--sport', String(sport), '--count', String(count), '--pps', '2000']);
+  const send = await startTraffic(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:${dport}`, '--sport', String(sport), '--count', String(count), '--pps', '1000']);
   await send.result;
   return recv.result;
 }
@@ -109,7 +109,15 @@ describe('tap and graph labs (no system calls)', () => {
       'priority=0,actions=drop',
     ]);
     expect(awareSfFlows(lab, sf2, 'mpls')[0]).toMatch(new RegExp(`^priority=10,in_port=1,mpls,mpls_label=${(2 << 8) | 255},`));
-    expect(() => describeLab({ hops: 3, sfCorrelation: 'nsh', graph: true })).toThrow(/SF correlation mpls/);
+    const nsh = describeLab({ name: 'x', hops: 3, instances: 1, sfCorrelation: 'nsh', graph: true });
+    expect(awareSfFlows(nsh, nsh.sfs[0]!, 'nsh')).toEqual([
+      'priority=10,in_port=1,dl_type=0x894f,nsh_mdtype=1,nsh_spi=1,nsh_si=255,actions=decap(),decap(),resubmit(,1)',
+      `table=1,priority=10,udp,actions=set_field:${GRAPH_PORTS.translated}->udp_src,encap(nsh(md_type=1)),set_field:1->nsh_spi,set_field:254->nsh_si,` +
+        'encap(ethernet),set_field:02:00:00:00:11:01->eth_dst,set_field:02:00:00:00:11:02->eth_src,output:2',
+      'priority=0,actions=drop',
+    ]);
+    expect(awareSfFlows(nsh, nsh.sfs[2]!, 'nsh')[0]).toMatch(/^priority=10,in_port=1,dl_type=0x894f,nsh_mdtype=1,nsh_spi=3,nsh_si=255,/);
+    expect(() => describeLab({ hops: 3, graph: true })).toThrow(/an SF correlation/);
     expect(() => describeLab({ hops: 2, sfCorrelation: 'mpls', graph: true })).toThrow(/needs hops 3/);
     expect(() => describeLab({ hops: 3, sfCorrelation: 'mpls', graph: true, tap: true })).toThrow(/no tap/);
   });
@@ -205,8 +213,8 @@ describe.skipIf(!runTap)('a tap instance after hop 1 of a symmetric 2-hop chain,
   }, 30_000);
 });
 
-describe.skipIf(!runGraph)('a service graph pc1 -> {pc2, pc3} of one-hop MPLS chains (Open vSwitch SFs), afpacket', () => {
-  const LAB = `sfct-sg${process.pid}`;
+for (const correlation of ['mpls', 'nsh'] as const) describe.skipIf(!runGraph)(`a service graph pc1 -> {pc2, pc3} of one-hop ${correlation} chains (Open vSwitch SFs), afpacket`, () => {
+  const LAB = `sfct-sg${correlation}${process.pid}`;
   let lab: Lab;
   let dp: LabDataplane;
 
@@ -226,7 +234,7 @@ describe.skipIf(!runGraph)('a service graph pc1 -> {pc2, pc3} of one-hop MPLS ch
 
   beforeAll(async () => {
     await labDown(LAB);
-    lab = await labUpFor(backendNamed('afpacket'), { name: LAB, hops: 3, instances: 1, sfCorrelation: 'mpls', graph: true });
+    lab = await labUpFor(backendNamed('afpacket'), { name: LAB, hops: 3, instances: 1, sfCorrelation: correlation, graph: true });
     dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath });
   }, 60_000);
 

@@ -103,7 +103,7 @@ export const command: Command = {
          under /run/sfc/L) returning the chain's MPLS or NSH with the index decremented; their port
          pairs and the chain carry that correlation; --tap: a tap instance L-tap (eth0 <-> tap0,
          an nftables counter of what it receives, forwards nothing) whose tap group follows hop 1;
-         --graph (--hops 3 --sf-correlation mpls, every hop aware): three one-hop one-way chains
+         --graph (--hops 3 --sf-correlation, every hop aware): three one-hop one-way chains
          and a service graph sg {pc1: [pc2, pc3]}: pc1 takes UDP from client port ${GRAPH_PORTS.source}, its SF
          (NAT-like) writes source port ${GRAPH_PORTS.translated}, pc2 / pc3 take that to UDP port ${GRAPH_PORTS.pc2} / ${GRAPH_PORTS.pc3}
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)

@@ -12,9 +12,10 @@
  *   NSH       dl_type 0x894f, MD type 1, nsh_spi = chain id, nsh_si; set_field nsh_si
  *   MPLS      label (chain id << 8) | SI, bottom of stack; set_mpls_label and dec_mpls_ttl
  *             (the dataplane pushes TTL = SI)
- *   NAT-like  (LabSf.udpSourceTo, MPLS only: the graph lab's branching point) the forward flow pops
- *             the label and resubmits to table 1, which writes the UDP source port (OVS fixes the
- *             checksum) and pushes the hop's own label (TTL = that index) again
+ *   NAT-like  (LabSf.udpSourceTo: the graph lab's branching point) the forward flow takes the
+ *             encapsulation off (MPLS: pop_mpls; NSH: decap() the outer Ethernet and the NSH) and
+ *             resubmits to table 1, which writes the UDP source port (OVS fixes the checksum) and
+ *             puts the hop's own label (TTL = that index) / NSH MD1 and an outer Ethernet back on
  * Anything else is dropped (fail_mode secure and a priority-0 drop), so a frame with the wrong
  * encapsulation or index never comes back: it shows up as loss, not as a silent pass.
  *
@@ -65,9 +66,19 @@ function returnFlow(correlation: SfCorrelation, chainId: number, si: number, fro
   return `priority=10,in_port=${from},mpls,mpls_label=${label},mpls_bos=1,actions=set_mpls_label:${label - 1},dec_mpls_ttl,${back}`;
 }
 
-/** The NAT-like forward flows: in_port=in0's label (chain, si) -> UDP source `port`, label (chain, si - 1), out0. */
-function translateFlows(chainId: number, si: number, port: number, srcMac: string): string[] {
+/** The NAT-like forward flows: in_port=in0's (chain, si) -> UDP source `port`, (chain, si - 1), out0. */
+function translateFlows(correlation: SfCorrelation, chainId: number, si: number, port: number, sf: LabSf): string[] {
+  if (correlation === 'nsh') {
+    // Outer Ethernet and NSH off (the inner frame is Ethernet: next protocol 3), the port written,
+    // NSH MD type 1 and an outer Ethernet back on.
+    return [
+      `priority=10,in_port=${IN_PORT},dl_type=0x894f,nsh_mdtype=1,nsh_spi=${chainId},nsh_si=${si},actions=decap(),decap(),resubmit(,1)`,
+      `table=1,priority=10,udp,actions=set_field:${port}->udp_src,encap(nsh(md_type=1)),set_field:${chainId}->nsh_spi,` +
+        `set_field:${si - 1}->nsh_si,encap(ethernet),set_field:${sf.ingressMac}->eth_dst,set_field:${sf.egressMac}->eth_src,output:${OUT_PORT}`,
+    ];
+  }
   const label = (chainId << 8) | si;
+  const srcMac = sf.egressMac;
   return [
     `priority=10,in_port=${IN_PORT},mpls,mpls_label=${label},mpls_bos=1,actions=pop_mpls:0x0800,resubmit(,1)`,
     `table=1,priority=10,udp,actions=set_field:${port}->udp_src,push_mpls:0x8847,set_field:${label - 1}->mpls_label,` +
@@ -79,8 +90,7 @@ function translateFlows(chainId: number, si: number, port: number, srcMac: strin
 export function awareSfFlows(chain: AwareChain, sf: LabSf, correlation: SfCorrelation): string[] {
   const { id, hop, hops } = sf.chain;
   const si = deliveredIndex(hop, hops, 'forward');
-  if (sf.udpSourceTo !== null && correlation !== 'mpls') throw new Error(`${sf.ns}: a NAT-like aware SF needs MPLS, not ${correlation}`);
-  const flows = sf.udpSourceTo === null ? [returnFlow(correlation, id, si, IN_PORT, OUT_PORT, sf.egressMac)] : translateFlows(id, si, sf.udpSourceTo, sf.egressMac);
+  const flows = sf.udpSourceTo === null ? [returnFlow(correlation, id, si, IN_PORT, OUT_PORT, sf.egressMac)] : translateFlows(correlation, id, si, sf.udpSourceTo, sf);
   if (chain.symmetric) {
     flows.push(returnFlow(correlation, id, deliveredIndex(hop, hops, 'reverse'), OUT_PORT, IN_PORT, sf.ingressMac));
   }

@@ -24,7 +24,7 @@
  *   it receives and those addressed to it (counters `received`, `to_tap`: tapReceived) and keeps
  *   its stack from processing any. In
  *   the chain config its port pair forms a tap group (tap_enabled) placed right after hop 1.
- * - graph (3 hops, all SF-aware, MPLS): the hops become three one-hop chains and a service graph
+ * - graph (3 hops, all SF-aware): the hops become three one-hop chains and a service graph
  *   `sg` {pc1: [pc2, pc3]}. networking-sfc refuses chains whose classifiers overlap on the basic
  *   fields (spec A.6 rule 5), so a destination chain can only match what the source chain's SF
  *   changed: hop 1 is NAT-like, it rewrites the UDP source port GRAPH_PORTS.source to
@@ -32,7 +32,7 @@
  *   source port; pc2 (chain_id 2) and pc3 (chain_id 3) take UDP from the translated port to
  *   GRAPH_PORTS.pc2 / .pc3 (their logical source port, the server, is ignored for handed-off
  *   traffic). What leaves hop 1 is handed to pc2 or pc3, else delivered. The chains are one-way,
- *   and each aware SF answers its own chain's label (LabSf.chain).
+ *   and each aware SF answers its own chain's SPI / label (LabSf.chain).
  * - L-dp: IPv6 off (no MLD/RS noise from the namespace itself), no addresses, RPS off, and an
  *   nftables netdev ingress chain with policy drop on every interface. Packet taps (AF_PACKET),
  *   XDP and tc ingress run before it, so forwarders see every frame while the namespace's own IP
@@ -92,7 +92,7 @@ export interface LabOptions {
   awareHops?: number[];
   /** A tap instance (namespace L-tap) whose tap group follows hop 1. */
   tap?: boolean;
-  /** Three one-hop chains joined by a service graph pc1 -> {pc2, pc3} (needs hops 3, sfCorrelation mpls). */
+  /** Three one-hop chains joined by a service graph pc1 -> {pc2, pc3} (needs hops 3, sfCorrelation). */
   graph?: boolean;
 }
 
@@ -171,9 +171,7 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
   if (opts.tap && hops === 0) throw new Error('a tap needs hops >= 1 (its group follows hop 1)');
   if (graph) {
     // Each chain is one hop, and a graph's branch points must be SF-aware (spec A.7).
-    if (hops !== 3 || sfCorrelation !== 'mpls' || awareHops.length !== 3) {
-      throw new Error('a graph lab needs hops 3, SF correlation mpls (its NAT-like hop 1) and every hop aware');
-    }
+    if (hops !== 3 || !sfCorrelation || awareHops.length !== 3) throw new Error('a graph lab needs hops 3, an SF correlation and every hop aware');
     if (opts.tap) throw new Error('a graph lab has no tap (the source chain\'s last group must be its aware hop)');
     if (opts.symmetric) throw new Error('a graph lab\'s chains are one-way (no --symmetric)');
   }

@@ -214,6 +214,8 @@ export class Engine {
     if (t === null) return 0;
     this.counters.events[Ctr.breaths]++;
     const b = this.batch;
+    // Tables with taps copy up to one frame per received frame into the same batch: leave half free.
+    const limit = t.tapInst.length > 0 ? BATCH / 2 : RX_BATCH;
     const ios = this.ios;
     const n = ios.length;
     let total = 0;
@@ -224,10 +226,10 @@ export class Engine {
       const io = ios[f];
       if (io === null) continue;
       const t0 = clock === null ? 0 : performance.now();
-      const got = io.rxBurst(b, f, RX_BATCH - b.count);
+      const got = io.rxBurst(b, f, limit - b.count);
       if (clock !== null) lap(clock, 0, t0);
       this.ifRx[f] += got;
-      if (b.count === RX_BATCH) {
+      if (b.count === limit) {
         total += this.process(t);
         b.reset();
       }

@@ -47,7 +47,7 @@
  */
 import { classify } from '../classifier/lookup.js';
 import { endpointsReversed } from '../classifier/flowcache.js';
-import { FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, OUT_FLOOD_HOSTS, type Batch } from '../packet/batch.js';
+import { ENCAP_NSH, FRAG_FIRST, FRAG_LATER, FRAG_NONE, OUT_DROP, OUT_FLOOD, OUT_FLOOD_HOSTS, type Batch } from '../packet/batch.js';
 import { Ctr, Drop, type Counters } from '../packet/counters.js';
 import {
   B_MACS,
@@ -191,10 +191,28 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
     b.out[i] = t.portIface[d];
     return;
   }
-  const src = s.slotHasMacs[i] === 1 ? s.slotMacs : b.data;
-  const at = s.slotHasMacs[i] === 1 ? m : b.start[i];
+  // Switched on the destination the frame will have: the one seen at entry, else (a flow this
+  // process has not seen enter, e.g. one an SF translated) the inner header under NSH, else its own.
+  let src = b.data;
+  let at = b.start[i];
+  if (s.slotHasMacs[i] === 1) {
+    src = s.slotMacs;
+    at = m;
+  } else if (b.encap[i] === ENCAP_NSH) {
+    const n = b.start[i] + 14 + 4 * b.vlanCount[i];
+    const inner = n + (b.data[n + 1] & 0x3f) * 4;
+    if (b.data[n + 3] === 3 && inner + 14 <= b.start[i] + b.len[i]) at = inner; // next protocol Ethernet
+  }
   const hi = (src[at] << 8) | src[at + 1];
   const lo = ((src[at + 2] << 24) | (src[at + 3] << 16) | (src[at + 4] << 8) | src[at + 5]) >>> 0;
+  const port = portByMac(t, hi, lo);
+  if (port >= 0 && t.portIsSf[port] === 1) {
+    // An SF's MAC is no destination for a frame leaving its chain: offer it to the endpoints.
+    s.verdict[i] = V_END;
+    b.out[i] = OUT_FLOOD_HOSTS;
+    c.events[Ctr.flooded]++;
+    return;
+  }
   switchTo(t, b, s, c, i, f, hi, lo);
   if (s.verdict[i] !== V_DROP) s.verdict[i] = V_END;
 }

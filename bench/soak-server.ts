@@ -2,10 +2,12 @@
  * The process bench/soak.ts starts inside the lab's dataplane namespace: `sfc serve` (the command
  * itself, in this process) plus what the soak needs to see and do from inside it.
  *
- *   node dist/bench/soak-server.js --flap IFNAME [sfc serve options; --listen must be HOST:PORT]
+ *   node --expose-gc dist/bench/soak-server.js --flap IFNAME [sfc serve options; --listen must be HOST:PORT]
  *
- * Every 5 s it prints one JSON line {event:"sample", t, rss, heap, fds, resources} (resources =
- * process.getActiveResourcesInfo() counted by type: timers, sockets, file handles...). Every
+ * Every 5 s it runs a full garbage collection of this thread (so `heap` is what is still
+ * referenced, not what the collector has yet to reclaim) and prints one JSON line {event:"sample",
+ * t, rss, heap, fds, resources} (resources = process.getActiveResourcesInfo() counted by type:
+ * timers, sockets, file handles...). The dataplane workers' heaps are collected on their own. Every
  * second it makes one API change over HTTP (alternately creates and deletes a spare port pair
  * group; the userspace driver publishes a table generation for each); every 30 s it takes IFNAME
  * (an SF's dataplane-side interface) down for 5 s. On SIGUSR2 it stops, prints {event:"final",
@@ -29,6 +31,7 @@ const t0 = Date.now();
 const emit = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
 
 function sample(): void {
+  (globalThis as { gc?: () => void }).gc?.();
   const resources: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
   const m = process.memoryUsage();

@@ -7,8 +7,8 @@
  *          userspace driver) run by bench/soak-server.js inside L-dp, --seconds S (default 600)
  *          of UDP through the chain (64 flows, --pps R, default 2000), one API change per second,
  *          SF 1.1's ingress interface down for 5 s every 30 s. Figures from the serve process:
- *          RSS and heap after --warmup W seconds (default 60) and at the end (growth must stay
- *          under 10%), open file descriptors and active timers/handles (must not grow), and the
+ *          RSS and live heap (after a full GC) after --warmup W seconds (default 60) and at the
+ *          end (RSS growth must stay under 10%), open file descriptors and active timers/handles (must not grow), and the
  *          dataplane counters: every frame received is forwarded or dropped with a reason
  *          (rx = forwarded + drops, where forwarded <= tx <= forwarded + flooded copies; the per-
  *          reason drops add up to the drop counter; per-interface counts add up to the totals).
@@ -80,7 +80,7 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
   const server = await netnsSpawn(
     lab.name,
     lab.dpNs,
-    [process.execPath, join(here, 'soak-server.js'), '--flap', flapIf, '--config', lab.configPath, '--state', join(dir, 'state.json'), '--backend', 'afpacket', '--listen', '127.0.0.1:19696'],
+    [process.execPath, '--expose-gc', join(here, 'soak-server.js'), '--flap', flapIf, '--config', lab.configPath, '--state', join(dir, 'state.json'), '--backend', 'afpacket', '--listen', '127.0.0.1:19696'],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const listening = new Promise<void>((resolve) => {
@@ -132,6 +132,7 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
         heap: { from: first.heap, to: last.heap, growth_pct: heapGrowth },
         checks,
         rss_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.rss / 1e5) / 10]),
+        heap_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heap / 1e5) / 10]),
         drops: Object.fromEntries(parsePrometheus(final.metrics).filter((s) => s.name === 'sfc_drops_total' && s.value > 0).map((s) => [s.labels.reason, s.value])),
       }),
     );

@@ -14,27 +14,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, loadConfigFile } from '../src/control/config.js';
-import { OvsDaemon, checkOvsInstalled } from '../src/control/drivers/ovs/daemon.js';
+import { OvsDaemon } from '../src/control/drivers/ovs/daemon.js';
 import { OvsDriver } from '../src/control/drivers/ovs/driver.js';
 import { COOKIE, exec } from '../src/control/drivers/ovs/ofctl.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
-import { prerequisites } from './support/prereq.js';
+import { ovsPrerequisites, vethNamespace } from './support/ovs.js';
 
 const FIXTURES = new URL('./fixtures/ovs/', import.meta.url).pathname;
 const EMPTY = buildPlan(await loadConfig('', 'empty.yaml'));
 
-const run = prerequisites('ovs driver', {
-  root: true,
-  commands: ['ip', 'ovs-vsctl', 'ovs-ofctl'],
-  check: () => {
-    try {
-      checkOvsInstalled();
-      return null;
-    } catch (e) {
-      return (e as Error).message;
-    }
-  },
-});
+const run = ovsPrerequisites('ovs driver');
 
 describe.skipIf(!run)('ovs driver on a shared ovs-vswitchd', () => {
   const ns = `sfct-ovsd${process.pid}`;
@@ -50,11 +39,7 @@ describe.skipIf(!run)('ovs driver on a shared ovs-vswitchd', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sfc-ovs-driver-'));
-    await exec(['ip', 'netns', 'add', ns]);
-    for (let k = 0; k < 8; k++) {
-      await exec(['ip', '-n', ns, 'link', 'add', `p${k}`, 'type', 'veth', 'peer', 'name', `q${k}`]);
-      await exec(['ip', '-n', ns, 'link', 'set', `p${k}`, 'up']);
-    }
+    await vethNamespace(ns, 8);
     daemon = await OvsDaemon.start({ dir, spawnPrefix: ['ip', 'netns', 'exec', ns] });
     plan = buildPlan(await loadConfigFile(join(FIXTURES, 'b5-symmetric.yaml')));
   }, 60_000);

@@ -11,30 +11,24 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { checkOvsInstalled } from '../src/control/drivers/ovs/daemon.js';
 import { installFlowLog, readFlowLog, traceFlows } from '../src/lab/flowlog.js';
 import { distFile, LabDataplane, startTraffic } from '../src/lab/harness.js';
 import { CLIENT, SERVER, labDown, labUp, type Lab } from '../src/lab/topology.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
-import { prerequisites } from './support/prereq.js';
+import { ovsPrerequisites } from './support/ovs.js';
 
 const LAB = `sfct-hitl${process.pid}`;
 const FLOWS = 128;
 const ROUNDS = 20;
 
-const run = prerequisites('ovs hitless', {
-  root: true,
-  commands: ['ip', 'nft', 'ovs-vsctl', 'ovs-ofctl'],
-  check: () => {
-    try {
-      distFile('cli.js');
-      distFile('lab/traffic.js');
-      checkOvsInstalled();
-      return null;
-    } catch (e) {
-      return (e as Error).message;
-    }
-  },
+const run = ovsPrerequisites('ovs hitless', () => {
+  try {
+    distFile('cli.js');
+    distFile('lab/traffic.js');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 });
 
 const classifier = (name: string, port: number) => ({

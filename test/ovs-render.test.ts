@@ -14,11 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, loadConfigFile } from '../src/control/config.js';
-import { OvsDaemon, checkOvsInstalled } from '../src/control/drivers/ovs/daemon.js';
-import { diff, emptyBridgeState, exec, Ofctl } from '../src/control/drivers/ovs/ofctl.js';
+import { OvsDaemon } from '../src/control/drivers/ovs/daemon.js';
+import { diff, exec, Ofctl } from '../src/control/drivers/ovs/ofctl.js';
 import { bucketCounts, portBlocks, renderBridge, unsupported } from '../src/control/drivers/ovs/render.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
-import { prerequisites } from './support/prereq.js';
+import { ovsPrerequisites, vethNamespace } from './support/ovs.js';
 
 const FIXTURES = new URL('./fixtures/ovs/', import.meta.url).pathname;
 /** Interface p<k> is OpenFlow port 10 + k (the spec's example numbering). */
@@ -116,14 +116,7 @@ describe('ovs golden renderings', () => {
   }
 });
 
-const live = prerequisites('ovs golden renderings in ovs-vswitchd', { root: true, commands: ['ip', 'ovs-vsctl', 'ovs-ofctl', 'ovs-appctl'], check: () => {
-  try {
-    checkOvsInstalled();
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-} });
+const live = ovsPrerequisites('ovs golden renderings in ovs-vswitchd');
 
 describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
   const ns = `sfct-ovsg${process.pid}`;
@@ -133,11 +126,7 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sfc-ovs-golden-'));
-    await exec(['ip', 'netns', 'add', ns]);
-    for (let k = 0; k < 8; k++) {
-      await exec(['ip', '-n', ns, 'link', 'add', `p${k}`, 'type', 'veth', 'peer', 'name', `q${k}`]);
-      await exec(['ip', '-n', ns, 'link', 'set', `p${k}`, 'up']);
-    }
+    await vethNamespace(ns, 8);
     daemon = await OvsDaemon.start({ dir, spawnPrefix: ['ip', 'netns', 'exec', ns] });
     const vsctl = ['ovs-vsctl', `--db=${daemon.db}`, '--timeout=30', 'add-br', 'brg', '--', 'set', 'bridge', 'brg', 'datapath_type=netdev', 'fail-mode=secure', 'protocols=OpenFlow15'];
     for (let k = 0; k < 8; k++) vsctl.push('--', 'add-port', 'brg', `p${k}`, '--', 'set', 'interface', `p${k}`, `ofport_request=${10 + k}`);

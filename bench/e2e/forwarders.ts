@@ -8,6 +8,8 @@
  *                          select groups (dp_hash over the L4 five-tuple) rewriting eth_dst to the
  *                          instance, re-classified on SF egress, delivered to the server with the
  *                          client's source MAC restored
+ *   sfc-ovs                `sfc serve --driver ovs`: the same config rendered by the ovs driver
+ *                          into its private ovs-vswitchd (hash select groups, learned pins)
  *   netsniff-ng            its AF_PACKET ring forwarder, cli0 -> srv0 (one hop)
  *   tc                     clsact ingress u32 match-all + mirred egress redirect cli0 -> srv0 (one
  *                          hop; runs in softirq on the sender's CPU, so no process CPU figure)
@@ -101,6 +103,30 @@ function sfc(backend: 'afpacket' | 'cap'): Forwarder {
     },
   };
 }
+
+/**
+ * `sfc serve --driver ovs`: the lab's config rendered by the ovs driver into its private
+ * ovs-vswitchd (started by sfc inside L-dp, inheriting the CPU pin); the forwarder's CPU time is
+ * ovs-vswitchd's (sfc itself idles once the rendering is applied).
+ */
+const sfcOvs: Forwarder = {
+  name: 'sfc-ovs',
+  topologies: ['one-hop', 'chain'],
+  async start(env, topology) {
+    const config = topology === 'chain' ? env.lab.configPath : env.oneHopConfig;
+    const state = join(env.dir, `sfc-ovs-${Date.now()}`, 'state.json'); // fresh: its private OVS lives beside it
+    const argv = [process.execPath, CLI, 'serve', '--config', config, '--state', state, '--driver', 'ovs', '--listen', '127.0.0.1:0'];
+    const child = await netnsSpawn(env.lab.name, env.lab.dpNs, argv, { cpu: FORWARDER_CPU, detached: true });
+    try {
+      await waitForOutput(child, /listening on http:\/\/\S+/, 60_000, 'sfc serve --driver ovs');
+    } catch (e) {
+      await stopGroup(child, 'SIGTERM');
+      throw e;
+    }
+    const { stdout } = await run(['pgrep', '-P', String(child.pid), '-x', 'ovs-vswitchd']);
+    return { pid: Number(stdout.trim()), stop: () => stopGroup(child, 'SIGTERM', 10_000) };
+  },
+};
 
 /** OpenFlow 1.5 groups and flows equivalent to the lab's chain (or one hop: port to port). */
 export function ovsRules(lab: Lab, topology: Topology, ofport: (ifname: string) => number): { groups: string[]; flows: string[] } {
@@ -236,4 +262,4 @@ const tc: Forwarder = {
   },
 };
 
-export const FORWARDERS: Forwarder[] = [sfc('afpacket'), sfc('cap'), ovs, netsniff, tc];
+export const FORWARDERS: Forwarder[] = [sfc('afpacket'), sfc('cap'), sfcOvs, ovs, netsniff, tc];

@@ -30,7 +30,7 @@ import { flowsSeenBySfs, installFlowLog, readFlowLog, repliesRetraced, stayedOnO
 import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample } from '../../src/lab/harness.js';
 import { CLIENT, SERVER, labDown, netnsExec, type Lab } from '../../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../../src/lab/traffic.js';
-import { checkOvsInstalled } from '../../src/control/drivers/ovs/daemon.js';
+import { ovsMissing } from '../../src/control/drivers/ovs/daemon.js';
 import { prerequisites } from './prereq.js';
 
 type ConfigKind = 'l2' | 'chain' | 'symmetric' | 'lab' | 'weighted' | 'grow';
@@ -246,11 +246,10 @@ function ovsRequirements(): string | null {
   try {
     distFile('cli.js');
     distFile('lab/traffic.js');
-    checkOvsInstalled();
   } catch (e) {
     return (e as Error).message;
   }
-  return nativeAvailable() ? null : 'the native addon is not built (npm run build:native)';
+  return ovsMissing() ?? (nativeAvailable() ? null : 'the native addon is not built (npm run build:native)');
 }
 
 function requirements(backend: RegisteredBackend): string | null {

@@ -29,11 +29,16 @@ export interface OvsDaemonOptions {
   onSpawn?: (pid: number, what: string) => void | Promise<void>;
 }
 
-/** A clear error when Open vSwitch is not installed (names the package). */
+/** Why Open vSwitch cannot be started here (names the package), or null. */
+export function ovsMissing(): string | null {
+  const absent = [SCHEMA, ...DAEMONS].find((f) => !existsSync(f));
+  return absent ? `Open vSwitch is not installed (${absent} is missing): install the Debian package ${OVS_PACKAGE}` : null;
+}
+
+/** A clear error when Open vSwitch is not installed. */
 export function checkOvsInstalled(): void {
-  for (const f of [SCHEMA, ...DAEMONS]) {
-    if (!existsSync(f)) throw new Error(`Open vSwitch is not installed (${f} is missing): install the Debian package ${OVS_PACKAGE}`);
-  }
+  const why = ovsMissing();
+  if (why) throw new Error(why);
 }
 
 export class OvsDaemon {

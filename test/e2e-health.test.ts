@@ -7,12 +7,16 @@
  *    instance of the hop, no other flow moves (at either hop), TCP completes byte-exact; when it
  *    comes back, the moved flows stay and new flows use it again. Evidence from the SFs' own
  *    nftables flow logs (src/lab/flowlog.ts), not from the dataplane.
+ *  - probes: an instance whose forwarding is switched off (links up) is found down by the probes
+ *    crossing it, within 1 s, and up again when forwarding is back; no probe ever reaches the
+ *    server or the client (their own nftables counters), the dataplane counted them back.
  *  - fail-closed / fail-open with the whole first hop down: dropped and counted ('hop_down'), or
  *    delivered across hop 2 only (hops_skipped counted).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installFlowLog, readFlowLog, traceFlows, type FlowTrace } from '../src/lab/flowlog.js';
+import { PROBE_PORT } from '../src/dataplane/probe.js';
 import { LabDataplane, labUpFor, metric, startTraffic } from '../src/lab/harness.js';
 import { SERVER, labDown, netnsExec, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
@@ -126,8 +130,45 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     console.log(
       JSON.stringify({ detectMs: Math.round(detectMs), tcpMs, killedAtMs: Math.round(killed - tcpStart), movedFlows: onSf11.length, udpSent: sent.sent, udpLost: received.lost, lostPerMovedFlow: lostPerFlow }),
     );
+    // No other instance was ever found down (probes hold under full-speed TCP).
+    const final = await d.metrics();
+    for (const pp of ['pp12', 'pp21', 'pp22']) expect(metric(final, 'sfc_instance_health_transitions_total', { instance: pp }), pp).toBe(0);
+    expect(metric(final, 'sfc_instance_health_transitions_total', { instance: 'pp11' })).toBe(2);
     // Flows that never were on the killed instance lost nothing.
     expect(received.flows.filter((f) => !onSf11.some((m) => f.flow.endsWith(`:${m.split('/')[1]}`))).every((f) => f.lost === 0)).toBe(true);
+  }, 120_000);
+
+  it('probes: an SF that stops forwarding (links up) is down within 1 s and up when it forwards again; no probe reaches the server or the client', async () => {
+    const d = await serve();
+    await untilHealth(d, 'pp12', 1);
+    const count = `nft add table inet probecount; nft add chain inet probecount pre '{ type filter hook prerouting priority raw; }'; nft add counter inet probecount seen; nft add rule inet probecount pre udp dport ${PROBE_PORT} counter name seen`;
+    for (const ns of [lab.serverNs, lab.clientNs]) await netnsExec(ns, ['sh', '-c', `nft delete table inet probecount 2>/dev/null; ${count}`]);
+    const seenAt = async (ns: string) => {
+      const { stdout } = await netnsExec(ns, ['nft', '-j', 'list', 'counter', 'inet', 'probecount', 'seen']);
+      return (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((x) => x.counter)!.counter!.packets;
+    };
+    const returnedBefore = metric(await d.metrics(), 'sfc_packets_total', { event: 'probes_returned' });
+    const ns = sfNs(1, 2);
+    const forwarding = (on: boolean) => netnsExec(ns, ['sysctl', '-qw', `net.ipv4.conf.all.forwarding=${on ? 1 : 0}`]);
+    const off = performance.now();
+    await forwarding(false);
+    try {
+      const detectMs = await untilHealth(d, 'pp12', 0, off);
+      expect(detectMs).toBeLessThan(1000);
+      // Traffic goes around it meanwhile.
+      const s = await udpStream(6041, 34000, 16, 800, 0.5);
+      const [sent, got] = await Promise.all([s.sent, s.received]);
+      expect(got.received).toBe(sent.sent);
+      console.log(JSON.stringify({ probeDetectMs: Math.round(detectMs) }));
+    } finally {
+      await forwarding(true);
+    }
+    await untilHealth(d, 'pp12', 1);
+    const samples = await d.metrics();
+    expect(metric(samples, 'sfc_packets_total', { event: 'probes_returned' })).toBeGreaterThan(returnedBefore + 10);
+    expect(metric(samples, 'sfc_instance_probe_rtt_seconds', { instance: 'pp11' })).toBeLessThan(0.1);
+    expect(await seenAt(lab.serverNs)).toBe(0);
+    expect(await seenAt(lab.clientNs)).toBe(0);
   }, 120_000);
 
   it('fail-closed drops and counts, fail-open skips the hop, with the whole first hop down', async () => {

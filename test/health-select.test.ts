@@ -14,6 +14,7 @@ import { Ctr, Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import type { Tables } from '../src/dataplane/tables.js';
+import { buildProbe } from '../src/dataplane/probe.js';
 import { CLIENT_MAC, SERVER_MAC, twoHop, type StateBuilder } from './support/sfc-state.js';
 
 const SF = /^sf(\d)(\d)i$/;
@@ -58,6 +59,14 @@ class LoopRig {
 
   get counters() {
     return this.engine.counters;
+  }
+
+  /** Inject frames out of `iface` as the health monitor does; the interfaces they left by. */
+  inject(iface: string, frame: Uint8Array): string[] {
+    this.trail = [];
+    this.engine.inject(iface, [frame]);
+    while (this.engine.breathe() > 0);
+    return this.trail;
   }
 }
 
@@ -133,5 +142,22 @@ describe('health: fail-open and fail-closed with the whole hop down', () => {
     rig.health([], { ppg1: 'fail-closed' });
     expect(rig.walk(9)).toEqual([]);
     expect(rig.counters.drops[Drop.hop_down]).toBe(1);
+  });
+});
+
+describe('health probes in the data path', () => {
+  it('a probe sent into an instance comes back at its egress, is recorded for it and consumed; a stray one is consumed too', () => {
+    const rig = new LoopRig(twoHop().state);
+    const k = rig.tables.instanceNames.findIndex((n) => n.portPair === 'pp21');
+    const probe = (instance: number, seq: number) =>
+      buildProbe({ ethDst: '02:00:00:00:21:01', ethSrc: CLIENT_MAC, src: '10.0.0.1', dst: '10.0.0.2', instance, seq });
+    expect(rig.inject('sf21i', probe(k, 7))).toEqual(['sf21i']); // out, looped back, and nowhere else
+    expect(rig.engine.stats().probeSeq[k]).toBe(7);
+    // A probe naming another instance (or a stale one) is consumed without being recorded.
+    const other = rig.tables.instanceNames.findIndex((n) => n.portPair === 'pp11');
+    expect(rig.inject('sf21i', probe(other, 8))).toEqual(['sf21i']);
+    expect(rig.engine.stats().probeSeq[other]).toBe(0);
+    expect(rig.counters.events[Ctr.probes_returned]).toBe(2);
+    expect(rig.counters.events[Ctr.dropped]).toBe(0);
   });
 });

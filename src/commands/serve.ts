@@ -92,6 +92,7 @@ export const command: Command = {
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others
   --health-interval MS  SF health check interval (default ${DEFAULT_HEALTH.intervalMs}; 0: no health checks)
+  --health-timeout MS a health probe not back after this is lost (default ${DEFAULT_HEALTH.timeoutMs})
   --health-down N     failed checks in a row before an instance is down (default ${DEFAULT_HEALTH.downAfter})
   --health-up N       good checks in a row before it is up again (default ${DEFAULT_HEALTH.upAfter})`,
 
@@ -111,6 +112,7 @@ export const command: Command = {
       backend: { type: 'string', default: DEFAULT_BACKEND },
       'health-policy': { type: 'string', default: '' },
       'health-interval': { type: 'string', default: String(DEFAULT_HEALTH.intervalMs) },
+      'health-timeout': { type: 'string', default: String(DEFAULT_HEALTH.timeoutMs) },
       'health-down': { type: 'string', default: String(DEFAULT_HEALTH.downAfter) },
       'health-up': { type: 'string', default: String(DEFAULT_HEALTH.upAfter) },
     });
@@ -131,7 +133,12 @@ export const command: Command = {
     const limits = values.limits === undefined ? {} : parseLimits(values.limits);
     const maxConnections = positiveInt(values['max-connections'], '--max-connections');
     const healthInterval = values['health-interval'] === '0' ? 0 : positiveInt(values['health-interval'], '--health-interval');
-    const healthOptions = { intervalMs: healthInterval, downAfter: positiveInt(values['health-down'], '--health-down'), upAfter: positiveInt(values['health-up'], '--health-up') };
+    const healthOptions = {
+      intervalMs: healthInterval,
+      timeoutMs: positiveInt(values['health-timeout'], '--health-timeout'),
+      downAfter: positiveInt(values['health-down'], '--health-down'),
+      upAfter: positiveInt(values['health-up'], '--health-up'),
+    };
     let policies;
     try {
       policies = parseHealthPolicies(values['health-policy']);
@@ -177,6 +184,7 @@ export const command: Command = {
           log,
           policies,
           registry: metrics.registry,
+          prober: userspace?.dataplane,
         });
         health.start();
       }

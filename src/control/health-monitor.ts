@@ -2,11 +2,21 @@
  * HealthMonitor: finds service function instances (port pairs in chains) down and up again, and
  * hands the drivers the new HealthView (health.ts) once per change.
  *
- * Every `intervalMs` each instance is checked: the link state of its interfaces (ingress and
- * egress; an SF whose interface went down, or whose end of a veth did, fails at once at the next
- * check). `downAfter` failed checks in a row turn an up instance down, `upAfter` good ones turn a
- * down instance up (defaults 100 ms, 2, 3: a dead link is acted on within ~200-300 ms, a flapping
- * one returns only after 300 ms of good checks). A change is logged once, counted, and applied
+ * Every `intervalMs` each instance is checked:
+ *  - the link state of its interfaces (ingress and egress; an SF whose interface went down, or
+ *    whose end of a veth did, fails at the next check);
+ *  - a probe crossing it (dataplane/probe.ts: UDP between its chain's endpoint addresses, sent by
+ *    a dataplane worker into its ingress port, consumed when it comes back at its egress), one
+ *    per check: a probe not back within `timeoutMs` is a failed check, one back a good check
+ *    (its round trip is recorded); this catches an SF that stopped forwarding with its links up.
+ *    (The timeout is several intervals: a busy worker reports a return up to 100 ms late.) Probed: instances of SF-unaware groups on a chain
+ *    with an IP classifier (its source and destination prefixes' addresses); others (SF-aware
+ *    hops, classifiers without addresses) are judged by link state alone. While the dataplane
+ *    cannot send (a worker restarting) probes are not judged.
+ * `downAfter` failed checks in a row turn an up instance down, `upAfter` good ones turn a down
+ * instance up (defaults 100 ms, 2, 3, probe timeout 500 ms: a dead link is acted on within
+ * ~200-300 ms, an SF that stops forwarding within ~600-700 ms; a flapping one returns only after
+ * 300 ms of good checks). A change is logged once, counted, and applied
  * through `apply` (Driver.health of every driver); changes found while an apply runs are applied
  * right after it, as one.
  *
@@ -18,16 +28,19 @@ import type { HealthReport } from './api.js';
 import type { DataplaneHealth } from '../dataplane/runtime.js';
 import { healthView, type HealthPolicy } from './health.js';
 import type { Plan } from './plan.js';
+import { buildProbe } from '../dataplane/probe.js';
 
 export interface HealthOptions {
   intervalMs: number;
+  /** A probe not back after this is lost. */
+  timeoutMs: number;
   /** Failed checks in a row before an instance is down. */
   downAfter: number;
   /** Good checks in a row before a down instance is up again. */
   upAfter: number;
 }
 
-export const DEFAULT_HEALTH: Readonly<HealthOptions> = Object.freeze({ intervalMs: 100, downAfter: 2, upAfter: 3 });
+export const DEFAULT_HEALTH: Readonly<HealthOptions> = Object.freeze({ intervalMs: 100, timeoutMs: 500, downAfter: 2, upAfter: 3 });
 
 export interface InstanceHealth {
   portPair: string;
@@ -39,11 +52,21 @@ export interface InstanceHealth {
   /** ms since the epoch of the last change (or of when it was first checked). */
   since: number;
   transitions: number;
+  /** Round-trip time of the last probe back (ms), null when not probed. */
+  rttMs: number | null;
 }
 
 interface Tracked extends InstanceHealth {
   misses: number;
   goods: number;
+  /** Probes in flight, oldest first: sequence number and when sent (Date.now). */
+  pending: { seq: number; sentAt: number }[];
+}
+
+/** The dataplane side of probing (runtime.ts Dataplane.probe / probeReturn). */
+export interface Prober {
+  probe(frames: { iface: string; frame: Uint8Array }[]): boolean;
+  probeReturn(instance: number): { seq: number; at: number };
 }
 
 export interface HealthDeps {
@@ -56,6 +79,8 @@ export interface HealthDeps {
   log: (message: string) => void;
   policies?: ReadonlyMap<string, HealthPolicy>;
   registry?: Registry;
+  /** Probes through the dataplane (none: link state only). */
+  prober?: Prober;
 }
 
 export class HealthMonitor {
@@ -64,6 +89,7 @@ export class HealthMonitor {
   private applying: Promise<void> | null = null;
   private dirty = false;
   private readonly policies: ReadonlyMap<string, HealthPolicy>;
+  private seq = 0;
 
   constructor(
     private readonly opts: HealthOptions,
@@ -80,6 +106,16 @@ export class HealthMonitor {
       collect() {
         this.reset();
         for (const h of self.tracked.values()) this.set({ group: h.group, instance: h.portPair }, h.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'sfc_instance_probe_rtt_seconds',
+      help: 'Round-trip time of the last health probe back through each SF instance',
+      labelNames: ['group', 'instance'],
+      registers,
+      collect() {
+        this.reset();
+        for (const h of self.tracked.values()) if (h.rttMs !== null) this.set({ group: h.group, instance: h.portPair }, h.rttMs / 1000);
       },
     });
     new Counter({
@@ -109,33 +145,50 @@ export class HealthMonitor {
 
   /** Every instance's health, in plan order. */
   states(): InstanceHealth[] {
-    return [...this.tracked.values()].map(({ misses: _m, goods: _g, ...h }) => h);
+    return [...this.tracked.values()].map(({ misses: _m, goods: _g, pending: _p, ...h }) => h);
   }
 
   /** One round of checks (the timer's; tests may call it). Returns whether any instance changed. */
   check(): boolean {
     const plan = this.deps.plan();
     const seen = new Set<string>();
+    const targets = probeTargets(plan);
+    const probes: { iface: string; frame: Uint8Array }[] = [];
+    const sent: Tracked[] = [];
+    const now = Date.now();
     let changed = false;
-    for (const m of plan.members) {
+    for (const [k, m] of plan.members.entries()) {
       if (m.group < 0) continue;
       seen.add(m.id);
       let h = this.tracked.get(m.id);
       if (h === undefined) {
-        h = { portPair: m.name, portPairId: m.id, group: plan.groups[m.group].name, up: true, reason: '', since: Date.now(), transitions: 0, misses: 0, goods: 0 };
+        h = { portPair: m.name, portPairId: m.id, group: plan.groups[m.group].name, up: true, reason: '', since: now, transitions: 0, rttMs: null, misses: 0, goods: 0, pending: [] };
         this.tracked.set(m.id, h);
       }
       h.portPair = m.name;
       h.group = plan.groups[m.group].name;
       const bad = [plan.ports[m.ingress].iface, plan.ports[m.egress].iface].filter((name) => !this.deps.linkUp(name));
-      if (bad.length > 0) {
+      const why = bad.length > 0 ? `link ${[...new Set(bad)].join(', ')} down` : this.probeVerdict(h, k);
+      const target = targets.get(k);
+      const prober = this.deps.prober;
+      if (prober && target && bad.length === 0) {
+        const seq = ++this.seq;
+        probes.push({ iface: target.iface, frame: buildProbe({ ...target.spec, instance: k, seq }) });
+        h.pending.push({ seq, sentAt: now });
+        sent.push(h);
+      } else if (bad.length > 0) h.pending = [];
+      if (why === 'wait') {
+        // a probe still on its way: no verdict this time
+      } else if (why !== '') {
         h.goods = 0;
-        if (h.up && ++h.misses >= this.opts.downAfter) changed = this.flip(h, `link ${[...new Set(bad)].join(', ')} down`) || changed;
+        if (h.up && ++h.misses >= this.opts.downAfter) changed = this.flip(h, why) || changed;
       } else {
         h.misses = 0;
         if (!h.up && ++h.goods >= this.opts.upAfter) changed = this.flip(h, '') || changed;
       }
     }
+    // No worker to send them (one restarting): nothing is pending, nothing judged next time.
+    if (probes.length > 0 && !this.deps.prober!.probe(probes)) for (const h of sent) h.pending.pop();
     for (const id of [...this.tracked.keys()]) {
       if (seen.has(id)) continue;
       // Gone from the model: its down state no longer matters to any renderer.
@@ -144,6 +197,24 @@ export class HealthMonitor {
     }
     if (changed) this.push();
     return changed;
+  }
+
+  /** Instance k's probes: '' (one came back: good), 'probe lost' (one timed out), 'wait' (in flight, none decided). */
+  private probeVerdict(h: Tracked, k: number): string {
+    const prober = this.deps.prober;
+    if (!prober || h.pending.length === 0) return '';
+    const back = prober.probeReturn(k);
+    const done = h.pending.filter((p) => p.seq <= back.seq);
+    h.pending = h.pending.filter((p) => p.seq > back.seq);
+    if (done.length > 0) {
+      h.rttMs = Math.max(0, back.at - done[done.length - 1].sentAt);
+      return '';
+    }
+    const now = Date.now();
+    const lost = h.pending.filter((p) => now - p.sentAt >= this.opts.timeoutMs);
+    if (lost.length === 0) return 'wait';
+    h.pending = h.pending.filter((p) => now - p.sentAt < this.opts.timeoutMs);
+    return 'probe lost';
   }
 
   private flip(h: Tracked, reason: string): boolean {
@@ -186,4 +257,29 @@ export function healthReport(dataplane: { health(): DataplaneHealth } | undefine
   const degraded: Record<string, unknown> = {};
   if (dp && !dp.ok) degraded.dataplane = { workers_restarting: dp.degraded };
   return { ok: dp?.ok ?? true, degraded, instances: monitor?.states() ?? [], dataplane: dp ?? null };
+}
+
+/**
+ * Per member index, how to probe it: its ingress interface, the SF's ingress MAC and a chain's
+ * endpoint addresses (the first forward rule through its group with both prefixes). SF-aware
+ * groups are not probed.
+ */
+function probeTargets(plan: Plan): Map<number, { iface: string; spec: { ethDst: string; ethSrc: string; src: string; dst: string } }> {
+  const out = new Map<number, { iface: string; spec: { ethDst: string; ethSrc: string; src: string; dst: string } }>();
+  const endpoints = new Map<number, { src: string; dst: string; mac: string }>(); // group -> addresses
+  for (const r of plan.rules) {
+    const src = r.match.source_ip_prefix?.split('/')[0];
+    const dst = r.match.destination_ip_prefix?.split('/')[0];
+    if (r.reverse || r.at < 0 || !src || !dst) continue;
+    for (const hop of plan.paths[r.path].hops) {
+      if (hop.kind === 'sf' && hop.correlation === null && !endpoints.has(hop.group)) endpoints.set(hop.group, { src, dst, mac: plan.ports[r.at].mac });
+    }
+  }
+  plan.members.forEach((m, k) => {
+    const e = m.group >= 0 ? endpoints.get(m.group) : undefined;
+    if (e === undefined) return;
+    const ingress = plan.ports[m.ingress];
+    out.set(k, { iface: ingress.iface, spec: { ethDst: ingress.mac, ethSrc: e.mac, src: e.src, dst: e.dst } });
+  });
+  return out;
 }

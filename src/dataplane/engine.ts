@@ -38,9 +38,12 @@ export interface EngineOptions extends SteerOptions {
 
 /**
  * Frames received per batch: the rest of the BATCH slots stay free for the frames the data path
- * makes itself (ICMP errors, tap copies).
+ * makes itself (ICMP errors; with taps, which copy at most one frame per frame since two tap groups
+ * are never adjacent, only BATCH / 2 are received).
  */
 export const RX_BATCH = BATCH - 16;
+
+const INJECT_IDX = Uint16Array.from({ length: BATCH }, (_, i) => i);
 
 export interface InterfaceStats {
   name: string;
@@ -56,6 +59,9 @@ export interface EngineStats {
   /** Packets and bytes steered to each instance (index = Tables instance index). */
   instancePackets: Float64Array;
   instanceBytes: Float64Array;
+  /** Health probes back from each instance: highest sequence number and when (ms; probe.ts). */
+  probeSeq: Float64Array;
+  probeAt: Float64Array;
   /** Index = engine port (Tables.interfaces index); a freed index has name ''. */
   interfaces: InterfaceStats[];
 }
@@ -114,6 +120,7 @@ export class Engine {
   /** 1 for the interfaces the capturer is on (by interface index). */
   private captured: Uint8Array = new Uint8Array(0);
   private stageClock: Float64Array | null = null;
+  private injectBatch: Batch | null = null;
 
   constructor(open: (ifname: string) => PortIO, counters?: Counters, opts: EngineOptions = {}) {
     this.open = open;
@@ -313,6 +320,22 @@ export class Engine {
     }
   }
 
+  /**
+   * Send frames made elsewhere (health probes, probe.ts) out of interface `name` as they are, outside
+   * any batch; returns how many were sent (0 when the interface is not attached or down).
+   */
+  inject(name: string, frames: Uint8Array[]): number {
+    const f = this.names.indexOf(name);
+    const io = f >= 0 ? this.ios[f] : null;
+    if (!io || !io.isUp()) return 0;
+    const b = (this.injectBatch ??= new Batch());
+    b.reset();
+    for (const frame of frames.slice(0, BATCH)) b.push(frame, f);
+    const sent = io.txBurst(b, INJECT_IDX, b.count);
+    this.ifTx[f] += sent;
+    return sent;
+  }
+
   private dropAt(f: number, reason: number, k: number): void {
     this.counters.drops[reason] += k;
     this.counters.events[Ctr.dropped] += k;
@@ -356,6 +379,8 @@ export class Engine {
       drops: this.counters.drops.slice(),
       instancePackets: this.steer.instancePackets.slice(0, this.tables?.instanceCount ?? 0),
       instanceBytes: this.steer.instanceBytes.slice(0, this.tables?.instanceCount ?? 0),
+      probeSeq: this.steer.probeSeq.slice(0, this.tables?.instanceCount ?? 0),
+      probeAt: this.steer.probeAt.slice(0, this.tables?.instanceCount ?? 0),
       interfaces: this.names.map((name, f) => ({
         name,
         rxPackets: this.ifRx[f],

@@ -77,6 +77,11 @@ export class SteerState {
   /** Packets and bytes steered to each instance (index = instance index). */
   instancePackets: Float64Array;
   instanceBytes: Float64Array;
+  /** Health probes back from each instance (probe.ts): the highest sequence number, and when (ms, the engine's clock). */
+  probeSeq: Float64Array;
+  probeAt: Float64Array;
+  /** The coarse clock (ms), set once per batch. */
+  now = 0;
 
   /** The flow cache's records (flow state layout above), with int16 and byte views of the same memory. */
   readonly rec: Int32Array;
@@ -109,6 +114,8 @@ export class SteerState {
     this.hash = opts.hash ?? hashFlow;
     this.instancePackets = new Float64Array(16);
     this.instanceBytes = new Float64Array(16);
+    this.probeSeq = new Float64Array(16);
+    this.probeAt = new Float64Array(16);
     const records = this.flows.records;
     this.rec = records;
     this.rec16 = new Int16Array(records.buffer);
@@ -121,6 +128,7 @@ export class SteerState {
 
   /** Set the coarse clock of every table (once per batch). */
   setNow(ms: number): void {
+    this.now = ms;
     this.flows.now = ms;
     this.frags.now = ms;
     this.l2.now = ms;
@@ -132,6 +140,8 @@ export class SteerState {
     const size = Math.max(n, this.instancePackets.length * 2);
     this.instancePackets = grow(this.instancePackets, size);
     this.instanceBytes = grow(this.instanceBytes, size);
+    this.probeSeq = grow(this.probeSeq, size);
+    this.probeAt = grow(this.probeAt, size);
   }
 
   /** A fresh entry for slot i's flow (orientation o, key hash in slotHash), payload reset. */

@@ -255,6 +255,29 @@ export class Dataplane {
     return { ok: degraded.length === 0, degraded, restarts: this.restarts };
   }
 
+  /** Send health probes (probe.ts) through one running worker; false when none runs the generation in force. */
+  probe(frames: { iface: string; frame: Uint8Array }[]): boolean {
+    const m = this.members.find((x) => x.dead === null && x.downSince === 0);
+    if (m === undefined) return false;
+    this.send(m, { type: 'inject', frames });
+    return true;
+  }
+
+  /** Health probes back from instance k, over every worker: the highest sequence number and when it came (ms). */
+  probeReturn(k: number): { seq: number; at: number } {
+    let seq = 0;
+    let at = 0;
+    if (k < 0 || k >= MAX_INSTANCES) return { seq, at };
+    for (const m of this.members) {
+      const s = new Float64Array(m.sab, this.layout.probeSeq + k * 8, 1)[0];
+      if (s > seq) {
+        seq = s;
+        at = new Float64Array(m.sab, this.layout.probeAt + k * 8, 1)[0];
+      }
+    }
+    return { seq, at };
+  }
+
   /** Stop worker `index` the hard way, as a crash would (the supervisor restarts it). */
   terminateWorker(index: number): Promise<number> {
     const w = this.members[index]?.worker;

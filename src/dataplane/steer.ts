@@ -71,6 +71,7 @@ import {
   V_L2,
   type SteerState,
 } from './flowstate.js';
+import { PROBE_PORT, probePayload } from './probe.js';
 import { portByMac, type Tables } from './tables.js';
 
 /** L2 delivery of slot i (arrived on interface f) to the MAC hi:lo (see the design comment). */
@@ -414,6 +415,22 @@ function steerKnown(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   return true;
 }
 
+/** Slot i at SF return port L: if it is a probe, record its return for the instance it names (when L is that instance's) and consume it. */
+function consumeProbe(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, L: number): boolean {
+  const at = probePayload(b, i);
+  if (at < 0) return false;
+  const inst = b.view.getUint32(at + 4);
+  const seq = b.view.getUint32(at + 8);
+  if (inst < t.instanceCount && (t.instPortOut[inst] === L || t.instPortIn[inst] === L) && seq > s.probeSeq[inst]) {
+    s.probeSeq[inst] = seq;
+    s.probeAt[inst] = s.now;
+  }
+  c.events[Ctr.probes_returned]++;
+  s.verdict[i] = V_DROP;
+  b.out[i] = OUT_DROP;
+  return true;
+}
+
 /**
  * Link-scoped control traffic that must never enter a chain (it would cross routing SFs and arrive
  * with a decremented hop limit, which RFC 4861 forbids for neighbour discovery): IPv6 with a
@@ -461,6 +478,8 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
       else switchSlot(t, b, s, c, i, b.port[i]);
       continue;
     }
+    // A health probe back from an SF (probe.ts): consumed here, never steered on.
+    if (b.dport[i] === PROBE_PORT && t.portSfCount[L] !== 0 && consumeProbe(t, b, s, c, i, L)) continue;
     // Encapsulated frames: from an SF-aware hop (at an SF return port), else switched plainly.
     const encapsulated = b.encap[i] !== 0;
     if (encapsulated && t.portSfCount[L] === 0) {

@@ -40,7 +40,9 @@ export class StatsLayout {
   readonly counters = 0;
   readonly instances = Counters.BYTES;
   readonly instanceBytes = this.instances + MAX_INSTANCES * 8;
-  readonly ifRx = this.instanceBytes + MAX_INSTANCES * 8;
+  readonly probeSeq = this.instanceBytes + MAX_INSTANCES * 8;
+  readonly probeAt = this.probeSeq + MAX_INSTANCES * 8;
+  readonly ifRx = this.probeAt + MAX_INSTANCES * 8;
   readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
   readonly io = this.ifTx + MAX_INTERFACES * 8;
   readonly bytes: number;
@@ -55,6 +57,8 @@ export class StatsLayout {
 export type ToWorker =
   | { type: 'attach'; name: string; fd: number; rx: boolean; epoch: number }
   | { type: 'publish'; tables: Tables }
+  /** Send these frames out of these interfaces as they are (health probes). */
+  | { type: 'inject'; frames: { iface: string; frame: Uint8Array }[] }
   /** Follow frames matching `match` (tracefilter.ts): post up to `limit` of their trace steps. */
   | { type: 'trace'; id: number; match: string; limit: number }
   | { type: 'untrace'; id: number }
@@ -96,6 +100,8 @@ export class DataplaneWorker {
   private readonly missing = new Set<string>();
   private readonly instances: Float64Array;
   private readonly instanceBytes: Float64Array;
+  private readonly probeSeq: Float64Array;
+  private readonly probeAt: Float64Array;
   private readonly ifRx: Float64Array;
   private readonly ifTx: Float64Array;
   private tables: Tables | null = null;
@@ -118,6 +124,8 @@ export class DataplaneWorker {
     this.layout = new StatsLayout(cfg.ioNames.length);
     this.instances = new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES);
     this.instanceBytes = new Float64Array(cfg.sab, this.layout.instanceBytes, MAX_INSTANCES);
+    this.probeSeq = new Float64Array(cfg.sab, this.layout.probeSeq, MAX_INSTANCES);
+    this.probeAt = new Float64Array(cfg.sab, this.layout.probeAt, MAX_INSTANCES);
     this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
     this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
@@ -130,6 +138,8 @@ export class DataplaneWorker {
       this.attachFd(m.name, m.fd, m.rx);
     } else if (m.type === 'publish') {
       this.publish(m.tables);
+    } else if (m.type === 'inject') {
+      for (const { iface, frame } of m.frames) this.engine.inject(iface, [frame]);
     } else if (m.type === 'trace' || m.type === 'untrace') {
       if (m.type === 'trace') this.traces.set(m.id, { match: compileMatch(m.match), left: m.limit });
       else this.traces.delete(m.id);
@@ -307,6 +317,8 @@ export class DataplaneWorker {
     this.instances.fill(0, k);
     this.instanceBytes.set(s.instanceBytes.subarray(0, k));
     this.instanceBytes.fill(0, k);
+    this.probeSeq.set(s.probeSeq.subarray(0, k));
+    this.probeAt.set(s.probeAt.subarray(0, k));
     const n = Math.min(s.interfaces.length, MAX_INTERFACES);
     for (let f = 0; f < n; f++) {
       this.ifRx[f] = s.interfaces[f].rxPackets;

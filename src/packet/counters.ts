@@ -62,6 +62,7 @@ export const COUNTERS = [
   'breaths',
   'batches', // batches processed (rx_packets / batches: the mean batch size)
   'hops_skipped', // frames that skipped a hop with no live instance (fail-open, control/health.ts)
+  'probes_returned', // health probes back from an SF, consumed (dataplane/probe.ts)
 ] as const;
 
 export type CounterName = (typeof COUNTERS)[number];

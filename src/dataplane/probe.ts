@@ -1,0 +1,47 @@
+/*
+ * Health probes (control/health-monitor.ts): a probe is a UDP datagram between a chain's endpoint
+ * addresses, sent into an SF instance's ingress port addressed to the SF, that a working (routing)
+ * SF forwards out of its egress port. The data path consumes it when it comes back at an SF return
+ * port, so no endpoint ever sees one, and records the arrival per instance (SteerState.probeSeq /
+ * probeAt) for the monitor to read from shared memory.
+ *
+ * Wire format: UDP source and destination port PROBE_PORT, payload PROBE_MAGIC, instance index,
+ * sequence number (u32 BE each; the sequence is global to the monitor and increasing, so a late
+ * probe for an index since reused never counts for its new owner). Any frame at an SF return port
+ * carrying the magic is consumed, even a malformed or stale one: a probe never leaves the chain.
+ */
+import type { Batch } from '../packet/batch.js';
+import { buildFrame } from './frames.js';
+
+export const PROBE_PORT = 34979;
+export const PROBE_MAGIC = 0x53464350; // "SFCP"
+const PAYLOAD = 12;
+
+export interface ProbeSpec {
+  /** The SF's ingress MAC (destination) and the chain entry's MAC (source). */
+  ethDst: string;
+  ethSrc: string;
+  /** The chain's endpoint addresses (same family). */
+  src: string;
+  dst: string;
+  instance: number;
+  seq: number;
+}
+
+export function buildProbe(p: ProbeSpec): Uint8Array {
+  const payload = new Uint8Array(PAYLOAD);
+  const v = new DataView(payload.buffer);
+  v.setUint32(0, PROBE_MAGIC);
+  v.setUint32(4, p.instance);
+  v.setUint32(8, p.seq >>> 0);
+  const ver = p.src.includes(':') ? 6 : 4;
+  return buildFrame({ ethSrc: p.ethSrc, ethDst: p.ethDst, ip: { ver, src: p.src, dst: p.dst }, l4: { proto: 'udp', sport: PROBE_PORT, dport: PROBE_PORT }, payload });
+}
+
+/** Slot i is a probe (UDP to PROBE_PORT with the magic): its payload offset, else -1. */
+export function probePayload(b: Batch, i: number): number {
+  if (b.proto[i] !== 17 || b.dport[i] !== PROBE_PORT) return -1;
+  const off = b.l4Off[i] + 8; // (l4Off is relative to the frame's start)
+  if (off + PAYLOAD > b.len[i] || b.view.getUint32(b.start[i] + off) !== PROBE_MAGIC) return -1;
+  return b.start[i] + off;
+}

@@ -5,10 +5,11 @@
  * (dst MAC = the server's; TTL 64 on one hop, 62 through the chain's two L3 SF hops).
  *
  *   npm run build && node dist/bench/e2e.js [--quick] [--rounds N] [--seconds S] [--only NAMES]
- *       [--flows 256,65536] [--no-latency]
+ *       [--flows 256,65536] [--no-latency] [--no-tcp]
  *
- * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-cap, ovs,
- * netsniff-ng, tc; one-hop, chain): `--only ovs,chain` runs OVS on the chain only.
+ * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-afxdp,
+ * sfc-afxdp-wakeup, sfc-cap, ovs, ovs-afxdp, netsniff-ng, tc; one-hop, chain): `--only ovs,chain`
+ * runs OVS on the chain only.
  * --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s, alternating forwarders within each
  * round (A B C A B C), about 5 minutes.
  *
@@ -20,11 +21,15 @@
  *     cpu_us_per_pkt = forwarder CPU µs per delivered packet (null for tc: softirq, no process)
  *   {bench:"e2e-latency", forwarder, topology, pps, sent, received, lost, p50_us, p99_us, max_us}
  *     one-way, 1,000 pps, one flow, traffic tool timestamps (same host clock)
- *   {bench:"e2e-summary", medians: [...], ratios: {...}, latency: [...]}
+ *   {bench:"e2e-tcp", forwarder, topology:"chain", streams, round, seconds, gbps, retransmits}
+ *     iperf3 -P 4 client -> server through the chain with the endpoints' offloads on (sfc backends
+ *     that repair offloads: afpacket, afxdp), alternating forwarders within each round
+ *   {bench:"e2e-summary", medians: [...], ratios: {...}, latency: [...], tcp: [...]}
  *
  * Everything (namespaces, OVS daemons, trafgen, dataplanes) is removed at the end and on Ctrl-C;
  * net.core.wmem_default is raised for trafgen (it cannot inside a namespace) and restored.
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +53,8 @@ const TRAFFIC = fileURLToPath(new URL('../src/lab/traffic.js', import.meta.url))
 const WMEM = '/proc/sys/net/core/wmem_default';
 const WMEM_FOR_TRAFGEN = 4 * 1024 * 1024;
 const LATENCY_PORT = 7000;
+/** Inside the lab chain's classifier (all TCP from client to server). */
+const TCP_PORT = 5201;
 
 interface Settings {
   rounds: number;
@@ -55,6 +62,8 @@ interface Settings {
   warmup: number;
   flows: number[];
   latencyPackets: number;
+  /** iperf3 streams through the chain (0: no TCP runs). */
+  tcpStreams: number;
   only: string[] | null;
 }
 
@@ -74,6 +83,7 @@ function settings(argv: string[]): Settings {
     only: { type: 'string' },
     flows: { type: 'string' },
     'no-latency': { type: 'boolean' },
+    'no-tcp': { type: 'boolean' },
   });
   const quick = values.quick ?? false;
   const num = (v: string | undefined, fallback: number) => {
@@ -87,6 +97,7 @@ function settings(argv: string[]): Settings {
     warmup: quick ? 0.5 : 1,
     flows: (values.flows ?? '256,65536').split(',').map((f) => num(f, 0)),
     latencyPackets: values['no-latency'] ? 0 : quick ? 300 : 2000,
+    tcpStreams: values['no-tcp'] ? 0 : 4,
     only: values.only ? values.only.split(',') : null,
   };
 }
@@ -156,6 +167,47 @@ async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Top
   }
 }
 
+/**
+ * TCP through the chain: iperf3 with `tcpStreams` streams for `seconds`, the endpoints' offloads
+ * on (TSO, checksum offload) as a real host has them; restored to the UDP runs' setting after.
+ */
+async function tcpThroughput(env: BenchEnv, s: Settings, fwd: Forwarder, r: number): Promise<Row> {
+  const base = { bench: 'e2e-tcp', forwarder: fwd.name, topology: 'chain', streams: s.tcpStreams, round: r };
+  const { lab } = env;
+  const ends = [lab.clientNs, lab.serverNs];
+  let running: Running | null = null;
+  let server: Awaited<ReturnType<typeof netnsSpawn>> | null = null;
+  try {
+    for (const ns of ends) await netnsExec(ns, ['ethtool', '-K', 'eth0', 'tx', 'on']);
+    running = await fwd.start(env, 'chain');
+    server = await netnsSpawn(lab.name, lab.serverNs, ['iperf3', '-s', '-1', '--forceflush', '-B', SERVER.ip, '-p', String(TCP_PORT)], { detached: true });
+    await listening(server);
+    const argv = ['iperf3', '-c', SERVER.ip, '-p', String(TCP_PORT), '-P', String(s.tcpStreams), '-t', String(s.seconds), '-J'];
+    const out = (await netnsExec(lab.clientNs, argv, { check: false })).stdout;
+    const end = (JSON.parse(out) as { end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits: number } }; error?: string });
+    if (!end.end?.sum_received) throw new Error(`iperf3: ${end.error ?? 'no result'}`);
+    return { ...base, seconds: s.seconds, gbps: round(end.end.sum_received.bits_per_second / 1e9, 3), retransmits: end.end.sum_sent?.retransmits ?? null };
+  } catch (e) {
+    return { ...base, error: e instanceof Error ? e.message : String(e) };
+  } finally {
+    if (server) await stopGroup(server, 'SIGTERM').catch(() => {});
+    if (running) await running.stop();
+    for (const ns of ends) await netnsExec(ns, ['ethtool', '-K', 'eth0', 'tx', 'off'], { check: false });
+  }
+}
+
+/** Resolve once an iperf3 server says it listens (it prints that line before accepting; --forceflush: unbuffered into a pipe). */
+function listening(server: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    server.stdout!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      if (seen.includes('Server listening')) resolve();
+    });
+    server.once('exit', (code) => reject(new Error(`iperf3 -s exited (${code}): ${seen.trim()}`)));
+  });
+}
+
 function median(xs: number[]): number | null {
   if (!xs.length) return null;
   const s = [...xs].sort((a, b) => a - b);
@@ -163,7 +215,7 @@ function median(xs: number[]): number | null {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function summary(rows: Row[], latencies: Row[]): Row {
+function summary(rows: Row[], latencies: Row[], tcp: Row[]): Row {
   const ok = rows.filter((r) => !r.error);
   const groups = new Map<string, Row[]>();
   for (const r of ok) {
@@ -188,25 +240,34 @@ function summary(rows: Row[], latencies: Row[]): Row {
     medians.find((m) => m.forwarder === fwd && m.topology === topology && m.flows === flows);
   const ratios: Record<string, Record<string, number | null>> = {};
   const flowCounts = [...new Set(medians.map((m) => m.flows))];
-  for (const backend of ['sfc-afpacket', 'sfc-cap']) {
+  for (const backend of ['sfc-afpacket', 'sfc-afxdp', 'sfc-afxdp-wakeup', 'sfc-cap']) {
     const vsOvs: Record<string, number | null> = {};
+    const vsOvsAfxdp: Record<string, number | null> = {};
     const cpu: Record<string, number | null> = {};
     for (const flows of flowCounts) {
       const mine = find(backend, 'chain', flows)?.delivered_pps;
       const ovs = find('ovs', 'chain', flows)?.delivered_pps;
+      const ovsAfxdp = find('ovs-afxdp', 'chain', flows)?.delivered_pps;
       vsOvs[String(flows)] = mine != null && ovs ? round(mine / ovs, 3) : null;
+      vsOvsAfxdp[String(flows)] = mine != null && ovsAfxdp ? round(mine / ovsAfxdp, 3) : null;
       cpu[String(flows)] = find(backend, 'one-hop', flows)?.cpu_us_per_pkt ?? null;
     }
     ratios[`${backend}_vs_ovs_chain_delivered_pps`] = vsOvs;
+    ratios[`${backend}_vs_ovs-afxdp_chain_delivered_pps`] = vsOvsAfxdp;
     ratios[`${backend}_one_hop_cpu_us_per_pkt`] = cpu;
   }
+  const tcpMedians = [...new Set(tcp.filter((t) => !t.error).map((t) => t.forwarder as string))].map((forwarder) => {
+    const runs = tcp.filter((t) => !t.error && t.forwarder === forwarder);
+    return { forwarder, rounds: runs.length, gbps: median(runs.map((t) => t.gbps as number)) };
+  });
   const latency = latencies.filter((l) => !l.error).map(({ forwarder, topology, p50_us, p99_us }) => ({ forwarder, topology, p50_us, p99_us }));
   return {
     bench: 'e2e-summary',
     medians,
     ratios,
     latency,
-    errors: rows.filter((r) => r.error).length,
+    tcp: tcpMedians,
+    errors: rows.filter((r) => r.error).length + tcp.filter((t) => t.error).length,
     // Other load on the 2 CPUs skews everything: cpu_util well below 1 at loss > 0 means the
     // forwarder was not getting its core.
     loadavg: loadavg().map((x) => round(x, 2)),
@@ -280,7 +341,18 @@ async function main(): Promise<number> {
         }
       }
     }
-    emit(summary(rows, latencies));
+    const tcp: Row[] = [];
+    if (s.tcpStreams) {
+      const fwds = FORWARDERS.filter((f) => f.tcp && selected(f, 'chain'));
+      for (let r = 1; r <= s.rounds; r++) {
+        for (const fwd of fwds) {
+          const row = await tcpThroughput(env, s, fwd, r);
+          emit(row);
+          tcp.push(row);
+        }
+      }
+    }
+    emit(summary(rows, latencies, tcp));
     return 0;
   } finally {
     await cleanup();

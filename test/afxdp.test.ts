@@ -206,6 +206,8 @@ describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoint
       expect(counter(c0, 'rx_csum_completed')).toBeGreaterThan(1000);
       expect(counter(c0, 'rx_gso_frames') + counter(c0, 'rx_too_big') + counter(s0, 'tx_too_big')).toBe(0);
     } finally {
+      // A failed transfer leaves the one-off iperf3 daemon waiting: it is ours, stop it by its pid.
+      sh(`kill $(cat /tmp/${SERVER_NS}.pid 2>/dev/null) 2>/dev/null; rm -f /tmp/${SERVER_NS}.pid; true`);
       stop();
       c0.close();
       s0.close();

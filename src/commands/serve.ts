@@ -176,7 +176,7 @@ export const command: Command = {
           return userspace && tables ? { stats: userspace.dataplane.stats(), instances: tables.instanceNames } : undefined;
         },
       });
-      if (values.driver !== 'noop' && healthInterval > 0) {
+      if (drivers.appliesHealth && healthInterval > 0) {
         health = new HealthMonitor(healthOptions, {
           plan: () => drivers.plan,
           linkUp: (name) => (nativeAvailable() ? nativeLinkUp(name) : sysfsLinkState(name) === LINK_UP),

@@ -95,6 +95,11 @@ export class DriverManager {
     this.#plan = plan;
   }
 
+  /** Whether some driver applies health views (Driver.health). */
+  get appliesHealth(): boolean {
+    return this.drivers.some((d) => d.health !== undefined);
+  }
+
   /** Hand a new health view (health.ts) to every driver that applies one; the plan in force is unchanged. */
   async health(view: HealthView): Promise<void> {
     for (const d of this.drivers) await d.health?.(view);

@@ -19,6 +19,7 @@
  * that carried it each way, and whether each hop received it from the previous hop's chosen
  * instance (forward) or from the next one's (replies).
  */
+import { PROBE_PORT } from '../dataplane/probe.js';
 import { CLIENT, SERVER, netnsExec, sfMac, type LabSf } from './topology.js';
 import type { LabInfo } from './harness.js';
 
@@ -37,6 +38,7 @@ table inet ${FLOWLOG_TABLE} {
   counter pings {}
   chain pre {
     type filter hook prerouting priority raw; policy accept;
+    udp dport ${PROBE_PORT} return comment "the dataplane's own health probes (probe.ts) are not traffic"
     iifname "in0" counter name "pkts_in"
     iifname "out0" counter name "pkts_out"
     icmp type echo-request counter name "pings"

@@ -6,7 +6,7 @@
  *
  * Every 5 s it runs a full garbage collection of this thread (so `heap` is what is still
  * referenced, not what the collector has yet to reclaim) and prints one JSON line {event:"sample",
- * t, rss, heap, fds, resources} (resources = process.getActiveResourcesInfo() counted by type:
+ * t, rss, heap, fds, resources, flapping} (resources = process.getActiveResourcesInfo() counted by type:
  * timers, sockets, file handles...). The dataplane workers' heaps are collected on their own. Every
  * second it makes one API change over HTTP (alternately creates and deletes a spare port pair
  * group; the userspace driver publishes a table generation for each); every 30 s it takes IFNAME
@@ -35,12 +35,13 @@ function sample(): void {
   const resources: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
   const m = process.memoryUsage();
-  emit({ event: 'sample', t: (Date.now() - t0) / 1000, rss: m.rss, heap: m.heapUsed, fds: readdirSync('/proc/self/fd').length, resources });
+  emit({ event: 'sample', t: (Date.now() - t0) / 1000, rss: m.rss, heap: m.heapUsed, fds: readdirSync('/proc/self/fd').length, resources, flapping });
 }
 
 let changes = 0;
 let failedChanges = 0;
 let flaps = 0;
+let flapping = false;
 let spare: string | undefined;
 
 async function change(): Promise<void> {
@@ -54,7 +55,9 @@ async function change(): Promise<void> {
 
 async function flap(): Promise<void> {
   await exec('ip', ['link', 'set', flapIf, 'down']);
+  flapping = true; // while its 5 s timer is pending
   await new Promise((r) => setTimeout(r, 5000));
+  flapping = false;
   await exec('ip', ['link', 'set', flapIf, 'up']);
   flaps++;
 }

@@ -9,9 +9,11 @@
  *          SF 1.1's ingress interface down for 5 s every 30 s. Figures from the serve process:
  *          RSS and live heap (after a full GC) after --warmup W seconds (default 60) and at the
  *          end (RSS growth must stay under 10%), open file descriptors and active timers/handles (must not grow), and the
- *          dataplane counters: every frame received is forwarded or dropped with a reason
- *          (rx = forwarded + drops, where forwarded <= tx <= forwarded + flooded copies; the per-
- *          reason drops add up to the drop counter; per-interface counts add up to the totals).
+ *          dataplane counters: every frame received is forwarded, dropped with a reason, or a
+ *          returned health probe (rx = forwarded + drops + probes_returned, where forwarded <= tx
+ *          <= forwarded + flooded copies); the per-reason drops add up to the drop counter; the
+ *          per-interface receive counts add up to rx, and interface tx - tx (the probes injected
+ *          outside the batches) covers the probes returned.
  *
  * Usage: node dist/bench/soak.js [--only crash|soak] [--rounds N] [--seconds S] [--warmup W] [--pps R]
  * Exit code 1 when a check fails (the JSON says which).
@@ -37,6 +39,7 @@ interface ProcSample {
   heap: number;
   fds: number;
   resources: Record<string, number>;
+  flapping: boolean;
 }
 
 async function crashPhase(rounds: number): Promise<{ ok: boolean }> {
@@ -59,14 +62,24 @@ function counterChecks(samples: Sample[], interfaces: number): Record<string, { 
   const tx = ev('tx_packets');
   const dropped = ev('dropped');
   const flooded = ev('flooded');
+  const probesBack = ev('probes_returned'); // health probes the SFs returned: received, consumed
+
   const byReason = metric(samples, 'sfc_drops_total');
   const ifRx = metric(samples, 'sfc_interface_packets_total', { direction: 'rx' });
   const ifTx = metric(samples, 'sfc_interface_packets_total', { direction: 'tx' });
-  const forwarded = rx - dropped;
+  const forwarded = rx - dropped - probesBack;
+  const probesSent = ifTx - tx; // health probes are injected outside the batches: interface tx only
   return {
     drops_by_reason_sum_to_dropped: { ok: byReason === dropped, byReason, dropped },
-    rx_equals_forwarded_plus_drops: { ok: forwarded >= 0 && tx >= forwarded && tx <= forwarded + flooded * Math.max(0, interfaces - 2), rx, tx, dropped, flooded },
-    interfaces_sum_to_totals: { ok: ifRx === rx && ifTx === tx, ifRx, ifTx },
+    rx_equals_forwarded_plus_drops_plus_probes: {
+      ok: forwarded >= 0 && tx >= forwarded && tx <= forwarded + flooded * Math.max(0, interfaces - 2),
+      rx,
+      tx,
+      dropped,
+      probes_returned: probesBack,
+      flooded,
+    },
+    interfaces_sum_to_totals: { ok: ifRx === rx && probesSent >= probesBack, ifRx, ifTx, probes_sent: probesSent },
   };
 }
 
@@ -107,7 +120,7 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
     const first = after[0] ?? samples[0]!;
     const last = samples.at(-1)!;
     const growth = (a: number, b: number) => Math.round(((b - a) / a) * 1000) / 10;
-    const timers = (s: ProcSample) => s.resources.Timeout ?? 0;
+    const timers = (s: ProcSample) => (s.resources.Timeout ?? 0) - (s.flapping ? 1 : 0); // a flap's own 5 s timer
     const handles = (s: ProcSample) => Object.values(s.resources).reduce((a, b) => a + b, 0);
     const counters = counterChecks(parsePrometheus(final.metrics), lab.dpInterfaces.length);
     const checks = {

@@ -9,13 +9,18 @@
  *    a dataplane worker into its ingress port, consumed when it comes back at its egress), one
  *    per check: a probe not back within `timeoutMs` is a failed check, one back a good check
  *    (its round trip is recorded); this catches an SF that stopped forwarding with its links up.
- *    (The timeout is several intervals: a busy worker reports a return up to 100 ms late.) Probed: instances of SF-unaware groups on a chain
+ *    (The timeout is several intervals: a busy worker reports a return up to 100 ms late.) A
+ *    probe lost while the SF kept returning traffic (at least VOUCH_FRAMES frames on its egress
+ *    since the previous check) is not held against it: a saturated SF path may drop a probe, a
+ *    dead SF returns nothing. When every probed instance lost its probe in the same check the
+ *    dataplane stalled (all SFs rarely die together, and link state still catches dead links):
+ *    that check judges none of them by probes. Probed: instances of SF-unaware groups on a chain
  *    with an IP classifier (its source and destination prefixes' addresses); others (SF-aware
  *    hops, classifiers without addresses) are judged by link state alone. While the dataplane
  *    cannot send (a worker restarting) probes are not judged.
  * `downAfter` failed checks in a row turn an up instance down, `upAfter` good ones turn a down
- * instance up (defaults 100 ms, 2, 3, probe timeout 500 ms: a dead link is acted on within
- * ~200-300 ms, an SF that stops forwarding within ~600-700 ms; a flapping one returns only after
+ * instance up (defaults 100 ms, 2, 3, probe timeout 400 ms: a dead link is acted on within
+ * ~200-300 ms, an SF that stops forwarding within ~500-600 ms; a flapping one returns only after
  * 300 ms of good checks). A change is logged once, counted, and applied
  * through `apply` (Driver.health of every driver); changes found while an apply runs are applied
  * right after it, as one.
@@ -40,7 +45,7 @@ export interface HealthOptions {
   upAfter: number;
 }
 
-export const DEFAULT_HEALTH: Readonly<HealthOptions> = Object.freeze({ intervalMs: 100, timeoutMs: 500, downAfter: 2, upAfter: 3 });
+export const DEFAULT_HEALTH: Readonly<HealthOptions> = Object.freeze({ intervalMs: 100, timeoutMs: 400, downAfter: 2, upAfter: 3 });
 
 export interface InstanceHealth {
   portPair: string;
@@ -61,13 +66,20 @@ interface Tracked extends InstanceHealth {
   goods: number;
   /** Probes in flight, oldest first: sequence number and when sent (Date.now). */
   pending: { seq: number; sentAt: number }[];
+  /** Frames received on its egress interface at the previous check. */
+  egressRx: number;
 }
 
-/** The dataplane side of probing (runtime.ts Dataplane.probe / probeReturn). */
+/** The dataplane side of probing (runtime.ts Dataplane.probe / probeReturn / rxFrames). */
 export interface Prober {
   probe(frames: { iface: string; frame: Uint8Array }[]): boolean;
   probeReturn(instance: number): { seq: number; at: number };
+  /** Frames received on an interface so far. */
+  rxFrames(iface: string): number;
 }
+
+/** Frames back from an SF between two checks that vouch for it when a probe is lost. */
+const VOUCH_FRAMES = 10;
 
 export interface HealthDeps {
   /** The plan in force (DriverManager.plan). */
@@ -157,18 +169,19 @@ export class HealthMonitor {
     const sent: Tracked[] = [];
     const now = Date.now();
     let changed = false;
+    const verdicts: { h: Tracked; why: string }[] = [];
     for (const [k, m] of plan.members.entries()) {
       if (m.group < 0) continue;
       seen.add(m.id);
       let h = this.tracked.get(m.id);
       if (h === undefined) {
-        h = { portPair: m.name, portPairId: m.id, group: plan.groups[m.group].name, up: true, reason: '', since: now, transitions: 0, rttMs: null, misses: 0, goods: 0, pending: [] };
+        h = { portPair: m.name, portPairId: m.id, group: plan.groups[m.group].name, up: true, reason: '', since: now, transitions: 0, rttMs: null, misses: 0, goods: 0, pending: [], egressRx: 0 };
         this.tracked.set(m.id, h);
       }
       h.portPair = m.name;
       h.group = plan.groups[m.group].name;
       const bad = [plan.ports[m.ingress].iface, plan.ports[m.egress].iface].filter((name) => !this.deps.linkUp(name));
-      const why = bad.length > 0 ? `link ${[...new Set(bad)].join(', ')} down` : this.probeVerdict(h, k);
+      const why = bad.length > 0 ? `link ${[...new Set(bad)].join(', ')} down` : this.probeVerdict(h, k, plan.ports[m.egress].iface);
       const target = targets.get(k);
       const prober = this.deps.prober;
       if (prober && target && bad.length === 0) {
@@ -177,8 +190,15 @@ export class HealthMonitor {
         h.pending.push({ seq, sentAt: now });
         sent.push(h);
       } else if (bad.length > 0) h.pending = [];
-      if (why === 'wait') {
-        // a probe still on its way: no verdict this time
+      verdicts.push({ h, why });
+    }
+    // Every probed instance's probe lost at once: the dataplane stalled, not every SF; judge none by probes.
+    const probed = verdicts.filter((v) => v.why === 'probe lost' || (v.why === '' && v.h.rttMs !== null)).length;
+    const lost = verdicts.filter((v) => v.why === 'probe lost').length;
+    const stalled = lost >= 2 && lost === probed;
+    for (const { h, why } of verdicts) {
+      if (why === 'wait' || (stalled && why === 'probe lost')) {
+        // a probe still on its way (or the dataplane stalled): no verdict this time
       } else if (why !== '') {
         h.goods = 0;
         if (h.up && ++h.misses >= this.opts.downAfter) changed = this.flip(h, why) || changed;
@@ -200,9 +220,13 @@ export class HealthMonitor {
   }
 
   /** Instance k's probes: '' (one came back: good), 'probe lost' (one timed out), 'wait' (in flight, none decided). */
-  private probeVerdict(h: Tracked, k: number): string {
+  private probeVerdict(h: Tracked, k: number, egress: string): string {
     const prober = this.deps.prober;
-    if (!prober || h.pending.length === 0) return '';
+    if (!prober) return '';
+    const rx = prober.rxFrames(egress);
+    const vouched = rx - h.egressRx >= VOUCH_FRAMES;
+    h.egressRx = rx;
+    if (h.pending.length === 0) return '';
     const back = prober.probeReturn(k);
     const done = h.pending.filter((p) => p.seq <= back.seq);
     h.pending = h.pending.filter((p) => p.seq > back.seq);
@@ -214,7 +238,7 @@ export class HealthMonitor {
     const lost = h.pending.filter((p) => now - p.sentAt >= this.opts.timeoutMs);
     if (lost.length === 0) return 'wait';
     h.pending = h.pending.filter((p) => now - p.sentAt < this.opts.timeoutMs);
-    return 'probe lost';
+    return vouched ? 'wait' : 'probe lost';
   }
 
   private flip(h: Tracked, reason: string): boolean {

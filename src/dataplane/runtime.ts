@@ -278,6 +278,15 @@ export class Dataplane {
     return { seq, at };
   }
 
+  /** Frames received on interface `name` so far, over every worker (0 when it is not in the tables). */
+  rxFrames(name: string): number {
+    const f = this.tables?.interfaces.indexOf(name) ?? -1;
+    if (f < 0 || f >= MAX_INTERFACES) return 0;
+    let n = 0;
+    for (const m of this.members) n += new Float64Array(m.sab, this.layout.ifRx + f * 8, 1)[0];
+    return n;
+  }
+
   /** Stop worker `index` the hard way, as a crash would (the supervisor restarts it). */
   terminateWorker(index: number): Promise<number> {
     const w = this.members[index]?.worker;

@@ -5,6 +5,7 @@
 import { ApiError, REFERENCES, collectionOf, connect, mapReferences, type SfcClient } from '../control/client.js';
 import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph } from '../control/model.js';
 import type { Resource } from '../control/model.js';
+import type { InstanceHealth } from '../control/health-monitor.js';
 import { UsageError, parseOptions, type Command } from '../util/args.js';
 
 export const RESOURCE_HELP = 'resource: port, port-pair, port-pair-group, flow-classifier, port-chain, service-graph';
@@ -111,19 +112,10 @@ function showTable(coll: Collection, item: Resource, names: Names): string {
   return formatTable(['FIELD', 'VALUE'], Object.entries(shown).map(([k, v]) => [k, text(v)]));
 }
 
-interface InstanceHealthRow {
-  portPair: string;
-  group: string;
-  up: boolean;
-  reason: string;
-  since: number;
-  transitions: number;
-  rttMs: number | null;
-}
 
 /** `sfc get health`: the instances' health table and the dataplane's state. */
 async function showHealth(client: SfcClient, json: boolean): Promise<void> {
-  const { health } = (await client.request('GET', '/v2.0/sfc/health')) as { health: { ok: boolean; degraded: object; instances: InstanceHealthRow[] } };
+  const { health } = (await client.request('GET', '/v2.0/sfc/health')) as { health: { ok: boolean; degraded: object; instances: InstanceHealth[] } };
   if (json) {
     console.log(JSON.stringify(health, null, 2));
     return;

@@ -99,6 +99,19 @@ export function pushNsh(b: Batch, i: number, spi: number, si: number): boolean {
   return true;
 }
 
+/**
+ * Where the Ethernet header inside slot i's NSH packet starts (absolute offset in b.data), or -1
+ * when the frame is not NSH or carries no whole Ethernet header (next protocol IPv4/IPv6).
+ */
+export function nshInnerEthernet(b: Batch, i: number): number {
+  const s = b.start[i];
+  const h = macsAndTags(b, i);
+  if (b.len[i] < h + 2 + 8 || b.view.getUint16(s + h) !== ETH_NSH) return -1;
+  const n = s + h + 2;
+  const inner = n + (b.data[n + 1] & 0x3f) * 4;
+  return b.data[n + 3] === NSH_NEXT_ETHERNET && inner + ETH_BYTES <= s + b.len[i] ? inner : -1;
+}
+
 export function popNsh(b: Batch, i: number): boolean {
   const s = b.start[i];
   const v = b.view;
@@ -110,7 +123,7 @@ export function popNsh(b: Batch, i: number): boolean {
   const inner = n + nshLen;
   if (nshLen < 8 || inner - s >= b.len[i]) return false;
   if (next === NSH_NEXT_ETHERNET) {
-    if (inner + ETH_BYTES > s + b.len[i]) return false;
+    if (nshInnerEthernet(b, i) < 0) return false;
     shift(b, i, inner - s);
     b.vlanCount[i] = 0; // (the inner header's tags: parse is not re-run; only macsAndTags reads this)
   } else if (next === NSH_NEXT_IPV4 || next === NSH_NEXT_IPV6) {

@@ -71,6 +71,7 @@ import {
   V_L2,
   type SteerState,
 } from './flowstate.js';
+import { nshInnerEthernet } from './encap.js';
 import { PROBE_PORT, probePayload } from './probe.js';
 import { portByMac, type Tables } from './tables.js';
 
@@ -200,9 +201,8 @@ function proceed(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: 
     src = s.slotMacs;
     at = m;
   } else if (b.encap[i] === ENCAP_NSH) {
-    const n = b.start[i] + 14 + 4 * b.vlanCount[i];
-    const inner = n + (b.data[n + 1] & 0x3f) * 4;
-    if (b.data[n + 3] === 3 && inner + 14 <= b.start[i] + b.len[i]) at = inner; // next protocol Ethernet
+    const inner = nshInnerEthernet(b, i);
+    if (inner >= 0) at = inner;
   }
   const hi = (src[at] << 8) | src[at + 1];
   const lo = ((src[at + 2] << 24) | (src[at + 3] << 16) | (src[at + 4] << 8) | src[at + 5]) >>> 0;

@@ -140,11 +140,17 @@ export function popNsh(b: Batch, i: number): boolean {
   return true;
 }
 
+/** Offset of a frame's ethertype after its VLAN tags (802.1Q, 802.1ad, 0x9100), for reading frames off the data path. */
+export function ethertypeAt(frame: Uint8Array): number {
+  let at = 12;
+  while (at + 4 <= frame.length && [0x8100, 0x88a8, 0x9100].includes((frame[at] << 8) | frame[at + 1])) at += 4;
+  return at;
+}
+
 /** Where a frame's (first) MPLS or NSH header sits after its VLAN tags, for reading frames off the data path. */
 export function findEncap(frame: Uint8Array): { kind: 'mpls' | 'nsh'; at: number } | null {
   const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  let at = 12;
-  while (at + 4 <= frame.length && [0x8100, 0x88a8, 0x9100].includes(v.getUint16(at))) at += 4;
+  const at = ethertypeAt(frame);
   if (at + 2 > frame.length) return null;
   const type = v.getUint16(at);
   if (type === ETH_MPLS && at + 6 <= frame.length) return { kind: 'mpls', at: at + 2 };

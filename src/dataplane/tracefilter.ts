@@ -11,6 +11,7 @@
  * payload: what survives an SF that rewrites MACs, routes, or encapsulates.
  * Runs only while a trace is on (per traced frame, off the untraced path).
  */
+import { ethertypeAt } from './encap.js';
 import { parseAddress } from '../classifier/rule.js';
 
 export interface Dissected {
@@ -41,13 +42,10 @@ function ipv6Text(f: Uint8Array, at: number): string {
 /** The IP packet inside a frame (through VLAN, MPLS and NSH), or null when there is none. */
 export function dissect(f: Uint8Array): Dissected | null {
   const u16 = (at: number) => (f[at] << 8) | f[at + 1];
-  let at = 12;
   if (f.length < 14) return null;
-  let type = u16(at);
-  while ((type === 0x8100 || type === 0x88a8 || type === 0x9100) && at + 6 <= f.length) {
-    at += 4;
-    type = u16(at);
-  }
+  let at = ethertypeAt(f);
+  if (at + 2 > f.length) return null;
+  const type = u16(at);
   at += 2;
   let ver = 0;
   if (type === 0x8847) {

@@ -312,6 +312,11 @@ export function e2eSuite(target: E2eTarget): void {
       // A fresh dataplane: make sure every interface has received a frame (a new libpcap handle
       // loses the first one it receives; the others need one round), so tests count from a steady state.
       if (!ovs) await primeInterfaces(dp);
+      // The afxdp suite must run on AF_XDP, not on its silent-to-the-tests fallback to AF_PACKET.
+      if (name === 'afxdp') {
+        const log = dp.logTail(400);
+        if (!/attached \(AF_XDP/.test(log) || /fallback/.test(log)) throw new Error(`afxdp suite: the dataplane did not attach with AF_XDP:\n${log}`);
+      }
       return dp;
     }
 

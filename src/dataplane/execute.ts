@@ -181,7 +181,7 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
   const macs = macWords(t);
   const { verdict, slotInst, slotRule, slotFrom } = s;
   const { path, hop: hopOf, start, len, view, out } = b;
-  const { pathHopBase, hopActBase, hopActCount, actOp, pathReverse, ruleActBase, ruleActCount } = t;
+  const { pathHopBase, hopActBase, hopActCount, hopPlain, pathReverse, ruleActBase, ruleActCount } = t;
   const n = b.count;
   for (let i = 0; i < n; i++) {
     const v = verdict[i];
@@ -190,9 +190,8 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
     if (v === V_HOP) {
       const p = path[i];
       const hop = pathHopBase[p] + hopOf[i];
-      const a = hopActBase[hop];
       const from = slotFrom[i];
-      if (hopActCount[hop] === 1 && actOp[a] === ACT_SET_DST_MAC && from < 0) {
+      if (hopPlain[hop] === 1 && from < 0) {
         // The common case inline: an SF-unaware hop only sets the destination MAC.
         const m = slotInst[i] * MAC_WORDS + (pathReverse[p] === 1 ? 2 : 0);
         view.setUint16(start[i], macs[m]);
@@ -201,7 +200,7 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
       }
       // A graph hand-off runs the source path's end (decapsulation, copies) first.
       let why = from >= 0 ? run(t, b, s, c, i, t.pathEndActBase[from], t.pathEndActCount[from], macs) : 0;
-      if (why === 0) why = run(t, b, s, c, i, a, hopActCount[hop], macs);
+      if (why === 0) why = run(t, b, s, c, i, hopActBase[hop], hopActCount[hop], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
     } else if (v === V_END) {
       const p = path[i];

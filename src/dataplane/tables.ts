@@ -172,6 +172,8 @@ export interface Tables {
   /** Action list run on a frame sent into the hop. */
   hopActBase: Int32Array;
   hopActCount: Int32Array;
+  /** 1 when the hop's whole list is set_dst_mac (an SF-unaware hop between unaware nodes): execute's inline case. */
+  hopPlain: Uint8Array;
   /**
    * Health (control/health.ts): the hop index of the path a frame due at this hop enters: itself;
    * a later hop, or pathHopCount (the chain's end), when the hop has no live instance and its
@@ -288,6 +290,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     hopAware: a.u8(n.hops),
     hopActBase: a.i32(n.hops),
     hopActCount: a.i32(n.hops),
+    hopPlain: a.u8(n.hops),
     hopLive: a.i32(n.hops),
     actOp: a.u8(n.actions),
     actArg: a.i32(n.actions),

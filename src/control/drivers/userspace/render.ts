@@ -421,6 +421,7 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
       t.hopSi[hopAt] = p.hops[h].si;
       t.hopAware[hopAt] = p.hops[h].correlation === null ? 0 : 1;
       putActs(hopActs[hopAt], t.hopActBase, t.hopActCount, hopAt);
+      t.hopPlain[hopAt] = hopActs[hopAt].length === 1 && hopActs[hopAt][0][0] === ACT_SET_DST_MAC ? 1 : 0;
       hopAt++;
     }
   });

@@ -4,17 +4,18 @@
  * The test process enters the namespace (enterNetns) so the sockets it opens live there; child
  * processes (TCP endpoints) run with `ip netns exec`.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame, mulberry32, type FrameSpec } from '../src/dataplane/frames.js';
 import { Batch, BATCH } from '../src/packet/batch.js';
 import { openAfPacket } from '../src/dataplane/io/afpacket.js';
 import { loadCap, openCap } from '../src/dataplane/io/cap.js';
-import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
+import { nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
+import { enterHostsNamespace, enterVethNamespace, nativeCounter as counter, sh, vethPair } from './support/netns.js';
 
 const NS = 'sfct-afp';
 const CLIENT_NS = 'sfct-afp-c';
@@ -25,18 +26,6 @@ const run = prerequisites('afpacket', {
   commands: ['ip', 'ethtool'],
   check: () => (nativeAvailable() ? null : 'the native addon is not built (npm run build:native)'),
 });
-
-function sh(cmd: string): string {
-  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-}
-
-
-/** A veth pair x/y inside NS, up, IPv6 off (no router solicitations in the rings). */
-function vethPair(x: string, y: string): void {
-  sh(`ip -n ${NS} link add ${x} type veth peer name ${y} && ip -n ${NS} link set ${x} up && ip -n ${NS} link set ${y} up`);
-}
-
-
 
 function udp(i: number, bytes: number, extra: Partial<FrameSpec> = {}): Uint8Array {
   const payload = new Uint8Array(bytes);
@@ -51,28 +40,18 @@ function udp(i: number, bytes: number, extra: Partial<FrameSpec> = {}): Uint8Arr
   });
 }
 
-function counter(p: NativePort, name: string): number {
-  const k = loadNative().counterNames.indexOf(name);
-  expect(k).toBeGreaterThanOrEqual(0);
-  return p.counters[k];
-}
-
 describe.skipIf(!run)('AF_PACKET ports', () => {
   let leave: () => void = () => {};
   const open: PortIO[] = [];
   const track = <T extends PortIO>(p: T): T => (open.push(p), p);
 
   beforeAll(() => {
-    sh(`ip netns del ${NS} 2>/dev/null; ip netns add ${NS}`);
-    sh(`ip netns exec ${NS} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1`);
-    vethPair('va', 'vb');
-    leave = enterNetns(NS);
+    leave = enterVethNamespace(NS, [['va', 'vb']]);
   });
 
   afterAll(() => {
     for (const p of open) p.close();
     leave();
-    sh(`ip netns del ${NS} 2>/dev/null || true`);
   });
 
   it.each([2, 3] as const)('TPACKET_V%i: moves 1,000 frames of various sizes (some VLAN-tagged) a -> b in order, byte for byte, no echo on a', async (version) => {
@@ -151,7 +130,7 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
   });
 
   it('fanout groups on two interfaces, joined in the same order, give both directions of a flow to the same member', async () => {
-    vethPair('vx', 'vy');
+    vethPair(NS, 'vx', 'vy');
     const a = track(openAfPacket('va'));
     const e = track(openAfPacket('vx'));
     const base = 0x2000 + (process.pid & 0xfff) * 2;
@@ -182,7 +161,7 @@ describe.skipIf(!run)('AF_PACKET ports', () => {
   });
 
   it('reports a down link, and a deleted interface as gone without crashing or spinning', async () => {
-    vethPair('vc', 'vd');
+    vethPair(NS, 'vc', 'vd');
     const c = track(openAfPacket('vc'));
     const d = track(openAfPacket('vd'));
     expect(c.isUp()).toBe(true);
@@ -225,14 +204,10 @@ describe.skipIf(!run)('AF_PACKET offload repair with real TCP', () => {
   const children: ReturnType<typeof spawn>[] = [];
 
   beforeAll(() => {
-    sh(`for n in ${NS} ${CLIENT_NS} ${SERVER_NS}; do ip netns del $n 2>/dev/null; ip netns add $n; done`);
-    sh(`ip netns exec ${NS} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1`);
-    for (const [ns, dp, ip] of [[CLIENT_NS, 'c0', '10.9.0.1'], [SERVER_NS, 's0', '10.9.0.2']]) {
-      sh(`ip -n ${NS} link add ${dp} type veth peer name eth0 netns ${ns}`);
-      sh(`ip -n ${NS} link set ${dp} up && ip -n ${ns} link set eth0 up && ip -n ${ns} addr add ${ip}/24 dev eth0`);
-      sh(`ip netns exec ${ns} ethtool -K eth0 rx off`);
-    }
-    leave = enterNetns(NS);
+    leave = enterHostsNamespace(NS, [
+      { ns: CLIENT_NS, dp: 'c0', ip: '10.9.0.1' },
+      { ns: SERVER_NS, dp: 's0', ip: '10.9.0.2' },
+    ]);
   });
 
   afterAll(() => {
@@ -240,7 +215,6 @@ describe.skipIf(!run)('AF_PACKET offload repair with real TCP', () => {
     for (const p of ports) p.close();
     for (const f of cleanups) f();
     leave();
-    sh(`for n in ${NS} ${CLIENT_NS} ${SERVER_NS}; do ip netns del $n 2>/dev/null; done; true`);
   });
 
   /** Run the 4 MiB transfer through a bridge of x and y; the server's reply must match the client's data. */

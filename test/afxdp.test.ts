@@ -4,16 +4,17 @@
  * The test process enters the namespace (enterNetns) so the sockets it opens, and the XDP
  * programs they attach, live there; other processes run with `ip netns exec`.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { adoptXsk, afxdpBackend, openXsk } from '../src/dataplane/io/afxdp.js';
-import { enterNetns, loadNative, nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
+import { nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { Batch, BATCH } from '../src/packet/batch.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
+import { enterHostsNamespace, enterVethNamespace, nativeCounter as counter, sh } from './support/netns.js';
 
 const NS = `sfct-xdp${process.pid}`;
 const CLIENT_NS = `${NS}c`;
@@ -31,17 +32,9 @@ function afxdpMissing(): string | null {
 
 const run = prerequisites('afxdp', { root: true, commands: ['ip', 'ethtool', 'iperf3'], check: afxdpMissing });
 
-function sh(cmd: string): string {
-  return execFileSync('sh', ['-c', cmd], { encoding: 'utf8' });
-}
-
 function udp(i: number, bytes: number): Uint8Array {
   const payload = new Uint8Array(bytes).fill(i & 0xff);
   return buildFrame({ ip: { ver: 4, src: '10.1.0.1', dst: '10.1.0.2' }, l4: { proto: 'udp', sport: 1000 + (i % 50), dport: 53 }, payload });
-}
-
-function counter(p: NativePort, name: string): number {
-  return p.counters[loadNative().counterNames.indexOf(name)];
 }
 
 /** The XDP program on `ifname` in NS as `ip link` reports it ('' when none). */
@@ -64,16 +57,12 @@ describe.skipIf(!run)('AF_XDP ports', () => {
   const track = <T extends PortIO>(p: T): T => (open.push(p), p);
 
   beforeAll(() => {
-    sh(`ip netns del ${NS} 2>/dev/null; ip netns add ${NS}`);
-    sh(`ip netns exec ${NS} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1`);
-    for (const [x, y] of [['va', 'vb'], ['vc', 'vd']]) sh(`ip -n ${NS} link add ${x} type veth peer name ${y} && ip -n ${NS} link set ${x} up && ip -n ${NS} link set ${y} up`);
-    leave = enterNetns(NS);
+    leave = enterVethNamespace(NS, [['va', 'vb'], ['vc', 'vd']]);
   });
 
   afterAll(() => {
     for (const p of open) p.close();
     leave();
-    sh(`ip netns del ${NS} 2>/dev/null || true`);
   });
 
   it('moves 1,000 frames of various sizes a -> b in order, byte for byte, through native XDP; detaches with the last socket', async () => {
@@ -174,22 +163,15 @@ function spawnHolder(ifname: string): { child: ChildProcess; ready: Promise<void
 describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoints', () => {
   let leave: () => void = () => {};
 
-  /** A Linux host in its own namespace: eth0 (default offloads) with `ip`, linked to `dp` in NS. */
-  const host = (ns: string, dp: string, ip: string): string =>
-    sh(`ip netns del ${ns} 2>/dev/null; ip netns add ${ns} && ip -n ${NS} link add ${dp} type veth peer name eth0 netns ${ns} &&
-        ip -n ${NS} link set ${dp} up && ip -n ${ns} link set eth0 up && ip -n ${ns} addr add ${ip}/24 dev eth0`);
-
   beforeAll(() => {
-    sh(`ip netns del ${NS} 2>/dev/null; ip netns add ${NS}`);
-    host(CLIENT_NS, 'c0', '10.9.0.1');
-    host(SERVER_NS, 's0', '10.9.0.2');
-    sh(`ip netns exec ${SERVER_NS} ethtool -K eth0 rx off`);
-    leave = enterNetns(NS);
+    leave = enterHostsNamespace(NS, [
+      { ns: CLIENT_NS, dp: 'c0', ip: '10.9.0.1' },
+      { ns: SERVER_NS, dp: 's0', ip: '10.9.0.2' },
+    ]);
   });
 
   afterAll(() => {
     leave();
-    sh(`for n in ${NS} ${CLIENT_NS} ${SERVER_NS}; do ip netns del $n 2>/dev/null; done; true`);
   });
 
   it('completes the partial checksums: 8 MB of TCP arrive with no checksum error', async () => {

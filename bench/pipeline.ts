@@ -165,6 +165,7 @@ function benchState(rules: number, correlation: Correlation): State {
     ...owner,
     mac_address: mac,
     'binding:profile': { interface: iface },
+    'binding:host_id': '',
     status: 'ACTIVE' as const,
     admin_state_up: true,
   });

@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 # read captures, netsniff-ng (trafgen) and openvswitch-switch for the benchmarks and the OVS peer,
 # the OpenStack client with networking-sfc's client extensions for the API compatibility test,
 # tshark (Wireshark's dissectors) to check MPLS/NSH encapsulations independently, tmux (a real
-# terminal for `sfc top`) and prometheus (a real scraper of /metrics).
+# terminal for `sfc top`), prometheus (a real scraper of /metrics) and etcd (the shared model of
+# `sfc serve --store etcd://`, run as a 3-member cluster by the tests and `sfc lab up --hosts 3`).
 PKGS=(iproute2 iputils-ping nftables ethtool tcpdump libpcap-dev netsniff-ng openvswitch-switch iperf3 procps
-      python3-openstackclient python3-neutronclient python3-networking-sfc tshark tmux prometheus)
+      python3-openstackclient python3-neutronclient python3-networking-sfc tshark tmux prometheus
+      etcd-server etcd-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,9 @@
  * driver (userspace dataplane, ovs bridge or noop), restores the saved state through Store.replace so the
  * dataplane is rebuilt, seeds an empty state from --config, then serves the REST API until
  * SIGINT/SIGTERM, when it stops accepting, lets in-flight requests finish and closes everything.
+ * With --store etcd://... the model lives in etcd instead (control/etcd): several servers share it,
+ * each write commits conditionally there, and the others' writes reach this one through a watch
+ * (adopted by the Store and applied to the driver like local ones).
  *
  * The dataplane runtime is imported only for --driver userspace, so the API runs with --driver
  * noop on machines where the dataplane cannot start (the backend registry, which checks --backend,
@@ -16,9 +19,11 @@ import { parseHealthPolicies } from '../control/health.js';
 import { DEFAULT_HEALTH, HealthMonitor, healthReport } from '../control/health-monitor.js';
 import { isLoopbackHost } from '../control/http.js';
 import { Metrics } from '../control/metrics.js';
-import { COLLECTIONS, emptyState, type State } from '../control/model.js';
+import { COLLECTIONS, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
-import { DEFAULT_LIMIT, Store, parseLimits } from '../control/store.js';
+import { DEFAULT_LIMIT, Store, parseLimits, type StoreOptions } from '../control/store.js';
+import { EtcdUrlError, connectEtcd, parseEtcdUrl } from '../control/etcd/client.js';
+import { EtcdModel } from '../control/etcd/model.js';
 import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
@@ -40,15 +45,69 @@ async function startUserspace(backend: BackendName, workers: number): Promise<{ 
 
 const objectCount = (s: State) => COLLECTIONS.reduce((n, c) => n + s[c].length, 0);
 
-/** The state to start from and where it came from: the saved one, else the --config seed, else empty. */
-async function initialState(saved: State, statePath: string, config: string | undefined): Promise<{ state: State; from: string }> {
-  if (objectCount(saved) > 0) {
-    if (config !== undefined) log(`--config ${config} ignored: state file ${statePath} already holds ${objectCount(saved)} objects`);
-    return { state: saved, from: statePath };
-  }
-  if (config === undefined) return { state: emptyState(), from: 'an empty state' };
+/** Seed an empty model from --config (a model with content ignores it). */
+async function seed(store: Store, where: string, config: string | undefined): Promise<void> {
+  if (config === undefined) return;
+  if (objectCount(store.state) > 0) return log(`--config ${config} ignored: ${where} already holds ${objectCount(store.state)} objects`);
   const { loadConfigFile } = await import('../control/config.js');
-  return { state: await loadConfigFile(config), from: config };
+  await store.replace(await loadConfigFile(config)).catch((e: Error) => {
+    throw new Error(`cannot apply ${config}: ${e.message}`);
+  });
+}
+
+/** Where the model is kept: the local journal, or the shared model in etcd. */
+interface ModelHome {
+  /** The Store's commit step. */
+  commit: Pick<StoreOptions, 'persist' | 'committer'>;
+  name: string;
+  /** Revision shown in /metrics. */
+  revision(store: Store): number;
+  /** Bring the saved model into `store` (and the drivers), then keep it current with other servers' writes (etcd). */
+  load(store: Store): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function openLocal(statePath: string): Promise<ModelHome> {
+  const { file, state } = await StateFile.open(statePath);
+  return {
+    commit: { persist: (next) => file.write(next) },
+    name: `state ${statePath}`,
+    revision: (store) => store.revision,
+    load: (store) => store.replace(state),
+    close: () => file.close(),
+  };
+}
+
+async function openEtcd(spec: string): Promise<ModelHome> {
+  let endpoints: string[];
+  try {
+    endpoints = parseEtcdUrl(spec);
+  } catch (e) {
+    if (e instanceof EtcdUrlError) throw new UsageError(`--store: ${e.message}`);
+    throw e;
+  }
+  const client = await connectEtcd(endpoints);
+  const model = await EtcdModel.open(client, endpoints, { log }).catch((e: unknown) => {
+    client.close();
+    throw e;
+  });
+  let unfollow = () => undefined as unknown;
+  return {
+    commit: { committer: model },
+    name: `store ${spec}`,
+    revision: () => model.revision(),
+    async load(store) {
+      await store.adopt(() => model.state());
+      unfollow = model.onChange(() => {
+        store.adopt(() => model.state()).catch((e: Error) => log(`applying revision ${model.revision()} from ${spec} failed: ${e.message}`));
+      });
+    },
+    async close() {
+      unfollow();
+      await model.close();
+      client.close();
+    },
+  };
 }
 
 function positiveInt(value: string, option: string): number {
@@ -71,10 +130,12 @@ function untilSignal(): Promise<string> {
 
 export const command: Command = {
   summary: 'serve the networking-sfc REST API and run the dataplane',
-  usage: `[--config FILE] [--state FILE] [--listen HOST:PORT] [--driver userspace|ovs|noop] [--token T]
+  usage: `[--config FILE] [--state FILE | --store etcd://HOST:PORT[,...]] [--listen HOST:PORT] [--driver userspace|ovs|noop] [--token T]
            [--workers N] [--backend ${BACKEND_NAMES.join('|')}]
   --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
   --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
+  --store etcd://HOST:PORT[,HOST:PORT...]  keep the model in this etcd cluster instead, shared with
+                      every server and agent using it (each write: one conditional etcd transaction)
   --listen HOST:PORT  default 127.0.0.1:9696; port 0 picks a free port (printed as 'listening on URL')
   --driver D          userspace (default: steer packets in this process), ovs (render into an Open
                       vSwitch bridge: flows and select groups) or noop (API only)
@@ -100,6 +161,7 @@ export const command: Command = {
     const { values } = parseOptions(argv, {
       config: { type: 'string' },
       state: { type: 'string' },
+      store: { type: 'string' },
       listen: { type: 'string', default: '127.0.0.1:9696' },
       driver: { type: 'string', default: 'userspace' },
       'ovs-bridge': { type: 'string', default: DEFAULT_OVS_BRIDGE },
@@ -146,8 +208,9 @@ export const command: Command = {
       throw new UsageError(`--health-policy: ${(e as Error).message}`);
     }
 
+    if (values.store !== undefined && values.state !== undefined) throw new UsageError('--state and --store exclude each other');
     const statePath = values.state ?? defaultStatePath();
-    const { file, state: saved } = await StateFile.open(statePath);
+    const home = values.store === undefined ? await openLocal(statePath) : await openEtcd(values.store);
     let userspace: { driver: UserspaceDriver; dataplane: Dataplane } | undefined;
     let ovs: OvsDriver | undefined;
     let health: HealthMonitor | undefined;
@@ -162,13 +225,13 @@ export const command: Command = {
         ovs = await OvsDriver.start({ bridge: values['ovs-bridge'], ovsdb: values.ovsdb, dir, log });
         drivers = new DriverManager([ovs]);
       }
-      const store = new Store({ drivers, persist: (next) => file.write(next), limits });
-      const initial = await initialState(saved, statePath, values.config);
-      await store.replace(initial.state).catch((e: Error) => {
-        throw new Error(`cannot apply ${initial.from}: ${e.message}`);
+      const store = new Store({ drivers, ...home.commit, limits });
+      await home.load(store).catch((e: Error) => {
+        throw new Error(`cannot apply ${home.name}: ${e.message}`);
       });
+      await seed(store, home.name, values.config);
       const metrics = new Metrics({
-        revision: () => store.revision,
+        revision: () => home.revision(store),
         generation: () => userspace?.driver.tables?.generation ?? ovs?.generation ?? 0,
         dataplane: () => {
           if (ovs) return ovs.stats().then((stats) => ({ stats, instances: ovs!.instanceNames }));
@@ -205,7 +268,7 @@ export const command: Command = {
       const report = () => healthReport(dataplane, health);
       const api = await startApiServer({ store, token, metrics, operator, health: report, log, host, port, limits: { maxConnections } });
       console.log(`listening on ${api.url}`);
-      log(`state ${statePath} (revision ${store.revision}, ${objectCount(store.state)} objects), driver ${values.driver}`);
+      log(`${home.name} (revision ${home.revision(store)}, ${objectCount(store.state)} objects), driver ${values.driver}`);
       log(`${await untilSignal()}: shutting down`);
       stopping.abort(); // ends live traces and captures
       await api.close();
@@ -213,7 +276,7 @@ export const command: Command = {
       await health?.stop();
       await drivers.close();
       await userspace?.dataplane.close();
-      await file.close();
+      await home.close();
     }
     return 0;
   },

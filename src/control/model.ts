@@ -21,6 +21,8 @@ export interface Owned {
 export interface Port extends Owned {
   mac_address: string;
   'binding:profile': { interface: string; [key: string]: unknown };
+  /** Neutron's binding:host_id: the host (agent) the port is on; '' = the only host. */
+  'binding:host_id': string;
   status: 'ACTIVE' | 'DOWN';
   admin_state_up: boolean;
 }

@@ -40,7 +40,7 @@ const FORMAT = 1;
 /** Compaction threshold floor: below this the journal is never worth compacting. */
 const MIN_COMPACT_BYTES = 256 * 1024;
 
-type Item = { id: string };
+export type Item = { id: string };
 type Delta = { put: Partial<Record<Collection, Item[]>>; del: Partial<Record<Collection, string[]>> };
 
 export class StateFileError extends Error {}
@@ -213,7 +213,7 @@ function diff(prev: State, next: State): Delta | null {
  * One merge walk. Snapshots share unchanged objects, so the common case is pointer compares only;
  * an id set is built only when something disappeared (to tell a delete from a move).
  */
-function diffList(before: readonly Item[], after: readonly Item[]): { put: Item[]; del: string[] } | null {
+export function diffList(before: readonly Item[], after: readonly Item[]): { put: Item[]; del: string[] } | null {
   const put: Item[] = [];
   const del: string[] = [];
   let afterIds: Set<string> | undefined;

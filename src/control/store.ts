@@ -18,6 +18,14 @@
  * group_id and chain_id are derived from the snapshot being built, so there is no allocator state
  * to roll back.
  *
+ * Shared models (several API servers, control/etcd): the commit step is a Committer that commits
+ * only if the durable model is still the state the batch was staged on. When another server got
+ * there first it hands back the newer model: the store adopts it (swap + postcommit, as for a
+ * local change) and stages the whole batch again on it, refusals included (a bounded number of
+ * times, then 503), so concurrent writes never interleave and a refusal is only answered once
+ * the state it was judged on is known to be current. adopt() brings in another server's change
+ * between batches. The local journal (persist) is a committer that never sees a newer model.
+ *
  * Committed snapshots are deep-frozen: readers share them freely. A next snapshot shares every
  * unchanged list and object with the previous one, so freezing it touches only what is new, and
  * lookups by id use the validator's per-list indexes. Port `status` is computed
@@ -32,11 +40,24 @@ import { findById } from './validate/indexes.js';
 import { LINK_UP, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError } from '../util/args.js';
 
+/** The commit step of every write batch (default: `persist`, a local write that never conflicts). */
+export interface Committer {
+  /**
+   * Make `next` durable provided the durable model is still `prev` (the state the batch was staged
+   * on; next === prev only checks that). Resolves undefined once done, or the newer durable model
+   * when another writer changed it first (nothing written). Throws a NeutronError when the write
+   * failed (nothing written).
+   */
+  commit(next: State, prev: State): Promise<State | undefined>;
+}
+
 export interface StoreOptions {
   /** Default: a manager with the noop driver. */
   drivers?: DriverManager;
   /** Durable write of the next state, awaited before the change is visible, applied or acknowledged. */
   persist?: (next: State) => Promise<void> | void;
+  /** Conditional commit to a shared model (replaces persist). */
+  committer?: Committer;
   /** Owner of created resources that name none (default 'sfc'). */
   projectId?: string;
   /** Starting state, trusted as valid (copied). */
@@ -52,6 +73,8 @@ export const DEFAULT_PROJECT_ID = 'sfc';
 export const DEFAULT_LIMIT = 10_000;
 /** Most writes committed as one batch. */
 const MAX_BATCH = 256;
+/** Most times a batch is staged again on a newer shared model before it is refused (503). */
+const MAX_ATTEMPTS = 32;
 
 /** A write's outcome against one state: the next state, and its answer (read once it is committed). */
 interface Staged<T> {
@@ -65,20 +88,27 @@ interface Job {
   reject(e: unknown): void;
 }
 
+/** A queued adopt(): the shared model's state, read when its turn comes. */
+interface Adoption {
+  read(): State;
+  resolve(value: unknown): void;
+  reject(e: unknown): void;
+}
+
 export class Store {
   readonly #drivers: DriverManager;
-  readonly #persist: (next: State) => Promise<void> | void;
+  readonly #committer: Committer;
   readonly #projectId: string;
   readonly #linkUp: (ifname: string) => boolean;
   readonly #limits: Record<Collection, number>;
   #state: State;
   #revision = 0;
-  #queue: Job[] = [];
+  #queue: (Job | Adoption)[] = [];
   #draining = false;
 
   constructor(opts: StoreOptions = {}) {
     this.#drivers = opts.drivers ?? new DriverManager([new NoopDriver()]);
-    this.#persist = opts.persist ?? (() => undefined);
+    this.#committer = opts.committer ?? localCommitter(opts.persist ?? (() => undefined));
     this.#projectId = opts.projectId ?? DEFAULT_PROJECT_ID;
     this.#linkUp = opts.linkUp ?? sysfsLinkUp;
     this.#limits = Object.fromEntries(COLLECTIONS.map((c) => [c, opts.limits?.[c] ?? DEFAULT_LIMIT])) as Record<Collection, number>;
@@ -133,6 +163,19 @@ export class Store {
     return this.#submit(() => ({ next: structuredClone(next), answer: () => undefined }));
   }
 
+  /**
+   * Bring in a change another server committed to the shared model: when its turn in the write
+   * queue comes, `read()` gives the model's current state; if it differs from ours it is swapped
+   * in and applied to the drivers. A driver failure is reported (the drivers stay on the plan in
+   * force) but the store follows the model.
+   */
+  adopt(read: () => State): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ read, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#draining) void this.#drain();
+    });
+  }
+
   #submit<T>(stage: (state: State) => Staged<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({ stage, resolve: resolve as (v: unknown) => void, reject });
@@ -143,18 +186,61 @@ export class Store {
   async #drain(): Promise<void> {
     this.#draining = true;
     try {
-      while (this.#queue.length > 0) await this.#commitBatch(this.#queue.splice(0, MAX_BATCH));
+      while (this.#queue.length > 0) {
+        const head = this.#queue[0]!;
+        if ('read' in head) {
+          this.#queue.shift();
+          await this.#adopt(head.read()).then(head.resolve, head.reject);
+          continue;
+        }
+        const end = this.#queue.findIndex((j) => 'read' in j);
+        const jobs = this.#queue.splice(0, Math.min(end < 0 ? this.#queue.length : end, MAX_BATCH)) as Job[];
+        await this.#commitBatch(jobs);
+      }
     } finally {
       this.#draining = false;
     }
   }
 
-  /** Stage each job on its predecessors' state, then persist, swap in and apply the survivors as one. */
-  async #commitBatch(jobs: Job[]): Promise<void> {
+  /** Swap in a state the shared model already holds and apply it. */
+  async #adopt(next: State): Promise<void> {
     const prev = this.#state;
-    const prevRevision = this.#revision;
+    if (next === prev) return;
+    this.#state = deepFreeze(next);
+    this.#revision++;
+    await this.#drivers.postcommit(next, prev);
+  }
+
+  /** Stage each job on its predecessors' state, then commit, swap in and apply the survivors as one. */
+  async #commitBatch(jobs: Job[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const prev = this.#state;
+      const { next, accepted, refused } = await this.#stage(jobs, prev);
+      let newer: State | undefined;
+      try {
+        newer = await this.#committer.commit(next, prev);
+      } catch (e) {
+        accepted.forEach((a) => a.job.reject(e));
+        refused.forEach((r) => r.job.reject(r.error));
+        return;
+      }
+      if (newer === undefined) {
+        refused.forEach((r) => r.job.reject(r.error));
+        return this.#apply(prev, next, accepted);
+      }
+      await this.#adopt(newer).catch(() => undefined); // the drivers keep their plan; the next change re-renders
+      if (attempt === MAX_ATTEMPTS) {
+        const busy = new NeutronError(503, 'ServiceUnavailable', `The change was not applied: the shared model changed under it ${MAX_ATTEMPTS} times in a row. Retry.`);
+        return jobs.forEach((j) => j.reject(busy));
+      }
+    }
+  }
+
+  /** Each job on its predecessors' state (validated and precommitted): the resulting state, what it accepted and what it refused. */
+  async #stage(jobs: Job[], prev: State): Promise<{ next: State; accepted: { job: Job; answer: () => unknown }[]; refused: { job: Job; error: unknown }[] }> {
     let next = prev;
     const accepted: { job: Job; answer: () => unknown }[] = [];
+    const refused: { job: Job; error: unknown }[] = [];
     for (const job of jobs) {
       try {
         const staged = job.stage(next);
@@ -162,17 +248,18 @@ export class Store {
         await this.#drivers.precommit(candidate, next);
         next = candidate;
         accepted.push({ job, answer: staged.answer });
-      } catch (e) {
-        job.reject(e);
+      } catch (error) {
+        refused.push({ job, error });
       }
     }
+    return { next, accepted, refused };
+  }
+
+  /** The committed batch: swap it in, apply it, answer it (a failed apply is undone and committed back). */
+  async #apply(prev: State, next: State, accepted: { job: Job; answer: () => unknown }[]): Promise<void> {
     if (accepted.length === 0) return;
     const fail = (e: unknown) => accepted.forEach((a) => a.job.reject(e));
-    try {
-      await this.#persist(next);
-    } catch (e) {
-      return fail(e);
-    }
+    const prevRevision = this.#revision;
     this.#state = next;
     this.#revision = prevRevision + accepted.length;
     try {
@@ -181,7 +268,7 @@ export class Store {
       this.#state = prev;
       this.#revision = prevRevision;
       try {
-        await this.#persist(prev);
+        await this.#committer.commit(prev, next);
       } catch (p) {
         const why = e instanceof Error ? e.message : String(e);
         return fail(new NeutronError(500, 'SfcDriverError', `${why}; restoring the state file also failed: ${p instanceof Error ? p.message : String(p)}`));
@@ -230,6 +317,16 @@ function overQuota(coll: Collection): NeutronError {
 /** Linux: the interface exists and is administratively and operationally up. */
 export function sysfsLinkUp(ifname: string): boolean {
   return sysfsLinkState(ifname) === LINK_UP;
+}
+
+/** The local journal as a committer: nothing else writes it, so it never sees a newer model. */
+function localCommitter(persist: (next: State) => Promise<void> | void): Committer {
+  return {
+    async commit(next, prev) {
+      if (next !== prev) await persist(next);
+      return undefined;
+    },
+  };
 }
 
 /** Freeze what is new; parts shared with the previous snapshot are frozen already and skipped. */

@@ -1,6 +1,7 @@
 /*
  * Ports (spec A.2, the project's model of a Neutron port): a logical port bound to a Linux
- * interface (`binding:profile.interface`) with the MAC of the endpoint behind it.
+ * interface (`binding:profile.interface`) with the MAC of the endpoint behind it, on the host
+ * `binding:host_id` names ('' when there is only one).
  *
  * mac_address is validated and stored lower-case with colons; when omitted one is generated the
  * way Neutron does (fa:16:3e:xx:xx:xx). Two ports on the same interface with the same MAC could
@@ -26,7 +27,7 @@ import {
 import { portNotFound, type ResourceOps, type WriteContext } from './common.js';
 import { portsByMac } from './indexes.js';
 
-type PortInput = Pick<Port, 'name' | 'description' | 'mac_address' | 'binding:profile' | 'admin_state_up'>;
+type PortInput = Pick<Port, 'name' | 'description' | 'mac_address' | 'binding:profile' | 'binding:host_id' | 'admin_state_up'>;
 
 const MAC_RE = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/i;
 
@@ -55,6 +56,23 @@ function profileAttr(value: unknown, attr: string): Port['binding:profile'] {
   return { ...value, interface: ifname };
 }
 
+/** A host name as ports and agents use it (`sfc agent --host`, the key of its record in the shared store). */
+export function isHostName(host: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(host);
+}
+
+/**
+ * binding:host_id: '' (the only host) or a host name as agents publish it (`sfc agent --host`):
+ * letters, digits, '.', '_', '-', up to 255, so it can name the agent's key in the shared store.
+ */
+function hostAttr(value: unknown, attr: string): string {
+  const host = value === null ? '' : value;
+  if (typeof host !== 'string' || (host !== '' && !isHostName(host))) {
+    throw invalidAttr(attr, `'${show(value)}' is not a valid host name`);
+  }
+  return host;
+}
+
 function generatedMac(): string {
   return ['fa', '16', '3e', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
@@ -65,6 +83,7 @@ const SPEC: ResourceSpec<PortInput> = {
     description: DESCRIPTION,
     mac_address: { put: true, default: generatedMac, convert: macAttr },
     'binding:profile': { required: true, put: true, convert: profileAttr },
+    'binding:host_id': { put: true, default: () => '', convert: hostAttr },
     admin_state_up: { put: true, default: () => true, convert: (v) => toBool(v) },
   },
   readOnly: ['id', 'status'],

@@ -7,6 +7,7 @@ import { UsageError, type Command } from './util/args.js';
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   serve: () => import('./commands/serve.js'),
+  agent: () => import('./commands/agent.js'),
   apply: () => import('./commands/apply.js'),
   get: () => import('./commands/get.js'),
   delete: () => import('./commands/delete.js'),

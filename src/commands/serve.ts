@@ -23,14 +23,14 @@ import { COLLECTIONS, type State } from '../control/model.js';
 import { StateFile, defaultStatePath } from '../control/persist.js';
 import { DEFAULT_LIMIT, Store, parseLimits, type StoreOptions } from '../control/store.js';
 import { EtcdUrlError, connectEtcd, parseEtcdUrl } from '../control/etcd/client.js';
-import { EtcdModel } from '../control/etcd/model.js';
+import { EtcdModel, followModel } from '../control/etcd/model.js';
 import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
 import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
-import { UsageError, parseHostPort, parseOptions, type Command } from '../util/args.js';
+import { UsageError, parseHostPort, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
 
 const DEFAULT_OVS_BRIDGE = 'br-sfc';
 
@@ -97,10 +97,7 @@ async function openEtcd(spec: string): Promise<ModelHome> {
     name: `store ${spec}`,
     revision: () => model.revision(),
     async load(store) {
-      await store.adopt(() => model.state());
-      unfollow = model.onChange(() => {
-        store.adopt(() => model.state()).catch((e: Error) => log(`applying revision ${model.revision()} from ${spec} failed: ${e.message}`));
-      });
+      unfollow = await followModel(model, store, log);
     },
     async close() {
       unfollow();
@@ -108,24 +105,6 @@ async function openEtcd(spec: string): Promise<ModelHome> {
       client.close();
     },
   };
-}
-
-function positiveInt(value: string, option: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${option} must be a positive integer, got '${value}'`);
-  return n;
-}
-
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const on = (signal: string) => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(signal);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
 }
 
 export const command: Command = {

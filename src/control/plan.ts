@@ -51,7 +51,12 @@ export type Action =
   /** Ordinary L2 switching on the frame's (restored) destination MAC. */
   | { op: 'switch' }
   /** Hand the frame to the service graph's destination chains (B.9); matching none, switch. */
-  | { op: 'handoff'; graph: number };
+  | { op: 'handoff'; graph: number }
+  /**
+   * Leave in a VXLAN tunnel to another host (a per-host slice, slice.ts): to underlay peer `peer`
+   * (Plan.underlay.peers), or with peer -1 to the host of the member selection picked.
+   */
+  | { op: 'tunnel'; peer: number };
 
 export interface PlanPort {
   id: string;
@@ -61,6 +66,8 @@ export interface PlanPort {
   iface: string;
   /** A port of some port pair: never an L2 endpoint for traffic outside chains. */
   sf: boolean;
+  /** binding:host_id: the host the port is on ('' = the only host). */
+  host: string;
 }
 
 export interface PlanMember {
@@ -99,6 +106,10 @@ export interface PlanHop {
   /** The members' correlation (all members of a group share it; the validator enforces it). */
   correlation: Correlation;
   actions: Action[];
+  /** In a per-host slice (slice.ts): the list instead of `actions` when the member selected is on another host. */
+  remote?: Action[];
+  /** In a per-host slice: the list for a frame that arrives from another host's tunnel bound for this hop. */
+  arrive?: Action[];
 }
 
 export interface PlanPath {
@@ -115,6 +126,8 @@ export interface PlanPath {
   end: Action[];
   /** Rule indices entering this path. */
   rules: number[];
+  /** In a per-host slice: the list for a frame that arrives from a tunnel for the path's end, before the rule's delivery. */
+  arriveEnd?: Action[];
 }
 
 export interface PlanChain {
@@ -160,6 +173,17 @@ export interface PlanGraph {
   edges: { from: number; to: number[] }[];
 }
 
+/** One host's end of the tunnels between hosts (a per-host slice, slice.ts). */
+export interface Underlay {
+  /** This host's name (binding:host_id), its underlay interface, IPv4 address and MAC. */
+  host: string;
+  iface: string;
+  ip: string;
+  mac: string;
+  /** The other hosts the slice's ports are on, with their underlay address ('' while unknown). */
+  peers: { host: string; ip: string; mac: string }[];
+}
+
 export interface Plan {
   ports: PlanPort[];
   members: PlanMember[];
@@ -168,6 +192,8 @@ export interface Plan {
   paths: PlanPath[];
   rules: PlanRule[];
   graphs: PlanGraph[];
+  /** Set in a per-host slice (slice.ts): ports on other hosts are reached through tunnels from here. */
+  underlay?: Underlay;
 }
 
 const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
@@ -200,6 +226,7 @@ export function buildPlan(state: State, prev?: { members: readonly { id: string 
     mac: p.mac_address.toLowerCase(),
     iface: typeof p['binding:profile']?.interface === 'string' ? p['binding:profile'].interface : '',
     sf: sfPorts.has(p.id),
+    host: p['binding:host_id'] ?? '',
   }));
 
   // Groups used by a chain, in first-use order.

@@ -37,7 +37,7 @@ function macsAndTags(b: Batch, i: number): number {
 }
 
 /** Move slot i's start by `delta` bytes (negative: grow at the front), keeping header offsets true. */
-function shift(b: Batch, i: number, delta: number): void {
+export function shift(b: Batch, i: number, delta: number): void {
   b.start[i] += delta;
   b.len[i] -= delta;
   if (b.l3Off[i] !== ABSENT) b.l3Off[i] -= delta;
@@ -45,7 +45,7 @@ function shift(b: Batch, i: number, delta: number): void {
 }
 
 /** Room in front of slot i's frame for `n` more bytes. */
-function hasRoom(b: Batch, i: number, n: number): boolean {
+export function hasRoom(b: Batch, i: number, n: number): boolean {
   return b.start[i] - n >= Math.floor(b.start[i] / SLOT) * SLOT;
 }
 

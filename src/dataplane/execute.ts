@@ -32,6 +32,7 @@ import { Ctr, Drop, type Counters } from '../packet/counters.js';
 import { B_MACS, copyMacs, dropSlot, MACS, R_FLAGS, recordAt, V_DROP, V_END, V_HOP, V_L2, type SteerState } from './flowstate.js';
 import { popMpls, popNsh, pushMpls, pushNsh } from './encap.js';
 import { packetTooBig } from './icmp.js';
+import { FROM_TUNNEL, pushVxlan } from './vxlan.js';
 import { DEFAULT_MTU } from './io/native.js';
 import {
   ACT_COPY_TAP,
@@ -42,6 +43,7 @@ import {
   ACT_RESTORE_MACS,
   ACT_SET_DST_MAC,
   ACT_SET_END_MACS,
+  ACT_TUNNEL,
   INST_MAC_STRIDE,
   RULE_ENDS_STRIDE,
   type Tables,
@@ -109,6 +111,11 @@ function run(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, from: n
       case ACT_RESTORE_MACS:
         if (s.slotHasMacs[i] === 1) copyMacs(s.slotMacs, i * MACS, d, at);
         break;
+      case ACT_TUNNEL: {
+        const why = pushVxlan(t, b, i, arg >= 0 ? arg : t.instPeer[s.slotInst[i]], c);
+        if (why !== 0) return why;
+        break;
+      }
     }
   }
   return 0;
@@ -147,7 +154,8 @@ function tooBig(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, mtu:
   dropSlot(b, s, c, i, Drop.frame_too_big);
   const r = s.slotRule[i];
   const port = r >= 0 ? t.ruleAtPort[r] : -1;
-  if (port < 0 || b.l3Off[i] === ABSENT || b.count >= BATCH) return;
+  // (The sender must be on this host: an error is never sent raw onto the underlay.)
+  if (port < 0 || t.portPeer[port] >= 0 || b.l3Off[i] === ABSENT || b.count >= BATCH) return;
   // To the sender's MAC from the one it addressed (as the flow's record saw them at chain entry,
   // else the rule's ports).
   const macs = new Uint8Array(12);
@@ -191,7 +199,7 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
       const p = path[i];
       const hop = pathHopBase[p] + hopOf[i];
       const from = slotFrom[i];
-      if (hopPlain[hop] === 1 && from < 0) {
+      if (hopPlain[hop] === 1 && from === -1) {
         // The common case inline: an SF-unaware hop only sets the destination MAC.
         const m = slotInst[i] * MAC_WORDS + (pathReverse[p] === 1 ? 2 : 0);
         view.setUint16(start[i], macs[m]);
@@ -200,12 +208,19 @@ export function executeBatch(t: Tables, b: Batch, s: SteerState, c: Counters, mt
       }
       // A graph hand-off runs the source path's end (decapsulation, copies) first.
       let why = from >= 0 ? run(t, b, s, c, i, t.pathEndActBase[from], t.pathEndActCount[from], macs) : 0;
-      if (why === 0) why = run(t, b, s, c, i, hopActBase[hop], hopActCount[hop], macs);
+      // Multi-host (control/slice.ts): a frame a tunnel brought runs the hop's arrive list; one
+      // whose selected instance is on another host, the hop's remote list (ending in the tunnel).
+      if (why === 0 && from === FROM_TUNNEL) why = run(t, b, s, c, i, t.hopArriveActBase[hop], t.hopArriveActCount[hop], macs);
+      else if (why === 0 && t.instPeer[slotInst[i]] >= 0) why = run(t, b, s, c, i, t.hopRemoteActBase[hop], t.hopRemoteActCount[hop], macs);
+      else if (why === 0) why = run(t, b, s, c, i, hopActBase[hop], hopActCount[hop], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
     } else if (v === V_END) {
       const p = path[i];
       const r = slotRule[i];
-      let why = run(t, b, s, c, i, t.pathEndActBase[p], t.pathEndActCount[p], macs);
+      let why =
+        slotFrom[i] === FROM_TUNNEL
+          ? run(t, b, s, c, i, t.pathArriveActBase[p], t.pathArriveActCount[p], macs)
+          : run(t, b, s, c, i, t.pathEndActBase[p], t.pathEndActCount[p], macs);
       if (why === 0) why = run(t, b, s, c, i, ruleActBase[r], ruleActCount[r], macs);
       if (why !== 0) dropSlot(b, s, c, i, why);
     }

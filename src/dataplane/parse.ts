@@ -122,6 +122,22 @@ export function parseBatch(b: Batch, c: Counters): void {
   }
 }
 
+/**
+ * Parse slot i again after its start moved past outer headers (a tunnel's, vxlan.ts): every parse
+ * field of the slot from scratch. Returns 0 or the drop reason, which the caller counts.
+ */
+export function reparseSlot(b: Batch, i: number): number {
+  b.vlan[i] = 0;
+  b.vlanCount[i] = 0;
+  b.encap[i] = ENCAP_NONE;
+  b.label[i] = 0;
+  b.frag[i] = FRAG_NONE;
+  b.ipId[i] = 0;
+  const reason = parseFrame(b, i);
+  if (reason !== 0) clearLayers(b, i);
+  return reason;
+}
+
 function clearLayers(b: Batch, i: number): void {
   b.l3Off[i] = ABSENT;
   b.ipVer[i] = 0;

@@ -64,6 +64,8 @@ export const ACT_POP_MPLS = 6;
 export const ACT_POP_NSH = 7;
 /** Copy the frame, as it is now, to tap node actArg (its own action list runs on the copy). */
 export const ACT_COPY_TAP = 8;
+/** Push the VXLAN outer headers to underlay peer actArg (-1: the selected instance's host) and leave by the underlay (vxlan.ts). */
+export const ACT_TUNNEL = 9;
 
 /** instMac layout: ingress MAC at k*12, egress MAC at k*12+6. */
 export const INST_MAC_STRIDE = 12;
@@ -154,6 +156,10 @@ export interface Tables {
   /** Action list run at the path's end before the rule's delivery (tap copies, decapsulation), also on a graph hand-off. */
   pathEndActBase: Int32Array;
   pathEndActCount: Int32Array;
+  /** Multi-host: the list for a frame a tunnel brought for the path's end (before the rule's), and its rule classifier. */
+  pathArriveActBase: Int32Array;
+  pathArriveActCount: Int32Array;
+  pathArriveTable: Int32Array;
   /** Index into handoffTables for a service graph's source path, -1 otherwise. */
   pathHandoff: Int32Array;
   /** Per hand-off: the destination chains' rules, logical ports ignored; handoffTableRules maps results to rule indices. */
@@ -172,6 +178,13 @@ export interface Tables {
   /** Action list run on a frame sent into the hop. */
   hopActBase: Int32Array;
   hopActCount: Int32Array;
+  /** Multi-host (control/slice.ts): the list instead when the selected instance is on another host (instPeer >= 0). */
+  hopRemoteActBase: Int32Array;
+  hopRemoteActCount: Int32Array;
+  /** Multi-host: the list for a frame a tunnel brought for this hop, and the classifier (sfTables index, -1) naming its rule. */
+  hopArriveActBase: Int32Array;
+  hopArriveActCount: Int32Array;
+  hopArriveTable: Int32Array;
   /** 1 when the hop's whole list is set_dst_mac (an SF-unaware hop between unaware nodes): execute's inline case. */
   hopPlain: Uint8Array;
   /**
@@ -216,6 +229,23 @@ export interface Tables {
   instIfOut: Int32Array;
   instMac: Uint8Array;
   instBorn: Uint32Array;
+  /** The member whose ingress or egress port each logical port is (-1: none). */
+  portInst: Int32Array;
+
+  // tunnels between hosts (control/slice.ts, vxlan.ts); underlayIface -1: one host, no tunnels
+  underlayIface: number;
+  /** This host's underlay IPv4 address (big-endian u32) and MAC. */
+  underlayIp: number;
+  underlayMac: Uint8Array;
+  /** Per peer host: its underlay IPv4 address (0: not known yet) and MAC. */
+  peerIp: Uint32Array;
+  peerMac: Uint8Array;
+  /** Per logical port and per instance: the peer host it is on, -1 = this host. */
+  portPeer: Int32Array;
+  instPeer: Int32Array;
+  /** VNI -> path + 1 (open addressing from vni & vniMask; 0 = empty). */
+  vniSlots: Int32Array;
+  vniMask: number;
 }
 
 export interface TableSizes {
@@ -230,6 +260,7 @@ export interface TableSizes {
   actions: number;
   taps: number;
   instances: number;
+  peers: number;
 }
 
 /**
@@ -279,6 +310,9 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     pathEncap: a.u8(n.paths),
     pathEndActBase: a.i32(n.paths),
     pathEndActCount: a.i32(n.paths),
+    pathArriveActBase: a.i32(n.paths),
+    pathArriveActCount: a.i32(n.paths),
+    pathArriveTable: a.i32(n.paths).fill(-1),
     pathHandoff: a.i32(n.paths).fill(-1),
     handoffTables: [],
     handoffTableRules: [],
@@ -290,6 +324,11 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     hopAware: a.u8(n.hops),
     hopActBase: a.i32(n.hops),
     hopActCount: a.i32(n.hops),
+    hopRemoteActBase: a.i32(n.hops),
+    hopRemoteActCount: a.i32(n.hops),
+    hopArriveActBase: a.i32(n.hops),
+    hopArriveActCount: a.i32(n.hops),
+    hopArriveTable: a.i32(n.hops).fill(-1),
     hopPlain: a.u8(n.hops),
     hopLive: a.i32(n.hops),
     actOp: a.u8(n.actions),
@@ -313,6 +352,16 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     instIfOut: a.i32(n.instances).fill(-1),
     instMac: a.u8(n.instances * INST_MAC_STRIDE),
     instBorn: a.u32(n.instances),
+    portInst: a.i32(n.ports).fill(-1),
+    underlayIface: -1,
+    underlayIp: 0,
+    underlayMac: a.u8(6),
+    peerIp: a.u32(n.peers),
+    peerMac: a.u8(n.peers * 6),
+    portPeer: a.i32(n.ports).fill(-1),
+    instPeer: a.i32(n.instances).fill(-1),
+    vniSlots: a.i32(macSlotCount(n.paths)),
+    vniMask: macSlotCount(n.paths) - 1,
   }));
 }
 

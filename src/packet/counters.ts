@@ -35,6 +35,10 @@ export const DROP_REASONS = [
   'tx_failed',
   'bad_ipv6_header', // ethertype/next protocol says IPv6 but the version nibble is not 6
   'hop_down', // the hop's group has no live instance and fails closed (control/health.ts)
+  'bad_vxlan', // a frame to this host's VXLAN port with malformed outer IPv4/UDP/VXLAN headers (dataplane/vxlan.ts)
+  'underlay_not_vxlan', // a frame on the underlay interface that is not VXLAN to this host (the host's own stack still gets it)
+  'unknown_tunnel_node', // a tunnelled frame whose VNI / SPI / SI / destination MAC names no node or instance of this host
+  'no_peer', // bound for a host whose agent has published no underlay address
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -63,6 +67,8 @@ export const COUNTERS = [
   'batches', // batches processed (rx_packets / batches: the mean batch size)
   'hops_skipped', // frames that skipped a hop with no live instance (fail-open, control/health.ts)
   'probes_returned', // health probes back from an SF, consumed (dataplane/probe.ts)
+  'tunnel_tx', // frames sent to another host in a VXLAN tunnel (dataplane/vxlan.ts)
+  'tunnel_rx', // frames taken out of a VXLAN tunnel from another host
 ] as const;
 
 export type CounterName = (typeof COUNTERS)[number];

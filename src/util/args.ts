@@ -30,3 +30,23 @@ export function parseHostPort(value: string, option: string): { host: string; po
   if (!m || port > 65535) throw new UsageError(`${option} must be HOST:PORT, got '${value}'`);
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }
+
+/** A command-line integer >= 1, or a UsageError naming the option. */
+export function positiveInt(value: string, option: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${option} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+/** Resolves with the name of the first SIGINT or SIGTERM (a long-running command's end). */
+export function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (signal: string) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(signal);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}

@@ -56,6 +56,7 @@ import {
   ACT_RESTORE_MACS,
   ACT_SET_DST_MAC,
   ACT_SET_END_MACS,
+  ACT_TUNNEL,
   allocTables,
   INST_MAC_STRIDE,
   MAX_HOPS,
@@ -66,6 +67,7 @@ import {
   type RuleInfo,
   type Tables,
 } from '../../../dataplane/tables.js';
+import { indexVnis } from '../../../dataplane/vxlan.js';
 
 const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
 
@@ -153,6 +155,9 @@ function opcodes(actions: Action[], tapOf: (hop: number) => number): [number, nu
       case 'pop':
         out.push([a.encap === 'mpls' ? ACT_POP_MPLS : ACT_POP_NSH, 0]);
         break;
+      case 'tunnel':
+        out.push([ACT_TUNNEL, a.peer]);
+        break;
       case 'deliver':
       case 'switch':
         break; // steer's output choice (ruleDstPort)
@@ -192,9 +197,10 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
     }
   };
 
-  // Interface indices: stable, keyed by name.
+  // Interface indices: stable, keyed by name (the underlay's too, in a per-host slice).
+  const underlay = plan.underlay;
   const interfaces = assignStable(
-    ports.map((p) => p.iface),
+    [...ports.map((p) => p.iface), ...(underlay ? [underlay.iface] : [])],
     prev?.interfaces ?? [],
   );
   const ifIndex = new Map<string, number>();
@@ -259,9 +265,15 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
   const tapOf = (pi: number) => (hop: number) => tapIndex.get(`${pi} ${hop}`)!;
   for (const tap of taps) tap.acts = opcodes(paths[tap.path].hops[tap.hop].actions, tapOf(tap.path));
   const hopActs = paths.flatMap((p, pi) => p.hops.slice(0, p.sfHops).map((h) => opcodes(h.actions, tapOf(pi))));
+  const remoteActs = paths.flatMap((p, pi) => p.hops.slice(0, p.sfHops).map((h) => opcodes(h.remote ?? [], tapOf(pi))));
+  const arriveActs = paths.flatMap((p, pi) => p.hops.slice(0, p.sfHops).map((h) => opcodes(h.arrive ?? [], tapOf(pi))));
+  const endArriveActs = paths.map((p, pi) => opcodes(p.arriveEnd ?? [], tapOf(pi)));
   const endActs = paths.map((p, pi) => opcodes(p.end, tapOf(pi)));
   const ruleActs = rules.map((r) => opcodes(r.end.slice(paths[r.path].end.length), tapOf(r.path)));
-  const actionCount = [...hopActs, ...endActs, ...ruleActs, ...taps.map((x) => x.acts)].reduce((n, a) => n + a.length, 0);
+  const actionCount = [...hopActs, ...remoteActs, ...arriveActs, ...endArriveActs, ...endActs, ...ruleActs, ...taps.map((x) => x.acts)].reduce(
+    (n, a) => n + a.length,
+    0,
+  );
 
   const t = allocTables(
     {
@@ -276,6 +288,7 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
       instances: members.length,
       actions: actionCount,
       taps: taps.length,
+      peers: underlay?.peers.length ?? 0,
     },
     classifierFor(
       rules.map((r) => ruleKey(r.match, r.reverse, r.at)),
@@ -331,7 +344,7 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
     t.rulePath[k] = r.path;
     if (r.at >= 0) t.portEntry[r.at] = 1;
     t.ruleAtPort[k] = r.at;
-    t.ruleDstPort[k] = r.end.some((a) => a.op === 'deliver') ? r.to : -1;
+    t.ruleDstPort[k] = r.end.some((a) => a.op === 'deliver' || a.op === 'tunnel') ? r.to : -1;
     if (r.to >= 0) t.ruleEnds.set(t.portMac.subarray(r.to * 6, r.to * 6 + 6), k * RULE_ENDS_STRIDE);
     if (r.at >= 0) t.ruleEnds.set(t.portMac.subarray(r.at * 6, r.at * 6 + 6), k * RULE_ENDS_STRIDE + 6);
     putActs(ruleActs[k], t.ruleActBase, t.ruleActCount, k);
@@ -370,6 +383,20 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
       tableByKey.set(key, ti);
     }
     t.portSfTable[k] = ti;
+  }
+
+  // Tunnel arrivals (per-host slices): per node with an arrive list, the path's rules as a frame
+  // bound for that node matches them (n-tuple mappings of the hops before it applied).
+  function arriveTable(pi: number, k: number): number {
+    const inTable = paths[pi].rules.map((r) => ({ r, match: k === 0 ? rules[r].match : rules[r].hopMatch[k - 1] }));
+    t.sfTables.push(
+      classifierFor(
+        inTable.map((x) => ruleKey(x.match, rules[x.r].reverse, -1)),
+        () => inTable.map((x) => build(rules[x.r], x.match, true)),
+      ),
+    );
+    t.sfTableRules.push(Int32Array.from(inTable.map((x) => x.r)));
+    return t.sfTables.length - 1;
   }
 
   // Service graph hand-offs: per source path, the destination chains' rules (logical ports ignored).
@@ -412,6 +439,8 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
     t.pathReverse[pi] = p.reverse ? 1 : 0;
     t.pathEncap[pi] = p.encap === 'mpls' ? ENCAP_MPLS : ENCAP_NSH;
     putActs(endActs[pi], t.pathEndActBase, t.pathEndActCount, pi);
+    putActs(endArriveActs[pi], t.pathArriveActBase, t.pathArriveActCount, pi);
+    if (p.arriveEnd) t.pathArriveTable[pi] = arriveTable(pi, p.sfHops);
     t.pathHopBase[pi] = hopAt;
     t.pathHopCount[pi] = p.sfHops;
     liveHops(p, groups, members, up, health).forEach((k, h) => (t.hopLive[hopAt + h] = k));
@@ -421,7 +450,11 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
       t.hopSi[hopAt] = p.hops[h].si;
       t.hopAware[hopAt] = p.hops[h].correlation === null ? 0 : 1;
       putActs(hopActs[hopAt], t.hopActBase, t.hopActCount, hopAt);
-      t.hopPlain[hopAt] = hopActs[hopAt].length === 1 && hopActs[hopAt][0][0] === ACT_SET_DST_MAC ? 1 : 0;
+      putActs(remoteActs[hopAt], t.hopRemoteActBase, t.hopRemoteActCount, hopAt);
+      putActs(arriveActs[hopAt], t.hopArriveActBase, t.hopArriveActCount, hopAt);
+      if (p.hops[h].arrive) t.hopArriveTable[hopAt] = arriveTable(pi, h);
+      const plain = hopActs[hopAt].length === 1 && hopActs[hopAt][0][0] === ACT_SET_DST_MAC && !p.hops[h].remote;
+      t.hopPlain[hopAt] = plain ? 1 : 0;
       hopAt++;
     }
   });
@@ -457,7 +490,10 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
     t.instMac.set(t.portMac.subarray(m.egress * 6, m.egress * 6 + 6), k * INST_MAC_STRIDE + 6);
     // indices are stable: k held this port pair before iff prev's key at k is its id
     t.instBorn[k] = prev && prev.instanceKeys[k] === m.id ? prev.instBorn[k] : generation;
+    t.portInst[m.ingress] = k;
+    t.portInst[m.egress] = k;
   });
+  if (underlay) renderUnderlay(t, plan, ifIndex.get(underlay.iface)!);
   MEMO.set(t, memo);
   return t;
 }
@@ -479,4 +515,30 @@ function liveHops(p: PlanPath, groups: PlanGroup[], members: PlanMember[], up: (
     } else out[h] = -1;
   }
   return out;
+}
+
+/**
+ * A per-host slice's tunnel ends (control/slice.ts): the underlay interface and addresses, each
+ * peer's address, which peer each port and instance is on, and the VNI -> path index.
+ */
+function renderUnderlay(t: Tables, plan: Plan, iface: number): void {
+  const u = plan.underlay!;
+  t.underlayIface = iface;
+  t.underlayIp = ipv4Word(u.ip, 'underlay address');
+  if (!parseMac(u.mac, t.underlayMac, 0)) throw refuse(`underlay: bad MAC '${u.mac}'`);
+  const peerOf = new Map(u.peers.map((p, k) => [p.host, k]));
+  u.peers.forEach((p, k) => {
+    if (p.ip === '' || !parseMac(p.mac, t.peerMac, k * 6)) return; // not known yet: frames for it are dropped as no_peer
+    t.peerIp[k] = ipv4Word(p.ip, `host ${p.host}'s underlay address`);
+  });
+  plan.ports.forEach((p, k) => (t.portPeer[k] = peerOf.get(p.host) ?? -1));
+  plan.members.forEach((m, k) => m.group >= 0 && (t.instPeer[k] = t.portPeer[m.ingress]));
+  indexVnis(t);
+}
+
+function ipv4Word(text: string, what: string): number {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  const bytes = m ? m.slice(1).map(Number) : [];
+  if (bytes.length !== 4 || bytes.some((x) => x > 255)) throw refuse(`${what}: '${text}' is not an IPv4 address`);
+  return ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
 }

@@ -7,6 +7,10 @@
  * `If(mod_revision(guard) == R) Then(put/delete the changed keys, put guard)`, where R is the
  * revision of the state the change was validated against: a writer staged on an older state
  * fails the compare and writes nothing (Else returns the guard, so it knows how far to catch up).
+ * Before proposing, the guard is read linearizably: a cluster without a quorum cannot answer, so
+ * the write is refused (503) before a proposal exists that might still commit once the quorum
+ * returns (etcd's outcome of a timed-out proposal is unknown; only a quorum lost between that read
+ * and the transaction leaves that window).
  * A model's revision is therefore the guard's mod_revision, the same number on every reader.
  *
  * EtcdModel keeps a mirror of the model: read whole at open, then kept current by a watch on the
@@ -23,6 +27,7 @@
 import type { Etcd3, IKeyValue, IOperation, IWatchResponse, Watcher } from 'etcd3';
 import { COLLECTIONS, emptyState, type Collection, type Resource, type State } from '../model.js';
 import { diffList, type Item } from '../persist.js';
+import type { Store } from '../store.js';
 import { connectEtcd, errorText, unavailable, type EtcdOptions } from './client.js';
 
 export const MODEL_PREFIX = '/sfc/v1/model/';
@@ -115,6 +120,14 @@ export class EtcdModel implements ModelView {
     }
     let res;
     try {
+      // Read the guard first, linearizably: that needs a quorum, so a cluster without one refuses
+      // here, before anything is proposed (a proposal that times out may still commit later).
+      const seen = await this.#client.get(GUARD_KEY).exec();
+      const current = Number(seen.kvs[0]?.mod_revision ?? 0);
+      if (current !== R) {
+        await this.#catchUp(current);
+        return this.#state;
+      }
       res = await this.#client.if(GUARD_KEY, 'Mod', '==', R).then(...ops).else(this.#client.get(GUARD_KEY)).commit();
     } catch (e) {
       throw unavailable(this.#endpoints, e);
@@ -283,6 +296,18 @@ export class EtcdModel implements ModelView {
       this.#resync().catch((r: unknown) => this.#log(`etcd: re-reading the model failed (${errorText(r)}); keeping revision ${this.#revision}`));
     });
   }
+}
+
+/**
+ * Serve `model` through `store`: the store takes the model's current state (applied to its
+ * drivers), then every later change (other servers' writes, through the watch). Returns the unfollow.
+ * (The store must use the model as its committer.)
+ */
+export async function followModel(model: EtcdModel, store: Store, log: (message: string) => void): Promise<() => void> {
+  await store.adopt(() => model.state());
+  return model.onChange(() => {
+    store.adopt(() => model.state()).catch((e: unknown) => log(`applying revision ${model.revision()} of the shared model failed: ${errorText(e)}`));
+  });
 }
 
 /** A client and a model on it, for readers (agents): close() ends both. */

@@ -1,7 +1,10 @@
 /*
- * Crash under load: rounds of kill -9 of `sfc serve --driver noop` while clients write as fast as
- * they can, each round restarting on the same state file and checking it against what the
- * clients were told. Used by test/crash-load.test.ts (a few rounds) and bench/soak.ts (100).
+ * Crash under load: rounds of kill -9 of `sfc serve` while clients write as fast as they can, each
+ * round restarting on the same state file and checking it against what the clients were told.
+ * What is killed is a CrashTarget: `sfc serve --driver noop` as a plain child (noopTarget, here),
+ * or the userspace driver inside the lab with traffic through its chain (bench/crash-chain.ts),
+ * whose own check after each restart (traffic resumed, flows on the same instances) runs while
+ * the writers write. Used by test/crash-load.test.ts (a few rounds) and bench/soak.ts (100).
  *
  * Writers (several requests in flight) create port pair groups, rename them and delete them. Every
  * write sets a name and a description derived from it together, so a half-applied write shows as
@@ -17,6 +20,39 @@ import { kill9, launchServe, type ServeProcess } from './serve-process.js';
 const GROUPS = '/v2.0/sfc/port_pair_groups';
 const HEADERS = { 'Content-Type': 'application/json' };
 
+/** One API request; status 0 when no answer came (the server is gone). */
+export type Api = (method: string, path: string, body?: unknown) => Promise<{ status: number; body: string }>;
+
+/** The server the rounds kill and restart, always on the same state. */
+export interface CrashTarget {
+  /** Start it; resolves once its API answers. */
+  start(): Promise<Api>;
+  /** kill -9, and wait for it to be gone. */
+  kill(): Promise<void>;
+  /** After each (re)start, while the writers write: what else must hold (broken promises, or none). */
+  checkRestart?(round: number): Promise<string[]>;
+}
+
+/** `sfc serve --driver noop` on `state`, a child of this process. */
+export function noopTarget(state: string): CrashTarget {
+  let server: ServeProcess | undefined;
+  return {
+    async start() {
+      server = launchServe(['--driver', 'noop', '--listen', '127.0.0.1:0', '--state', state], { ...process.env, SFC_TOKEN: '' });
+      const url = await server.listening;
+      return async (method, path, body) => {
+        try {
+          const res = await fetch(url + path, { method, headers: body === undefined ? {} : HEADERS, body: body === undefined ? undefined : JSON.stringify(body) });
+          return { status: res.status, body: await res.text() };
+        } catch {
+          return { status: 0, body: '' };
+        }
+      };
+    },
+    kill: () => (server ? kill9(server) : Promise.resolve()),
+  };
+}
+
 /** The description a write sends with `name`: a half-applied write would not match it. */
 const describe = (name: string) => `d:${name}:${name.length}`;
 
@@ -24,6 +60,8 @@ type Write = { op: 'create'; name: string } | { op: 'rename'; id: string; name: 
 
 /** What the clients know: the acknowledged name of each object, and requests not yet answered. */
 interface Truth {
+  /** Groups there before the first write (a seeding config's, in a chain): never touched, must stay. */
+  seeded: Map<string, string> | undefined;
   names: Map<string, string>;
   deleted: Set<string>;
   inFlight: Set<Write>;
@@ -31,8 +69,7 @@ interface Truth {
 
 export interface CrashRoundsOptions {
   rounds: number;
-  /** The state file every round restarts on. */
-  state: string;
+  target: CrashTarget;
   /** Requests in flight (default 8). */
   writers?: number;
   /** Kill after this many acknowledged writes, drawn per round from [min, max) (default 20..120). */
@@ -52,16 +89,24 @@ export interface CrashRoundsResult {
   restartMs: { p50: number; max: number };
 }
 
-async function send(url: string, w: Write): Promise<{ status: number; body: any }> {
+/** Send a write; undefined when no answer came. */
+async function send(api: Api, w: Write): Promise<{ status: number; body: any } | undefined> {
   const path = w.op === 'create' ? GROUPS : `${GROUPS}/${w.id}`;
-  const body = w.op === 'delete' ? undefined : JSON.stringify({ port_pair_group: { name: w.name, description: describe(w.name) } });
-  const res = await fetch(url + path, { method: w.op === 'create' ? 'POST' : w.op === 'rename' ? 'PUT' : 'DELETE', headers: body ? HEADERS : {}, body });
-  const text = await res.text();
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) };
+  const body = w.op === 'delete' ? undefined : { port_pair_group: { name: w.name, description: describe(w.name) } };
+  const res = await api(w.op === 'create' ? 'POST' : w.op === 'rename' ? 'PUT' : 'DELETE', path, body);
+  if (res.status === 0) return undefined;
+  return { status: res.status, body: res.body === '' ? undefined : JSON.parse(res.body) };
 }
 
 /** One writer: as fast as it can until the server dies under it. */
-async function writer(url: string, tag: string, truth: Truth, counts: { acked: number }, violations: string[]): Promise<void> {
+/** Acknowledged writes in a round, and who waits for the kill threshold. */
+interface Acks {
+  acked: number;
+  killAt: number;
+  reached: () => void;
+}
+
+async function writer(api: Api, tag: string, truth: Truth, counts: Acks, violations: string[]): Promise<void> {
   for (let n = 0; ; n++) {
     const mine = [...truth.names.keys()].filter((id) => ![...truth.inFlight].some((f) => f.op !== 'create' && f.id === id));
     const r = Math.random();
@@ -69,18 +114,14 @@ async function writer(url: string, tag: string, truth: Truth, counts: { acked: n
     const w: Write =
       victim !== undefined && r < 0.2 ? { op: 'delete', id: victim } : victim !== undefined && r < 0.45 ? { op: 'rename', id: victim, name: `${tag}-${n}-r` } : { op: 'create', name: `${tag}-${n}` };
     truth.inFlight.add(w);
-    let answer: { status: number; body: any };
-    try {
-      answer = await send(url, w);
-    } catch {
-      return; // the server died: w stays in flight
-    }
+    const answer = await send(api, w);
+    if (!answer) return; // the server died: w stays in flight
     truth.inFlight.delete(w);
     if (answer.status >= 300) {
       violations.push(`${w.op} refused ${answer.status}: ${JSON.stringify(answer.body)}`);
       return;
     }
-    counts.acked++;
+    if (++counts.acked === counts.killAt) counts.reached();
     if (w.op === 'create') truth.names.set(answer.body.port_pair_group.id as string, w.name);
     else if (w.op === 'rename') truth.names.set(w.id, w.name);
     else {
@@ -91,9 +132,14 @@ async function writer(url: string, tag: string, truth: Truth, counts: { acked: n
 }
 
 /** Compare the restarted server with the truth; adopt the outcome of the in-flight requests. */
-async function check(url: string, truth: Truth, violations: string[]): Promise<{ applied: number; lost: number }> {
-  const res = await fetch(url + GROUPS);
-  const groups = ((await res.json()) as { port_pair_groups: { id: string; name: string; description: string }[] }).port_pair_groups;
+async function check(api: Api, truth: Truth, violations: string[]): Promise<{ applied: number; lost: number }> {
+  const res = await api('GET', GROUPS);
+  if (res.status !== 200) throw new Error(`GET ${GROUPS} after a restart: ${res.status} ${res.body.slice(0, 200)}`);
+  const all = (JSON.parse(res.body) as { port_pair_groups: { id: string; name: string; description: string }[] }).port_pair_groups;
+  truth.seeded ??= new Map(all.map((g) => [g.id, g.name]));
+  const seeded = truth.seeded;
+  for (const [id, name] of seeded) if (!all.some((g) => g.id === id && g.name === name)) violations.push(`seeded group ${id} ('${name}') lost or changed`);
+  const groups = all.filter((g) => !seeded.has(g.id));
   const onServer = new Map(groups.map((g) => [g.id, g]));
   const flights = [...truth.inFlight];
   let applied = 0;
@@ -130,44 +176,40 @@ async function check(url: string, truth: Truth, violations: string[]): Promise<{
 
 /** Run the rounds; throws only if the server cannot start. */
 export async function crashUnderLoad(opts: CrashRoundsOptions): Promise<CrashRoundsResult> {
-  const truth: Truth = { names: new Map(), deleted: new Set(), inFlight: new Set() };
+  const truth: Truth = { seeded: undefined, names: new Map(), deleted: new Set(), inFlight: new Set() };
   const violations: string[] = [];
   const [lo, hi] = opts.acksBeforeKill ?? [20, 120];
   const restarts: number[] = [];
   let acknowledged = 0;
   let inFlightApplied = 0;
   let inFlightLost = 0;
-  let server: ServeProcess | undefined;
-  const start = async () => {
+  /** (Re)start, check the store against the truth; returns the API and the target's own check, running. */
+  const restart = async (round: number) => {
     const t0 = performance.now();
-    server = launchServe(['--driver', 'noop', '--listen', '127.0.0.1:0', '--state', opts.state], { ...process.env, SFC_TOKEN: '' });
-    const url = await server.listening;
+    const api = await opts.target.start();
     restarts.push(performance.now() - t0);
-    return url;
+    const outcome = await check(api, truth, violations);
+    inFlightApplied += outcome.applied;
+    inFlightLost += outcome.lost;
+    const checked = (opts.target.checkRestart?.(round) ?? Promise.resolve([])).then((v) => void violations.push(...v.map((x) => `round ${round}: ${x}`)));
+    return { api, checked };
   };
   try {
     for (let round = 1; round <= opts.rounds; round++) {
-      const url = await start();
-      const outcome = await check(url, truth, violations);
-      inFlightApplied += outcome.applied;
-      inFlightLost += outcome.lost;
-      const counts = { acked: 0 };
-      const target = lo + Math.floor(Math.random() * (hi - lo));
-      const writers = Promise.all(Array.from({ length: opts.writers ?? 8 }, (_, w) => writer(url, `r${round}w${w}`, truth, counts, violations)));
-      let done = false;
-      void writers.then(() => (done = true));
-      while (counts.acked < target && !done) await new Promise((r) => setImmediate(r));
-      await kill9(server!);
-      await writers;
+      const { api, checked } = await restart(round);
+      const counts: Acks = { acked: 0, killAt: lo + Math.floor(Math.random() * (hi - lo)), reached: () => {} };
+      const enough = new Promise<void>((r) => (counts.reached = r));
+      const writers = Promise.all(Array.from({ length: opts.writers ?? 8 }, (_, w) => writer(api, `r${round}w${w}`, truth, counts, violations)));
+      // Kill once enough writes were acknowledged and the target's own check is done (or every writer gave up).
+      await Promise.race([writers, Promise.all([enough, checked])]);
+      await opts.target.kill();
+      await Promise.all([writers, checked]);
       acknowledged += counts.acked;
       opts.onRound?.(round, counts.acked);
     }
-    const url = await start();
-    const outcome = await check(url, truth, violations);
-    inFlightApplied += outcome.applied;
-    inFlightLost += outcome.lost;
+    await (await restart(opts.rounds + 1)).checked;
   } finally {
-    if (server) await kill9(server);
+    await opts.target.kill();
   }
   const sorted = [...restarts].sort((a, b) => a - b);
   return {

@@ -1,8 +1,11 @@
 /*
- * Soak and crash benchmark (`npm run bench:soak`; root, for the lab). Two phases, one JSON line each:
+ * Soak and crash benchmark (`npm run bench:soak`; root, for the lab). Three phases, one JSON line each:
  *
  *   crash: bench/crashload.ts, --rounds N (default 100) rounds of kill -9 of `sfc serve --driver
  *          noop` under 8 writers; every acknowledged write must survive, none may be half there.
+ *   crash-chain: the same rounds with the userspace driver in the lab while UDP flows cross its
+ *          chain (bench/crash-chain.ts): after each restart every flow is back, on the instances
+ *          it had at the first start.
  *   soak:  the lab's two-hop chain (2 instances per hop, symmetric) with `sfc serve` (afpacket,
  *          userspace driver) run by bench/soak-server.js inside L-dp, --seconds S (default 600)
  *          of UDP through the chain (64 flows, --pps R, default 2000), one API change per second,
@@ -15,7 +18,7 @@
  *          per-interface receive counts add up to rx, and interface tx - tx (the probes injected
  *          outside the batches) covers the probes returned.
  *
- * Usage: node dist/bench/soak.js [--only crash|soak] [--rounds N] [--seconds S] [--warmup W] [--pps R]
+ * Usage: node dist/bench/soak.js [--only crash|crash-chain|soak] [--rounds N] [--seconds S] [--warmup W] [--pps R]
  * Exit code 1 when a check fails (the JSON says which).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,7 +30,8 @@ import { distFile, metric, parsePrometheus, startTraffic, stopProcess, type Samp
 import { SERVER, labDown, labUp, netnsSpawn } from '../src/lab/topology.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { parseOptions } from '../src/util/args.js';
-import { crashUnderLoad } from './crashload.js';
+import { CHAIN_ACKS_BEFORE_KILL, chainTarget } from './crash-chain.js';
+import { crashUnderLoad, noopTarget, type CrashRoundsResult } from './crashload.js';
 
 const LAB = 'sfc-soak';
 const UDP_PORT = 5301;
@@ -46,13 +50,28 @@ async function crashPhase(rounds: number): Promise<{ ok: boolean }> {
   const dir = mkdtempSync(join(tmpdir(), 'sfc-soak-crash-'));
   try {
     const t0 = performance.now();
-    const r = await crashUnderLoad({ rounds, state: join(dir, 'state.json') });
+    const r = await crashUnderLoad({ rounds, target: noopTarget(join(dir, 'state.json')) });
     const ok = r.violations.length === 0;
     console.log(JSON.stringify({ phase: 'crash', ok, seconds: Math.round((performance.now() - t0) / 100) / 10, ...r, violations: r.violations.slice(0, 20) }));
     return { ok };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+async function crashChainPhase(rounds: number): Promise<{ ok: boolean }> {
+  const t0 = performance.now();
+  const target = await chainTarget({ name: LAB });
+  let r: CrashRoundsResult;
+  let traffic: { sent: number; received: number } | undefined;
+  try {
+    r = await crashUnderLoad({ rounds, target, acksBeforeKill: CHAIN_ACKS_BEFORE_KILL });
+  } finally {
+    traffic = await target.close();
+  }
+  const ok = r.violations.length === 0 && (traffic?.received ?? 0) > 0;
+  console.log(JSON.stringify({ phase: 'crash-chain', ok, seconds: Math.round((performance.now() - t0) / 100) / 10, ...r, traffic, violations: r.violations.slice(0, 20) }));
+  return { ok };
 }
 
 /** The counter identities that must hold whatever the traffic. */
@@ -166,9 +185,11 @@ async function main(): Promise<number> {
     pps: { type: 'string', default: '2000' },
   });
   distFile('cli.js'); // fail early when the build is missing
+  const run = (phase: string) => values.only === undefined || values.only === phase;
   let ok = true;
-  if (values.only !== 'soak') ok = (await crashPhase(Number(values.rounds))).ok && ok;
-  if (values.only !== 'crash') ok = (await soakPhase(Number(values.seconds), Number(values.warmup), Number(values.pps))).ok && ok;
+  if (run('crash')) ok = (await crashPhase(Number(values.rounds))).ok && ok;
+  if (run('crash-chain')) ok = (await crashChainPhase(Number(values.rounds))).ok && ok;
+  if (run('soak')) ok = (await soakPhase(Number(values.seconds), Number(values.warmup), Number(values.pps))).ok && ok;
   return ok ? 0 : 1;
 }
 

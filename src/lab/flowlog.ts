@@ -19,6 +19,7 @@
  * that carried it each way, and whether each hop received it from the previous hop's chosen
  * instance (forward) or from the next one's (replies).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PROBE_PORT } from '../dataplane/probe.js';
 import { CLIENT, SERVER, netnsExec, sfMac, type LabSf } from './topology.js';
 import type { LabInfo } from './harness.js';
@@ -169,6 +170,20 @@ export function traceFlows(lab: LabInfo, log: FlowLog, flows: readonly string[] 
     );
     return { flow, forward, reverse, forwardInOrder, reverseInOrder };
   });
+}
+
+/** The flow log once `n` flows reached the server and every hop saw each forward (or after `ms`). */
+export async function settledFlowLog(lab: LabInfo, n: number, ms = 10_000): Promise<FlowLog> {
+  for (const end = Date.now() + ms; ; await sleep(200)) {
+    const log = await readFlowLog(lab);
+    const traces = traceFlows(lab, log);
+    if (Date.now() > end || (traces.length >= n && traces.every((t) => t.forward.every((inst) => inst.length > 0)))) return log;
+  }
+}
+
+/** Per flow, the instances that carried it forward at each hop ("1", or "1,2" when it moved). */
+export function placement(traces: FlowTrace[]): Map<string, string[]> {
+  return new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
 }
 
 /** One instance per hop, each handed over by the previous hop's. */

@@ -4,8 +4,9 @@
  * namespaces, and the lab a backend needs (labUpFor: the links and endpoint settings its registry
  * entry asks for). `sfc demo` and the end-to-end tests use it.
  *
- * - LabDataplane runs `sfc serve` (compiled, dist/) inside L-dp with a fresh state file (userspace
- *   driver on a backend, or --driver ovs: its private Open vSwitch lives under the run directory), output to
+ * - LabDataplane runs `sfc serve` (compiled, dist/) inside L-dp with a fresh state file, or a given one
+ *   kept (restarts) (userspace driver on a backend, or --driver ovs: its private Open vSwitch lives
+ *   under the run directory), output to
  *   <runDir>/serve.log, in its own process group. Its API listens on 127.0.0.1 of L-dp, which the
  *   caller's namespace cannot reach: a relay (a small node program started inside L-dp) carries
  *   each request as one JSON line on its stdin and answers on its stdout, so one process serves
@@ -27,7 +28,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../dataplane/io/backend.js';
 import { DEFAULT_BACKEND, type BackendName } from '../dataplane/io/registry.js';
-import { labUp, netnsExec, netnsSpawn, type Lab, type LabOptions } from './topology.js';
+import { awareLinkMtu, labUp, netnsExec, netnsSpawn, type Lab, type LabOptions } from './topology.js';
 import { nextEvent, type ListeningEvent, type TrafficEvent } from './traffic.js';
 
 export type LabInfo = Omit<Lab, 'configYaml'>;
@@ -72,11 +73,15 @@ export interface HttpAnswer {
 }
 
 export interface DataplaneStart {
-  /** userspace (default): the dataplane on `backend`; ovs: a private Open vSwitch bridge (no backend). */
-  driver?: 'userspace' | 'ovs';
+  /** userspace (default): the dataplane on `backend`; ovs: a private Open vSwitch bridge (no backend); noop: the API only. */
+  driver?: 'userspace' | 'ovs' | 'noop';
+  /** The model in this etcd cluster (--store etcd://...) instead of a state file. */
+  store?: string;
   backend?: BackendName;
   /** Chain file that seeds the (fresh) state. */
   config: string;
+  /** Serve this state file as it is (a restart: --config seeds it only when empty); default a fresh one. */
+  state?: string;
   /** More `sfc serve` options (e.g. --health-policy). */
   args?: string[];
 }
@@ -112,12 +117,12 @@ export class LabDataplane {
   /** Start `sfc serve` in the lab's dataplane namespace and wait until its API listens. */
   static async start(lab: LabInfo, opts: DataplaneStart): Promise<LabDataplane> {
     await mkdir(lab.runDir, { recursive: true });
-    const state = join(lab.runDir, 'state.json');
-    await rm(state, { force: true }); // --config seeds an empty state only
+    const state = opts.state ?? join(lab.runDir, 'state.json');
+    if (opts.state === undefined) await rm(state, { force: true }); // --config seeds an empty state only
     const logFile = join(lab.runDir, 'serve.log');
     const log = await open(logFile, 'w');
-    const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, '--state', state];
-    if (opts.driver === 'ovs') argv.push('--driver', 'ovs');
+    const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, ...(opts.store ? ['--store', opts.store] : ['--state', state])];
+    if (opts.driver === 'ovs' || opts.driver === 'noop') argv.push('--driver', opts.driver);
     else argv.push('--backend', opts.backend ?? DEFAULT_BACKEND);
     argv.push('--listen', '127.0.0.1:0', ...(opts.args ?? []));
     let child: ChildProcess;
@@ -248,6 +253,21 @@ export async function startTraffic<R = TrafficEvent>(lab: LabInfo, ns: string, a
 export async function labUpFor(backend: Pick<Backend, 'lab'>, opts: Omit<LabOptions, 'dpLink'>): Promise<Lab> {
   const lab = await labUp({ ...opts, dpLink: backend.lab.link });
   if (backend.lab.offloadsOff) await disableOffloads(lab);
+  return lab;
+}
+
+/**
+ * Build the lab for the ovs driver: veths (its netdev datapath reads them with AF_PACKET, with
+ * TSO on). With SF-aware hops two things differ from a userspace lab, both because of what Open
+ * vSwitch 3.1's userspace datapath cannot do: it answers no ICMP "too big", so the aware
+ * instances' links get room for the encapsulation (awareLinkMtu); and it loses a frame's
+ * checksum-offload state when it pushes MPLS or NSH (the frame then reaches its end with the
+ * partial checksum the sender left to the device), so the stacks compute checksums themselves.
+ */
+export async function labUpForOvs(opts: Omit<LabOptions, 'dpLink' | 'awareMtu'>): Promise<Lab> {
+  const correlation = opts.sfCorrelation ?? null;
+  const lab = await labUp({ ...opts, dpLink: 'veth', awareMtu: correlation ? awareLinkMtu(correlation) : undefined });
+  if (correlation) await disableOffloads(lab);
   return lab;
 }
 

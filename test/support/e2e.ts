@@ -26,7 +26,7 @@ import { Batch } from '../../src/packet/batch.js';
 import { openAfPacket } from '../../src/dataplane/io/afpacket.js';
 import { enterNetns, nativeAvailable } from '../../src/dataplane/io/native.js';
 import { backendNamed, type BackendName, type RegisteredBackend } from '../../src/dataplane/io/registry.js';
-import { flowsSeenBySfs, installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowLog, type FlowTrace } from '../../src/lab/flowlog.js';
+import { flowsSeenBySfs, installFlowLog, placement, readFlowLog, repliesRetraced, settledFlowLog, stayedOnOnePath, traceFlows } from '../../src/lab/flowlog.js';
 import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample } from '../../src/lab/harness.js';
 import { CLIENT, SERVER, labDown, netnsExec, type Lab } from '../../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../../src/lab/traffic.js';
@@ -346,15 +346,6 @@ export function e2eSuite(target: E2eTarget): void {
       return { sent: s, received: r };
     }
 
-    /** The flow log once `n` flows reached the server and every hop saw each (or after 10 s). */
-    async function settledFlowLog(n: number): Promise<FlowLog> {
-      for (const end = Date.now() + 10_000; ; await sleep(200)) {
-        const log = await readFlowLog(lab);
-        const traces = traceFlows(lab, log);
-        if (Date.now() > end || (traces.length >= n && traces.every((t) => t.forward.every((inst) => inst.length > 0)))) return log;
-      }
-    }
-
     const ping = (dst: string) => netnsExec(lab.clientNs, ['ping', '-c', '3', '-i', '0.2', '-W', '2', dst], { check: false });
 
     const delta = (before: Sample[], after: Sample[], name: string, labels: Record<string, string> = {}) =>
@@ -537,8 +528,7 @@ export function e2eSuite(target: E2eTarget): void {
       const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
         'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 2}`, '--flows', '32', '--pps', '1600', '--seconds', '60',
       ]);
-      const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
-      const beforeTraces = traceFlows(lab, await settledFlowLog(32));
+      const beforeTraces = traceFlows(lab, await settledFlowLog(lab, 32));
       expect(beforeTraces).toHaveLength(32);
       expect(beforeTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
       const before = placement(beforeTraces);
@@ -552,7 +542,7 @@ export function e2eSuite(target: E2eTarget): void {
       expect(groups[0].port_pairs).toContain(pp13);
       await d.call('PUT', `/v2.0/sfc/port_pair_groups/${groups[0].id}`, { port_pair_group: { port_pairs: groups[0].port_pairs.filter((id) => id !== pp13) } });
       await installFlowLog(lab);
-      const afterLog = await settledFlowLog(32);
+      const afterLog = await settledFlowLog(lab, 32);
       const afterTraces = traceFlows(lab, afterLog);
       expect(afterTraces).toHaveLength(32);
       expect(afterTraces.filter((t) => !stayedOnOnePath(t))).toEqual([]);
@@ -577,8 +567,7 @@ export function e2eSuite(target: E2eTarget): void {
       const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, [
         'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 4}`, '--flows', '32', '--pps', '1600', '--seconds', '60',
       ]);
-      const placement = (traces: FlowTrace[]) => new Map(traces.map((t) => [t.flow, t.forward.map((inst) => inst.join(','))]));
-      const before = placement(traceFlows(lab, await settledFlowLog(32)));
+      const before = placement(traceFlows(lab, await settledFlowLog(lab, 32)));
       expect(before.size).toBe(32);
       expect(new Set([...before.values()].map((p) => p[0]))).toEqual(new Set(['1', '2']));
 
@@ -592,7 +581,7 @@ export function e2eSuite(target: E2eTarget): void {
         'udp-send', '--connect', `${SERVER.ip}:${UDP_PORT + 4}`, '--flows', '32', '--sport', '21000', '--count', '640', '--pps', '640',
       ]);
       await fresh.result;
-      const afterTraces = traceFlows(lab, await settledFlowLog(64));
+      const afterTraces = traceFlows(lab, await settledFlowLog(lab, 64));
       const after = placement(afterTraces);
       for (const [flow, placed] of before) expect(after.get(flow), `${flow} kept its instances`).toEqual(placed);
       const newcomers = afterTraces.filter((t) => !before.has(t.flow));

@@ -13,11 +13,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, loadConfigFile } from '../src/control/config.js';
+import { loadConfigFile } from '../src/control/config.js';
 import { OvsDaemon } from '../src/control/drivers/ovs/daemon.js';
 import { diff, exec, Ofctl } from '../src/control/drivers/ovs/ofctl.js';
 import { bucketCounts, portBlocks, renderBridge, unsupported } from '../src/control/drivers/ovs/render.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
+import { buildFrame, type FrameSpec } from '../src/dataplane/frames.js';
 import { ovsPrerequisites, vethNamespace } from './support/ovs.js';
 
 const FIXTURES = new URL('./fixtures/ovs/', import.meta.url).pathname;
@@ -29,6 +30,8 @@ async function plan(name: string): Promise<Plan> {
 }
 
 const sortedLines = (m: Map<unknown, string> | string[]) => [...(Array.isArray(m) ? m : m.values())].sort();
+/** The golden renderings: B.5, its symmetric weighted IPv6 variant, and one per correlation / feature. */
+const GOLDEN = ['b5', 'b5-symmetric', 'b5-mpls', 'b5-nsh', 'b7-tap', 'b9-graph'];
 const golden = (file: string) => readFileSync(join(FIXTURES, file), 'utf8').trimEnd().split('\n');
 
 describe('ovs renderer arithmetic', () => {
@@ -71,43 +74,13 @@ describe('ovs renderer arithmetic', () => {
 });
 
 describe('ovs renderer refusals', () => {
-  const base = `
-ports:
-  - {name: a, mac_address: "02:00:00:00:00:0a", binding:profile: {interface: a}}
-  - {name: b, mac_address: "02:00:00:00:00:0b", binding:profile: {interface: b}}
-  - {name: i, mac_address: "02:00:00:00:00:01", binding:profile: {interface: i}}
-  - {name: e, mac_address: "02:00:00:00:00:02", binding:profile: {interface: e}}
-`;
-  const refusals = async (yaml: string) => unsupported(buildPlan(await loadConfig(base + yaml, 'test.yaml'))).map((e) => [e.status, e.message]);
-
-  it('refuses SF-aware port pairs, naming the pair', async () => {
-    const r = await refusals(`
-port_pairs: [{name: aware1, ingress: i, egress: e, service_function_parameters: {correlation: mpls}}]
-port_pair_groups: [{name: g, port_pairs: [aware1]}]
-flow_classifiers: [{name: f, ethertype: IPv4, logical_source_port: a}]
-port_chains: [{name: c, port_pair_groups: [g], flow_classifiers: [f], chain_parameters: {correlation: mpls}}]
-`);
-    expect(r).toEqual([[400, expect.stringMatching(/^port pair aware1: SF-aware port pairs \(correlation mpls\) is not supported by the ovs driver/)]]);
-  });
-
-  it('refuses tap groups, naming the group', async () => {
-    const r = await refusals(`
-port_pairs: [{name: p1, ingress: i, egress: e}]
-port_pair_groups: [{name: tapg, port_pairs: [p1], tap_enabled: true}]
-flow_classifiers: [{name: f, ethertype: IPv4, logical_source_port: a}]
-port_chains: [{name: c, port_pair_groups: [tapg], flow_classifiers: [f]}]
-`);
-    expect(r).toEqual([[400, expect.stringMatching(/^port pair group tapg: tap groups/)]]);
-  });
-
-  it('accepts the golden examples', async () => {
-    expect(unsupported(await plan('b5'))).toEqual([]);
-    expect(unsupported(await plan('b5-symmetric'))).toEqual([]);
+  it('accepts every correlation, taps, n-tuple mappings and service graphs (the golden examples)', async () => {
+    for (const name of GOLDEN) expect(unsupported(await plan(name)), name).toEqual([]);
   });
 });
 
 describe('ovs golden renderings', () => {
-  for (const name of ['b5', 'b5-symmetric']) {
+  for (const name of GOLDEN) {
     it(`renders ${name} as in test/fixtures/ovs/${name}.flows and .groups`, async () => {
       const r = renderBridge(await plan(name), ofport);
       expect(sortedLines(r.groups)).toEqual(golden(`${name}.groups`));
@@ -141,7 +114,7 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  for (const name of ['b5', 'b5-symmetric']) {
+  for (const name of GOLDEN) {
     it(`installs ${name} in one bundle and dumps it back as the same text`, async () => {
       const want = renderBridge(await plan(name), ofport);
       const have = await ofctl.dump();
@@ -167,5 +140,74 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
     // the interfaces with a host port (p0 alone), never to an SF port.
     const end = await trace(`in_port=14,${pkt}`);
     expect(end).toMatch(/set_field:fa:16:3e:00:00:10->eth_src\n\s+resubmit\(,10\)\n10\. priority 0, cookie 0x5fc0\n\s+output:10\n\nFinal flow/);
+  });
+
+  /**
+   * OVS's own pipeline for `frame` arriving on OpenFlow port `k`: the datapath actions, following
+   * a recirculation (after a pop or decap) with `inner` (the frame as the pop leaves it), and with
+   * datapath port numbers written as OpenFlow ones (`out(<ofport>)`).
+   */
+  async function pipeline(k: number, frame: Uint8Array, inner?: Uint8Array): Promise<string> {
+    const show = await exec(['ovs-appctl', '-t', daemon.vswitchdCtl, 'dpif/show']);
+    const ofOf = new Map([...show.matchAll(/ (\d+)\/(\d+): \(system\)/g)].map((m) => [m[2], m[1]]));
+    const trace = async (flow: string, f: Uint8Array) => {
+      const text = await exec(['ovs-appctl', '-t', daemon.vswitchdCtl, 'ofproto/trace', 'brg', flow, Buffer.from(f).toString('hex')]);
+      return /Datapath actions: (.*)\n/.exec(text)![1].replace(/(^|,)(\d+)(?=,|$)/g, (_, c: string, d: string) => `${c}out(${ofOf.get(d)})`);
+    };
+    const first = await trace(`in_port=${k}`, frame);
+    const recirc = /recirc\((0x[0-9a-f]+)\)$/.exec(first);
+    if (!recirc || !inner) return first;
+    return `${first.replace(recirc[0], 'recirc')} | ${await trace(`recirc_id=${recirc[1]},in_port=${k}`, inner)}`;
+  }
+  const frame = (o: Partial<FrameSpec> = {}) =>
+    buildFrame({ ethSrc: 'fa:16:3e:00:00:10', ethDst: 'fa:16:3e:00:00:99', ip: { ver: 4, src: '10.0.0.5', dst: '10.0.1.5' }, l4: { proto: 'tcp', sport: 40000, dport: 80 }, ...o });
+  const install = async (name: string) => ofctl.applyBundle(diff(await ofctl.dump(), renderBridge(await plan(name), ofport)));
+  const mpls = (label: number, ttl: number) => `push_mpls(label=${label},tc=0,ttl=${ttl},bos=1,eth_type=0x8847)`;
+  const nsh = (si: number) => `push_nsh(flags=0,ttl=63,mdtype=1,np=3,spi=0x1,si=${si},c1=0x0,c2=0x0,c3=0x0,c4=0x0)`;
+
+  it('carries B.5 with SF-aware MPLS pairs through OVS\'s pipeline: label 511 to SF1, 510 kept for SF2, 509 popped at the end', async () => {
+    await install('b5-mpls');
+    expect(await pipeline(10, frame())).toBe(`set(eth(dst=fa:16:3e:00:00:01)),${mpls(511, 255)},out(11)`);
+    // SF1 returned 510 on p2: popped to hash the flow for hop 2, the same label put back on, to SF2.
+    expect(await pipeline(12, frame({ mpls: [510] }), frame())).toBe(`pop_mpls(eth_type=0x800),recirc | set(eth(dst=fa:16:3e:00:00:03)),${mpls(510, 254)},out(13)`);
+    // SF2 returned 509 on p4: the chain end, popped, source MAC p0's again, switched (to p0: unknown destination).
+    expect(await pipeline(14, frame({ mpls: [509] }), frame())).toBe('pop_mpls(eth_type=0x800),recirc | out(10)');
+    // An SF that did not decrement (bad_si), or returned a plain frame (missing_encap): dropped.
+    expect(await pipeline(12, frame({ mpls: [511] }))).toBe('drop');
+    expect(await pipeline(12, frame())).toBe('drop');
+  });
+
+  it('carries B.5 with an NSH hop both ways: encapsulated to SF1 (SI 255 forward, 254 back), decapsulated for SF2 and the ends', async () => {
+    await install('b5-nsh');
+    expect(await pipeline(10, frame())).toBe(`${nsh(255)},push_eth(src=fa:16:3e:00:00:10,dst=fa:16:3e:00:00:01),out(11)`);
+    const inner = frame({ ethSrc: 'fa:16:3e:00:00:02' });
+    expect(await pipeline(12, frame({ ethSrc: 'fa:16:3e:00:00:02', nsh: { spi: 1, si: 254, ethernet: true } }), inner)).toBe(
+      'pop_eth,pop_nsh(),recirc | set(eth(dst=fa:16:3e:00:00:03)),out(13)',
+    );
+    // Reverse: SF2 (entered through p4) returns on p3; encapsulated at SI 254 for SF1, entered through its egress p2.
+    const reply = (o: Partial<FrameSpec> = {}) => frame({ ethSrc: 'fa:16:3e:00:00:03', ip: { ver: 4, src: '10.0.1.5', dst: '10.0.0.5' }, l4: { proto: 'tcp', sport: 80, dport: 40000 }, ...o });
+    expect(await pipeline(13, reply())).toBe(`${nsh(254)},push_eth(src=fa:16:3e:00:00:03,dst=fa:16:3e:00:00:02),out(12)`);
+    // SF1 returns SI 253 on p1: decapsulated, delivered to p0 with p0's MAC, p5's as source.
+    expect(await pipeline(11, reply({ nsh: { spi: 1, si: 253, ethernet: true } }), reply())).toBe(
+      'pop_eth,pop_nsh(),recirc | set(eth(src=fa:16:3e:00:00:20,dst=fa:16:3e:00:00:10)),out(10)',
+    );
+  });
+
+  it('copies to the tap after hop 1 and re-classifies with the n-tuple mapping (B.7, B.8); drops what the tap sends', async () => {
+    await install('b7-tap');
+    const udp = (src: string, sport: number) => frame({ ethSrc: 'fa:16:3e:00:00:02', ip: { ver: 4, src, dst: '10.0.1.5' }, l4: { proto: 'udp', sport, dport: 53 } });
+    // Back from hop 1 translated (192.0.2.1:7001): one copy to the tap (p6), the frame to SF2 (p3).
+    expect(await pipeline(12, udp('192.0.2.1', 7001))).toBe('set(eth(dst=fa:16:3e:00:00:06)),out(16),set(eth(dst=fa:16:3e:00:00:03)),out(13)');
+    // Untranslated, it is not the chain's any more: switched (to p0), no copy.
+    expect(await pipeline(12, udp('10.0.0.5', 7000))).toBe('out(10)');
+    expect(await pipeline(16, udp('10.0.0.5', 7000))).toBe('drop');
+  });
+
+  it('hands pc1\'s traffic to pc2 or pc3 by their classifiers (B.9), else ends pc1', async () => {
+    await install('b9-graph');
+    const udp = (sport: number) => frame({ ethSrc: 'fa:16:3e:00:00:02', l4: { proto: 'udp', sport, dport: 53 } });
+    for (const [sport, then] of [[2002, `set(eth(dst=fa:16:3e:00:00:03)),${mpls(767, 255)},out(13)`], [2003, `set(eth(dst=fa:16:3e:00:00:05)),${mpls(1023, 255)},out(15)`], [2009, 'set(eth(src=fa:16:3e:00:00:10)),out(10)']] as const) {
+      expect(await pipeline(12, frame({ ethSrc: 'fa:16:3e:00:00:02', mpls: [510], l4: { proto: 'udp', sport, dport: 53 } }), udp(sport))).toBe(`pop_mpls(eth_type=0x800),recirc | ${then}`);
+    }
   });
 });

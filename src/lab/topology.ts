@@ -54,6 +54,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Document, Scalar, YAMLMap, YAMLSeq } from 'yaml';
+import { MPLS_BYTES, NSH_BYTES } from '../dataplane/encap.js';
 import { startAwareSf, type SfCorrelation } from './aware-sf.js';
 import { isSameProcess, netnsExec, readPids, run, runDir, terminate } from './process.js';
 
@@ -68,6 +69,10 @@ export const TAP = { mac: '02:00:00:00:99:01', dpIf: 'tap0' } as const;
 const TAP_TABLE = 'sfc_tap';
 /** The graph lab's UDP ports: the client's source port, hop 1's translation of it, each destination chain's. */
 export const GRAPH_PORTS = { source: 7000, translated: 7001, pc2: 5002, pc3: 5003 } as const;
+/** The MTU of an SF-aware instance's links with room for `correlation`'s encapsulation of a 1500-byte packet (LabOptions.awareMtu). */
+export function awareLinkMtu(correlation: SfCorrelation): number {
+  return 1500 + (correlation === 'nsh' ? NSH_BYTES : MPLS_BYTES);
+}
 /** nftables netdev table in L-dp that keeps the namespace's own stack from processing frames. */
 export const DP_DROP_TABLE = 'sfc_lab';
 /** chain_id of the generated chain. */
@@ -94,6 +99,12 @@ export interface LabOptions {
   tap?: boolean;
   /** Three one-hop chains joined by a service graph pc1 -> {pc2, pc3} (needs hops 3, sfCorrelation). */
   graph?: boolean;
+  /**
+   * MTU of the SF-aware instances' links (both ends; default 1500). The userspace dataplane tells a
+   * sender the MTU that fits once encapsulated (ICMP too big); Open vSwitch cannot, so a lab for the
+   * ovs driver gives those links room for the encapsulation instead (awareLinkMtu).
+   */
+  awareMtu?: number;
 }
 
 export type DpLink = 'veth' | 'tap';
@@ -131,6 +142,8 @@ export interface Lab {
   tapNs: string | null;
   /** Whether the hops form the service graph's three chains. */
   graph: boolean;
+  /** MTU of the SF-aware instances' links (LabOptions.awareMtu). */
+  awareMtu: number;
   dpNs: string;
   clientNs: string;
   serverNs: string;
@@ -206,6 +219,7 @@ export function describeLab(opts: LabOptions = {}): Omit<Lab, 'configYaml'> {
     awareHops,
     tapNs: opts.tap ? `${name}-tap` : null,
     graph,
+    awareMtu: opts.awareMtu ?? 1500,
     dpNs: `${name}-dp`,
     clientNs: `${name}-client`,
     serverNs: `${name}-server`,
@@ -352,7 +366,7 @@ export async function existingNamespaces(name: string): Promise<string[]> {
   checkName(name);
   const { stdout } = await run(['ip', '-j', 'netns', 'list']);
   const list = stdout.trim() ? (JSON.parse(stdout) as { name: string }[]) : [];
-  const mine = new RegExp(`^${name}-(dp|client|server|tap|sf[1-9][1-9])$`);
+  const mine = new RegExp(`^${name}-(dp|client|server|tap|sf[1-9][1-9]|h[1-9]|underlay)$`);
   return list
     .map((n) => n.name)
     .filter((n) => mine.test(n))
@@ -375,7 +389,7 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
     throw new Error(`lab '${desc.name}' already exists (${present.join(', ')}); run: sfc lab down --name ${desc.name}`);
   }
   try {
-    await build(desc);
+    await buildLab(desc);
     for (const s of desc.sfs) if (s.correlation) await startAwareSf(desc, s, s.correlation);
   } catch (e) {
     await labDown(desc.name);
@@ -389,14 +403,22 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
   return { ...desc, configYaml };
 }
 
-async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
+/** A dataplane namespace and the dataplane interfaces in it (several: the multi-host lab, hosts.ts). */
+export interface DpHome {
+  ns: string;
+  interfaces: string[];
+}
+
+/** Build the lab's namespaces and links; `homes` places the dataplane interfaces (default: all in L-dp). */
+export async function buildLab(lab: Omit<Lab, 'configYaml'>, homes: DpHome[] = [{ ns: lab.dpNs, interfaces: lab.dpInterfaces }]): Promise<void> {
   const { dpNs, clientNs, serverNs } = lab;
-  await ipBatch(null, labNamespaces(lab).map((ns) => `netns add ${ns}`));
+  const homeOf = new Map(homes.flatMap((h) => h.interfaces.map((i): [string, string] => [i, h.ns])));
+  await ipBatch(null, [...new Set([...labNamespaces(lab), ...homes.map((h) => h.ns)])].map((ns) => `netns add ${ns}`));
   // Defaults first, so interfaces created afterwards inherit them. Aware SFs are L2 only (their
   // Open vSwitch handles every frame): no IPv6 there either, so their stacks send nothing.
   const aware = lab.sfs.filter((s) => s.correlation);
   const routing = lab.sfs.filter((s) => !s.correlation);
-  for (const ns of [dpNs, ...aware.map((s) => s.ns), ...(lab.tapNs ? [lab.tapNs] : [])]) {
+  for (const ns of [...homes.map((h) => h.ns), ...aware.map((s) => s.ns), ...(lab.tapNs ? [lab.tapNs] : [])]) {
     await sysctl(ns, { 'net.ipv6.conf.all.disable_ipv6': 1, 'net.ipv6.conf.default.disable_ipv6': 1 });
   }
   for (const ns of [clientNs, serverNs, ...routing.map((s) => s.ns)]) {
@@ -418,7 +440,7 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
   const tap = lab.dpLink === 'tap';
   const vethEnd = (dpIf: string) => (tap ? `v${dpIf}` : dpIf);
   const veth = (dpIf: string, ns: string, ifname: string, mac: string) =>
-    `link add ${vethEnd(dpIf)} netns ${dpNs} type veth peer name ${ifname} address ${mac} netns ${ns}`;
+    `link add ${vethEnd(dpIf)} netns ${homeOf.get(dpIf)} type veth peer name ${ifname} address ${mac} netns ${ns}`;
   await ipBatch(null, [
     veth(CLIENT.dpIf, clientNs, 'eth0', CLIENT.mac),
     veth(SERVER.dpIf, serverNs, 'eth0', SERVER.mac),
@@ -433,7 +455,7 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     `link set b${i} up`,
     `link set ${vethEnd(i)} up`,
   ];
-  await ipBatch(dpNs, ['link set lo up', ...lab.dpInterfaces.flatMap((i) => (tap ? bridged(i) : [])), ...lab.dpInterfaces.map((i) => `link set ${i} up`)]);
+  for (const h of homes) await ipBatch(h.ns, ['link set lo up', ...h.interfaces.flatMap((i) => (tap ? bridged(i) : [])), ...h.interfaces.map((i) => `link set ${i} up`)]);
   for (const [ns, ep] of [[clientNs, CLIENT], [serverNs, SERVER]] as const) {
     await ipBatch(ns, [
       'link set lo up',
@@ -442,7 +464,9 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
       'link set eth0 up',
     ]);
   }
-  for (const s of aware) await ipBatch(s.ns, ['link set lo up', 'link set in0 up', 'link set out0 up']);
+  const mtu = `mtu ${lab.awareMtu}`;
+  for (const s of aware) await ipBatch(homeOf.get(s.ingressIf)!, [`link set ${s.ingressIf} ${mtu}`, `link set ${s.egressIf} ${mtu}`]);
+  for (const s of aware) await ipBatch(s.ns, ['link set lo up', `link set in0 ${mtu} up`, `link set out0 ${mtu} up`]);
   if (lab.tapNs) {
     await ipBatch(lab.tapNs, ['link set lo up', 'link set eth0 up']);
     await netnsExec(lab.tapNs, ['nft', '-f', '-'], {
@@ -473,14 +497,16 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     ]);
   }
   // RPS off on the dataplane's interfaces (receive softirq stays on the sending CPU).
-  await netnsExec(dpNs, [
-    'sh',
-    '-c',
-    'for f in "$@"; do for q in /sys/class/net/$f/queues/rx-*/rps_cpus; do echo 0 > "$q"; done; done',
-    'rps-off',
-    ...lab.dpInterfaces,
-    ...(tap ? lab.dpInterfaces.map(vethEnd) : []),
-  ]);
+  for (const h of homes) {
+    await netnsExec(h.ns, [
+      'sh',
+      '-c',
+      'for f in "$@"; do for q in /sys/class/net/$f/queues/rx-*/rps_cpus; do echo 0 > "$q"; done; done',
+      'rps-off',
+      ...h.interfaces,
+      ...(tap ? h.interfaces.map(vethEnd) : []),
+    ]);
+  }
   if (tap) {
     // Bridges are plain wires here: no br_netfilter (it would drop malformed IP frames before the
     // dataplane sees them). -e: the keys exist only while br_netfilter is loaded.
@@ -488,13 +514,15 @@ async function build(lab: Omit<Lab, 'configYaml'>): Promise<void> {
     await netnsExec(dpNs, ['sysctl', '-e', '-q', '-w', ...nf]);
     return;
   }
-  await netnsExec(dpNs, ['nft', '-f', '-'], {
-    input:
-      `table netdev ${DP_DROP_TABLE} {\n` +
-      `  chain stack_drop {\n` +
-      `    type filter hook ingress devices = { ${lab.dpInterfaces.join(', ')} } priority 500; policy drop;\n` +
-      `  }\n}\n`,
-  });
+  for (const h of homes.filter((x) => x.interfaces.length > 0)) {
+    await netnsExec(h.ns, ['nft', '-f', '-'], {
+      input:
+        `table netdev ${DP_DROP_TABLE} {\n` +
+        `  chain stack_drop {\n` +
+        `    type filter hook ingress devices = { ${h.interfaces.join(', ')} } priority 500; policy drop;\n` +
+        `  }\n}\n`,
+    });
+  }
 }
 
 export interface FrameCount {

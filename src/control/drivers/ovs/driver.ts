@@ -282,7 +282,15 @@ export class OvsDriver implements Driver {
       if (!f || !rendered || packets === 0) continue;
       if (rendered.entryFlows.has(f.key)) ev('classified', packets);
       if (f.key.startsWith(`table=${T_L2}, `)) ev('unclassified', packets);
-      if (rendered.toSfFlows.has(f.key)) drops[DROP_REASONS.indexOf('to_sf_port')] += packets;
+      const reason = rendered.dropFlows.get(f.key);
+      if (reason !== undefined) drops[DROP_REASONS.indexOf(reason)] += packets;
+      if (rendered.handoffFlows.has(f.key)) ev('handed_off', packets);
+      const tap = rendered.tapFlows.get(f.key);
+      if (tap !== undefined) {
+        ev('tap_copies', packets);
+        instancePackets[tap] += packets;
+        instanceBytes[tap] += Number(/n_bytes=(\d+)/.exec(line)?.[1] ?? 0);
+      }
     }
     for (const line of pinText.split('\n')) {
       const cookie = Number(/cookie=(0x[0-9a-f]+)/.exec(line)?.[1]);

@@ -22,6 +22,20 @@
  *   4  LEARN     per group and instance: learn the flow's pin, and leave through the instance's port
  *                (the bucket put it in reg8[16..31]). (A learn() in a bucket itself is not run by
  *                OVS 3.1; reached by resubmit from the bucket it is.)
+ *   5  AWARE     a frame back from an SF-aware hop: table 0 matches the SF's own index on its return
+ *                port (MPLS: label (SPI << 8) | SI, bottom of stack; NSH: SPI and SI), decapsulates
+ *                it (OVS cannot hash or classify beneath the encapsulation) and marks the path and
+ *                hop in the metadata; here it is re-classified with the rule fields it returns with,
+ *                or, matching none, continues as its path's first rule of its IP family. If the next
+ *                node is aware too, the same SPI/SI is put back on before its group (the plan's
+ *                aware -> aware case: the SF's frame goes on as it came, only re-hashed). What else
+ *                comes back on an aware return port is dropped with the userspace mode's reasons.
+ *   6  TAP       per tap node one flow (metadata = its mark): the tap's own action list (its
+ *                encapsulation, its MAC) and out of its instance's port, run on a clone() of the
+ *                frame where the plan copies it; what a tap instance sends is dropped in table 0.
+ *   7  HANDOFF   service graphs: the end of a source chain (decapsulated, key registers cleared,
+ *                metadata = the source rule's mark) offered to the destination chains' rules in
+ *                plan order, logical ports ignored; matching none, the source rule's own delivery.
  *   10 L2        every non-SF port's MAC -> its interface; unicast to an SF port's MAC dropped
  *                (SF ports are not L2 endpoints); broadcast and multicast to every interface;
  *                unknown unicast to the interfaces with a non-SF port.
@@ -52,13 +66,20 @@
  * that idles out is re-learned by hash, which gives the same instance unless instances were added
  * in between: the userspace mode's flow records age the same way.)
  *
- * `unsupported` refuses what this renderer does not render yet: SF-aware pairs (MPLS/NSH), taps,
- * n-tuple mapping, service graphs, ports without an interface.
+ * Encapsulations (spec B.2): MPLS push_mpls with label (SPI << 8) | SI, TTL = SI, TC 0; NSH
+ * encap(nsh) MD type 1 (TTL 63) and encap(ethernet) with the inner frame's source MAC. OVS cannot
+ * look beneath an MPLS label, so a pop must name the payload's ethertype: a path classifying
+ * only one IP family pops to it; a path classifying both marks its IPv6 frames with traffic class
+ * 1 (mplsMarksV6) and pops by the mark. N-tuple mappings are the plan's per-hop return matches.
+ *
+ * `unsupported` refuses only what cannot be numbered (ports without an interface, group ids).
  */
 import { NeutronError } from '../../errors.js';
-import { type Action, type Plan, type PlanPath, type PlanRule } from '../../plan.js';
+import { type Action, type Encap, type Plan, type PlanPath, type PlanRule } from '../../plan.js';
+import type { ClassifierFields } from '../../../classifier/rule.js';
 import { formatAddress, parsePrefix, maskWords } from '../../../classifier/rule.js';
 import type { LbField } from '../../model.js';
+import type { DropReason } from '../../../packet/counters.js';
 import type { BridgeState } from './ofctl.js';
 
 export const T_CLASSIFY = 0;
@@ -66,32 +87,28 @@ export const T_L4_FWD = 1;
 export const T_L4_REV = 2;
 export const T_PIN = 3;
 export const T_LEARN = 4;
+/** Re-classification of a frame back from an SF-aware hop, decapsulated (metadata: awareMark). */
+export const T_AWARE = 5;
+/** Tap copies (metadata: tapMark), one flow per tap node: its statistics are the tap's. */
+export const T_TAP = 6;
+/** Service-graph hand-offs (metadata: handoffMark). */
+export const T_HANDOFF = 7;
 /** Idle timeout of a flow's pin to its instance (seconds). */
 export const PIN_IDLE_S = 60;
 export const T_L2 = 10;
 
 export const PRIO_LINK_LOCAL = 30000;
+const PRIO_FROM_TAP = 31000;
+const PRIO_AWARE = 25000;
 const PRIO_RULE = 20000;
 export const MAX_BUCKETS = 256;
 
 const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
 
-/** What the OVS renderer cannot render yet, as 400s naming the object (empty: renderable). */
+/** What the OVS renderer cannot render, as 400s naming the object (empty: renderable). */
 export function unsupported(plan: Plan): NeutronError[] {
   const problems: NeutronError[] = [];
-  const why = 'is not supported by the ovs driver yet';
   for (const p of plan.ports) if (p.iface === '') problems.push(refuse(`port ${p.name}: binding:profile.interface is required`));
-  for (const g of plan.graphs) if (g.edges.length > 0) problems.push(refuse(`service graph ${g.name}: service graphs ${why}`));
-  for (const g of plan.groups) {
-    if (g.tap && g.members.length > 0) problems.push(refuse(`port pair group ${g.name}: tap groups (passive copies) ${why}`));
-    const { ingress_n_tuple, egress_n_tuple } = g.nTupleMapping;
-    if (Object.keys(ingress_n_tuple ?? {}).length > 0 || Object.keys(egress_n_tuple ?? {}).length > 0) {
-      problems.push(refuse(`port pair group ${g.name}: ppg_n_tuple_mapping ${why}`));
-    }
-  }
-  for (const m of plan.members) {
-    if (m.correlation !== null) problems.push(refuse(`port pair ${m.name}: SF-aware port pairs (correlation ${m.correlation}) ${why}`));
-  }
   for (const c of plan.chains) {
     if (c.chainId >= 1 << 20) problems.push(refuse(`port chain ${c.name}: chain_id ${c.chainId} is beyond the ovs driver's group numbering (< ${1 << 20})`));
     if (plan.paths[c.forward].hops.length >= 1 << 11) problems.push(refuse(`port chain ${c.name}: too many hops for the ovs driver`));
@@ -114,8 +131,12 @@ export interface Rendered extends BridgeState {
   groupInfo: Map<number, GroupInfo>;
   /** Flow keys of chain entries (their packets are 'classified'). */
   entryFlows: Set<string>;
-  /** Flow keys dropping unicast to SF ports ('to_sf_port'). */
-  toSfFlows: Set<string>;
+  /** Flow keys of the flows that drop, with the userspace mode's reason for their packets. */
+  dropFlows: Map<string, DropReason>;
+  /** Flow keys handing a graph's traffic to a destination chain ('handed_off'). */
+  handoffFlows: Set<string>;
+  /** Flow keys of tap copies -> the tap's member index ('tap_copies', its instance counters). */
+  tapFlows: Map<string, number>;
 }
 
 export const groupNumber = (chainId: number, reverse: boolean, hop: number) => (chainId << 12) | (reverse ? 1 << 11 : 0) | hop;
@@ -152,8 +173,7 @@ function prefixMatch(field: string, text: string | null): string[] {
  * The match strings of rule r (logical port ignored: the caller adds in_port/dl_src), one per
  * source x destination port block, fields in OVS's print order after the protocol keyword.
  */
-export function ruleMatches(r: PlanRule): { proto: string; fields: string[] }[] {
-  const m = r.match;
+export function ruleMatches(r: PlanRule, m: ClassifierFields = r.match): { proto: string; fields: string[] }[] {
   const v6 = m.ethertype === 'IPv6';
   const proto = m.protocol === null ? (v6 ? 'ipv6' : 'ip') : m.protocol === 'icmp' ? (v6 ? 'icmp6' : 'icmp') : `${m.protocol}${v6 ? '6' : ''}`;
   const [srcField, dstField] = v6 ? ['ipv6_src', 'ipv6_dst'] : ['nw_src', 'nw_dst'];
@@ -264,18 +284,63 @@ const LINK_LOCAL = [
   'ip,nw_dst=224.0.0.0/24',
 ];
 
+/** Marks in the metadata register (above any group id, which stays below 2^32) for the second-stage tables. */
+const MARK_AWARE = 1n << 40n;
+const MARK_TAP = 2n << 40n;
+const MARK_HANDOFF = 3n << 40n;
+const meta = (v: bigint | number) => `metadata=0x${v.toString(16)}`;
+const setMeta = (v: bigint | number) => `set_field:0x${v.toString(16)}->metadata`;
+/** The frame came back from aware hop `hop` of path `path`, decapsulated: re-classify it (T_AWARE). */
+const awareMark = (path: number, hop: number) => MARK_AWARE | (BigInt(path) << 12n) | BigInt(hop);
+/** A copy for tap hop `hop` of path `path` (T_TAP). */
+const tapMark = (path: number, hop: number) => MARK_TAP | (BigInt(path) << 12n) | BigInt(hop);
+/** The end of a graph's source chain, for rule `rule` (T_HANDOFF). */
+const handoffMark = (rule: number) => MARK_HANDOFF | BigInt(rule);
+
+/** An encapsulation the plan says the frame carries (or is to carry): what `push` puts on. */
+interface Encapsulation {
+  encap: Encap;
+  spi: number;
+  si: number;
+}
+
+/**
+ * Whether IPv6 frames of path p are marked with MPLS traffic class 1: OVS cannot see beneath an
+ * MPLS label, so where a path classifies both IPv4 and IPv6 the mark tells the pop which ethertype
+ * the payload has (a path of one family needs no mark: its frames are all of that family).
+ */
+function mplsMarksV6(plan: Plan, p: PlanPath): boolean {
+  const kinds = new Set(p.rules.map((ri) => plan.rules[ri].match.ethertype));
+  return p.encap === 'mpls' && kinds.size > 1;
+}
+
+/** Actions pushing encapsulation `e` on a plain frame (of IPv6 when `v6`; `mark`: mplsMarksV6). */
+function pushActions(e: Encapsulation, v6: boolean, mark: boolean): string[] {
+  if (e.encap === 'mpls') {
+    // TTL and TC set explicitly (push_mpls copies them from the IP header): TTL = SI, TC 0 (1: IPv6, see mplsMarksV6).
+    return ['push_mpls:0x8847', `set_field:${(e.spi << 8) | e.si}->mpls_label`, `set_field:${v6 && mark ? 1 : 0}->mpls_tc`, `set_field:${e.si}->mpls_ttl`];
+  }
+  // NSH MD type 1 (TTL 63, zero context) and a new outer Ethernet header whose source is the
+  // inner frame's (kept on the stack across the encapsulation); its destination is the hop's.
+  return ['push:NXM_OF_ETH_SRC[]', 'encap(nsh(md_type=1))', `set_field:0x${e.spi.toString(16)}->nsh_spi`, `set_field:${e.si}->nsh_si`, 'encap(ethernet)', 'pop:NXM_OF_ETH_SRC[]'];
+}
+
 /**
  * Render `plan` for a bridge whose interfaces have the OpenFlow port numbers `ofport` gives.
  * Call `unsupported` first: an action it refuses throws here.
  */
 export function renderBridge(plan: Plan, ofport: (iface: string) => number): Rendered {
-  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), entryFlows: new Set(), toSfFlows: new Set() };
+  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), entryFlows: new Set(), dropFlows: new Map(), handoffFlows: new Set(), tapFlows: new Map() };
   const add = (table: number, priority: number, match: string, actions: string): string => {
     const key = `table=${table}, priority=${priority}${match ? `,${match}` : ''}`;
-    if (!out.flows.has(key)) out.flows.set(key, actions);
+    if (!out.flows.has(key)) out.flows.set(key, actions || 'drop');
     return key;
   };
-  const { ports, members, groups, paths, chains } = plan;
+  const drop = (table: number, priority: number, match: string, reason: DropReason) => {
+    const key = add(table, priority, match, 'drop');
+    if (!out.dropFlows.has(key)) out.dropFlows.set(key, reason);
+  };
+  const { ports, members, groups, paths, chains, rules } = plan;
   const portOf = (k: number) => ofport(ports[k].iface);
   const ifacePorts = new Map<string, number>();
   for (const p of ports) ifacePorts.set(p.iface, (ifacePorts.get(p.iface) ?? 0) + 1);
@@ -285,12 +350,11 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
     return [`in_port=${portOf(k)}`, ...((ifacePorts.get(p.iface) ?? 0) > 1 ? [`dl_src=${p.mac}`] : [])];
   };
 
-  // Groups: one per (path, hop).
+  // Groups: one per (path, steered hop).
   paths.forEach((p, pi) => {
     const chainId = chains[p.chain].chainId;
     for (let h = 0; h < p.sfHops; h++) {
       const hop = p.hops[h];
-      checkActions(hop.actions, ['set_dst_mac'], `hop ${h + 1} of port chain ${chains[p.chain].name}`);
       const g = groups[hop.group];
       const id = groupNumber(chainId, p.reverse, h);
       const counts = bucketCounts(g.members.map((k) => members[k].weight));
@@ -319,34 +383,164 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
     }
   });
 
-  /** Actions taking a frame of rule r on path p on to hop k (k = sfHops: the chain end). */
-  const onward = (p: PlanPath, r: PlanRule, k: number): string => {
-    if (k < p.sfHops) {
-      const g = groups[p.hops[k].group];
-      const gid = groupNumber(chains[p.chain].chainId, p.reverse, k);
-      return [...keyLoads(plan, r, g.lbFields), `set_field:0x${gid.toString(16)}->metadata`, `resubmit(,${T_PIN})`].join(',');
+  /**
+   * The OVS actions of plan action list `acts` for a frame of rule r on path p, due at node k
+   * (k = sfHops: the chain's end). The frame is plain IP whatever the plan says (an encapsulated
+   * frame back from an aware SF was decapsulated to be classified); `carried` is the encapsulation
+   * the plan has it carry, put back on when the list keeps it (an aware hop after an aware hop).
+   */
+  const actionsOf = (p: PlanPath, pi: number, r: PlanRule, ri: number, k: number, acts: Action[], carried: Encapsulation | null): string => {
+    const v6 = r.match.ethertype === 'IPv6';
+    const mark = mplsMarksV6(plan, p);
+    const outActs: string[] = [];
+    let pending = carried;
+    const entryMac = r.at >= 0 ? ports[r.at].mac : null;
+    for (const [n, a] of acts.entries()) {
+      switch (a.op) {
+        case 'copy_to_tap':
+          outActs.push(`clone(${setMeta(tapMark(pi, a.hop))},resubmit(,${T_TAP}))`);
+          break;
+        case 'pop':
+          pending = null;
+          break;
+        case 'push':
+          outActs.push(...pushActions(a, v6, mark));
+          pending = null;
+          break;
+        case 'set_dst_mac': {
+          // The hop's select group (its bucket sets the MAC), after loading its hash key from the plain frame.
+          const g = groups[p.hops[k].group];
+          const gid = groupNumber(chains[p.chain].chainId, p.reverse, k);
+          outActs.unshift(...keyLoads(plan, r, g.lbFields));
+          if (pending) outActs.push(...pushActions(pending, v6, mark));
+          outActs.push(setMeta(gid), `resubmit(,${T_PIN})`);
+          break;
+        }
+        case 'set_end_macs':
+          outActs.push(`set_field:${ports[a.port].mac}->eth_dst`, ...(entryMac ? [`set_field:${entryMac}->eth_src`] : []));
+          break;
+        case 'restore_macs':
+          // The destination MAC seen at entry did not cross the SFs: the frame keeps the one the last
+          // SF gave it (the reference's NORMAL), its source becomes the logical source port's again.
+          if (entryMac) outActs.push(`set_field:${entryMac}->eth_src`);
+          break;
+        case 'deliver':
+          outActs.push(`output:${portOf(a.port)}`);
+          break;
+        case 'switch':
+          outActs.push(`resubmit(,${T_L2})`);
+          break;
+        case 'handoff': {
+          // To the destination chains' rules (T_HANDOFF) with cleared key registers; what matches
+          // none continues with the rest of this list there (its fallback flow).
+          outActs.push('set_field:0->xxreg0', 'set_field:0->xxreg1', 'set_field:0->xxreg2', 'set_field:0->xxreg3', setMeta(handoffMark(ri)), `resubmit(,${T_HANDOFF})`);
+          add(T_HANDOFF, 0, meta(handoffMark(ri)), actionsOf(p, pi, r, ri, k, acts.slice(n + 1), null));
+          return outActs.join(',');
+        }
+      }
     }
-    return chainEnd(plan, r, portOf);
+    return outActs.join(',');
+  };
+  /** Actions taking a frame of rule ri on path pi on to node k (k = sfHops: the chain end), `carried` as above. */
+  const onward = (pi: number, ri: number, k: number, carried: Encapsulation | null): string => {
+    const p = paths[pi];
+    const r = rules[ri];
+    return actionsOf(p, pi, r, ri, k, k < p.sfHops ? p.hops[k].actions : r.end, carried);
   };
 
   // Chain entries and SF returns, per path, per rule (priority: the rule's place in its path).
-  paths.forEach((p) => {
+  paths.forEach((p, pi) => {
     p.rules.forEach((ri, j) => {
-      const r = plan.rules[ri];
+      const r = rules[ri];
       const prio = PRIO_RULE - j;
-      const matches = ruleMatches(r);
       if (r.at >= 0) {
-        for (const m of matches) out.entryFlows.add(add(T_CLASSIFY, prio, [m.proto, ...at(r.at), ...m.fields].join(','), onward(p, r, 0)));
+        for (const m of ruleMatches(r)) out.entryFlows.add(add(T_CLASSIFY, prio, [m.proto, ...at(r.at), ...m.fields].join(','), onward(pi, ri, 0, null)));
       }
       for (let h = 0; h < p.sfHops; h++) {
-        const next = onward(p, r, h + 1);
-        for (const k of groups[p.hops[h].group].members) {
-          const back = p.reverse ? members[k].ingress : members[k].egress;
-          for (const m of matches) add(T_CLASSIFY, prio, [m.proto, ...at(back), ...m.fields].join(','), next);
+        const hop = p.hops[h];
+        if (hop.correlation === null) {
+          // Back from an unaware SF: re-classified with the fields it returns (n-tuple mappings applied).
+          const next = onward(pi, ri, h + 1, null);
+          for (const k of groups[hop.group].members) {
+            const back = p.reverse ? members[k].ingress : members[k].egress;
+            for (const m of ruleMatches(r, r.hopMatch[h])) add(T_CLASSIFY, prio, [m.proto, ...at(back), ...m.fields].join(','), next);
+          }
+        } else {
+          // Back from an aware SF, decapsulated (table 0 below): re-classified in T_AWARE.
+          const carried = { encap: p.encap, spi: p.spi, si: hop.si };
+          for (const m of ruleMatches(r, r.hopMatch[h])) add(T_AWARE, prio, [m.proto, meta(awareMark(pi, h)), ...m.fields].join(','), onward(pi, ri, h + 1, carried));
         }
       }
     });
+    // Aware returns: the SF's own index names the path and hop; the frame is decapsulated and
+    // re-classified (T_AWARE), or, matching no rule there, continues as the path's first rule of its family.
+    const mark = mplsMarksV6(plan, p);
+    for (let h = 0; h < p.sfHops; h++) {
+      const hop = p.hops[h];
+      if (hop.correlation === null) continue;
+      const marker = awareMark(pi, h);
+      const toAware = [setMeta(marker), `resubmit(,${T_AWARE})`];
+      for (const k of groups[hop.group].members) {
+        const back = at(p.reverse ? members[k].ingress : members[k].egress);
+        // What else an aware SF returns is dropped as the userspace mode counts it: another index of
+        // this path (bad_si; for MPLS any other label, as OVS cannot match the label's SPI half
+        // alone), another path's SPI (unknown_spi), no encapsulation at all (missing_encap).
+        if (p.encap === 'nsh') {
+          drop(T_CLASSIFY, PRIO_AWARE - 1, [...back, 'dl_type=0x894f', `nsh_spi=0x${p.spi.toString(16)}`].join(','), 'bad_si');
+          drop(T_CLASSIFY, PRIO_AWARE - 2, [...back, 'dl_type=0x894f'].join(','), 'unknown_spi');
+        } else {
+          drop(T_CLASSIFY, PRIO_AWARE - 2, ['mpls', ...back].join(','), 'bad_si');
+        }
+        for (const family of ['ip', 'ipv6']) drop(T_CLASSIFY, PRIO_AWARE - 3, [family, ...back].join(','), 'missing_encap');
+        if (p.encap === 'nsh') {
+          add(T_CLASSIFY, PRIO_AWARE, [...back, 'dl_type=0x894f', `nsh_spi=0x${p.spi.toString(16)}`, `nsh_si=${hop.si}`].join(','), ['decap()', 'decap()', ...toAware].join(','));
+          continue;
+        }
+        const label = `mpls,${back.join(',')},mpls_label=${(p.spi << 8) | hop.si},mpls_bos=1`;
+        const v6Only = p.rules.every((ri) => rules[ri].match.ethertype === 'IPv6');
+        if (mark) add(T_CLASSIFY, PRIO_AWARE + 1, label.replace(',mpls_label', ',mpls_tc=1,mpls_label'), ['pop_mpls:0x86dd', ...toAware].join(','));
+        add(T_CLASSIFY, PRIO_AWARE, label, [`pop_mpls:${v6Only ? '0x86dd' : '0x0800'}`, ...toAware].join(','));
+      }
+      for (const family of ['IPv4', 'IPv6']) {
+        const ri = p.rules.find((x) => rules[x].match.ethertype === family);
+        if (ri === undefined) continue;
+        add(T_AWARE, 0, `${family === 'IPv6' ? 'ipv6' : 'ip'},${meta(marker)}`, onward(pi, ri, h + 1, { encap: p.encap, spi: p.spi, si: hop.si }));
+      }
+    }
+    // Tap copies: the tap node's own list (its encapsulation, its MAC), out of its instance's port.
+    for (let t = p.sfHops; t < p.hops.length; t++) {
+      const hop = p.hops[t];
+      const k = groups[hop.group].members[0];
+      if (k === undefined) continue;
+      const m = members[k];
+      const port = p.reverse ? m.egress : m.ingress;
+      const acts: string[] = [];
+      for (const a of hop.actions) {
+        if (a.op === 'push') acts.push(...pushActions(a, false, false));
+        else if (a.op === 'set_dst_mac') acts.push(`set_field:${ports[port].mac}->eth_dst`);
+      }
+      const key = add(T_TAP, 10, meta(tapMark(pi, t)), [...acts, `output:${portOf(port)}`].join(','));
+      out.tapFlows.set(key, k);
+    }
   });
+
+  // Service graphs: a source chain's end (T_HANDOFF, marked with the source rule) offered to the
+  // destination chains' rules, logical ports ignored, in plan order.
+  rules.forEach((r2, ri2) => {
+    for (const from of r2.handoffFrom) {
+      for (const ri1 of paths[chains[from].forward].rules) {
+        for (const m of ruleMatches(r2)) {
+          out.handoffFlows.add(add(T_HANDOFF, PRIO_RULE - ri2, [m.proto, meta(handoffMark(ri1)), ...m.fields].join(','), onward(r2.path, ri2, 0, null)));
+        }
+      }
+    }
+  });
+
+  // What a tap instance sends is dropped: a tap only receives copies.
+  for (const g of groups) {
+    if (!g.tap) continue;
+    for (const k of g.members) for (const port of new Set([members[k].ingress, members[k].egress])) drop(T_CLASSIFY, PRIO_FROM_TAP, at(port).join(','), 'from_tap');
+  }
   for (const m of LINK_LOCAL) add(T_CLASSIFY, PRIO_LINK_LOCAL, m, `resubmit(,${T_L2})`);
   add(T_CLASSIFY, 0, '', `resubmit(,${T_L2})`);
   l4RoleFlows(add);
@@ -356,8 +550,8 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
   const hostIfaces = [...new Set(ports.filter((p) => !p.sf).map((p) => p.iface))];
   const outputs = (list: string[]) => (list.length ? list.map((i) => `output:${ofport(i)}`).sort(byPort).join(',') : 'drop');
   ports.forEach((p, k) => {
-    const key = add(T_L2, 100, `dl_dst=${p.mac}`, p.sf ? 'drop' : `output:${portOf(k)}`);
-    if (p.sf) out.toSfFlows.add(key);
+    if (p.sf) drop(T_L2, 100, `dl_dst=${p.mac}`, 'to_sf_port');
+    else add(T_L2, 100, `dl_dst=${p.mac}`, `output:${portOf(k)}`);
   });
   add(T_L2, 50, 'dl_dst=01:00:00:00:00:00/01:00:00:00:00:00', outputs(ifaces));
   add(T_L2, 0, '', outputs(hostIfaces));
@@ -365,29 +559,3 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
 }
 
 const byPort = (a: string, b: string) => Number(a.slice(7)) - Number(b.slice(7));
-
-function checkActions(actions: Action[], allowed: Action['op'][], where: string): void {
-  for (const a of actions) if (!allowed.includes(a.op)) throw new Error(`ovs renderer: action '${a.op}' (${where}) is not rendered`);
-}
-
-/** The rule's chain end (plan `end` list): MACs for the logical destination port and out of it, or restore and switch. */
-function chainEnd(plan: Plan, r: PlanRule, portOf: (k: number) => number): string {
-  checkActions(r.end, ['set_end_macs', 'restore_macs', 'deliver', 'switch'], `chain end of flow classifier ${r.classifier}`);
-  const acts: string[] = [];
-  const entryMac = r.at >= 0 ? plan.ports[r.at].mac : null;
-  for (const a of r.end) {
-    if (a.op === 'set_end_macs') {
-      acts.push(`set_field:${plan.ports[a.port].mac}->eth_dst`);
-      if (entryMac) acts.push(`set_field:${entryMac}->eth_src`);
-    } else if (a.op === 'restore_macs') {
-      // The destination MAC seen at entry did not cross the SFs: the frame keeps the one the last
-      // SF gave it (the reference's NORMAL), its source becomes the logical source port's again.
-      if (entryMac) acts.push(`set_field:${entryMac}->eth_src`);
-    } else if (a.op === 'deliver') {
-      acts.push(`output:${portOf(a.port)}`);
-    } else if (a.op === 'switch') {
-      acts.push(`resubmit(,${T_L2})`);
-    }
-  }
-  return acts.join(',');
-}

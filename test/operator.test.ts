@@ -182,10 +182,12 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     const seconds = (Date.now() - t0) / 1000;
 
     const shown = (label: string) => {
-      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)\\s*$`, 'm').exec(screen);
+      // instance rows add: health state, SF time p50 and p99 ("85 µs", "2.10 ms", or "-")
+      const time = '(\\d+ µs|[\\d.]+ m?s|-)';
+      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)(?:\\s+(up|DOWN|-)\\s+${time}\\s+${time})?\\s*$`, 'm').exec(screen);
       expect(m, `${label} row in:\n${screen}`).not.toBeNull();
       const n = (s: string) => Number(s.replaceAll(',', ''));
-      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]) };
+      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]), state: m![5], p50: m![6] };
     };
     for (const hop of ['1', '2']) {
       const row = shown(`hop ${hop}`);
@@ -198,6 +200,8 @@ describe.skipIf(!run)('operator tools on a live server', () => {
       expect(row.packets).toBeGreaterThanOrEqual(metric(before, 'sfc_instance_packets_total', { port_pair: pp }));
       expect(row.packets).toBeLessThanOrEqual(metric(after, 'sfc_instance_packets_total', { port_pair: pp }));
       expect(row.bytes).toBeGreaterThanOrEqual(row.packets * 60); // 64-byte frames, minus the FCS
+      expect(row.state, `${pp} health state`).toBe('up');
+      expect(row.p50, `${pp} SF time (sampled with traffic flowing)`).toMatch(/µs|ms/);
     }
     expect(Math.max(...screen.split('\n').map((l) => l.length))).toBeLessThanOrEqual(100);
     expect(await tmux('display-message', '-p', '-t', 'top', '#{alternate_on}')).toBe('1\n');

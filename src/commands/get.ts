@@ -6,7 +6,10 @@ import { ApiError, REFERENCES, collectionOf, connect, mapReferences, type SfcCli
 import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph } from '../control/model.js';
 import type { Resource } from '../control/model.js';
 import type { InstanceHealth } from '../control/health-monitor.js';
+import { parsePrometheus } from '../lab/harness.js';
 import { UsageError, parseOptions, type Command } from '../util/args.js';
+import { Server } from './live.js';
+import { histogramQuantile, latencyBuckets, micros } from './top.js';
 
 export const RESOURCE_HELP = 'resource: port, port-pair, port-pair-group, flow-classifier, port-chain, service-graph';
 const HEALTH_HELP = 'health: every SF instance up or down (why, since, probe round trip) and the dataplane (extension sfc-health)';
@@ -103,15 +106,49 @@ function listTable(coll: Collection, items: Resource[], names: Names): string {
   );
 }
 
-function showTable(coll: Collection, item: Resource, names: Names): string {
+function showTable(coll: Collection, item: Resource, names: Names, extra: [string, string][] = []): string {
   const shown = mapReferences(coll, item as unknown as Record<string, unknown>, (id, to) => {
     const name = names(id, to);
     return name === id ? id : `${name} (${id})`;
   });
   const text = (v: unknown) => (typeof v === 'string' ? v : v === null ? '-' : JSON.stringify(v));
-  return formatTable(['FIELD', 'VALUE'], Object.entries(shown).map(([k, v]) => [k, text(v)]));
+  return formatTable(['FIELD', 'VALUE'], [...Object.entries(shown).map(([k, v]): [string, string] => [k, text(v)]), ...extra]);
 }
 
+
+/** Time sampled frames spent inside a port pair since the server started (sfc_sf_latency_seconds). */
+export interface PairSfTime {
+  samples: number;
+  lost: number;
+  mean_us: number | null;
+  p50_us: number | null;
+  p90_us: number | null;
+  p99_us: number | null;
+}
+
+/** The port pair's SF time from the server's /metrics; null when its dataplane does not sample it (or /metrics is off). */
+async function pairSfTime(client: SfcClient, token: string | undefined, pair: PortPair): Promise<PairSfTime | null> {
+  let text: string;
+  try {
+    text = await new Server({ server: client.url, token }).text('/metrics');
+  } catch {
+    return null;
+  }
+  const samples = parsePrometheus(text);
+  const count = samples.find((s) => s.name === 'sfc_sf_latency_seconds_count' && s.labels.port_pair === pair.name);
+  if (count === undefined) return null;
+  const buckets = latencyBuckets(samples, count.labels);
+  const sum = samples.find((s) => s.name === 'sfc_sf_latency_seconds_sum' && s.labels.port_pair === pair.name)?.value ?? 0;
+  const lost = samples.find((s) => s.name === 'sfc_sf_latency_lost_total' && s.labels.port_pair === pair.name)?.value ?? 0;
+  const us = (q: number) => {
+    const v = histogramQuantile(buckets, q);
+    return v === null ? null : Math.round(v * 1e7) / 10;
+  };
+  return { samples: count.value, lost, mean_us: count.value > 0 ? Math.round((sum / count.value) * 1e7) / 10 : null, p50_us: us(0.5), p90_us: us(0.9), p99_us: us(0.99) };
+}
+
+const sfTimeText = (t: PairSfTime | null) =>
+  t === null ? '-' : `p50 ${micros(t.p50_us)}, p90 ${micros(t.p90_us)}, p99 ${micros(t.p99_us)}, mean ${micros(t.mean_us)} (${t.samples} samples, ${t.lost} lost)`;
 
 /** `sfc get health`: the instances' health table and the dataplane's state. */
 async function showHealth(client: SfcClient, json: boolean): Promise<void> {
@@ -158,10 +195,12 @@ ${CLIENT_HELP}`,
       const coll = resourceArg(positionals[0]);
       const which = positionals[1];
       const result = which === undefined ? await client.list(coll) : await client.find(coll, which);
-      if (values.json) console.log(JSON.stringify(result, null, 2));
+      // One port pair: with the time frames spend inside it (the dataplane's samples), as sf_time.
+      const sfTime = coll === 'port_pairs' && !Array.isArray(result) ? await pairSfTime(client, values.token, result as PortPair) : undefined;
+      if (values.json) console.log(JSON.stringify(sfTime === undefined ? result : { ...result, sf_time: sfTime }, null, 2));
       else {
         const names = await referenceNames(client, coll);
-        console.log(Array.isArray(result) ? listTable(coll, result, names) : showTable(coll, result, names));
+        console.log(Array.isArray(result) ? listTable(coll, result, names) : showTable(coll, result, names, sfTime === undefined ? [] : [['sf_time', sfTimeText(sfTime)]]));
       }
       return 0;
     } catch (e) {

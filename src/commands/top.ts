@@ -2,8 +2,10 @@
  * `sfc top`: a live view of a running server, refreshed every second (Snabb's `snabb top`, VPP's
  * `show runtime`). It reads /metrics — the same counters Prometheus scrapes — and shows the rate
  * of each between two reads: per chain, hop and instance packets/s and bits/s (with the totals
- * since start), drops per reason, and per data path worker batches/s, mean batch size and the CPU
- * its thread used. On a terminal it takes the alternate screen and gives it back on Ctrl-C; not
+ * since start), its health state and the time frames spend inside it (median and 99th percentile of
+ * the sampled frames over the interval, or since start when none was sampled in it), drops per
+ * reason, and per data path worker batches/s, mean batch size and the CPU its thread used. On a
+ * terminal it takes the alternate screen and gives it back on Ctrl-C; not
  * on a terminal it prints one plain block per refresh; --json prints one snapshot and exits.
  */
 import { metric, parsePrometheus, type Sample } from '../lab/harness.js';
@@ -17,10 +19,23 @@ export interface Rate {
   perSecond: number;
 }
 
+/** Time sampled frames spent inside an SF instance (sfc_sf_latency_seconds). */
+export interface SfTime {
+  /** Samples the figures are over: those of the interval, or when there were none all since start. */
+  samples: number;
+  window: 'interval' | 'total';
+  p50Us: number | null;
+  p99Us: number | null;
+}
+
 export interface InstanceRow {
   instance: string;
   packets: Rate;
   bytes: Rate;
+  /** sfc_instance_up (null: health checks off). */
+  up: boolean | null;
+  /** null: the dataplane does not sample (e.g. the ovs driver). */
+  sfTime: SfTime | null;
 }
 
 export interface HopRow {
@@ -48,6 +63,59 @@ export interface Scrape {
   samples: Sample[];
 }
 
+/** An instance's latency buckets in a scrape: [upper bound s, cumulative count], ascending. */
+export function latencyBuckets(samples: Sample[], labels: Record<string, string>): [number, number][] {
+  const out: [number, number][] = [];
+  for (const s of samples) {
+    if (s.name !== 'sfc_sf_latency_seconds_bucket' || s.labels.port_pair !== labels.port_pair || s.labels.chain !== labels.chain || s.labels.hop !== labels.hop) continue;
+    out.push([s.labels.le === '+Inf' ? Infinity : Number(s.labels.le), s.value]);
+  }
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+/**
+ * The q-quantile (seconds) of cumulative Prometheus buckets, as PromQL's histogram_quantile
+ * computes it (linear within the bucket; the first bucket starts at 0; null without samples).
+ */
+export function histogramQuantile(buckets: [number, number][], q: number): number | null {
+  const total = buckets.length > 0 ? buckets[buckets.length - 1][1] : 0;
+  if (total <= 0) return null;
+  const rank = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const [le, count] of buckets) {
+    if (count >= rank && count > prevCount) {
+      if (le === Infinity) return prevLe;
+      return prevLe + (le - prevLe) * ((rank - prevCount) / (count - prevCount));
+    }
+    prevLe = le;
+    prevCount = count;
+  }
+  return prevLe;
+}
+
+/** An instance's SF time between two scrapes (since start when nothing was sampled in between). */
+export function sfTime(prev: Sample[], cur: Sample[], labels: Record<string, string>): SfTime | null {
+  const now = latencyBuckets(cur, labels);
+  if (now.length === 0) return null;
+  const before = new Map(latencyBuckets(prev, labels));
+  const delta = now.map(([le, n]): [number, number] => [le, Math.max(0, n - (before.get(le) ?? 0))]);
+  const inInterval = delta[delta.length - 1][1] > 0;
+  const use = inInterval ? delta : now;
+  const us = (q: number) => {
+    const v = histogramQuantile(use, q);
+    return v === null ? null : v * 1e6;
+  };
+  return { samples: use[use.length - 1][1], window: inInterval ? 'interval' : 'total', p50Us: us(0.5), p99Us: us(0.99) };
+}
+
+/** 85 -> "85 µs", 2104 -> "2.10 ms", 1.5e6 -> "1.50 s", null -> "-" (at most 7 columns). */
+export function micros(us: number | null): string {
+  if (us === null) return '-';
+  if (us < 1000) return `${us.toFixed(0)} µs`;
+  return us < 1e6 ? `${(us / 1000).toFixed(us < 1e5 ? 2 : 0)} ms` : `${(us / 1e6).toFixed(2)} s`;
+}
+
 /** The view between two reads of /metrics (a counter that went down was reset: counted from 0). */
 export function topView(server: string, prev: Scrape, cur: Scrape): TopView {
   const seconds = Math.max((cur.at - prev.at) / 1000, 1e-3);
@@ -63,7 +131,14 @@ export function topView(server: string, prev: Scrape, cur: Scrape): TopView {
     const hops = chains.get(chain) ?? chains.set(chain, new Map()).get(chain)!;
     const rows = hops.get(Number(hop)) ?? hops.set(Number(hop), []).get(Number(hop))!;
     const labels = { chain, hop, port_pair: instance };
-    rows.push({ instance, packets: rate(s.name, labels), bytes: rate('sfc_instance_bytes_total', labels) });
+    const health = cur.samples.find((h) => h.name === 'sfc_instance_up' && h.labels.instance === instance);
+    rows.push({
+      instance,
+      packets: rate(s.name, labels),
+      bytes: rate('sfc_instance_bytes_total', labels),
+      up: health === undefined ? null : health.value === 1,
+      sfTime: sfTime(prev.samples, cur.samples, labels),
+    });
   }
   const sum = (rows: Rate[]): Rate => ({ total: rows.reduce((n, r) => n + r.total, 0), perSecond: rows.reduce((n, r) => n + r.perSecond, 0) });
   const workers = cur.samples
@@ -114,12 +189,15 @@ export function bits(bytesPerSecond: number): string {
   return '';
 }
 
-const WIDTHS = [34, 14, 14, 18, 18];
+const WIDTHS = [24, 11, 12, 15, 15, 7, 8, 8];
 
+/** Cells padded to WIDTHS (the first left-aligned, cut to fit; the others right-aligned). */
 function row(cells: string[], bold = false): string {
-  const line = cells.map((c, i) => (i === 0 ? c.padEnd(WIDTHS[i]) : c.padStart(WIDTHS[i]))).join('').trimEnd();
+  const line = cells.map((c, i) => (i === 0 ? c.slice(0, WIDTHS[0] - 1).padEnd(WIDTHS[0]) : c.padStart(WIDTHS[i]))).join('').trimEnd();
   return bold ? `\x1b[1m${line}\x1b[0m` : line;
 }
+
+const state = (up: boolean | null) => (up === null ? '-' : up ? 'up' : 'DOWN');
 
 /** The view as lines of at most 100 columns (bold headers when `tty`). */
 export function renderTop(v: TopView, tty: boolean): string[] {
@@ -129,7 +207,7 @@ export function renderTop(v: TopView, tty: boolean): string[] {
     `rx ${num(v.rx.perSecond)} pkt/s   tx ${num(v.tx.perSecond)} pkt/s   dropped ${num(v.dropped.perSecond)} pkt/s` +
       `   (totals: rx ${num(v.rx.total)}, dropped ${num(v.dropped.total)})`,
     '',
-    row(['CHAIN / HOP / INSTANCE', 'PACKETS/S', 'BITS/S', 'PACKETS', 'BYTES'], tty),
+    row(['CHAIN / HOP / INSTANCE', 'PACKETS/S', 'BITS/S', 'PACKETS', 'BYTES', 'STATE', 'SF P50', 'SF P99'], tty),
   ];
   if (v.chains.length === 0) lines.push('(no chain has an instance)');
   for (const c of v.chains) {
@@ -137,7 +215,18 @@ export function renderTop(v: TopView, tty: boolean): string[] {
     for (const h of c.hops) {
       lines.push(row([`  hop ${h.hop}`, num(h.packets.perSecond), bits(h.bytes.perSecond), num(h.packets.total), num(h.bytes.total)]));
       for (const i of h.instances) {
-        lines.push(row([`    ${i.instance}`.slice(0, WIDTHS[0] - 1), num(i.packets.perSecond), bits(i.bytes.perSecond), num(i.packets.total), num(i.bytes.total)]));
+        lines.push(
+          row([
+            `    ${i.instance}`,
+            num(i.packets.perSecond),
+            bits(i.bytes.perSecond),
+            num(i.packets.total),
+            num(i.bytes.total),
+            state(i.up),
+            micros(i.sfTime?.p50Us ?? null),
+            micros(i.sfTime?.p99Us ?? null),
+          ]),
+        );
       }
     }
   }

@@ -12,6 +12,9 @@
  *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
  *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
  *   sfc_interface_packets_total{interface,direction}          rx/tx per interface
+ *   sfc_sf_latency_seconds{chain,hop,port_pair}               histogram: time sampled frames spent inside each SF instance
+ *                                                             (sf-latency.ts; buckets 8 per octave from 8 µs to ~1 s)
+ *   sfc_sf_latency_lost_total{chain,hop,port_pair}            sampled frames that did not come back within 1 s
  * (`chain` names the chains sharing the instance's port pair group, comma-separated; `hop` is
  * 1-based in the first of them. The instance's label is `port_pair`, not `instance`: Prometheus
  * gives every scraped series its target's `instance` label and would rename ours away.)
@@ -21,6 +24,7 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import { COUNTERS, Ctr, DROP_REASONS } from '../packet/counters.js';
+import { bucketUpperUs, HIST_BUCKETS, HIST_LOST, HIST_STRIDE, HIST_SUM } from '../dataplane/sf-latency.js';
 import type { InstanceName } from '../dataplane/tables.js';
 
 /** What the dataplane reports (Dataplane.stats() of the runtime), summed over workers. */
@@ -32,6 +36,8 @@ export interface DataplaneStats {
   interfaces: { name: string; rxPackets: number; txPackets: number }[];
   /** Per data path worker (userspace driver only): its event counters and busy CPU seconds. */
   workers?: { events: Float64Array; busySeconds: number }[];
+  /** Time inside each SF (userspace driver only): per instance a histogram (sf-latency.ts). */
+  sfLatency?: Float64Array;
 }
 
 export interface DataplaneView {
@@ -51,6 +57,35 @@ export interface MetricsSource {
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE']);
+
+/** The `le` label of each SF latency bucket (seconds; the last is +Inf). */
+const LATENCY_LE = Array.from({ length: HIST_BUCKETS }, (_, k) => (k === HIST_BUCKETS - 1 ? '+Inf' : String(Number((bucketUpperUs(k) / 1e6).toPrecision(6)))));
+
+/** A Prometheus histogram whose buckets are copied from the SF latency histograms at scrape time (prom-client's Histogram only observes). */
+function sfLatencyHistogram(source: MetricsSource, registry: Registry): void {
+  const name = 'sfc_sf_latency_seconds';
+  const help = 'Time sampled frames spent inside each service function instance (port pair), from leaving the dataplane to coming back';
+  registry.registerMetric({
+    name,
+    async get() {
+      const dp = await source.dataplane();
+      const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+      const h = dp?.stats.sfLatency;
+      dp?.instances.forEach((n, i) => {
+        if (n.portPair === '' || h === undefined || (i + 1) * HIST_STRIDE > h.length) return;
+        const labels = { chain: n.chain, hop: n.hop, port_pair: n.portPair };
+        const at = i * HIST_STRIDE;
+        let count = 0;
+        for (let k = 0; k < HIST_BUCKETS; k++) {
+          count += h[at + k];
+          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: LATENCY_LE[k] }, value: count });
+        }
+        values.push({ metricName: `${name}_sum`, labels, value: h[at + HIST_SUM] / 1e6 }, { metricName: `${name}_count`, labels, value: count });
+      });
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -131,6 +166,10 @@ export class Metrics {
     perWorker('sfc_worker_batches_total', 'Batches each data path worker processed', (w) => w.events[Ctr.batches]);
     perWorker('sfc_worker_packets_total', 'Frames each data path worker received', (w) => w.events[Ctr.rx_packets]);
     perWorker('sfc_worker_busy_seconds_total', 'CPU seconds each data path worker thread spent processing (not waiting)', (w) => w.busySeconds);
+    sfLatencyHistogram(source, this.registry);
+    copied('sfc_sf_latency_lost_total', 'Sampled frames that did not come back from a service function instance within 1 s', ['chain', 'hop', 'port_pair'], (set, s, names) =>
+      names.forEach((n, i) => n.portPair !== '' && s.sfLatency !== undefined && (i + 1) * HIST_STRIDE <= s.sfLatency.length && set({ chain: n.chain, hop: n.hop, port_pair: n.portPair }, s.sfLatency[i * HIST_STRIDE + HIST_LOST])),
+    );
     copied('sfc_interface_packets_total', 'Frames received and sent per interface', ['interface', 'direction'], (set, s) => {
       for (const itf of s.interfaces) {
         set({ interface: itf.name, direction: 'rx' }, itf.rxPackets);

@@ -16,7 +16,8 @@
  * Uint16Array per interface sized once; counters are typed-array increments. A tracer (replay,
  * explain) may be attached; it is the only code that builds objects per packet and costs one
  * branch per batch when absent. So may a stage clock (bench/pipeline.ts --stages): wall time per
- * stage, read around each stage call.
+ * stage, read around each stage call. The SF latency sampler (sf-latency.ts) costs two branches
+ * per batch, plus one byte read per received frame while samples are out.
  */
 import { Batch, BATCH, OUT_FLOOD, OUT_FLOOD_HOSTS } from '../packet/batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from '../packet/counters.js';
@@ -26,6 +27,7 @@ import { parseBatch } from './parse.js';
 import { executeBatch } from './execute.js';
 import { grow, SteerState, V_DROP, V_END, V_FLOOD, V_HOP, type SteerOptions } from './flowstate.js';
 import { selectBatch } from './select.js';
+import { DEFAULT_SAMPLE_EVERY, HIST_STRIDE, SfLatency } from './sf-latency.js';
 import { steerBatch } from './steer.js';
 import type { Tables } from './tables.js';
 
@@ -34,6 +36,10 @@ export interface EngineOptions extends SteerOptions {
   clock?: () => number;
   /** An interface's MTU; default: sysfs of this process's namespace (1500 when unreadable). */
   mtu?: (ifname: string) => number;
+  /** One frame in N is a sampling point of the time inside each SF (sf-latency.ts; 0: off). Default 64. */
+  sfLatencyEvery?: number;
+  /** Its clock (ms, fractional); default performance.now. */
+  sfLatencyClock?: () => number;
 }
 
 /**
@@ -62,6 +68,8 @@ export interface EngineStats {
   /** Health probes back from each instance: highest sequence number and when (ms; probe.ts). */
   probeSeq: Float64Array;
   probeAt: Float64Array;
+  /** Time inside each SF: a histogram per instance (sf-latency.ts, HIST_STRIDE words each). */
+  sfLatency: Float64Array;
   /** Index = engine port (Tables.interfaces index); a freed index has name ''. */
   interfaces: InterfaceStats[];
 }
@@ -121,6 +129,8 @@ export class Engine {
   private captured: Uint8Array = new Uint8Array(0);
   private stageClock: Float64Array | null = null;
   private injectBatch: Batch | null = null;
+  /** Time inside each SF (sf-latency.ts): sampled after select, matched after parse while samples are out. */
+  readonly latency: SfLatency;
 
   constructor(open: (ifname: string) => PortIO, counters?: Counters, opts: EngineOptions = {}) {
     this.open = open;
@@ -128,6 +138,7 @@ export class Engine {
     this.clock = opts.clock ?? Date.now;
     this.mtuOf = opts.mtu ?? sysfsMtu;
     this.steer = new SteerState(opts);
+    this.latency = new SfLatency(opts.sfLatencyEvery ?? DEFAULT_SAMPLE_EVERY, opts.sfLatencyClock);
   }
 
   /** Park a new table generation; the next breath applies it before its first batch. */
@@ -206,6 +217,7 @@ export class Engine {
     for (let k = 0; k < t.instanceCount; k++) {
       if (prev && prev.instanceKeys[k] !== t.instanceKeys[k]) this.steer.instancePackets[k] = this.steer.instanceBytes[k] = 0;
     }
+    this.latency.apply(t, (k) => prev !== null && prev.instanceKeys[k] !== t.instanceKeys[k]);
     this.tables = t;
     this.counters.events[Ctr.table_generations]++;
   }
@@ -262,10 +274,12 @@ export class Engine {
       for (let i = 0; i < b.count; i++) if (this.captured[b.port[i]] === 1) this.capturer(b.port[i], 'rx', b.frame(i));
     }
     parseBatch(b, c);
+    if (this.latency.out !== 0) this.latency.afterParse(b);
     if (clock !== null) at = lap(clock, 1, at);
     steerBatch(t, b, s, c);
     if (clock !== null) at = lap(clock, 2, at);
     selectBatch(t, b, s, c);
+    this.latency.afterSelect(t, b, s);
     if (clock !== null) at = lap(clock, 3, at);
     executeBatch(t, b, s, c, this.ifMtu);
     if (clock !== null) at = lap(clock, 4, at);
@@ -381,6 +395,7 @@ export class Engine {
       instanceBytes: this.steer.instanceBytes.slice(0, this.tables?.instanceCount ?? 0),
       probeSeq: this.steer.probeSeq.slice(0, this.tables?.instanceCount ?? 0),
       probeAt: this.steer.probeAt.slice(0, this.tables?.instanceCount ?? 0),
+      sfLatency: this.latency.hist.slice(0, (this.tables?.instanceCount ?? 0) * HIST_STRIDE),
       interfaces: this.names.map((name, f) => ({
         name,
         rxPackets: this.ifRx[f],

@@ -33,6 +33,7 @@ import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
 import type { InterfaceFds, ThreadedIO } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
 import { backendNamed, type BackendName, type RegisteredBackend } from './io/registry.js';
+import { HIST_STRIDE } from './sf-latency.js';
 import type { Tables } from './tables.js';
 import type { TraceStep } from './engine.js';
 import { compileMatch } from './tracefilter.js';
@@ -40,6 +41,7 @@ import {
   DataplaneWorker,
   MAX_INSTANCES,
   MAX_INTERFACES,
+  MAX_LATENCY_INSTANCES,
   StatsLayout,
   type FromWorker,
   type ToWorker,
@@ -75,6 +77,8 @@ export interface DataplaneStats {
   drops: Float64Array;
   instancePackets: Float64Array;
   instanceBytes: Float64Array;
+  /** Time inside each SF: per instance a histogram (sf-latency.ts, HIST_STRIDE words), summed over workers. */
+  sfLatency: Float64Array;
   interfaces: InterfaceStats[];
   workers: WorkerStats[];
 }
@@ -186,6 +190,7 @@ export class Dataplane {
     const drops = new Float64Array(DROP_REASONS.length);
     const instancePackets = new Float64Array(Math.min(t?.instanceCount ?? 0, MAX_INSTANCES));
     const instanceBytes = new Float64Array(instancePackets.length);
+    const sfLatency = new Float64Array(Math.min(instancePackets.length, MAX_LATENCY_INSTANCES) * HIST_STRIDE);
     const workers: WorkerStats[] = [];
     const L = this.layout;
     const names = t?.interfaces ?? [];
@@ -202,6 +207,7 @@ export class Dataplane {
       addInto(drops, new Float64Array(m.sab, L.counters + COUNTERS.length * 8, DROP_REASONS.length));
       addInto(instancePackets, new Float64Array(m.sab, L.instances, instancePackets.length));
       addInto(instanceBytes, new Float64Array(m.sab, L.instanceBytes, instanceBytes.length));
+      addInto(sfLatency, new Float64Array(m.sab, L.sfLatency, sfLatency.length));
       addInto(rx, new Float64Array(m.sab, L.ifRx, nIf));
       addInto(tx, new Float64Array(m.sab, L.ifTx, nIf));
       addInto(io, new Float64Array(m.sab, L.io, io.length));
@@ -214,7 +220,7 @@ export class Dataplane {
       this.ioNames.forEach((n, k) => (counters[n] = io[f * L.ioCount + k]));
       interfaces.push({ name, rxPackets: rx[f], txPackets: tx[f], up: this.isUp(name), io: counters });
     }
-    return { events, drops, instancePackets, instanceBytes, interfaces, workers };
+    return { events, drops, instancePackets, instanceBytes, sfLatency, interfaces, workers };
   }
 
   /**

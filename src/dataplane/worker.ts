@@ -14,13 +14,14 @@
  * a new fd.
  *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
- * directly, and per-instance / per-interface figures copied from engine.stats() at most every
+ * directly, and per-instance (SF latency histograms too) / per-interface figures copied from engine.stats() at most every
  * STATS_EVERY_MS while busy and whenever the loop goes idle. The main thread reads them without
  * messages.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
 import { Engine, type TraceStep } from './engine.js';
+import { HIST_STRIDE } from './sf-latency.js';
 import { AttachedPort } from './io/attached.js';
 import type { Backend } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
@@ -30,6 +31,8 @@ import { compileMatch, dissect, type FrameMatch } from './tracefilter.js';
 
 export const MAX_INTERFACES = 1024;
 export const MAX_INSTANCES = 16384;
+/** Instances whose SF latency histogram is shared (sf-latency.ts). */
+export const MAX_LATENCY_INSTANCES = 1024;
 const BREATHS_PER_TURN = 64;
 const STATS_EVERY_MS = 100;
 const RETRY_MS = 1000;
@@ -44,7 +47,8 @@ export class StatsLayout {
   readonly probeAt = this.probeSeq + MAX_INSTANCES * 8;
   readonly ifRx = this.probeAt + MAX_INSTANCES * 8;
   readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
-  readonly io = this.ifTx + MAX_INTERFACES * 8;
+  readonly sfLatency = this.ifTx + MAX_INTERFACES * 8;
+  readonly io = this.sfLatency + MAX_LATENCY_INSTANCES * HIST_STRIDE * 8;
   readonly bytes: number;
 
   constructor(ioCount: number) {
@@ -104,6 +108,7 @@ export class DataplaneWorker {
   private readonly probeAt: Float64Array;
   private readonly ifRx: Float64Array;
   private readonly ifTx: Float64Array;
+  private readonly sfLatency: Float64Array;
   private tables: Tables | null = null;
   /** Traces on (by id): what they follow and how many more steps they may be sent. */
   private readonly traces = new Map<number, { match: FrameMatch; left: number }>();
@@ -128,6 +133,7 @@ export class DataplaneWorker {
     this.probeAt = new Float64Array(cfg.sab, this.layout.probeAt, MAX_INSTANCES);
     this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
     this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
+    this.sfLatency = new Float64Array(cfg.sab, this.layout.sfLatency, MAX_LATENCY_INSTANCES * HIST_STRIDE);
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
   }
 
@@ -319,6 +325,9 @@ export class DataplaneWorker {
     this.instanceBytes.fill(0, k);
     this.probeSeq.set(s.probeSeq.subarray(0, k));
     this.probeAt.set(s.probeAt.subarray(0, k));
+    const h = Math.min(s.sfLatency.length, this.sfLatency.length);
+    this.sfLatency.set(s.sfLatency.subarray(0, h));
+    this.sfLatency.fill(0, h);
     const n = Math.min(s.interfaces.length, MAX_INTERFACES);
     for (let f = 0; f < n; f++) {
       this.ifRx[f] = s.interfaces[f].rxPackets;

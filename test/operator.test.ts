@@ -163,6 +163,21 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     expect(lines.length).toBeGreaterThanOrEqual(5);
     // what the SF sends back (rx on its egress port): from its out0 MAC, still addressed as it routed it
     for (const l of lines) expect(l).toMatch(new RegExp(`^[\\d:.]+ ${sf.egressMac} > [\\da-f:]+, .* 10\\.0\\.0\\.1\\.\\d+ > 10\\.0\\.0\\.2\\.5353: `));
+
+    // --filter, applied in the workers: only the SF's health probes coming back (a few among the traffic), read by tshark unfiltered
+    const probes = join(tmp, 'sf11-out-probes.pcap');
+    await sfc('capture', 'sf11-out', '-w', probes, '-c', '3', '--filter', `udp port ${PROBE_PORT}`, '--timeout', '10');
+    const got = (await exec('tshark', ['-r', probes, '-T', 'fields', '-e', 'eth.src', '-e', 'udp.srcport', '-e', 'udp.dstport'])).stdout.trim().split('\n');
+    expect(got).toEqual(Array(3).fill([sf.egressMac, PROBE_PORT, PROBE_PORT].join('\t')));
+    // and the traffic without them, through tcpdump without a filter of its own
+    const traffic = await netnsExec(lab.dpNs, ['sh', '-c', `${process.execPath} ${distFile('cli.js')} capture sf11-out -w - -c 50 --filter 'udp and not port ${PROBE_PORT}' --server ${dp.url} | tcpdump -nn -r -`]);
+    const shown = traffic.stdout.trim().split('\n');
+    expect(shown).toHaveLength(50);
+    for (const l of shown) expect(l).toMatch(/ IP 10\.0\.0\.1\.\d+ > 10\.0\.0\.2\.5353: /);
+    // a filter that does not compile is a usage error, before any request
+    const bad = await netnsExec(lab.dpNs, [process.execPath, distFile('cli.js'), 'capture', 'sf11-out', '-w', '-', '--filter', 'udp port x', '--server', dp.url], { check: false });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--filter: bad match/);
   }, 60_000);
 
   it('sfc top shows the rates the counters give, in a real terminal, and Ctrl-C leaves it sane', async () => {

@@ -25,6 +25,16 @@ export function positive(text: string, option: string): number {
   return n;
 }
 
+/** A filter expression option (tracefilter.ts), checked here so a typo is a usage error. */
+export function matchOption(text: string, option: string): string {
+  try {
+    compileMatch(text);
+  } catch (e) {
+    throw new UsageError(`${option}: ${(e as Error).message}`);
+  }
+  return text;
+}
+
 export const command: Command = {
   summary: 'follow the next live packets matching a filter through the chains (journeys as explain)',
   usage: `[--match EXPR] [--count N] [--timeout S] [--json] [--server URL] [--token T]
@@ -43,11 +53,7 @@ ${SERVER_HELP}`,
       timeout: { type: 'string', default: '60' },
       json: { type: 'boolean' },
     });
-    try {
-      compileMatch(values.match);
-    } catch (e) {
-      throw new UsageError(`--match: ${(e as Error).message}`);
-    }
+    matchOption(values.match, '--match');
     const count = positive(values.count, '--count');
     const timeout = positive(values.timeout, '--timeout');
     const server = new Server(values);

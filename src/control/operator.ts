@@ -5,10 +5,10 @@
  *   GET /v2.0/sfc/trace?match=EXPR&count=N&timeout=S
  *       the journeys (journey.ts) of the next N packets matching EXPR (tracefilter.ts), one JSON
  *       object per line as each completes (application/x-ndjson); ends after N or S seconds.
- *   GET /v2.0/sfc/capture?port=NAME|ID&count=N&timeout=S
- *       the frames the port's interface receives and sends as the data path sees them, as a pcap
- *       stream (application/vnd.tcpdump.pcap); ends after N frames, S seconds, or when the client
- *       goes away.
+ *   GET /v2.0/sfc/capture?port=NAME|ID&count=N&timeout=S[&filter=EXPR]
+ *       the frames the port's interface receives and sends as the data path sees them (only those
+ *       EXPR matches, tracefilter.ts, when given), as a pcap stream (application/vnd.tcpdump.pcap);
+ *       ends after N frames, S seconds, or when the client goes away.
  *
  * Both ask the workers to copy what they follow (runtime.ts trace/capture) only while a request
  * is open. A quiet stream is not idle: its own timeout bounds it instead of the server's idle deadline.
@@ -25,7 +25,7 @@ import type { State } from './model.js';
 /** What the endpoints need of the running dataplane (runtime.ts Dataplane). */
 export interface LiveDataplane {
   trace(match: string, limit: number, onStep: (step: TraceStep) => void): () => void;
-  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void): () => void;
+  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void, match?: string): () => void;
 }
 
 export interface OperatorSource {
@@ -84,16 +84,22 @@ function streamUntil(src: OperatorSource, req: IncomingMessage, res: ServerRespo
   return end;
 }
 
-export function streamTrace(src: OperatorSource, url: URL, req: IncomingMessage, res: ServerResponse): void {
-  const dp = liveDataplane(src);
-  const match = url.searchParams.get('match') ?? '';
-  const count = intParam(url, 'count', 10, 10_000);
-  const timeout = intParam(url, 'timeout', 60, 86_400);
+/** A filter expression parameter (tracefilter.ts); '' when absent, 400 when it does not compile. */
+function matchParam(url: URL, name: string): string {
+  const match = url.searchParams.get(name) ?? '';
   try {
     compileMatch(match);
   } catch (e) {
     throw badRequest('HTTPBadRequest', (e as Error).message);
   }
+  return match;
+}
+
+export function streamTrace(src: OperatorSource, url: URL, req: IncomingMessage, res: ServerResponse): void {
+  const dp = liveDataplane(src);
+  const match = matchParam(url, 'match');
+  const count = intParam(url, 'count', 10, 10_000);
+  const timeout = intParam(url, 'timeout', 60, 86_400);
   const t = src.tables();
   const sfIfs = new Set<string>();
   for (let k = 0; t !== null && k < t.instanceCount; k++) {
@@ -127,6 +133,7 @@ export function streamCapture(src: OperatorSource, url: URL, req: IncomingMessag
   const iface = ports[0]['binding:profile'].interface;
   const count = intParam(url, 'count', 1_000_000_000, 1_000_000_000);
   const timeout = intParam(url, 'timeout', 86_400, 86_400);
+  const filter = matchParam(url, 'filter');
   res.writeHead(200, { 'Content-Type': 'application/vnd.tcpdump.pcap', 'Cache-Control': 'no-store', 'X-Sfc-Interface': iface });
   const header = Buffer.alloc(24);
   writePcapHeader(header, 0);
@@ -138,6 +145,6 @@ export function streamCapture(src: OperatorSource, url: URL, req: IncomingMessag
     writePcapRecord(rec, 0, frame, timeNs);
     res.write(rec);
     if (++written >= count) end();
-  });
+  }, filter);
   const end = streamUntil(src, req, res, timeout, uncapture);
 }

@@ -242,12 +242,14 @@ export class Dataplane {
   /**
    * Copy the frames interface `iface` receives (as received) and sends (as sent: after MAC
    * rewrite, with any encapsulation) to `onFrame`, at most `limit` per worker. Returns the
-   * function that stops it. Uncaptured, the data path pays one branch per batch.
+   * function that stops it. Uncaptured, the data path pays one branch per batch. With `match`
+   * (tracefilter.ts; a bad expression throws), only the frames it matches, filtered in the workers.
    */
-  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void): () => void {
+  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void, match = ''): () => void {
+    compileMatch(match);
     const id = this.nextTrace++;
     this.capturers.set(id, onFrame);
-    for (const m of this.members) this.send(m, { type: 'capture', id, iface, limit });
+    for (const m of this.members) this.send(m, { type: 'capture', id, iface, limit, match });
     return () => {
       if (!this.capturers.delete(id)) return;
       for (const m of this.members) if (m.dead === null) this.send(m, { type: 'uncapture', id });

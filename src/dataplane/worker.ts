@@ -27,7 +27,7 @@ import type { Backend } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
 import { backendNamed, type BackendName } from './io/registry.js';
 import type { Tables } from './tables.js';
-import { compileMatch, dissect, type FrameMatch } from './tracefilter.js';
+import { compileMatch, dissect, type Dissected, type FrameMatch } from './tracefilter.js';
 
 export const MAX_INTERFACES = 1024;
 export const MAX_INSTANCES = 16384;
@@ -66,8 +66,8 @@ export type ToWorker =
   /** Follow frames matching `match` (tracefilter.ts): post up to `limit` of their trace steps. */
   | { type: 'trace'; id: number; match: string; limit: number }
   | { type: 'untrace'; id: number }
-  /** Copy up to `limit` frames interface `iface` receives or sends. */
-  | { type: 'capture'; id: number; iface: string; limit: number }
+  /** Copy up to `limit` frames interface `iface` receives or sends (those matching `match`, tracefilter.ts; '': all). */
+  | { type: 'capture'; id: number; iface: string; limit: number; match: string }
   | { type: 'uncapture'; id: number }
   | { type: 'close' };
 
@@ -112,8 +112,8 @@ export class DataplaneWorker {
   private tables: Tables | null = null;
   /** Traces on (by id): what they follow and how many more steps they may be sent. */
   private readonly traces = new Map<number, { match: FrameMatch; left: number }>();
-  /** Captures on (by id): their interface and how many more frames they may be sent. */
-  private readonly captures = new Map<number, { iface: string; left: number }>();
+  /** Captures on (by id): their interface, filter (null: every frame) and how many more frames they may be sent. */
+  private readonly captures = new Map<number, { iface: string; match: FrameMatch | null; left: number }>();
   private liveWanted = -1;
   private scheduled = false;
   private closing = false;
@@ -151,7 +151,7 @@ export class DataplaneWorker {
       else this.traces.delete(m.id);
       this.engine.setTracer(this.traces.size > 0 ? (step) => this.traced(step) : null);
     } else if (m.type === 'capture' || m.type === 'uncapture') {
-      if (m.type === 'capture') this.captures.set(m.id, { iface: m.iface, left: m.limit });
+      if (m.type === 'capture') this.captures.set(m.id, { iface: m.iface, match: m.match.trim() === '' ? null : compileMatch(m.match), left: m.limit });
       else this.captures.delete(m.id);
       this.armCapture();
     } else {
@@ -191,8 +191,13 @@ export class DataplaneWorker {
 
   private captured(iface: string, dir: 'rx' | 'tx', frame: Uint8Array): void {
     const timeNs = Math.round((performance.timeOrigin + performance.now()) * 1e6); // µs resolution, as pcap keeps
+    let d: Dissected | null | undefined;
     for (const [id, c] of this.captures) {
       if (c.iface !== iface || c.left <= 0) continue;
+      if (c.match !== null) {
+        d = d === undefined ? dissect(frame) : d;
+        if (d === null || !c.match(d)) continue;
+      }
       c.left--;
       this.post({ type: 'captured', id, dir, timeNs, frame: frame.slice() });
     }

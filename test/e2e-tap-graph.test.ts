@@ -18,11 +18,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { checkOvsInstalled } from '../src/control/drivers/ovs/daemon.js';
+import { checkOvsInstalled, ovsMissing } from '../src/control/drivers/ovs/daemon.js';
 import { nativeAvailable } from '../src/dataplane/io/native.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { awareSfFlows, awareSfPackets } from '../src/lab/aware-sf.js';
-import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample } from '../src/lab/harness.js';
+import { distFile, LabDataplane, labUpFor, labUpForOvs, metric, startTraffic, type Sample } from '../src/lab/harness.js';
 import { chainConfig, describeLab, GRAPH_PORTS, labDown, netnsExec, SERVER, TAP, tapReceived, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
@@ -123,8 +123,16 @@ describe('tap and graph labs (no system calls)', () => {
   });
 });
 
-describe.skipIf(!runTap)('a tap instance after hop 1 of a symmetric 2-hop chain, afpacket', () => {
-  const LAB = `sfct-tap${process.pid}`;
+/** Each test runs on both drivers: the userspace dataplane (afpacket) and Open vSwitch (ovs). */
+const DRIVERS = ['userspace', 'ovs'] as const;
+type Driver = (typeof DRIVERS)[number];
+const onDriver = (driver: Driver) => (driver === 'ovs' ? 'ovs driver' : 'afpacket');
+/** The lab for `driver` and the dataplane's start options (`args`: more `sfc serve` options). */
+const labFor = (driver: Driver, opts: Parameters<typeof labUpForOvs>[0]) => (driver === 'ovs' ? labUpForOvs(opts) : labUpFor(backendNamed('afpacket'), opts));
+const startOn = (driver: Driver, config: string, args?: string[]) => (driver === 'ovs' ? { driver, config, args } : { backend: 'afpacket' as const, config, args });
+
+for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!ovsMissing()))(`a tap instance after hop 1 of a symmetric 2-hop chain, ${onDriver(driver)}`, () => {
+  const LAB = `sfct-tap${driver === 'ovs' ? 'o' : ''}${process.pid}`;
   let lab: Lab;
   let dp: LabDataplane;
 
@@ -139,10 +147,10 @@ describe.skipIf(!runTap)('a tap instance after hop 1 of a symmetric 2-hop chain,
 
   beforeAll(async () => {
     await labDown(LAB);
-    lab = await labUpFor(backendNamed('afpacket'), { name: LAB, hops: 2, instances: 2, tap: true });
+    lab = await labFor(driver, { name: LAB, hops: 2, instances: 2, tap: true });
     // No health probes: they leave the SFs too (and are consumed, not copied), and the accounting
     // below compares every frame leaving the tap's upstream SF with the copies.
-    dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath, args: ['--health-interval', '0'] });
+    dp = await LabDataplane.start(lab, startOn(driver, lab.configPath, ['--health-interval', '0']));
     // Resolve the endpoints' neighbours now (ARP broadcasts are flooded to the tap port as well).
     const warm = await netnsExec(lab.clientNs, ['ping', '-c', '1', '-W', '2', SERVER.ip], { check: false });
     expect(warm.code, warm.stdout).toBe(0);
@@ -220,8 +228,8 @@ describe.skipIf(!runTap)('a tap instance after hop 1 of a symmetric 2-hop chain,
   }, 30_000);
 });
 
-for (const correlation of ['mpls', 'nsh'] as const) describe.skipIf(!runGraph)(`a service graph pc1 -> {pc2, pc3} of one-hop ${correlation} chains (Open vSwitch SFs), afpacket`, () => {
-  const LAB = `sfct-sg${correlation}${process.pid}`;
+for (const driver of DRIVERS) for (const correlation of ['mpls', 'nsh'] as const) describe.skipIf(!runGraph)(`a service graph pc1 -> {pc2, pc3} of one-hop ${correlation} chains (Open vSwitch SFs), ${onDriver(driver)}`, () => {
+  const LAB = `sfct-sg${correlation}${driver === 'ovs' ? 'o' : ''}${process.pid}`;
   let lab: Lab;
   let dp: LabDataplane;
 
@@ -241,8 +249,8 @@ for (const correlation of ['mpls', 'nsh'] as const) describe.skipIf(!runGraph)(`
 
   beforeAll(async () => {
     await labDown(LAB);
-    lab = await labUpFor(backendNamed('afpacket'), { name: LAB, hops: 3, instances: 1, sfCorrelation: correlation, graph: true });
-    dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath });
+    lab = await labFor(driver, { name: LAB, hops: 3, instances: 1, sfCorrelation: correlation, graph: true });
+    dp = await LabDataplane.start(lab, startOn(driver, lab.configPath));
   }, 60_000);
 
   afterAll(async () => {

@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectEtcd } from '../src/control/etcd/client.js';
 import { EtcdModel, MODEL_PREFIX, followModel } from '../src/control/etcd/model.js';
 import { NeutronError } from '../src/control/errors.js';
+import { DriverManager, type Driver } from '../src/control/driver.js';
+import type { Plan } from '../src/control/plan.js';
 import { Store } from '../src/control/store.js';
 import { etcdAvailable, startTestCluster, type TestCluster } from './support/etcd.js';
 import { chain, classifier, group, pair, port } from './store-fixture.js';
@@ -23,7 +25,20 @@ interface Server {
   client: Etcd3;
   model: EtcdModel;
   store: Store;
+  /** Port ids of each plan the server's driver was given to apply (postcommit), in order. */
+  applied: string[][];
   close(): Promise<void>;
+}
+
+/** A driver that accepts every plan and records what it is told to apply. */
+function recordingDriver(applied: string[][]): Driver {
+  return {
+    name: 'recording',
+    precommit: () => [],
+    async postcommit(next: Plan) {
+      applied.push(next.ports.map((p) => p.id));
+    },
+  };
 }
 
 describe.skipIf(!run)('the model in etcd, two API servers', () => {
@@ -36,12 +51,14 @@ describe.skipIf(!run)('the model in etcd, two API servers', () => {
     const endpoints = tc.cluster.endpoints;
     const client = await connectEtcd(endpoints, { callTimeoutMs: CALL_TIMEOUT_MS });
     const model = await EtcdModel.open(client, endpoints, { callTimeoutMs: CALL_TIMEOUT_MS });
-    const store = new Store({ linkUp: () => false, committer: model });
+    const applied: string[][] = [];
+    const store = new Store({ linkUp: () => false, committer: model, drivers: new DriverManager([recordingDriver(applied)]) });
     const unfollow = await followModel(model, store, (m) => console.error(m));
     const server = {
       client,
       model,
       store,
+      applied,
       async close() {
         unfollow();
         await model.close();
@@ -123,10 +140,11 @@ describe.skipIf(!run)('the model in etcd, two API servers', () => {
     }
   });
 
-  it("a write on one server reaches the other through the watch (binding:host_id included)", async () => {
+  it("a write on one server reaches the other through the watch and its driver (binding:host_id included)", async () => {
     const p = await port(a.store, 'remote', { 'binding:host_id': 'host2' });
     await caughtUp(b, a.model.revision());
     expect(b.store.get('ports', p.id)).toEqual(a.store.get('ports', p.id));
+    expect(b.applied.at(-1)).toEqual(a.store.list('ports').map((x) => x.id));
     expect(b.store.get('ports', p.id)?.['binding:host_id']).toBe('host2');
     const renamed = await b.store.update('ports', p.id, { name: 'renamed', 'binding:host_id': 'host3' });
     await caughtUp(a, b.model.revision());

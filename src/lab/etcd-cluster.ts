@@ -6,7 +6,8 @@
  *
  * A member is ready when it logs "serving client traffic" (etcd logs that once it has joined a
  * cluster with a leader), so start-up waits on that event, not on a timer. kill(i) is a
- * SIGKILL by pid (a crash); restart(i) starts the same member on its data directory again.
+ * SIGKILL by pid (a crash); restart(i) starts the same member on its data directory again;
+ * leader() says which member leads (tests kill the followers to leave a leader without a quorum).
  * Short raft timers (heartbeat 50 ms, election 500 ms) keep a lost leader's re-election fast;
  * the transaction limits are raised so one Store batch (up to 256 writes) is one transaction.
  */
@@ -14,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 
 /** Logged once the member has joined a cluster with a leader (embed/serve.go, after ReadyNotify). */
 const READY = 'serving client traffic';
@@ -102,6 +104,23 @@ export class EtcdCluster {
     const m = this.#member(i);
     if (m.proc) throw new Error(`etcd member ${m.name} is running`);
     await this.#startMember(m, 'existing');
+  }
+
+  /** Index of the member that is the raft leader now, by each running member's own status; -1 when none says it leads. */
+  async leader(): Promise<number> {
+    for (const [i, m] of this.#members.entries()) {
+      if (!m.proc) continue;
+      const client = new Etcd3({ hosts: m.clientUrl, dialTimeout: 2000 });
+      try {
+        const status = await client.maintenance.status({ deadline: Date.now() + 2000 });
+        if (status.header.member_id === status.leader) return i;
+      } catch {
+        // a member that cannot answer is not the leader we are looking for
+      } finally {
+        client.close();
+      }
+    }
+    return -1;
   }
 
   /** Kill every member (by pid). */

@@ -3,10 +3,17 @@
  * through the real runtime (AF_PACKET, 2 workers, veths) is restarted with the tables in force
  * within 1 s; meanwhile the real API server's /healthz answers 503 naming the dataplane; after it,
  * every flow is forwarded again (the new worker's sockets are in the interfaces' fanout groups).
+ * A publish one worker does not take within the bound (it is kept busy: Dataplane.stallWorker)
+ * fails the API write through the real store and userspace driver, cleanly: the write answers
+ * 500, the store keeps its previous state and revision, every worker runs the previous generation
+ * (the hung one restarted with it), frames are forwarded, and the next write goes through.
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApiServer, type ApiServer } from '../src/control/api.js';
+import { DriverManager } from '../src/control/driver.js';
+import { UserspaceDriver } from '../src/control/drivers/userspace/driver.js';
+import { PUBLISH_TIMEOUT_MS } from '../src/dataplane/runtime.js';
 import { compileTables } from '../src/control/drivers/userspace/render.js';
 import { healthReport } from '../src/control/health-monitor.js';
 import { Store } from '../src/control/store.js';
@@ -102,5 +109,56 @@ describe.skipIf(!run)('supervised dataplane', () => {
     const after = await receive(h2, 320);
     expect(new Set(after.map((f) => (f[42] << 8) | f[43])).size).toBe(320);
     console.log(JSON.stringify({ workerBackMs: Math.round(backMs), answers503: degraded.length, log: logs.filter((m) => m.includes("worker 0")) }));
+  }, 30_000);
+
+  it('a publish a worker does not take within 2 s fails the API write; store and workers stay on the previous generation', async () => {
+    const driver = new UserspaceDriver((t) => dp.publish(t));
+    const store = new Store({ drivers: new DriverManager([driver]), linkUp: () => true });
+    const s = new StateBuilder();
+    s.port('p1', 'd1', '02:00:00:00:10:01');
+    s.port('p2', 'd2', D2_MAC);
+    await store.replace(s.state);
+    const writes = await startApiServer({ store, host: '127.0.0.1', port: 0 });
+    try {
+      const post = (name: string, mac: string) =>
+        fetch(`${writes.url}/v2.0/ports`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ port: { name, mac_address: mac, 'binding:profile': { interface: 'd2' } } }),
+        });
+      expect((await post('p3', '02:00:00:00:10:03')).status).toBe(201);
+      const good = driver.tables!.generation;
+      const until = async (what: string, ok: () => boolean) => {
+        for (const end = performance.now() + 5000; !ok(); await sleep(10)) if (performance.now() > end) throw new Error(`${what}: ${dp.generations()}`);
+      };
+      await until('every worker on the good generation', () => dp.generations().every((g) => g === good));
+      const revision = store.revision;
+
+      dp.stallWorker(1, PUBLISH_TIMEOUT_MS + 1000);
+      const t0 = performance.now();
+      const failed = await post('p4', '02:00:00:00:10:04');
+      const took = performance.now() - t0;
+      const body = (await failed.json()) as { NeutronError: { type: string; message: string } };
+      expect(failed.status).toBe(500);
+      expect(body.NeutronError.type).toBe('SfcDriverError');
+      expect(body.NeutronError.message).toMatch(/worker 1 did not take generation \d+ within 2000 ms/);
+      expect(took).toBeGreaterThanOrEqual(PUBLISH_TIMEOUT_MS - 50);
+      expect(took).toBeLessThan(PUBLISH_TIMEOUT_MS + 1500);
+      // the store as before the write
+      expect(store.revision).toBe(revision);
+      expect(store.state.ports.map((p) => p.name).sort()).toEqual(['p1', 'p2', 'p3']);
+      expect(driver.tables!.generation).toBe(good);
+      // every worker back on the previous generation (the hung one terminated and restarted with it), forwarding
+      await until('every worker back on the previous generation', () => dp.health().ok && dp.generations().every((g) => g === good));
+      expect(logs.some((m) => /worker 1 did not take generation \d+ within 2000 ms: restarting it/.test(m))).toBe(true);
+      await receive(h2, 100_000, 200);
+      transmit(h1, Array.from({ length: 64 }, (_, i) => frame(i)));
+      expect((await receive(h2, 64)).length).toBe(64);
+      // and the next write goes through
+      expect((await post('p4', '02:00:00:00:10:04')).status).toBe(201);
+      await until('every worker on the next generation', () => dp.generations().every((g) => g === good + 1));
+    } finally {
+      await writes.close();
+    }
   }, 30_000);
 });

@@ -295,6 +295,18 @@ export class Dataplane {
     return n;
   }
 
+  /** The table generation each worker's engine runs (-1: none yet), as of its last statistics update. */
+  generations(): number[] {
+    return this.members.map((m) => new Float64Array(m.sab, this.layout.generation, 1)[0]);
+  }
+
+  /** Fault injection: keep worker `index` busy for `ms`, as a hung worker would be (a publish then times out). */
+  stallWorker(index: number, ms: number): void {
+    const m = this.members[index];
+    if (m === undefined) throw new Error(`no worker ${index}`);
+    this.send(m, { type: 'stall', ms });
+  }
+
   /** Stop worker `index` the hard way, as a crash would (the supervisor restarts it). */
   terminateWorker(index: number): Promise<number> {
     const w = this.members[index]?.worker;

@@ -47,7 +47,9 @@ export class StatsLayout {
   readonly probeAt = this.probeSeq + MAX_INSTANCES * 8;
   readonly ifRx = this.probeAt + MAX_INSTANCES * 8;
   readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
-  readonly sfLatency = this.ifTx + MAX_INTERFACES * 8;
+  /** The table generation the engine runs (-1: none yet). */
+  readonly generation = this.ifTx + MAX_INTERFACES * 8;
+  readonly sfLatency = this.generation + 8;
   readonly io = this.sfLatency + MAX_LATENCY_INSTANCES * HIST_STRIDE * 8;
   readonly bytes: number;
 
@@ -69,6 +71,8 @@ export type ToWorker =
   /** Copy up to `limit` frames interface `iface` receives or sends (those matching `match`, tracefilter.ts; '': all). */
   | { type: 'capture'; id: number; iface: string; limit: number; match: string }
   | { type: 'uncapture'; id: number }
+  /** Fault injection (tests, benches): keep the thread busy for `ms`, as a hung worker would be. */
+  | { type: 'stall'; ms: number }
   | { type: 'close' };
 
 /** worker -> main */
@@ -109,6 +113,7 @@ export class DataplaneWorker {
   private readonly ifRx: Float64Array;
   private readonly ifTx: Float64Array;
   private readonly sfLatency: Float64Array;
+  private readonly generation: Float64Array;
   private tables: Tables | null = null;
   /** Traces on (by id): what they follow and how many more steps they may be sent. */
   private readonly traces = new Map<number, { match: FrameMatch; left: number }>();
@@ -134,6 +139,8 @@ export class DataplaneWorker {
     this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
     this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
     this.sfLatency = new Float64Array(cfg.sab, this.layout.sfLatency, MAX_LATENCY_INSTANCES * HIST_STRIDE);
+    this.generation = new Float64Array(cfg.sab, this.layout.generation, 1);
+    this.generation[0] = -1;
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
   }
 
@@ -154,6 +161,8 @@ export class DataplaneWorker {
       if (m.type === 'capture') this.captures.set(m.id, { iface: m.iface, match: m.match.trim() === '' ? null : compileMatch(m.match), left: m.limit });
       else this.captures.delete(m.id);
       this.armCapture();
+    } else if (m.type === 'stall') {
+      for (const end = performance.now() + m.ms; performance.now() < end; );
     } else {
       this.close();
     }
@@ -322,6 +331,7 @@ export class DataplaneWorker {
   /** Copy the engine's per-instance and per-interface figures into shared memory. */
   private sync(now: number): void {
     this.syncedAt = now;
+    this.generation[0] = this.engine.current?.generation ?? -1;
     const s = this.engine.stats();
     const k = Math.min(s.instancePackets.length, MAX_INSTANCES);
     this.instances.set(s.instancePackets.subarray(0, k));

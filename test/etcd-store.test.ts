@@ -17,6 +17,8 @@ import { etcdAvailable, startTestCluster, type TestCluster } from './support/etc
 import { chain, classifier, group, pair, port } from './store-fixture.js';
 
 const BASE_PORT = 32379;
+/** etcd's own default: the servers' batches must fit a cluster nobody tuned. */
+const ETCD_DEFAULT_MAX_TXN_OPS = 128;
 /** Short deadlines: a write without a quorum is refused after this. */
 const CALL_TIMEOUT_MS = 1500;
 const run = etcdAvailable('etcd shared store');
@@ -92,7 +94,7 @@ describe.skipIf(!run)('the model in etcd, two API servers', () => {
   };
 
   beforeAll(async () => {
-    tc = await startTestCluster(BASE_PORT);
+    tc = await startTestCluster(BASE_PORT, { maxTxnOps: ETCD_DEFAULT_MAX_TXN_OPS });
     a = await startServer();
     b = await startServer();
   }, 60_000);
@@ -103,7 +105,7 @@ describe.skipIf(!run)('the model in etcd, two API servers', () => {
   });
 
   it('concurrent creates on both servers: every one committed once, no group_id handed out twice, same model on both', async () => {
-    const N = 20;
+    const N = 150; // more than one transaction of an untuned etcd takes: the batches are split
     const writes = [...Array(N).keys()].flatMap((i) => [
       a.store.create('port_pair_groups', { name: `a${i}` }),
       b.store.create('port_pair_groups', { name: `b${i}` }),

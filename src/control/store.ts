@@ -49,6 +49,8 @@ export interface Committer {
    * failed (nothing written).
    */
   commit(next: State, prev: State): Promise<State | undefined>;
+  /** Most writes it takes as one commit (default MAX_BATCH). */
+  readonly maxBatch?: number;
 }
 
 export interface StoreOptions {
@@ -194,7 +196,7 @@ export class Store {
           continue;
         }
         const end = this.#queue.findIndex((j) => 'read' in j);
-        const jobs = this.#queue.splice(0, Math.min(end < 0 ? this.#queue.length : end, MAX_BATCH)) as Job[];
+        const jobs = this.#queue.splice(0, Math.min(end < 0 ? this.#queue.length : end, this.#committer.maxBatch ?? MAX_BATCH)) as Job[];
         await this.#commitBatch(jobs);
       }
     } finally {

@@ -9,7 +9,7 @@
  * SIGKILL by pid (a crash); restart(i) starts the same member on its data directory again;
  * leader() says which member leads (tests kill the followers to leave a leader without a quorum).
  * Short raft timers (heartbeat 50 ms, election 500 ms) keep a lost leader's re-election fast;
- * the transaction limits are raised so one Store batch (up to 256 writes) is one transaction.
+ * the transaction limits are raised so that a large config seed (a whole-State replace) fits one transaction.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -28,6 +28,8 @@ export interface EtcdClusterOptions {
   basePort: number;
   /** One address per member (default: 127.0.0.1 for each of 3). */
   hosts?: string[];
+  /** etcd's --max-txn-ops (default 4096, room for large config seeds; etcd's own default is 128). */
+  maxTxnOps?: number;
   /** How to start a member (default: a plain child process); the lab runs them in namespaces and records their pids. */
   spawn?: (argv: string[]) => Promise<ChildProcess>;
 }
@@ -45,6 +47,7 @@ export class EtcdCluster {
   readonly #members: Member[];
   readonly #spawn: (argv: string[]) => Promise<ChildProcess>;
   readonly #token: string;
+  readonly #maxTxnOps: number;
 
   private constructor(opts: EtcdClusterOptions) {
     const hosts = opts.hosts ?? ['127.0.0.1', '127.0.0.1', '127.0.0.1'];
@@ -58,6 +61,7 @@ export class EtcdCluster {
     }));
     this.#spawn = opts.spawn ?? (async (argv) => spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }));
     this.#token = `sfc-${process.pid}-${opts.basePort}`;
+    this.#maxTxnOps = opts.maxTxnOps ?? 4096;
   }
 
   /** Start every member and wait until each serves clients; on failure the started ones are killed. */
@@ -148,7 +152,7 @@ export class EtcdCluster {
       `--initial-cluster-token=${this.#token}`,
       '--heartbeat-interval=50',
       '--election-timeout=500',
-      '--max-txn-ops=4096',
+      `--max-txn-ops=${this.#maxTxnOps}`,
       '--max-request-bytes=33554432',
       '--logger=zap',
       '--log-outputs=stderr',

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { EtcdCluster } from '../../src/lab/etcd-cluster.js';
+import { EtcdCluster, type EtcdClusterOptions } from '../../src/lab/etcd-cluster.js';
 import { prerequisites } from './prereq.js';
 
 export { EtcdCluster };
@@ -25,10 +25,10 @@ export interface TestCluster {
   cleanup(): Promise<void>;
 }
 
-export async function startTestCluster(basePort: number): Promise<TestCluster> {
+export async function startTestCluster(basePort: number, opts: Partial<EtcdClusterOptions> = {}): Promise<TestCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'sfc-etcd-'));
   try {
-    const cluster = await EtcdCluster.start({ dir, basePort });
+    const cluster = await EtcdCluster.start({ ...opts, dir, basePort });
     return {
       cluster,
       async cleanup() {

@@ -57,7 +57,7 @@ export function unavailable(endpoints: string[], e: unknown): NeutronError {
   return new NeutronError(
     503,
     'ServiceUnavailable',
-    `The change was not applied: the shared store (etcd at ${endpoints.join(', ')}) did not commit it (${errorText(e)}). Retry when it has a quorum again.`,
+    `The change was not applied: the shared store (etcd at ${endpoints.join(', ')}) did not commit it (${errorText(e)})`,
   );
 }
 

@@ -32,6 +32,12 @@ import { connectEtcd, errorText, unavailable, type EtcdOptions } from './client.
 
 export const MODEL_PREFIX = '/sfc/v1/model/';
 export const GUARD_KEY = `${MODEL_PREFIX}rev`;
+/**
+ * Writes per transaction: each is one put or delete, plus the guard, under etcd's default
+ * --max-txn-ops (128). A whole-State replace (a config seed) is one transaction of one operation
+ * per object: clusters meant for large seeds need a higher --max-txn-ops (the lab's: 4096).
+ */
+const MAX_BATCH = 100;
 
 const resourceKey = (coll: Collection, id: string) => `${MODEL_PREFIX}${coll}/${id}`;
 
@@ -54,6 +60,7 @@ export interface ModelOptions extends EtcdOptions {
 type Entry = { seq: number; resource: Resource };
 
 export class EtcdModel implements ModelView {
+  readonly maxBatch = MAX_BATCH;
   readonly #client: Etcd3;
   readonly #endpoints: string[];
   readonly #log: (message: string) => void;
@@ -122,8 +129,7 @@ export class EtcdModel implements ModelView {
     try {
       // Read the guard first, linearizably: that needs a quorum, so a cluster without one refuses
       // here, before anything is proposed (a proposal that times out may still commit later).
-      const seen = await this.#client.get(GUARD_KEY).exec();
-      const current = Number(seen.kvs[0]?.mod_revision ?? 0);
+      const current = await currentRevision(this.#client);
       if (current !== R) {
         await this.#catchUp(current);
         return this.#state;
@@ -296,6 +302,12 @@ export class EtcdModel implements ModelView {
       this.#resync().catch((r: unknown) => this.#log(`etcd: re-reading the model failed (${errorText(r)}); keeping revision ${this.#revision}`));
     });
   }
+}
+
+/** The model's revision in etcd now (a linearizable read of the guard): what a write just acknowledged has reached. */
+export async function currentRevision(client: Etcd3): Promise<number> {
+  const res = await client.get(GUARD_KEY).exec();
+  return Number(res.kvs[0]?.mod_revision ?? 0);
 }
 
 /**

@@ -74,6 +74,7 @@ export class EtcdModel implements ModelView {
   #watcher: Watcher | undefined;
   #listeners = new Set<(state: State, revision: number) => void>();
   #waiters: { revision: number; wake: () => void }[] = [];
+  #resyncing: Promise<void> | undefined;
   #closed = false;
 
   private constructor(client: Etcd3, endpoints: string[], opts: ModelOptions) {
@@ -268,8 +269,13 @@ export class EtcdModel implements ModelView {
     if (!inTime && !this.#closed) await this.#resync();
   }
 
-  /** Read the whole model at one revision and (re)start the watch just after it. */
-  async #resync(): Promise<void> {
+  /** Read the whole model at one revision and (re)start the watch just after it (one re-read at a time). */
+  #resync(): Promise<void> {
+    this.#resyncing ??= this.#reread().finally(() => (this.#resyncing = undefined));
+    return this.#resyncing;
+  }
+
+  async #reread(): Promise<void> {
     let res;
     try {
       res = await this.#client.getAll().prefix(MODEL_PREFIX).exec();

@@ -11,10 +11,13 @@
  *    crossing it, within 1 s, and up again when forwarding is back; no probe ever reaches the
  *    server or the client (their own nftables counters), the dataplane counted them back.
  *  - fail-closed / fail-open with the whole first hop down: dropped and counted ('hop_down'), or
- *    delivered across hop 2 only (hops_skipped counted).
+ *    delivered across hop 2 only (hops_skipped counted); fail-closed set by the config file's
+ *    health section, fail-open by --health-policy over the same file (the flag wins).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { installFlowLog, readFlowLog, traceFlows, type FlowTrace } from '../src/lab/flowlog.js';
 import { PROBE_PORT } from '../src/dataplane/probe.js';
@@ -43,9 +46,9 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     await labDown(LAB);
   });
 
-  async function serve(args: string[] = []): Promise<LabDataplane> {
+  async function serve(args: string[] = [], config = lab.configPath): Promise<LabDataplane> {
     await dp?.stop();
-    dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath, args });
+    dp = await LabDataplane.start(lab, { backend: 'afpacket', config, args });
     const logFile = dp.logFile;
     onTestFailed(() => console.log(`serve log:\n${readFileSync(logFile, 'utf8')}`));
     return dp;
@@ -189,7 +192,10 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     await setLink(1, 1, 'down');
     await setLink(1, 2, 'down');
     try {
-      let d = await serve(['--health-policy', 'ppg1=fail-closed']);
+      // fail-closed from the config file's health section; then fail-open from the flag, which wins over it
+      const config = join(lab.runDir, 'chains-health.yaml');
+      await writeFile(config, `${lab.configYaml}\nhealth:\n  policies:\n    ppg1: fail-closed\n`);
+      let d = await serve([], config);
       await untilHealth(d, 'pp11', 0);
       await untilHealth(d, 'pp12', 0);
       await installFlowLog(lab);
@@ -199,7 +205,7 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
       expect(tried.sent).toBeGreaterThan(50);
       expect(metric(await d.metrics(), 'sfc_drops_total', { reason: 'hop_down' })).toBe(tried.sent);
 
-      d = await serve(['--health-policy', 'ppg1=fail-open']);
+      d = await serve(['--health-policy', 'ppg1=fail-open'], config);
       await untilHealth(d, 'pp11', 0);
       await untilHealth(d, 'pp12', 0);
       await installFlowLog(lab);

@@ -131,6 +131,7 @@ export const command: Command = {
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others
+                      (also the --config file's 'health: {policies: {G: P}}', read at every start; these win)
   --health-interval MS  SF health check interval (default ${DEFAULT_HEALTH.intervalMs}; 0: no health checks)
   --health-timeout MS a health probe not back after this is lost (default ${DEFAULT_HEALTH.timeoutMs})
   --health-down N     failed checks in a row before an instance is down (default ${DEFAULT_HEALTH.downAfter})
@@ -185,6 +186,11 @@ export const command: Command = {
       policies = parseHealthPolicies(values['health-policy']);
     } catch (e) {
       throw new UsageError(`--health-policy: ${(e as Error).message}`);
+    }
+    // the config file's health section, whenever the server starts (--health-policy entries win)
+    if (values.config !== undefined) {
+      const { loadHealthPolicies } = await import('../control/config.js');
+      policies = new Map([...(await loadHealthPolicies(values.config)), ...policies]);
     }
 
     if (values.store !== undefined && values.state !== undefined) throw new UsageError('--state and --store exclude each other');

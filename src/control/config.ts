@@ -10,11 +10,17 @@
  * accepted exactly when the same API calls would be. Every error cites file:line, the object
  * (collection[index] and name) and, when known, the field; rule failures carry the NeutronError
  * type. stateToConfig is the inverse (ids kept, references by name where that is unambiguous).
+ *
+ * A top-level `health` mapping configures the server, not the model (loadHealthPolicies; sfc serve
+ * reads it whenever it starts, --health-policy entries win):
+ *   health:
+ *     policies: { GROUP: reroute|fail-open|fail-closed, ... }   (a port pair group's name or id)
  */
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 import { NeutronError } from './errors.js';
+import { HEALTH_POLICIES, type HealthPolicy } from './health.js';
 import { COLLECTIONS, emptyState, type Collection, type State } from './model.js';
 import { Store } from './store.js';
 import { REFERENCES } from './validate.js';
@@ -93,15 +99,42 @@ function parseText(text: string, file: string): { data: unknown; lines: Lines } 
   return { data: doc.toJS() as unknown, lines: new Lines(doc, counter) };
 }
 
-/** Load and validate a config file into a State (.yaml/.yml or .json by extension). */
-export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<State> {
-  let text: string;
+async function readConfigText(path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } catch (e) {
     throw new ConfigError(`${path}: cannot read: ${e instanceof Error ? e.message : String(e)}`);
   }
-  return loadConfig(text, path, opts);
+}
+
+/** Load and validate a config file into a State (.yaml/.yml or .json by extension). */
+export async function loadConfigFile(path: string, opts: LoadOptions = {}): Promise<State> {
+  return loadConfig(await readConfigText(path), path, opts);
+}
+
+/** The file's health policies per port pair group (name or id; see the design comment); empty without a `health` key. */
+export async function loadHealthPolicies(path: string): Promise<Map<string, HealthPolicy>> {
+  return healthPolicies(await readConfigText(path), path);
+}
+
+export function healthPolicies(text: string, file: string): Map<string, HealthPolicy> {
+  const { data, lines } = parseText(text, file);
+  const out = new Map<string, HealthPolicy>();
+  if (!isObject(data) || data.health === undefined) return out;
+  const health = data.health;
+  if (!isObject(health)) throw new ConfigError(`${file}:${lines.at(['health'])}: 'health' must be a mapping (policies)`);
+  for (const key of Object.keys(health)) {
+    if (key !== 'policies') throw new ConfigError(`${file}:${lines.at(['health', key])}: health: unknown key '${key}' (expected policies)`);
+  }
+  const policies = health.policies ?? {};
+  if (!isObject(policies)) throw new ConfigError(`${file}:${lines.at(['health', 'policies'])}: health.policies must be a mapping of port pair group to policy`);
+  for (const [group, policy] of Object.entries(policies)) {
+    if (!HEALTH_POLICIES.includes(policy as HealthPolicy)) {
+      throw new ConfigError(`${file}:${lines.at(['health', 'policies', group])}: health.policies.${group}: '${String(policy)}' is not one of ${HEALTH_POLICIES.join(', ')}`);
+    }
+    out.set(group, policy as HealthPolicy);
+  }
+  return out;
 }
 
 /** Same as loadConfigFile for text already read; `file` names it in errors and gives the format. */
@@ -110,12 +143,13 @@ export async function loadConfig(text: string, file: string, opts: LoadOptions =
   if (data === null || data === undefined) return emptyState();
   if (!isObject(data)) throw new ConfigError(`${file}:${lines.at([])}: the top level must be a mapping of collections`);
   for (const key of Object.keys(data)) {
-    if (!(COLLECTIONS as readonly string[]).includes(key)) {
+    if (!(COLLECTIONS as readonly string[]).includes(key) && key !== 'health') {
       throw new ConfigError(
-        `${file}:${lines.at([key])}: unknown top-level key '${key}' (expected ${COLLECTIONS.join(', ')})`,
+        `${file}:${lines.at([key])}: unknown top-level key '${key}' (expected ${COLLECTIONS.join(', ')} or health)`,
       );
     }
   }
+  healthPolicies(text, file); // (checked here too, so a bad health section fails the same load)
   const store = new Store({ projectId: opts.projectId });
   for (const coll of COLLECTIONS) {
     const items = data[coll] ?? [];

@@ -4,6 +4,7 @@
  */
 import { BACKENDS } from '../dataplane/io/registry.js';
 import { SF_CORRELATIONS, type SfCorrelation } from '../lab/aware-sf.js';
+import { detachHostsLab, hostsLabRunning, type HostsOptions } from '../lab/hosts.js';
 import { GRAPH_PORTS, labDown, labStatus, labUp } from '../lab/topology.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
@@ -27,7 +28,20 @@ async function up(argv: string[]): Promise<number> {
     'aware-hops': { type: 'string' },
     tap: { type: 'boolean' },
     graph: { type: 'boolean' },
+    hosts: { type: 'string' },
   });
+  if (values.hosts !== undefined) {
+    const clash = (['dp-link', 'sf-correlation', 'aware-hops', 'tap', 'graph'] as const).filter((o) => values[o] !== undefined);
+    if (clash.length > 0) throw new UsageError(`--hosts does not combine with ${clash.map((o) => `--${o}`).join(', ')}`);
+    return upHosts({
+      name: values.name,
+      hosts: integer(values.hosts, '--hosts', 2, 9),
+      hops: integer(values.hops, '--hops', 0, 9),
+      instances: integer(values.instances, '--instances', 1, 9),
+      symmetric: values['no-symmetric'] ? false : values.symmetric,
+      out: values.out,
+    });
+  }
   const dpLink = values['dp-link'];
   if (dpLink !== undefined && dpLink !== 'veth' && dpLink !== 'tap') throw new UsageError(`--dp-link must be veth or tap, got '${dpLink}'`);
   if (values.symmetric && values['no-symmetric']) throw new UsageError('--symmetric and --no-symmetric conflict');
@@ -55,6 +69,17 @@ async function up(argv: string[]): Promise<number> {
   const tap = lab.tapNs ? `, tap ${lab.tapNs} (after hop 1)` : '';
   const graph = lab.graph ? '; service graph pc1 -> {pc2, pc3}' : '';
   console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}${tap}${graph}; config: ${lab.configPath}`);
+  return 0;
+}
+
+/** `up --hosts N`: the multi-host lab (src/lab/hosts.ts) with its etcd, API server and agents left running. */
+async function upHosts(opts: HostsOptions): Promise<number> {
+  const running = await hostsLabRunning(opts);
+  detachHostsLab(running);
+  const { lab, api } = running;
+  process.stdout.write(lab.configYaml);
+  const where = lab.hosts.map((h) => `${h.name} (${h.ns}, ${h.ip}: ${h.interfaces.join(' ') || 'no SF'})`).join(', ');
+  console.error(`lab '${lab.name}' up on ${lab.hosts.length} hosts: ${where}; underlay ${lab.underlayNs}; etcd ${lab.store}; API ${api.url} inside ${lab.dpNs}; agents' logs in ${lab.runDir}`);
   return 0;
 }
 
@@ -106,6 +131,11 @@ export const command: Command = {
          --graph (--hops 3 --sf-correlation, every hop aware): three one-hop one-way chains
          and a service graph sg {pc1: [pc2, pc3]}: pc1 takes UDP from client port ${GRAPH_PORTS.source}, its SF
          (NAT-like) writes source port ${GRAPH_PORTS.translated}, pc2 / pc3 take that to UDP port ${GRAPH_PORTS.pc2} / ${GRAPH_PORTS.pc3}
+  up --hosts N [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE]
+         the chain over N hosts (2..9): namespaces L-h1..L-hN joined by an underlay bridge
+         (L-underlay, 10.77.0.0/24, MTU 1600), a 3-member etcd on it, client and server on h1,
+         hop h's SFs on host 2 + (h-1) mod (N-1); sfc serve --store (API, driver noop) in L-h1
+         seeded with the config (ports carry binding:host_id) and one sfc agent per host
   down   [--name L]   remove the namespaces and the processes the lab started (idempotent)
   status [--name L] [--json]   namespaces, interfaces and recorded pids`,
   async run(argv) {

@@ -26,13 +26,18 @@ import { SERVER, labDown, netnsExec, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { nativeAvailable } from '../src/dataplane/io/native.js';
+import { ovsMissing } from '../src/control/drivers/ovs/daemon.js';
 import { prerequisites } from './support/prereq.js';
 
 const backend = backendNamed('afpacket');
-const LAB = `sfct-hl${process.pid}`;
 const run = prerequisites('e2e health', { root: true, commands: ['ip', 'nft'], check: () => (nativeAvailable() ? null : 'the native addon is not built (npm run build:native)') });
 
-describe.skipIf(!run)('SF health end to end (afpacket)', () => {
+// Both drivers: the userspace dataplane (afpacket), and Open vSwitch (ovs), where a down instance's
+// buckets leave its select groups in one bundle. The ovs driver sends no probes (it judges SFs by
+// link state alone), so the probe test is the userspace driver's.
+for (const driver of ['userspace', 'ovs'] as const) describe.skipIf(!run || (driver === 'ovs' && !!ovsMissing()))(`SF health end to end (${driver === 'ovs' ? 'ovs driver' : 'afpacket'})`, () => {
+  const ovs = driver === 'ovs';
+  const LAB = `sfct-hl${ovs ? 'o' : ''}${process.pid}`;
   let lab: Lab;
   let dp: LabDataplane | null = null;
 
@@ -48,7 +53,7 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
 
   async function serve(args: string[] = [], config = lab.configPath): Promise<LabDataplane> {
     await dp?.stop();
-    dp = await LabDataplane.start(lab, { backend: 'afpacket', config, args });
+    dp = await LabDataplane.start(lab, ovs ? { driver, config, args } : { backend: 'afpacket', config, args });
     const logFile = dp.logFile;
     onTestFailed(() => console.log(`serve log:\n${readFileSync(logFile, 'utf8')}`));
     return dp;
@@ -57,11 +62,14 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
   const sfNs = (hop: number, instance: number) => lab.sfs.find((s) => s.hop === hop && s.instance === instance)!.ns;
   const setLink = (hop: number, instance: number, state: 'up' | 'down') => netnsExec(sfNs(hop, instance), ['ip', 'link', 'set', 'in0', state]);
 
-  /** Poll /metrics until `pp` has sfc_instance_up = `up`; ms it took. */
+  /**
+   * Poll the health API (what sfc get health reads; cheaper than a /metrics scrape, which on the
+   * ovs driver reads OVS's statistics) until `pp` is `up`; ms it took.
+   */
   async function untilHealth(d: LabDataplane, pp: string, up: 0 | 1, since = performance.now()): Promise<number> {
     for (const end = since + 10_000; ; await sleep(10)) {
-      const samples = await d.metrics();
-      if (samples.some((s) => s.name === 'sfc_instance_up' && s.labels.instance === pp && s.value === up)) return performance.now() - since;
+      const { instances } = (await d.call<{ health: { instances: { portPair: string; up: boolean }[] } }>('GET', '/v2.0/sfc/health')).health;
+      if (instances.some((h) => h.portPair === pp && h.up === (up === 1))) return performance.now() - since;
       if (performance.now() > end) throw new Error(`${pp} never became ${up ? 'up' : 'down'}`);
     }
   }
@@ -97,7 +105,10 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     const tcpServer = await startTraffic<TcpServerResult>(lab, lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:5001`, '--flows', '6', '--timeout', '90']);
     await tcpServer.listening;
     const tcpStart = performance.now();
-    const tcpClient = await startTraffic<TcpClientResult>(lab, lab.clientNs, ['tcp-client', '--connect', `${SERVER.ip}:5001`, '--flows', '6', '--bytes', '50000000', '--timeout', '90']);
+    // (OVS's netdev datapath forwards these veths in its main thread, beside its OpenFlow work: 20 MB
+    // per transfer still spans the kill and the move without starving the UDP stream.)
+    const tcpBytes = ovs ? '20000000' : '50000000';
+    const tcpClient = await startTraffic<TcpClientResult>(lab, lab.clientNs, ['tcp-client', '--connect', `${SERVER.ip}:5001`, '--flows', '6', '--bytes', tcpBytes, '--timeout', '90']);
 
     const onSf11 = old.filter((f) => before.get(f)!.forward[0][0] === 1);
     expect(onSf11.length).toBeGreaterThan(0);
@@ -152,10 +163,14 @@ describe.skipIf(!run)('SF health end to end (afpacket)', () => {
     expect(metric(final, 'sfc_instance_health_transitions_total', { instance: 'pp11' })).toBe(2);
     // Each flow sends 20 packets/s: none lost a second's worth (a moved one loses what went into
     // the dead SF before the move; the others may lose a few to the load of the full-speed TCP).
-    expect(received.flows.filter((f) => f.lost >= 20)).toEqual([]);
+    // OVS's userspace datapath is slower: on this 2-core machine six full-speed 50 MB transfers
+    // cost every UDP flow, moved or not, about two seconds' worth (measured 35-55 of 280); without
+    // them only the moved flows lose (8-9 each, the detection time), so its bound is five seconds.
+    const bound = ovs ? 100 : 20;
+    expect(received.flows.filter((f) => f.lost >= bound)).toEqual([]);
   }, 120_000);
 
-  it('probes: an SF that stops forwarding (links up) is down within 1 s and up when it forwards again; no probe reaches the server or the client', async () => {
+  it.skipIf(ovs)('probes: an SF that stops forwarding (links up) is down within 1 s and up when it forwards again; no probe reaches the server or the client', async () => {
     const d = await serve();
     await untilHealth(d, 'pp12', 1);
     const count = `nft add table inet probecount; nft add chain inet probecount pre '{ type filter hook prerouting priority raw; }'; nft add counter inet probecount seen; nft add rule inet probecount pre udp dport ${PROBE_PORT} counter name seen`;

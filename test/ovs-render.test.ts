@@ -17,6 +17,7 @@ import { loadConfigFile } from '../src/control/config.js';
 import { OvsDaemon } from '../src/control/drivers/ovs/daemon.js';
 import { diff, exec, Ofctl } from '../src/control/drivers/ovs/ofctl.js';
 import { bucketCounts, portBlocks, renderBridge, unsupported } from '../src/control/drivers/ovs/render.js';
+import { healthView, type HealthPolicy } from '../src/control/health.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
 import { buildFrame, type FrameSpec } from '../src/dataplane/frames.js';
 import { ovsPrerequisites, vethNamespace } from './support/ovs.js';
@@ -87,6 +88,30 @@ describe('ovs golden renderings', () => {
       expect(sortedLines([...r.flows].map(([k, a]) => `${k} actions=${a}`))).toEqual(golden(`${name}.flows`));
     });
   }
+});
+
+describe('ovs renderer with health (Driver.health)', () => {
+  const view = (down: string[], policy: HealthPolicy) => healthView(new Set(down), new Map([['ppg1', policy]]));
+  it('leaves a down instance out of its groups, and skips or drops a hop with none left by its policy', async () => {
+    const p = await plan('b5-symmetric');
+    const id = (name: string) => p.members.find((m) => m.name === name)!.id;
+    const entry = (r: ReturnType<typeof renderBridge>) => r.flows.get('table=0, priority=20000,tcp,in_port=10,nw_src=10.0.0.0/24,nw_dst=10.0.1.0/24,tp_dst=200')!;
+    // pp1b (weight 3, ports p6/p7) down: hop 1's forward group keeps pp1's bucket only.
+    const one = renderBridge(p, ofport, view([id('pp1b')], 'reroute'));
+    expect(one.groups.get(4096)).not.toMatch(/fa:16:3e:00:00:06/);
+    expect(one.groups.get(4096)).toMatch(/fa:16:3e:00:00:01/);
+    expect(one.groupInfo.get(4096)!.members.map((k) => p.members[k].name)).toEqual(['pp1']);
+    // The whole hop down: fail-closed drops at T_DOWN (counted hop_down), fail-open goes on to hop 2 (counted hops_skipped).
+    const closed = renderBridge(p, ofport, view([id('pp1'), id('pp1b')], 'fail-closed'));
+    expect(entry(closed)).toBe('set_field:0x50000000000->metadata,resubmit(,8)');
+    // (forward: hop 1 is path 0's hop 0; reverse: it is path 1's hop 1)
+    expect([...closed.dropFlows].filter(([, why]) => why === 'hop_down').map(([k]) => k)).toEqual(['table=8, priority=10,metadata=0x50000000000', 'table=8, priority=10,metadata=0x50000001001']);
+    const open = renderBridge(p, ofport, view([id('pp1'), id('pp1b')], 'fail-open'));
+    expect(entry(open)).toMatch(/^clone\(set_field:0x40000000000->metadata,resubmit\(,8\)\),.*set_field:0x1001->metadata,resubmit\(,3\)$/);
+    expect([...open.eventFlows].filter(([, e]) => e === 'hops_skipped').map(([k]) => k)).toEqual(['table=8, priority=10,metadata=0x40000000000', 'table=8, priority=10,metadata=0x40000001001']);
+    // All up again: the rendering without health.
+    expect(renderBridge(p, ofport, view([], 'fail-open')).flows).toEqual(renderBridge(p, ofport).flows);
+  });
 });
 
 const live = ovsPrerequisites('ovs golden renderings in ovs-vswitchd');

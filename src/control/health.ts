@@ -15,6 +15,8 @@
  *                         wrong for the next node) and is dropped as for fail-closed
  *      fail-closed        frames are dropped, counted as 'hop_down'
  */
+import type { PlanGroup, PlanMember, PlanPath } from './plan.js';
+
 export const HEALTH_POLICIES = ['reroute', 'fail-open', 'fail-closed'] as const;
 export type HealthPolicy = (typeof HEALTH_POLICIES)[number];
 
@@ -42,6 +44,26 @@ export function parseHealthPolicies(text: string): Map<string, HealthPolicy> {
       throw new Error(`health policy '${entry}': expected GROUP=${HEALTH_POLICIES.join('|')}`);
     }
     out.set(m[1], policy!);
+  }
+  return out;
+}
+
+/**
+ * Per steered hop of path p, the hop a frame due there enters (both renderers: the userspace
+ * Tables.hopLive, the ovs skip and drop flows): itself while the group has a usable instance (up,
+ * weight > 0) or its policy is reroute; else for fail-open the next hop's choice (p.sfHops: the
+ * chain's end) when the hop and the node before it are SF-unaware (skipping keeps the
+ * encapsulation right), -1 (drop) otherwise.
+ */
+export function liveHops(p: PlanPath, groups: PlanGroup[], members: PlanMember[], up: (k: number) => boolean, policy: HealthView['policy']): number[] {
+  const out = new Array<number>(p.sfHops);
+  for (let h = p.sfHops - 1; h >= 0; h--) {
+    const g = groups[p.hops[h].group];
+    const rule = policy(g);
+    if (rule === 'reroute' || g.members.some((k) => up(k) && members[k].weight > 0)) out[h] = h;
+    else if (rule === 'fail-open' && p.hops[h].correlation === null && (h === 0 || p.hops[h - 1].correlation === null)) {
+      out[h] = h + 1 < p.sfHops ? out[h + 1] : p.sfHops;
+    } else out[h] = -1;
   }
   return out;
 }

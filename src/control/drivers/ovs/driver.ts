@@ -12,7 +12,7 @@
  * first postcommit after a restart of sfc (the saved state) reconciles the bridge: stale flows and
  * groups are removed, missing ones added. After a restart of ovs-vswitchd under a running sfc, a
  * watch (flow and group counts every 2 s) finds the rendering gone and `reconcile()` puts it back.
- * Postcommits and reconciliations run one at a time.
+ * Postcommits, health views (health()) and reconciliations run one at a time.
  *
  * Statistics come from OVS's own counters (flow, group-bucket and port statistics), mapped onto
  * the userspace mode's metric names (stats()).
@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
 import type { Driver } from '../../driver.js';
 import { NeutronError } from '../../errors.js';
 import type { DataplaneStats } from '../../metrics.js';
+import { ALL_UP, type HealthView } from '../../health.js';
 import type { Plan } from '../../plan.js';
 import type { InstanceName } from '../../../dataplane/tables.js';
 import { COUNTERS, DROP_REASONS } from '../../../packet/counters.js';
@@ -76,6 +77,8 @@ export class OvsDriver implements Driver {
   private installed: BridgeState = emptyBridgeState();
   private rendered: Rendered | undefined;
   private plan: Plan | undefined;
+  /** The health view in force (Driver.health): applied to every rendering. */
+  private view: HealthView = ALL_UP;
   private ports = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
   private watchTimer: NodeJS.Timeout | undefined;
@@ -196,7 +199,7 @@ export class OvsDriver implements Driver {
       for (const i of added) this.ports.add(i);
     }
     const ofport = wanted.length > 0 ? await this.ofports(wanted) : new Map<string, number>();
-    const rendered = renderBridge(next, (name) => ofport.get(name)!);
+    const rendered = renderBridge(next, (name) => ofport.get(name)!, this.view);
     await this.ofctl.applyBundle([...diff(this.installed, rendered), ...stalePins(this.rendered, rendered)]);
     this.installed = { flows: rendered.flows, groups: rendered.groups };
     this.rendered = rendered;
@@ -207,6 +210,18 @@ export class OvsDriver implements Driver {
       await this.vsctl(...gone.map((i) => ['--if-exists', 'del-port', this.bridge, i]));
       for (const i of gone) this.ports.delete(i);
     }
+  }
+
+  /**
+   * Health checks changed what is up: re-render the plan in force with `view` and apply the
+   * difference in one bundle (a down instance's buckets leave its groups and its pins are deleted,
+   * so only its flows are hashed again; a hop with none left is skipped or dropped by its policy).
+   */
+  health(view: HealthView): Promise<void> {
+    return this.serial(async () => {
+      this.view = view;
+      if (this.plan) await this.apply(this.plan);
+    });
   }
 
   /**
@@ -280,11 +295,11 @@ export class OvsDriver implements Driver {
       const packets = Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
       const f = parseFlowLine(line.replace(/ (duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*,/g, ''));
       if (!f || !rendered || packets === 0) continue;
-      if (rendered.entryFlows.has(f.key)) ev('classified', packets);
+      const event = rendered.eventFlows.get(f.key);
+      if (event !== undefined) ev(event, packets);
       if (f.key.startsWith(`table=${T_L2}, `)) ev('unclassified', packets);
       const reason = rendered.dropFlows.get(f.key);
       if (reason !== undefined) drops[DROP_REASONS.indexOf(reason)] += packets;
-      if (rendered.handoffFlows.has(f.key)) ev('handed_off', packets);
       const tap = rendered.tapFlows.get(f.key);
       if (tap !== undefined) {
         ev('tap_copies', packets);

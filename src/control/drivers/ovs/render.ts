@@ -79,7 +79,8 @@ import { type Action, type Encap, type Plan, type PlanPath, type PlanRule } from
 import type { ClassifierFields } from '../../../classifier/rule.js';
 import { formatAddress, parsePrefix, maskWords } from '../../../classifier/rule.js';
 import type { LbField } from '../../model.js';
-import type { DropReason } from '../../../packet/counters.js';
+import type { CounterName, DropReason } from '../../../packet/counters.js';
+import { ALL_UP, liveHops, type HealthView } from '../../health.js';
 import type { BridgeState } from './ofctl.js';
 
 export const T_CLASSIFY = 0;
@@ -93,6 +94,8 @@ export const T_AWARE = 5;
 export const T_TAP = 6;
 /** Service-graph hand-offs (metadata: handoffMark). */
 export const T_HANDOFF = 7;
+/** Health: a hop with no live instance, skipped (fail-open) or dropped (fail-closed); counted per path and hop. */
+export const T_DOWN = 8;
 /** Idle timeout of a flow's pin to its instance (seconds). */
 export const PIN_IDLE_S = 60;
 export const T_L2 = 10;
@@ -129,12 +132,10 @@ export interface GroupInfo {
 
 export interface Rendered extends BridgeState {
   groupInfo: Map<number, GroupInfo>;
-  /** Flow keys of chain entries (their packets are 'classified'). */
-  entryFlows: Set<string>;
+  /** Flow keys whose packets count as an event of the userspace mode (chain entries: 'classified'; 'handed_off', 'hops_skipped'). */
+  eventFlows: Map<string, CounterName>;
   /** Flow keys of the flows that drop, with the userspace mode's reason for their packets. */
   dropFlows: Map<string, DropReason>;
-  /** Flow keys handing a graph's traffic to a destination chain ('handed_off'). */
-  handoffFlows: Set<string>;
   /** Flow keys of tap copies -> the tap's member index ('tap_copies', its instance counters). */
   tapFlows: Map<string, number>;
 }
@@ -288,6 +289,8 @@ const LINK_LOCAL = [
 const MARK_AWARE = 1n << 40n;
 const MARK_TAP = 2n << 40n;
 const MARK_HANDOFF = 3n << 40n;
+const MARK_SKIP = 4n << 40n;
+const MARK_DOWN = 5n << 40n;
 const meta = (v: bigint | number) => `metadata=0x${v.toString(16)}`;
 const setMeta = (v: bigint | number) => `set_field:0x${v.toString(16)}->metadata`;
 /** The frame came back from aware hop `hop` of path `path`, decapsulated: re-classify it (T_AWARE). */
@@ -296,6 +299,10 @@ const awareMark = (path: number, hop: number) => MARK_AWARE | (BigInt(path) << 1
 const tapMark = (path: number, hop: number) => MARK_TAP | (BigInt(path) << 12n) | BigInt(hop);
 /** The end of a graph's source chain, for rule `rule` (T_HANDOFF). */
 const handoffMark = (rule: number) => MARK_HANDOFF | BigInt(rule);
+
+/** Hop `hop` of path `path` skipped (fail-open) or dropped (fail-closed): health (T_DOWN). */
+const skipMark = (path: number, hop: number) => MARK_SKIP | (BigInt(path) << 12n) | BigInt(hop);
+const downMark = (path: number, hop: number) => MARK_DOWN | (BigInt(path) << 12n) | BigInt(hop);
 
 /** An encapsulation the plan says the frame carries (or is to carry): what `push` puts on. */
 interface Encapsulation {
@@ -329,8 +336,8 @@ function pushActions(e: Encapsulation, v6: boolean, mark: boolean): string[] {
  * Render `plan` for a bridge whose interfaces have the OpenFlow port numbers `ofport` gives.
  * Call `unsupported` first: an action it refuses throws here.
  */
-export function renderBridge(plan: Plan, ofport: (iface: string) => number): Rendered {
-  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), entryFlows: new Set(), dropFlows: new Map(), handoffFlows: new Set(), tapFlows: new Map() };
+export function renderBridge(plan: Plan, ofport: (iface: string) => number, health: HealthView = ALL_UP): Rendered {
+  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), eventFlows: new Map(), dropFlows: new Map(), tapFlows: new Map() };
   const add = (table: number, priority: number, match: string, actions: string): string => {
     const key = `table=${table}, priority=${priority}${match ? `,${match}` : ''}`;
     if (!out.flows.has(key)) out.flows.set(key, actions || 'drop');
@@ -350,6 +357,11 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
     return [`in_port=${portOf(k)}`, ...((ifacePorts.get(p.iface) ?? 0) > 1 ? [`dl_src=${p.mac}`] : [])];
   };
 
+  // Health: a down member has no bucket (its pins are deleted by the driver: only its flows move);
+  // a hop whose group has no usable instance is skipped or dropped by its group's policy.
+  const up = (k: number) => !health.down.has(members[k].id);
+  const hopLive = paths.map((p) => liveHops(p, groups, members, up, health.policy));
+
   // Groups: one per (path, steered hop).
   paths.forEach((p, pi) => {
     const chainId = chains[p.chain].chainId;
@@ -357,8 +369,8 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
       const hop = p.hops[h];
       const g = groups[hop.group];
       const id = groupNumber(chainId, p.reverse, h);
-      const counts = bucketCounts(g.members.map((k) => members[k].weight));
-      const info: GroupInfo = { chain: p.chain, path: pi, hop: h, buckets: new Map(), members: g.members };
+      const counts = bucketCounts(g.members.map((k) => (up(k) ? members[k].weight : 0)));
+      const info: GroupInfo = { chain: p.chain, path: pi, hop: h, buckets: new Map(), members: g.members.filter(up) };
       const fields = hashFields(g.lbFields);
       const pin = pinMatch(fields).join(',');
       const buckets: string[] = [];
@@ -445,6 +457,15 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
   const onward = (pi: number, ri: number, k: number, carried: Encapsulation | null): string => {
     const p = paths[pi];
     const r = rules[ri];
+    const live = k < p.sfHops ? hopLive[pi][k] : k;
+    if (live < 0) {
+      drop(T_DOWN, 10, meta(downMark(pi, k)), 'hop_down');
+      return [setMeta(downMark(pi, k)), `resubmit(,${T_DOWN})`].join(',');
+    }
+    if (live !== k) {
+      out.eventFlows.set(add(T_DOWN, 10, meta(skipMark(pi, k)), 'drop'), 'hops_skipped');
+      return [`clone(${setMeta(skipMark(pi, k))},resubmit(,${T_DOWN}))`, onward(pi, ri, live, carried)].join(',');
+    }
     return actionsOf(p, pi, r, ri, k, k < p.sfHops ? p.hops[k].actions : r.end, carried);
   };
 
@@ -454,7 +475,7 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
       const r = rules[ri];
       const prio = PRIO_RULE - j;
       if (r.at >= 0) {
-        for (const m of ruleMatches(r)) out.entryFlows.add(add(T_CLASSIFY, prio, [m.proto, ...at(r.at), ...m.fields].join(','), onward(pi, ri, 0, null)));
+        for (const m of ruleMatches(r)) out.eventFlows.set(add(T_CLASSIFY, prio, [m.proto, ...at(r.at), ...m.fields].join(','), onward(pi, ri, 0, null)), 'classified');
       }
       for (let h = 0; h < p.sfHops; h++) {
         const hop = p.hops[h];
@@ -530,7 +551,7 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number): Ren
     for (const from of r2.handoffFrom) {
       for (const ri1 of paths[chains[from].forward].rules) {
         for (const m of ruleMatches(r2)) {
-          out.handoffFlows.add(add(T_HANDOFF, PRIO_RULE - ri2, [m.proto, meta(handoffMark(ri1)), ...m.fields].join(','), onward(r2.path, ri2, 0, null)));
+          out.eventFlows.set(add(T_HANDOFF, PRIO_RULE - ri2, [m.proto, meta(handoffMark(ri1)), ...m.fields].join(','), onward(r2.path, ri2, 0, null)), 'handed_off');
         }
       }
     }

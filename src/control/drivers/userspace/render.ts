@@ -38,8 +38,8 @@
  * `unsupported` refuses only real limits: missing interfaces, index and hop counts.
  */
 import { NeutronError } from '../../errors.js';
-import { ALL_UP, type HealthView } from '../../health.js';
-import { assignStable, buildPlan, type Action, type Plan, type PlanGroup, type PlanMember, type PlanPath, type PlanRule } from '../../plan.js';
+import { ALL_UP, liveHops, type HealthView } from '../../health.js';
+import { assignStable, buildPlan, type Action, type Plan, type PlanRule } from '../../plan.js';
 import type { State } from '../../model.js';
 import type { ClassifierFields } from '../../../classifier/rule.js';
 import { compileClassifier, type ClassifierTable, type Partition } from '../../../classifier/lookup.js';
@@ -443,7 +443,7 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
     if (p.arriveEnd) t.pathArriveTable[pi] = arriveTable(pi, p.sfHops);
     t.pathHopBase[pi] = hopAt;
     t.pathHopCount[pi] = p.sfHops;
-    liveHops(p, groups, members, up, health).forEach((k, h) => (t.hopLive[hopAt + h] = k));
+    liveHops(p, groups, members, up, health.policy).forEach((k, h) => (t.hopLive[hopAt + h] = k));
     for (let h = 0; h < p.sfHops; h++) {
       t.hopGroup[hopAt] = p.hops[h].group;
       t.hopChainHop[hopAt] = p.hops[h].chainHop;
@@ -496,25 +496,6 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
   if (underlay) renderUnderlay(t, plan, ifIndex.get(underlay.iface)!);
   MEMO.set(t, memo);
   return t;
-}
-
-/**
- * Per steered hop of path p, the hop a frame due there enters (Tables.hopLive): itself while the
- * group has a usable instance (up, weight > 0) or its policy is reroute; else for fail-open the
- * next hop's choice (p.sfHops: the chain's end) when the hop and the node before it are SF-unaware
- * (skipping keeps the encapsulation right), -1 (drop) otherwise.
- */
-function liveHops(p: PlanPath, groups: PlanGroup[], members: PlanMember[], up: (k: number) => boolean, health: HealthView): number[] {
-  const out = new Array<number>(p.sfHops);
-  for (let h = p.sfHops - 1; h >= 0; h--) {
-    const g = groups[p.hops[h].group];
-    const policy = health.policy(g);
-    if (policy === 'reroute' || g.members.some((k) => up(k) && members[k].weight > 0)) out[h] = h;
-    else if (policy === 'fail-open' && p.hops[h].correlation === null && (h === 0 || p.hops[h - 1].correlation === null)) {
-      out[h] = h + 1 < p.sfHops ? out[h + 1] : p.sfHops;
-    } else out[h] = -1;
-  }
-  return out;
 }
 
 /**

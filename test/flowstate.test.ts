@@ -1,5 +1,5 @@
 /*
- * The flow table as the data path uses it: hashed lookups and inserts (findSlot / insertHashed),
+ * The flow table as the data path uses it: hashed lookups and inserts (hashSlot / findHashed / insertHashed),
  * the caller's payload stored in the table's own records, and the engine's stage clock.
  */
 import { describe, expect, it } from 'vitest';
@@ -28,15 +28,16 @@ function put(b: Batch, i: number, n: number, rev = false): void {
 }
 
 describe('FlowCache hashed API', () => {
-  it('findSlot misses leave the hash that insertHashed takes; both agree with lookup / insert', () => {
+  it('findHashed misses with the hash that insertHashed takes; both agree with lookup / insert', () => {
     const c = new FlowCache(1 << 10);
     const b = new Batch();
     const entries: number[] = [];
     for (let n = 0; n < 300; n++) {
       put(b, 0, n);
       const swap = endpointsReversed(b, 0);
-      expect(c.findSlot(b, 0, 3, true, swap)).toBe(-1);
-      const e = c.insertHashed(c.lastHash, b, 0, 3, true, swap);
+      const h = c.hashSlot(b, 0, 3, true, swap);
+      expect(c.findHashed(h, b, 0, 3, true, swap)).toBe(-1);
+      const e = c.insertHashed(h, b, 0, 3, true, swap);
       entries.push(e);
       expect(c.lookup(b, 0, 3, true)).toBe(e);
       put(b, 1, n, true); // the other direction finds the same canonical entry

@@ -24,8 +24,9 @@
  *    words are zero, so the lookup of an IPv4 flow compares line 1 only. Word 0 = 0: free entry.
  *    Callers put the fields every packet needs in the hot words and the rest in the cold ones.
  * The key is never copied out of the batch for a lookup: the hash and the comparison read the
- * slot's fields directly. A lookup leaves the key's hash in `lastHash`; a caller that inserts the
- * same slot after a miss passes it back (insertHashed) instead of hashing again.
+ * slot's fields directly. The data path hashes a whole batch first (hashSlot), warms the lines
+ * those lookups will read (warm), then looks up (findHashed) and inserts after a miss
+ * (insertHashed) with the hash it has.
  *
  * Two key shapes share that machinery (KeyedTable, held by composition so its hot methods only
  * ever see one class; a small base class adds the clock and housekeeping):
@@ -180,6 +181,18 @@ class KeyedTable {
     return -1;
   }
 
+  /**
+   * Touch what a lookup of hash h will read: its first bucket's meta line and, when a way there
+   * holds h, that entry's key line. Returns a value only so the loads are not optimised away.
+   */
+  warm(h: number): number {
+    const base = (h & this.bucketMask) * META_WORDS;
+    const meta = this.meta;
+    let w = 0;
+    while (w < WAYS - 1 && meta[base + w] !== h) w++;
+    return this.records[((base / META_WORDS) * WAYS + w) * FLOW_RECORD_WORDS];
+  }
+
   /** Entry for the key (hash h): the existing one, else a free or least recently used candidate, overwritten. */
   place(h: number, w0: number, s: Uint32Array, d: Uint32Array, o: number, w3: number, scope: number): number {
     const found = this.find(h, w0, s, d, o, w3, scope);
@@ -302,25 +315,33 @@ function ports(b: Batch, i: number, swap: boolean): number {
 /**
  * Exact-match cache of flows (5-tuple + scope), optionally direction-free (`canonical`: the key
  * swaps its endpoints exactly when endpointsReversed(b, i), so both directions share one entry).
- * findSlot / insertHashed take that `swap` from the caller, which has usually computed it already.
+ * hashSlot / findHashed / insertHashed take that `swap` from the caller, which has usually computed it already.
  */
 export class FlowCache extends ExactMatchTable {
-  /** Hash of the key of the last findSlot, for an insertHashed of the same slot after a miss. */
-  lastHash = 0;
-
   constructor(capacityPow2: number = DEFAULT_FLOW_CAPACITY) {
     super(capacityPow2);
   }
 
-  /** Entry of slot i's flow, or -1 (its hash left in lastHash); refreshes its last-used time. */
-  findSlot(b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
+  /** Hash of slot i's key (`swap`: canonical order reverses its endpoints). */
+  hashSlot(b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
+    return hashKey(word0(b, i, canonical ? CANONICAL : 0), swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
+  }
+
+  /** Entry of slot i's flow given its key's hash h (hashSlot), or -1; refreshes its last-used time. */
+  findHashed(h: number, b: Batch, i: number, scope: number, canonical: boolean, swap: boolean): number {
     const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    const w3 = ports(b, i, swap);
-    const s = swap ? b.dst : b.src;
-    const d = swap ? b.src : b.dst;
-    const h = hashKey(w0, s, d, i << 2, w3, scope);
-    this.lastHash = h;
-    return this.t.find(h, w0, s, d, i << 2, w3, scope);
+    return this.t.find(h, w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
+  }
+
+  /**
+   * Warm the cache lines that lookups of hashes[0..n) will read (VPP's prefetch across a batch):
+   * one pass of independent loads, so a batch's cache misses overlap instead of each lookup
+   * waiting for its own. Returns a value only so the loads are not optimised away.
+   */
+  warm(hashes: Int32Array, n: number): number {
+    let x = 0;
+    for (let i = 0; i < n; i++) x ^= this.t.warm(hashes[i]);
+    return x;
   }
 
   /** Entry for slot i's flow given its hash h: existing, free, or evicted (the caller overwrites its payload). */
@@ -331,15 +352,14 @@ export class FlowCache extends ExactMatchTable {
 
   /** Entry index of slot i's flow, or -1; refreshes its last-used time. */
   lookup(b: Batch, i: number, scope: number, canonical: boolean): number {
-    return this.findSlot(b, i, scope, canonical, canonical && endpointsReversed(b, i));
+    const swap = canonical && endpointsReversed(b, i);
+    return this.findHashed(this.hashSlot(b, i, scope, canonical, swap), b, i, scope, canonical, swap);
   }
 
   /** Entry index for slot i's flow (existing, free, or evicted: the caller overwrites its payload). */
   insert(b: Batch, i: number, scope: number, canonical: boolean): number {
     const swap = canonical && endpointsReversed(b, i);
-    const w0 = word0(b, i, canonical ? CANONICAL : 0);
-    const h = hashKey(w0, swap ? b.dst : b.src, swap ? b.src : b.dst, i << 2, ports(b, i, swap), scope);
-    return this.insertHashed(h, b, i, scope, canonical, swap);
+    return this.insertHashed(this.hashSlot(b, i, scope, canonical, swap), b, i, scope, canonical, swap);
   }
 }
 

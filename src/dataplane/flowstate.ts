@@ -104,8 +104,10 @@ export class SteerState {
   readonly slotRule = new Int32Array(BATCH);
   readonly slotMacs = new Uint8Array(BATCH * MACS);
   readonly slotHasMacs = new Uint8Array(BATCH);
-  /** Flow key hash of a slot that missed, for its insert. */
+  /** Flow key hash of each slot (steerBatch hashes the batch first), for its lookup and insert. */
   readonly slotHash = new Int32Array(BATCH);
+  /** What the flow table's warm-up pass read (kept only so that its loads stay). */
+  warmth = 0;
 
   constructor(opts: SteerOptions = {}) {
     this.flows = new FlowCache(opts.flowCapacity ?? DEFAULT_FLOW_STATE_CAPACITY);

@@ -74,6 +74,7 @@ import {
 import { nshInnerEthernet } from './encap.js';
 import { PROBE_PORT, probePayload } from './probe.js';
 import { portByMac, type Tables } from './tables.js';
+import { decapBatch, FROM_TUNNEL, pathByVni, tunnelVni } from './vxlan.js';
 
 /** L2 delivery of slot i (arrived on interface f) to the MAC hi:lo (see the design comment). */
 function switchTo(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, f: number, hi: number, lo: number): void {
@@ -245,6 +246,7 @@ function steerChain(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
     if (fe >= 0 && rec[recordAt(s.fragFlow[fe]) + R_SERIAL] === s.fragSerial[fe]) {
       e = s.fragFlow[fe];
       o = s.fragOrient[fe];
+      s.slotOrient[i] = o;
       c.events[Ctr.fragments_followed]++;
     } else {
       early = true;
@@ -364,6 +366,52 @@ function steerEncap(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   proceed(t, b, s, c, i, f, e, o, p, h + 1, r);
 }
 
+/**
+ * Slot i came out of a VXLAN tunnel (vxlan.ts decapBatch; control/slice.ts): the VNI names the
+ * path, the chain's label / SPI+SI the node it is bound for (SI 254 - k: hop k; the path's hop
+ * count: its end), and for a hop its destination MAC the instance the sending host selected, which
+ * must be a member of that hop on this host. Anything else is 'unknown_tunnel_node'. The rule is
+ * the flow's when it is on this path, else the inner packet classified with the path's rules as
+ * they match at that node, else the path's first rule. Execute then runs the node's arrive list
+ * (slotFrom FROM_TUNNEL).
+ */
+function steerTunnel(t: Tables, b: Batch, s: SteerState, c: Counters, i: number): void {
+  const p = pathByVni(t, tunnelVni[i]);
+  const label = b.label[i];
+  const k = 254 - (label & 0xff);
+  if (p < 0 || b.encap[i] !== t.pathEncap[p] || label >>> 8 !== t.pathSpi[p] || k < 0 || k > t.pathHopCount[p] || b.ipVer[i] === 0) {
+    dropSlot(b, s, c, i, Drop.unknown_tunnel_node);
+    return;
+  }
+  const later = b.frag[i] === FRAG_LATER;
+  const o = s.slotOrient[i];
+  let e = later ? -1 : s.flows.findHashed(s.slotHash[i], b, i, b.vlan[i], true, o === 1);
+  let r = RULE_UNKNOWN;
+  if (e >= 0) {
+    if (s.rec[recordAt(e) + R_GEN] !== t.generation) s.revalidate(t, e);
+    r = s.rec[recordAt(e) + R_RULE + o];
+  }
+  if (r < 0 || t.rulePath[r] !== p) {
+    const tb = k < t.pathHopCount[p] ? t.hopArriveTable[t.pathHopBase[p] + k] : t.pathArriveTable[p];
+    const local = tb >= 0 ? classify(t.sfTables[tb], b, i, -1, later) : -1;
+    r = local >= 0 ? t.sfTableRules[tb][local] : t.rulePath.indexOf(p);
+    if (e < 0 && !later) e = s.newFlow(b, i, o, t.generation);
+    if (e >= 0) setRule(s, e, o, r, -1);
+  }
+  proceed(t, b, s, c, i, b.port[i], e, o, p, k, r);
+  if (s.verdict[i] === V_HOP) {
+    const at = b.start[i];
+    const port = portByMac(t, (b.data[at] << 8) | b.data[at + 1], b.view.getUint32(at + 2));
+    const inst = port >= 0 ? t.portInst[port] : -1;
+    if (inst < 0 || t.instGroup[inst] !== t.hopGroup[t.pathHopBase[p] + b.hop[i]] || t.instPeer[inst] >= 0) {
+      dropSlot(b, s, c, i, Drop.unknown_tunnel_node);
+      return;
+    }
+    takeInstance(t, b, s, i, p, inst);
+  }
+  if (s.verdict[i] !== V_DROP) s.slotFrom[i] = FROM_TUNNEL;
+}
+
 /** Logical port of slot i: its interface's only port, or the one whose MAC is the frame's source (-1: none). */
 function logicalPort(t: Tables, b: Batch, i: number): number {
   const f = b.port[i];
@@ -464,12 +512,27 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
   s.slotInst.fill(-1, 0, n);
   s.slotFrom.fill(-1, 0, n);
   s.slotHasMacs.fill(0, 0, n);
+  const tunnel = t.underlayIface;
+  if (tunnel >= 0) decapBatch(t, b, c);
   let hits = 0;
   let misses = 0;
+  // Hash every slot's flow key first and warm the lines its lookup reads, so that the batch's
+  // cache misses overlap (the flow table outgrows the caches at ~100k flows).
+  const slotHash = s.slotHash;
+  for (let i = 0; i < n; i++) {
+    const swap = endpointsReversed(b, i);
+    s.slotOrient[i] = swap ? 1 : 0;
+    slotHash[i] = flows.hashSlot(b, i, b.vlan[i], true, swap);
+  }
+  s.warmth = flows.warm(slotHash, n);
   for (let i = 0; i < n; i++) {
     if (b.drop[i] !== 0) {
       s.verdict[i] = V_DROP;
       b.out[i] = OUT_DROP;
+      continue;
+    }
+    if (b.port[i] === tunnel) {
+      steerTunnel(t, b, s, c, i);
       continue;
     }
     const L = logicalPort(t, b, i);
@@ -490,14 +553,11 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
     let o = 0;
     if (b.frag[i] !== FRAG_LATER) {
       // (A later fragment has no ports: steerChain finds its flow through the fragment table.)
-      const swap = endpointsReversed(b, i);
-      o = swap ? 1 : 0;
-      s.slotOrient[i] = o;
-      e = flows.findSlot(b, i, b.vlan[i], true, swap);
+      o = s.slotOrient[i];
+      e = flows.findHashed(slotHash[i], b, i, b.vlan[i], true, o === 1);
       b.flow[i] = e;
       if (e < 0) {
         misses++;
-        s.slotHash[i] = flows.lastHash;
       } else {
         hits++;
         if (!encapsulated && steerKnown(t, b, s, c, i, L, e, o)) continue;

@@ -2,7 +2,8 @@
  * `sfc serve --store etcd://...` as processes on a real 3-member etcd cluster: an unreachable
  * store stops start-up with one message naming the endpoints; two servers take concurrent POSTs
  * (each lands once, both serve the same model in the same order, a classifier raced for by two
- * chains goes to exactly one: 201 + 409); a restarted server reloads the model from etcd.
+ * chains goes to exactly one: 201 + 409); a restarted server reloads the model from etcd; a POST
+ * while etcd has no quorum is 503 and changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdAvailable, startServe, startTestCluster, type ServeProcess, type TestCluster } from './support/etcd.js';
@@ -97,4 +98,20 @@ describe.skipIf(!run)('sfc serve --store etcd://', () => {
     expect(await list(again.url, 'ports')).toEqual(onA);
     expect(await list(again.url, 'sfc/port_chains')).toEqual(chains);
   });
+
+  it('without a quorum a POST is 503 ServiceUnavailable and changes nothing; with it back, POSTs work', async () => {
+    const s = servers.at(-1)!;
+    const before = await list(s.url, 'ports');
+    const leader = await tc.cluster.leader();
+    const down = [0, 1, 2].filter((i) => i !== leader);
+    for (const i of down) await tc.cluster.kill(i);
+    const refused = await call(s.url, 'POST', '/v2.0/ports', { port: { name: 'no-quorum', 'binding:profile': { interface: 'nq0' } } });
+    expect(refused.status).toBe(503);
+    expect(refused.body).toMatchObject({ NeutronError: { type: 'ServiceUnavailable' } });
+    expect(await list(s.url, 'ports')).toEqual(before);
+    await Promise.all(down.map((i) => tc.cluster.restart(i)));
+    const ok = await call(s.url, 'POST', '/v2.0/ports', { port: { name: 'quorum-back', 'binding:profile': { interface: 'qb0' } } });
+    expect(ok.status).toBe(201);
+    expect((await list(s.url, 'ports')).map((p) => p.name)).toEqual([...before.map((p) => p.name), 'quorum-back']);
+  }, 30_000);
 });

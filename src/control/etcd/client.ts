@@ -3,12 +3,15 @@
  *
  * `etcd://HOST:PORT[,HOST:PORT...]` names the cluster's client endpoints. Every unary call carries
  * a deadline (a store that cannot answer must not hang an API write); watches are streams and have
- * none. connectEtcd checks the cluster answers a linearizable read (so it has a leader and a
- * quorum) before anything else uses it: an unreachable store is one clear error naming the
- * endpoints. unavailable() is how the API reports a write the store refused or did not answer:
+ * none. A call that failed fast (a member down, a leader changing) is retried on another member,
+ * up to 3 times; one that ran out its deadline is not, so a store without a quorum answers a write
+ * with a 503 after one deadline. connectEtcd checks the cluster answers a linearizable read (so it
+ * has a leader and a quorum) before anything else uses it: an unreachable store is one clear error
+ * naming the endpoints. unavailable() is how the API reports a write the store refused or did not answer:
  * 503 ServiceUnavailable, the change not applied.
  */
-import { Etcd3 } from 'etcd3';
+import { handleWhen, retry } from 'cockatiel';
+import { Etcd3, GRPCDeadlineExceededError, isRecoverableError } from 'etcd3';
 import { NeutronError } from '../errors.js';
 
 /** Most time one etcd call may take (ms): above etcd's own leader-election time, below a client's patience. */
@@ -41,6 +44,7 @@ export async function connectEtcd(endpoints: string[], opts: EtcdOptions = {}): 
     hosts: endpoints,
     dialTimeout: timeout,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    faultHandling: { global: retry(handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCDeadlineExceededError)), { maxAttempts: 3 }) },
   });
   try {
     await client.get('/sfc/v1/ping').string();

@@ -199,15 +199,17 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     const shown = (label: string) => {
       // instance rows add: health state, SF time p50 and p99 ("85 µs", "2.10 ms", or "-")
       const time = '(\\d+ µs|[\\d.]+ m?s|-)';
-      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)(?:\\s+(up|DOWN|-)\\s+${time}\\s+${time})?\\s*$`, 'm').exec(screen);
+      // hop rows add how many of their instances are up ("2/2")
+      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)(?:\\s+(up|DOWN|-)\\s+${time}\\s+${time}|\\s+(\\d+/\\d+))?\\s*$`, 'm').exec(screen);
       expect(m, `${label} row in:\n${screen}`).not.toBeNull();
       const n = (s: string) => Number(s.replaceAll(',', ''));
-      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]), state: m![5], p50: m![6] };
+      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]), state: m![5], p50: m![6], up: m![8] };
     };
     for (const hop of ['1', '2']) {
       const row = shown(`hop ${hop}`);
       const counted = (metric(after, 'sfc_hop_packets_total', { hop }) - metric(before, 'sfc_hop_packets_total', { hop })) / seconds;
       expect(row.pps, `hop ${hop}: shown ${row.pps}/s, counters ${counted}/s`).toBeGreaterThan(counted * 0.75);
+      expect(row.up, `hop ${hop}: instances up`).toBe('2/2');
       expect(row.pps).toBeLessThan(counted * 1.25);
     }
     for (const pp of ['pp11', 'pp12', 'pp21', 'pp22']) {

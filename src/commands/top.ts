@@ -2,11 +2,12 @@
  * `sfc top`: a live view of a running server, refreshed every second (Snabb's `snabb top`, VPP's
  * `show runtime`). It reads /metrics — the same counters Prometheus scrapes — and shows the rate
  * of each between two reads: per chain, hop and instance packets/s and bits/s (with the totals
- * since start), its health state and the time frames spend inside it (median and 99th percentile of
- * the sampled frames over the interval, or since start when none was sampled in it), drops per
- * reason, and per data path worker batches/s, mean batch size and the CPU its thread used. On a
- * terminal it takes the alternate screen and gives it back on Ctrl-C; not
- * on a terminal it prints one plain block per refresh; --json prints one snapshot and exits.
+ * since start), the instance's health state (per hop: how many of its instances are up) and the
+ * time frames spend inside it (median and 99th percentile of the sampled frames over the
+ * interval, or since start when none was sampled in it); drops per reason; per data path worker
+ * batches/s, mean batch size and the CPU its thread used. On a terminal it takes the alternate
+ * screen and gives it back on Ctrl-C; not on a terminal it prints one plain block per refresh;
+ * --json prints one snapshot and exits.
  */
 import { metric, parsePrometheus, type Sample } from '../lab/harness.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
@@ -213,7 +214,10 @@ export function renderTop(v: TopView, tty: boolean): string[] {
   for (const c of v.chains) {
     lines.push(c.chain.slice(0, 100));
     for (const h of c.hops) {
-      lines.push(row([`  hop ${h.hop}`, num(h.packets.perSecond), bits(h.bytes.perSecond), num(h.packets.total), num(h.bytes.total)]));
+      // the hop's state: how many of its instances are up (when health checks run)
+      const known = h.instances.filter((i) => i.up !== null);
+      const hopState = known.length === 0 ? '' : `${known.filter((i) => i.up).length}/${h.instances.length}`;
+      lines.push(row([`  hop ${h.hop}`, num(h.packets.perSecond), bits(h.bytes.perSecond), num(h.packets.total), num(h.bytes.total), hopState]));
       for (const i of h.instances) {
         lines.push(
           row([

@@ -6,7 +6,9 @@
  *
  * Every 5 s it runs a full garbage collection of this thread (so `heap` is what is still
  * referenced, not what the collector has yet to reclaim) and prints one JSON line {event:"sample",
- * t, rss, heap, fds, resources, flapping} (resources = process.getActiveResourcesInfo() counted by type:
+ * t, rss, heap, heapTotal (what V8 keeps committed for this thread's heap: it grows to suit the
+ * allocation rate, and is most of the RSS growth after start), external, arrayBuffers, fds,
+ * resources, flapping} (resources = process.getActiveResourcesInfo() counted by type:
  * timers, sockets, file handles...). The dataplane workers' heaps are collected on their own. Every
  * second it makes one API change over HTTP (alternately creates and deletes a spare port pair
  * group; the userspace driver publishes a table generation for each); every 30 s it takes IFNAME
@@ -35,7 +37,18 @@ function sample(): void {
   const resources: Record<string, number> = {};
   for (const r of process.getActiveResourcesInfo()) resources[r] = (resources[r] ?? 0) + 1;
   const m = process.memoryUsage();
-  emit({ event: 'sample', t: (Date.now() - t0) / 1000, rss: m.rss, heap: m.heapUsed, fds: readdirSync('/proc/self/fd').length, resources, flapping });
+  emit({
+    event: 'sample',
+    t: (Date.now() - t0) / 1000,
+    rss: m.rss,
+    heap: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+    fds: readdirSync('/proc/self/fd').length,
+    resources,
+    flapping,
+  });
 }
 
 let changes = 0;
@@ -50,6 +63,7 @@ async function change(): Promise<void> {
     : await fetch(`${url}/v2.0/sfc/port_pair_groups`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ port_pair_group: { name: 'soak-spare' } }) });
   const body = res.status === 204 ? undefined : ((await res.json()) as { port_pair_group?: { id: string } });
   if (!res.ok) throw new Error(`API change answered ${res.status}`);
+  performance.clearResourceTimings(); // fetch records one entry per request (up to 250 kept): this driver's, not serve's
   spare = spare ? undefined : body!.port_pair_group!.id;
 }
 

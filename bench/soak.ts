@@ -41,6 +41,7 @@ interface ProcSample {
   t: number;
   rss: number;
   heap: number;
+  heapTotal: number;
   fds: number;
   resources: Record<string, number>;
   flapping: boolean;
@@ -138,6 +139,7 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
     const after = samples.filter((s) => s.t >= warmup);
     const first = after[0] ?? samples[0]!;
     const last = samples.at(-1)!;
+    const half = samples.find((s) => s.t >= seconds / 2) ?? first;
     const growth = (a: number, b: number) => Math.round(((b - a) / a) * 1000) / 10;
     const timers = (s: ProcSample) => (s.resources.Timeout ?? 0) - (s.flapping ? 1 : 0); // a flap's own 5 s timer
     const handles = (s: ProcSample) => Object.values(s.resources).reduce((a, b) => a + b, 0);
@@ -162,9 +164,13 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
         warmup,
         pps,
         heap: { from: first.heap, to: last.heap, growth_pct: heapGrowth },
+        heap_total: { from: first.heapTotal, to: last.heapTotal, growth_pct: growth(first.heapTotal, last.heapTotal) },
+        // A leak keeps growing; a heap sizing itself to the load levels off: the second half tells them apart.
+        rss_growth_second_half_pct: growth(half.rss, last.rss),
         checks,
         rss_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.rss / 1e5) / 10]),
         heap_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heap / 1e5) / 10]),
+        heap_total_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heapTotal / 1e5) / 10]),
         drops: Object.fromEntries(parsePrometheus(final.metrics).filter((s) => s.name === 'sfc_drops_total' && s.value > 0).map((s) => [s.labels.reason, s.value])),
       }),
     );

@@ -11,7 +11,8 @@ import type { ChildProcess } from 'node:child_process';
 import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type RegisteredBackend } from '../dataplane/io/registry.js';
 import { installFlowLog, readFlowLog, repliesRetraced, stayedOnOnePath, traceFlows, type FlowTrace } from '../lab/flowlog.js';
 import { buildFrame, count, LiveView, renderFlowMap, renderVerdict, type Check, type Frame, type Snapshot } from '../lab/demo-view.js';
-import { LabDataplane, labUpFor, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
+import { checkOvsInstalled } from '../control/drivers/ovs/daemon.js';
+import { LabDataplane, labUpFor, labUpForOvs, metric, startTraffic, stopProcess, type LabInfo } from '../lab/harness.js';
 import { detachHostsLab, hostsLabRunning } from '../lab/hosts.js';
 import { CLIENT, SERVER, describeLab, labDown, run } from '../lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../lab/traffic.js';
@@ -33,12 +34,17 @@ const say = (line = '') => process.stdout.write(line + '\n');
 
 interface DemoOptions {
   name: string;
+  /** userspace: the sfc dataplane on `backend`; ovs: a private Open vSwitch renders the chain. */
+  driver: 'userspace' | 'ovs';
   backend: RegisteredBackend;
   seconds: number;
   keep: boolean;
   /** Spread the chain over this many hosts (src/lab/hosts.ts: one sfc agent each, VXLAN between them); 0: one dataplane. */
   hosts: number;
 }
+
+/** What runs the chain, in words. */
+const dataplaneWords = (o: DemoOptions) => (o.driver === 'ovs' ? 'Open vSwitch (sfc serve --driver ovs: flows and select groups)' : `the sfc dataplane (backend ${o.backend.name})`);
 
 function intro(lab: LabInfo, o: DemoOptions): void {
   const hop = (h: number) => lab.sfs.filter((s) => s.hop === h).map((s) => s.ns).join(', ');
@@ -49,7 +55,7 @@ function intro(lab: LabInfo, o: DemoOptions): void {
   say(`  ${lab.clientNs} (${CLIENT.ip}) and ${lab.serverNs} (${SERVER.ip})   real Linux TCP/IP stacks`);
   say(`  hop 1: ${hop(1)}`);
   say(`  hop 2: ${hop(2)}   service functions: namespaces that route packets, like SF VMs`);
-  say(`  ${lab.dpNs}   the sfc dataplane (backend ${o.backend.name}), wired to all of them by ${link}`);
+  say(`  ${lab.dpNs}   ${dataplaneWords(o)}, wired to all of them by ${link}`);
   say('and loads chain pc1: every packet from client to server crosses hop 1 then hop 2, with one');
   say('instance per hop chosen per flow; the chain is symmetric, so the server\'s replies cross the');
   say('same two instances in reverse.');
@@ -127,12 +133,12 @@ class Demo {
     process.stdout.write('[1/4] building the lab ... ');
     // Building and starting are not interrupted half-way: a signal is acted on right after them.
     const multi = o.hosts > 0 ? await hostsLabRunning({ ...shape, hosts: o.hosts }) : null;
-    const lab = multi?.lab ?? (await labUpFor(o.backend, shape));
+    const lab = multi?.lab ?? (o.driver === 'ovs' ? await labUpForOvs(shape) : await labUpFor(o.backend, shape));
     this.built = true;
     this.multi = multi;
     await installFlowLog(lab);
     say(`done (${seconds(t)}, chain config ${lab.configPath})`);
-    if (o.backend.lab.offloadsOff) {
+    if (o.driver === 'userspace' && o.backend.lab.offloadsOff) {
       say(`      (${o.backend.name} backend: endpoint and SF offloads off, so their stacks finish checksums themselves)`);
     }
     this.check();
@@ -145,8 +151,9 @@ class Demo {
       say(`[2/4] ${multi.lab.hosts.length} hosts, one sfc agent each over etcd ${multi.lab.store} (${where}), the API (sfc serve --store) at ${dp.url} inside ${lab.dpNs}; VXLAN between the hosts`);
       say('      (the table counts what the SFs saw: the agents publish no per-instance packet counts to the API)');
     } else {
-      process.stdout.write(`[2/4] starting the dataplane (sfc serve --backend ${o.backend.name}, inside ${lab.dpNs}) ... `);
-      dp = await LabDataplane.start(lab, { backend: o.backend.name, config: lab.configPath });
+      const serve = o.driver === 'ovs' ? '--driver ovs' : `--backend ${o.backend.name}`;
+      process.stdout.write(`[2/4] starting the dataplane (sfc serve ${serve}, inside ${lab.dpNs}) ... `);
+      dp = await LabDataplane.start(lab, o.driver === 'ovs' ? { driver: 'ovs', config: lab.configPath } : { backend: o.backend.name, config: lab.configPath });
       say(`API at ${dp.url} (pid ${dp.pid}, ${seconds(t)})`);
     }
     this.dataplane = dp;
@@ -200,7 +207,7 @@ class Demo {
 
     const tty = process.stdout.isTTY === true;
     const view = new LiveView(process.stdout, tty);
-    const title = `lab '${lab.name}' · backend ${o.backend.name}`;
+    const title = `lab '${lab.name}' · ${o.driver === 'ovs' ? 'driver ovs' : `backend ${o.backend.name}`}`;
     let prev: Snapshot | null = null;
     for (;;) {
       if (!udpStarted && got.tcpServer !== undefined && got.tcpClient !== undefined) {
@@ -310,9 +317,10 @@ function verdictChecks(t: TrafficOutcome, traces: FlowTrace[], multiHost: boolea
 }
 
 /** The system tools the run needs, with the Debian package that has each. */
-async function requireTools(backend: RegisteredBackend): Promise<void> {
+async function requireTools(backend: RegisteredBackend, driver: DemoOptions['driver']): Promise<void> {
   const tools: [string, string][] = [['ip', 'iproute2'], ['nft', 'nftables']];
   if (backend.lab.offloadsOff) tools.push(['ethtool', 'ethtool']);
+  if (driver === 'ovs') checkOvsInstalled();
   for (const [tool, pkg] of tools) {
     const { code } = await run(['sh', '-c', `command -v ${tool}`], { check: false });
     if (code !== 0) throw new Error(`needs '${tool}' (Debian package ${pkg}; scripts/setup.sh installs everything)`);
@@ -324,8 +332,10 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
 
 export const command: Command = {
   summary: 'build the lab, run real TCP and UDP through a two-hop chain, show where flows go, tear it down',
-  usage: `[--name L] [--backend ${BACKEND_NAMES.join('|')}] [--seconds S] [--keep]
+  usage: `[--name L] [--driver userspace|ovs] [--backend ${BACKEND_NAMES.join('|')}] [--seconds S] [--keep]
   --name L       lab name: namespaces L-dp, L-client, L-server, L-sf11 ... (default demo)
+  --driver D     userspace (default): the sfc dataplane; ovs: sfc serve --driver ovs renders the chain
+                 into a private Open vSwitch (Debian's openvswitch-switch) instead
   --backend B    the dataplane's packet I/O: ${backendChoices()}
   --seconds S    how long the UDP flows run (default 10); the TCP transfers run alongside
   --keep         at the end, leave the lab and the dataplane running (remove: sfc lab down --name L)
@@ -335,6 +345,7 @@ Needs root (network namespaces). Ctrl-C stops and removes everything it started.
   async run(argv) {
     const { values } = parseOptions(argv, {
       name: { type: 'string', default: 'demo' },
+      driver: { type: 'string', default: 'userspace' },
       backend: { type: 'string', default: DEFAULT_BACKEND },
       seconds: { type: 'string', default: '10' },
       keep: { type: 'boolean', default: false },
@@ -343,15 +354,18 @@ Needs root (network namespaces). Ctrl-C stops and removes everything it started.
     const hosts = values.hosts === undefined ? 0 : Number(values.hosts);
     if (values.hosts !== undefined && (!Number.isInteger(hosts) || hosts < 2 || hosts > 9)) throw new UsageError(`--hosts must be 2..9, got '${values.hosts}'`);
     const backend = parseBackend(values.backend);
+    const driver = values.driver;
+    if (driver !== 'userspace' && driver !== 'ovs') throw new UsageError(`--driver must be userspace or ovs, got '${driver}'`);
+    if (driver === 'ovs' && hosts > 0) throw new UsageError('--hosts runs sfc agents (userspace): not with --driver ovs');
     const secs = Number(values.seconds);
     if (!Number.isInteger(secs) || secs < 1 || secs > 3600) throw new UsageError(`--seconds must be 1..3600, got '${values.seconds}'`);
     if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces (run it with sudo)');
-    await requireTools(backend);
+    await requireTools(backend, driver);
     try {
       describeLab({ name: values.name });
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    return new Demo({ name: values.name, backend, seconds: secs, keep: values.keep, hosts }).run();
+    return new Demo({ name: values.name, driver, backend, seconds: secs, keep: values.keep, hosts }).run();
   },
 };

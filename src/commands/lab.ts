@@ -5,6 +5,7 @@
 import { BACKENDS } from '../dataplane/io/registry.js';
 import { SF_CORRELATIONS, type SfCorrelation } from '../lab/aware-sf.js';
 import { detachHostsLab, hostsLabRunning, type HostsOptions } from '../lab/hosts.js';
+import { labUpForOvs } from '../lab/harness.js';
 import { GRAPH_PORTS, labDown, labStatus, labUp } from '../lab/topology.js';
 import { parseOptions, UsageError, type Command } from '../util/args.js';
 
@@ -29,9 +30,13 @@ async function up(argv: string[]): Promise<number> {
     tap: { type: 'boolean' },
     graph: { type: 'boolean' },
     hosts: { type: 'string' },
+    driver: { type: 'string' },
   });
+  const driver = values.driver ?? 'userspace';
+  if (driver !== 'userspace' && driver !== 'ovs') throw new UsageError(`--driver must be userspace or ovs, got '${driver}'`);
+  if (driver === 'ovs' && values['dp-link'] === 'tap') throw new UsageError('--driver ovs reads veths: not with --dp-link tap');
   if (values.hosts !== undefined) {
-    const clash = (['dp-link', 'sf-correlation', 'aware-hops', 'tap', 'graph'] as const).filter((o) => values[o] !== undefined);
+    const clash = (['dp-link', 'sf-correlation', 'aware-hops', 'tap', 'graph', 'driver'] as const).filter((o) => values[o] !== undefined);
     if (clash.length > 0) throw new UsageError(`--hosts does not combine with ${clash.map((o) => `--${o}`).join(', ')}`);
     return upHosts({
       name: values.name,
@@ -51,24 +56,26 @@ async function up(argv: string[]): Promise<number> {
   }
   if (values['aware-hops'] !== undefined && correlation === undefined) throw new UsageError('--aware-hops needs --sf-correlation');
   const awareHops = values['aware-hops']?.split(',').map((h) => integer(h.trim(), '--aware-hops', 1, 9)!);
-  const lab = await labUp({
+  const opts = {
     name: values.name,
     hops: integer(values.hops, '--hops', 0, 9),
     instances: integer(values.instances, '--instances', 1, 9),
     symmetric: values['no-symmetric'] ? false : values.symmetric,
     out: values.out,
-    dpLink,
+    dpLink: dpLink as 'veth' | 'tap' | undefined,
     sfCorrelation: correlation as SfCorrelation | undefined,
     awareHops,
     tap: values.tap,
     graph: values.graph,
-  });
+  };
+  const lab = driver === 'ovs' ? await labUpForOvs(opts) : await labUp(opts);
   process.stdout.write(lab.configYaml);
   const aware = lab.sfCorrelation ? `; SF-aware (${lab.sfCorrelation}, Open vSwitch): hop ${lab.awareHops.join(', ')}` : '';
   const sfs = lab.sfs.length ? `, ${lab.sfs.length} SF namespaces (${lab.hops} hops x ${lab.instances}${aware})` : '';
   const tap = lab.tapNs ? `, tap ${lab.tapNs} (after hop 1)` : '';
   const graph = lab.graph ? '; service graph pc1 -> {pc2, pc3}' : '';
   console.error(`lab '${lab.name}' up: ${lab.dpNs}, ${lab.clientNs}, ${lab.serverNs}${sfs}${tap}${graph}; config: ${lab.configPath}`);
+  if (driver === 'ovs') console.error(`then: ip netns exec ${lab.dpNs} sfc serve --driver ovs --config ${lab.configPath}`);
   return 0;
 }
 
@@ -120,7 +127,7 @@ export const command: Command = {
   summary: 'build, remove or show the network-namespace lab (client, server, SFs around a dataplane namespace)',
   usage: `up|down|status [options]
   up     [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE] [--dp-link veth|tap]
-         [--sf-correlation mpls|nsh [--aware-hops 1[,2...]]] [--tap] [--graph]
+         [--sf-correlation mpls|nsh [--aware-hops 1[,2...]]] [--tap] [--graph] [--driver userspace|ovs]
          namespaces L-dp, L-client, L-server, L-sf<h><k>; prints the chain config and writes it to
          --out (default /run/sfc/L/chains.yaml); --dp-link tap: the dataplane's interfaces are TAPs
          bridged to the veths (for sfc serve ${TAP_BACKENDS}); --sf-correlation: the SFs of the
@@ -130,7 +137,10 @@ export const command: Command = {
          an nftables counter of what it receives, forwards nothing) whose tap group follows hop 1;
          --graph (--hops 3 --sf-correlation, every hop aware): three one-hop one-way chains
          and a service graph sg {pc1: [pc2, pc3]}: pc1 takes UDP from client port ${GRAPH_PORTS.source}, its SF
-         (NAT-like) writes source port ${GRAPH_PORTS.translated}, pc2 / pc3 take that to UDP port ${GRAPH_PORTS.pc2} / ${GRAPH_PORTS.pc3}
+         (NAT-like) writes source port ${GRAPH_PORTS.translated}, pc2 / pc3 take that to UDP port ${GRAPH_PORTS.pc2} / ${GRAPH_PORTS.pc3};
+         --driver ovs: the lab for sfc serve --driver ovs (veths; SF-aware links with room for the
+         encapsulation and the stacks computing their own checksums: Open vSwitch sends no ICMP
+         too big and loses checksum offload when it encapsulates)
   up --hosts N [--name L] [--hops 2] [--instances 2] [--no-symmetric] [--out FILE]
          the chain over N hosts (2..9): namespaces L-h1..L-hN joined by an underlay bridge
          (L-underlay, 10.77.0.0/24, MTU 1600), a 3-member etcd on it, client and server on h1,

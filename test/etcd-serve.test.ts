@@ -21,8 +21,9 @@ async function call(url: string, method: string, path: string, body?: unknown): 
   return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
 }
 
-/** GET /v2.0/<path>: the listed objects (the envelope key is the path's last part). */
-const list = async (url: string, path: string) => (await call(url, 'GET', `/v2.0/${path}`)).body[path.split('/').pop()!] as { id: string; name: string }[];
+/** GET /v2.0/<path>[?query]: the listed objects (the envelope key is the path's last part). */
+const list = async (url: string, path: string) =>
+  (await call(url, 'GET', `/v2.0/${path}`)).body[path.split('?')[0]!.split('/').pop()!] as { id: string; name: string }[];
 
 /** Until `url` lists `coll` satisfying `ok` (the other server's watch has brought the writes); the last list. */
 async function eventually(url: string, coll: string, ok: (items: { id: string; name: string }[]) => boolean): Promise<{ id: string; name: string }[]> {
@@ -77,6 +78,7 @@ describe.skipIf(!run)('sfc serve --store etcd://', () => {
     expect(new Set(onA.map((p) => p.id)).size).toBe(2 * N);
     expect(onB).toEqual(onA);
     expect(onB.filter((p) => (p as Record<string, unknown>)['binding:host_id'] === 'host2')).toHaveLength(N);
+    expect((await list(b.url, 'ports?binding:host_id=host2')).map((p) => p.name).sort()).toEqual(onA.filter((p) => p.name.startsWith('a')).map((p) => p.name).sort());
 
     const [src, pin, pout, qin, qout] = onA;
     const pp = (await call(a.url, 'POST', '/v2.0/sfc/port_pairs', { port_pair: { ingress: pin!.id, egress: pout!.id } })).body.port_pair as { id: string };

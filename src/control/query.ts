@@ -20,7 +20,7 @@ const OWNED = ['id', 'name', 'description', 'tenant_id', 'project_id'];
 
 /** Attributes holding one scalar (string, number, boolean or null): filterable and sortable. */
 const SCALARS: Record<Collection, ReadonlySet<string>> = {
-  ports: new Set([...OWNED, 'mac_address', 'status', 'admin_state_up']),
+  ports: new Set([...OWNED, 'mac_address', 'status', 'admin_state_up', 'binding:host_id']),
   port_pairs: new Set([...OWNED, 'ingress', 'egress']),
   port_pair_groups: new Set([...OWNED, 'group_id', 'tap_enabled']),
   flow_classifiers: new Set([

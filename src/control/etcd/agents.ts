@@ -7,7 +7,7 @@
  * publishAgent keeps the record published: when the lease is lost (etcd unreachable longer than
  * the TTL), it grants a new one and puts the record again until etcd answers, logging once per
  * outage. watchAgents reads every record, then follows the prefix from the next revision and hands
- * the whole current set to its callback on each change.
+ * the whole current set to its callback on each change (a failed watch: read again, follow again).
  */
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { isHostName } from '../validate/ports.js';
@@ -85,25 +85,57 @@ export interface AgentSet {
   close(): Promise<void>;
 }
 
-/** Every agent record now, then cb(all records) after each change (an agent appearing, updating or expiring). */
-export async function watchAgents(client: Etcd3, cb: (agents: ReadonlyMap<string, AgentInfo>) => void): Promise<AgentSet> {
-  const agents = new Map<string, AgentInfo>();
+/**
+ * Every agent record now, then cb(all records) after each change (an agent appearing, updating or
+ * expiring). A watch that fails is replaced by a full re-read (retried each second until etcd answers).
+ */
+export async function watchAgents(
+  client: Etcd3,
+  cb: (agents: ReadonlyMap<string, AgentInfo>) => void,
+  log: (message: string) => void = () => undefined,
+): Promise<AgentSet> {
+  let agents = new Map<string, AgentInfo>();
+  let watcher: Watcher | undefined;
+  let closed = false;
+  let retry: NodeJS.Timeout | undefined;
   const apply = (kv: IKeyValue, deleted: boolean) => {
     const host = kv.key.toString().slice(AGENTS_PREFIX.length);
     const info = deleted ? undefined : decodeAgent(kv.value.toString());
     if (info) agents.set(host, info);
     else agents.delete(host);
   };
-  const res = await client.getAll().prefix(AGENTS_PREFIX).exec();
-  for (const kv of res.kvs) apply(kv, false);
-  const watcher: Watcher = await client.watch().prefix(AGENTS_PREFIX).startRevision(String(Number(res.header.revision) + 1)).create();
-  watcher.on('data', (w) => {
-    for (const ev of w.events) apply(ev.kv, ev.type === 'Delete');
-    if (w.events.length > 0) cb(agents);
-  });
+  const follow = async (): Promise<void> => {
+    const res = await client.getAll().prefix(AGENTS_PREFIX).exec();
+    agents = new Map();
+    for (const kv of res.kvs) apply(kv, false);
+    const w = await client.watch().prefix(AGENTS_PREFIX).startRevision(String(Number(res.header.revision) + 1)).create();
+    if (closed) return void (await w.cancel());
+    watcher = w;
+    w.on('data', (r) => {
+      for (const ev of r.events) apply(ev.kv, ev.type === 'Delete');
+      if (r.events.length > 0) cb(agents);
+    });
+    w.on('error', (e) => {
+      if (closed || watcher !== w) return;
+      log(`agent records: watch failed (${errorText(e)}); reading them again`);
+      void w.cancel().catch(() => undefined);
+      refollow();
+    });
+  };
+  const refollow = (): void => {
+    follow().then(
+      () => cb(agents),
+      () => (retry = setTimeout(() => !closed && refollow(), 1000)),
+    );
+  };
+  await follow();
   return {
     agents: () => agents,
-    close: () => watcher.cancel(),
+    async close() {
+      closed = true;
+      clearTimeout(retry);
+      await watcher?.cancel();
+    },
   };
 }
 

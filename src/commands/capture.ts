@@ -2,7 +2,8 @@
  * `sfc capture`: the frames a logical port's interface receives and sends, as the data path sees
  * them (received as they arrived; sent after MAC rewrite, with any MPLS/NSH encapsulation), as
  * pcap from a running server's workers: `sfc capture p11 -w - | tcpdump -r -`. --filter keeps the
- * frames an expression matches (sfc trace --match's syntax, tracefilter.ts), in the workers.
+ * frames an expression matches (sfc trace --match's syntax, tracefilter.ts), in the workers. On the
+ * ovs driver the server captures through an Open vSwitch mirror of the port instead (ovs/mirror.ts).
  */
 import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';

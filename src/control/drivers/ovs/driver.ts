@@ -28,6 +28,7 @@ import type { Plan } from '../../plan.js';
 import type { InstanceName } from '../../../dataplane/tables.js';
 import { COUNTERS, DROP_REASONS } from '../../../packet/counters.js';
 import { checkOvsInstalled, OvsDaemon } from './daemon.js';
+import { mirrorCapture } from './mirror.js';
 import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
 import { PIN_COOKIE, pinCookie, renderBridge, T_L2, T_PIN, unsupported, type Rendered } from './render.js';
 
@@ -124,6 +125,19 @@ export class OvsDriver implements Driver {
       await daemon?.stop();
       throw e;
     }
+  }
+
+  /**
+   * sfc capture (operator.ts): the frames `iface` receives and sends, through an OVS mirror
+   * (mirror.ts); `match` keeps those a trace filter matches.
+   */
+  capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void, match?: string): () => void {
+    return mirrorCapture({ bridge: this.bridge, vsctl: (...c) => this.vsctl(...c), log: this.log }, iface, limit, onFrame, match);
+  }
+
+  /** Live packet trace (sfc trace) follows frames through the userspace workers; Open vSwitch has no such tap. */
+  trace(): () => void {
+    throw new NeutronError(501, 'HTTPNotImplemented', 'Live trace needs the userspace dataplane (sfc serve --driver userspace); sfc capture works on the ovs driver.');
   }
 
   /** One ovs-vsctl transaction of several commands. */

@@ -65,11 +65,12 @@ export class EtcdModel implements ModelView {
   readonly #endpoints: string[];
   readonly #log: (message: string) => void;
   readonly #callTimeoutMs: number;
-  /** Per collection: id -> entry; the state built from it; its revision and the guard's count. */
+  /** Per collection: id -> entry; the state built from it; its revision; the guard's mod_revision (0: absent) and count. */
   #entries = emptyEntries();
   #lastSeq = zeroSeqs();
   #state: State = emptyState();
   #revision = 0;
+  #guardRevision = 0;
   #count = 0;
   #watcher: Watcher | undefined;
   #listeners = new Set<(state: State, revision: number) => void>();
@@ -119,7 +120,7 @@ export class EtcdModel implements ModelView {
    */
   async commit(next: State, prev: State): Promise<State | undefined> {
     if (prev !== this.#state) return this.#state;
-    const R = this.#revision;
+    const R = this.#guardRevision;
     const ops: IOperation[] = [];
     const seqs = new Map<Resource, number>();
     if (next !== prev) {
@@ -132,7 +133,7 @@ export class EtcdModel implements ModelView {
       // here, before anything is proposed (a proposal that times out may still commit later).
       const current = await currentRevision(this.#client);
       if (current !== R) {
-        await this.#catchUp(current);
+        await this.#catchUp(Math.max(current, this.#revision + 1));
         return this.#state;
       }
       res = await this.#client.if(GUARD_KEY, 'Mod', '==', R).then(...ops).else(this.#client.get(GUARD_KEY)).commit();
@@ -141,7 +142,7 @@ export class EtcdModel implements ModelView {
     }
     if (!res.succeeded) {
       const guard = res.responses[0]?.response_range?.kvs[0];
-      await this.#catchUp(guard ? Number(guard.mod_revision) : Number(res.header.revision));
+      await this.#catchUp(guard ? Number(guard.mod_revision) : this.#revision + 1);
       return this.#state;
     }
     if (next !== prev) this.#installLocal(next, seqs, Number(res.header.revision));
@@ -189,6 +190,7 @@ export class EtcdModel implements ModelView {
       }
       this.#count++;
     }
+    this.#guardRevision = revision;
     this.#publish(next, revision);
   }
 
@@ -212,6 +214,7 @@ export class EtcdModel implements ModelView {
     const key = kv.key.toString();
     if (key === GUARD_KEY) {
       this.#count = deleted ? 0 : Number(kv.value.toString()) || 0;
+      this.#guardRevision = deleted ? 0 : Number(kv.mod_revision);
       return undefined;
     }
     const [coll, id, ...rest] = key.slice(MODEL_PREFIX.length).split('/');
@@ -285,12 +288,9 @@ export class EtcdModel implements ModelView {
     this.#entries = emptyEntries();
     this.#lastSeq = zeroSeqs();
     this.#count = 0;
-    let revision = 0;
-    for (const kv of res.kvs) {
-      this.#applyKv(kv, false);
-      if (kv.key.toString() === GUARD_KEY) revision = Number(kv.mod_revision);
-    }
-    this.#publish(this.#rebuild(new Set(COLLECTIONS)), revision);
+    this.#guardRevision = 0;
+    for (const kv of res.kvs) this.#applyKv(kv, false);
+    this.#publish(this.#rebuild(new Set(COLLECTIONS)), Math.max(this.#guardRevision, ...res.kvs.map((kv) => Number(kv.mod_revision))));
     await this.#watch(Number(res.header.revision) + 1);
   }
 

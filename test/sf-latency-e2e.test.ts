@@ -67,7 +67,7 @@ describe.skipIf(!run)('time inside each SF (afpacket)', () => {
 
     const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:5001`, '--idle', '2', '--seconds', '20']);
     await recv.listening;
-    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:5001`, '--flows', '32', '--pps', '1000', '--seconds', '5']);
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:5001`, '--flows', '32', '--pps', '1500', '--seconds', '6']);
     // sfc top over the last second of traffic
     const top = JSON.parse((await cli(['top', '--server', dp.url, '--json', '--interval', '1'])).stdout) as TopView;
     expect((await send.result).ok).toBe(true);

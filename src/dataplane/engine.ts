@@ -17,7 +17,7 @@
  * explain) may be attached; it is the only code that builds objects per packet and costs one
  * branch per batch when absent. So may a stage clock (bench/pipeline.ts --stages): wall time per
  * stage, read around each stage call. The SF latency sampler (sf-latency.ts) costs two branches
- * per batch, plus one byte read per received frame while samples are out.
+ * per batch, and while samples are out one per interface burst.
  */
 import { Batch, BATCH, OUT_FLOOD, OUT_FLOOD_HOSTS } from '../packet/batch.js';
 import { Counters, Ctr, Drop, DROP_REASONS } from '../packet/counters.js';
@@ -247,6 +247,7 @@ export class Engine {
       const t0 = clock === null ? 0 : performance.now();
       const got = io.rxBurst(b, f, limit - b.count);
       if (clock !== null) lap(clock, 0, t0);
+      if (got > 0 && this.latency.out !== 0) this.latency.received(f, b.count - got, b.count);
       this.ifRx[f] += got;
       if (b.count === limit) {
         total += this.process(t);
@@ -274,7 +275,7 @@ export class Engine {
       for (let i = 0; i < b.count; i++) if (this.captured[b.port[i]] === 1) this.capturer(b.port[i], 'rx', b.frame(i));
     }
     parseBatch(b, c);
-    if (this.latency.out !== 0) this.latency.afterParse(b);
+    if (this.latency.nRanges !== 0) this.latency.afterParse(b);
     if (clock !== null) at = lap(clock, 1, at);
     steerBatch(t, b, s, c);
     if (clock !== null) at = lap(clock, 2, at);

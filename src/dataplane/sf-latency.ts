@@ -12,9 +12,10 @@
  * encapsulated too: parse describes its inner packet). It is expected back at the instance's
  * return interface (egress on a forward path, ingress on a reverse one).
  *
- * Matching: only while samples are out, one pass over the received frames after parse reads one
- * byte per frame (samples expected on its interface?); the key is computed only for frames on
- * such an interface. A sample not back within SAMPLE_TIMEOUT_MS is counted lost when its instance
+ * Matching: while samples are out, the engine notes after each interface's rxBurst which slots
+ * came from an interface a sample is expected back on (one check per interface and breath);
+ * only those frames are compared after parse, by ports first (a few integer compares), the whole
+ * key only when the ports agree. Frames from other interfaces cost nothing. A sample not back within SAMPLE_TIMEOUT_MS is counted lost when its instance
  * is next sampled; a new table generation forgets the samples out.
  *
  * Histogram per instance (HIST_STRIDE float64 words): bucket 0 below 8 µs, buckets 1..136
@@ -35,6 +36,8 @@ export const DEFAULT_SAMPLE_EVERY = 64;
 export const SAMPLE_TIMEOUT_MS = 1000;
 /** Samples out at once (per engine). */
 const MAX_OUT = 64;
+/** Interface bursts noted per batch (more are not matched: their samples come back lost). */
+const MAX_RANGES = 64;
 const KEY = 5;
 
 /** Upper bound (µs) of bucket k (Infinity for the last). */
@@ -112,6 +115,10 @@ export class SfLatency {
   /** Instances with a sample out (the first `out` entries). */
   private readonly outList = new Int32Array(MAX_OUT);
   private readonly probe = new Int32Array(KEY);
+  /** Slot ranges of the batch being filled that came from interfaces with a sample out (received()). */
+  private readonly ranges = new Int32Array(2 * MAX_RANGES);
+  /** Ranges noted (afterParse runs when this is not 0). */
+  nRanges = 0;
   private readonly clock: () => number;
 
   constructor(every = DEFAULT_SAMPLE_EVERY, clock: () => number = () => performance.now()) {
@@ -137,6 +144,7 @@ export class SfLatency {
     if (this.ifOut.length < t.interfaces.length) this.ifOut = new Int32Array(t.interfaces.length);
     this.ifOut.fill(0);
     this.out = 0;
+    this.nRanges = 0;
   }
 
   /** After select: the batch's frames count down to the next sampling point(s). */
@@ -187,34 +195,51 @@ export class SfLatency {
     }
   }
 
-  /** After parse, while samples are out: the received frames that bring one back. */
-  afterParse(b: Batch): void {
-    const ifOut = this.ifOut;
-    let now = 0;
-    for (let i = 0; i < b.count; i++) {
-      const f = b.port[i];
-      if (ifOut[f] === 0 || b.ipVer[i] === 0) continue;
-      keyOf(b, i, this.probe, 0);
-      const k = this.match(f);
-      if (k < 0) continue;
-      if (now === 0) now = this.clock();
-      const us = (now - this.sentAt[k]) * 1000;
-      const h = k * HIST_STRIDE;
-      this.hist[h + bucketOf(us)]++;
-      this.hist[h + HIST_SUM] += us;
-      this.settle(k);
-      if (this.out === 0) return;
-    }
+  /**
+   * Frames [from, to) of the batch being filled came from interface f: remembered for afterParse
+   * when a sample is expected back there (the engine calls this per interface and breath while
+   * samples are out, so frames from other interfaces cost nothing).
+   */
+  received(f: number, from: number, to: number): void {
+    if (this.ifOut[f] === 0 || this.nRanges === MAX_RANGES) return;
+    this.ranges[2 * this.nRanges] = from;
+    this.ranges[2 * this.nRanges + 1] = to;
+    this.nRanges++;
   }
 
-  /** The instance whose sample (expected on interface f) has the probe's key, or -1. */
-  private match(f: number): number {
-    const p = this.probe;
+  /** After parse: the frames received() noted, those that bring a sample back. */
+  afterParse(b: Batch): void {
+    let now = 0;
+    for (let r = 0; r < this.nRanges; r++) {
+      for (let i = this.ranges[2 * r]; i < this.ranges[2 * r + 1]; i++) {
+        if (b.ipVer[i] === 0) continue;
+        const k = this.match(b, i);
+        if (k < 0) continue;
+        if (now === 0) now = this.clock();
+        const us = (now - this.sentAt[k]) * 1000;
+        const h = k * HIST_STRIDE;
+        this.hist[h + bucketOf(us)]++;
+        this.hist[h + HIST_SUM] += us;
+        this.settle(k);
+      }
+    }
+    this.nRanges = 0;
+  }
+
+  /** The instance whose sample (expected on slot i's interface) is slot i, or -1: ports compared first, the whole key only when they agree. */
+  private match(b: Batch, i: number): number {
+    const f = b.port[i];
+    const ports = (b.sport[i] << 16) | b.dport[i];
     const keys = this.keys;
+    let probed = false;
     for (let j = 0; j < this.out; j++) {
       const k = this.outList[j];
       const o = k * KEY;
-      if (this.expectIf[k] === f && keys[o + 2] === p[2] && keys[o + 4] === p[4] && keys[o + 3] === p[3] && keys[o] === p[0] && keys[o + 1] === p[1]) return k;
+      if (this.expectIf[k] !== f || keys[o + 2] !== ports) continue;
+      if (!probed) keyOf(b, i, this.probe, 0);
+      probed = true;
+      const p = this.probe;
+      if (keys[o + 4] === p[4] && keys[o + 3] === p[3] && keys[o] === p[0] && keys[o + 1] === p[1]) return k;
     }
     return -1;
   }

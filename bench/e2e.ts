@@ -5,7 +5,7 @@
  * (dst MAC = the server's; TTL 64 on one hop, 62 through the chain's two L3 SF hops).
  *
  *   npm run build && node dist/bench/e2e.js [--quick] [--rounds N] [--seconds S] [--only NAMES]
- *       [--flows 256,65536] [--no-latency] [--no-tcp]
+ *       [--flows 256,65536] [--no-latency] [--no-tcp] [--no-udp]
  *
  * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-afxdp,
  * sfc-afxdp-wakeup, sfc-cap, ovs, ovs-afxdp, netsniff-ng, tc; one-hop, chain): `--only ovs,chain`
@@ -64,6 +64,8 @@ interface Settings {
   latencyPackets: number;
   /** iperf3 streams through the chain (0: no TCP runs). */
   tcpStreams: number;
+  /** The trafgen UDP throughput rounds (false: latency and TCP only). */
+  udp: boolean;
   only: string[] | null;
 }
 
@@ -84,6 +86,7 @@ function settings(argv: string[]): Settings {
     flows: { type: 'string' },
     'no-latency': { type: 'boolean' },
     'no-tcp': { type: 'boolean' },
+    'no-udp': { type: 'boolean' },
   });
   const quick = values.quick ?? false;
   const num = (v: string | undefined, fallback: number) => {
@@ -98,6 +101,7 @@ function settings(argv: string[]): Settings {
     flows: (values.flows ?? '256,65536').split(',').map((f) => num(f, 0)),
     latencyPackets: values['no-latency'] ? 0 : quick ? 300 : 2000,
     tcpStreams: values['no-tcp'] ? 0 : 4,
+    udp: !values['no-udp'],
     only: values.only ? values.only.split(',') : null,
   };
 }
@@ -324,7 +328,7 @@ async function main(): Promise<number> {
     const latencies: Row[] = [];
     for (const topology of topologies) {
       const fwds = FORWARDERS.filter((f) => selected(f, topology));
-      for (const flows of s.flows) {
+      for (const flows of s.udp ? s.flows : []) {
         for (let r = 1; r <= s.rounds; r++) {
           for (const fwd of fwds) {
             const row = await throughput(env, s, trafgen, fwd, topology, flows, r);

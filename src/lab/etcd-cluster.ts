@@ -87,11 +87,6 @@ export class EtcdCluster {
     return `etcd://${this.#members.map((m) => m.clientUrl.slice('http://'.length)).join(',')}`;
   }
 
-  /** Pids of the running members (undefined: not running). */
-  get pids(): (number | undefined)[] {
-    return this.#members.map((m) => m.proc?.pid);
-  }
-
   /** SIGKILL member i and wait until it is gone. */
   async kill(i: number): Promise<void> {
     const m = this.#member(i);

@@ -12,8 +12,6 @@ import { join, resolve } from 'node:path';
 import { EtcdCluster, type EtcdClusterOptions } from '../../src/lab/etcd-cluster.js';
 import { prerequisites } from './prereq.js';
 
-export { EtcdCluster };
-
 /** Whether the suite can run (etcd installed); in CI a missing etcd fails the run. */
 export function etcdAvailable(suite: string): boolean {
   return prerequisites(suite, { commands: ['etcd'] });

@@ -28,7 +28,7 @@ import type { Etcd3, IKeyValue, IOperation, IWatchResponse, Watcher } from 'etcd
 import { COLLECTIONS, emptyState, type Collection, type Resource, type State } from '../model.js';
 import { diffList, type Item } from '../persist.js';
 import type { Store } from '../store.js';
-import { connectEtcd, errorText, unavailable, type EtcdOptions } from './client.js';
+import { DEFAULT_CALL_TIMEOUT_MS, connectEtcd, errorText, unavailable, type EtcdOptions } from './client.js';
 
 export const MODEL_PREFIX = '/sfc/v1/model/';
 export const GUARD_KEY = `${MODEL_PREFIX}rev`;
@@ -82,7 +82,7 @@ export class EtcdModel implements ModelView {
     this.#client = client;
     this.#endpoints = endpoints;
     this.#log = opts.log ?? (() => undefined);
-    this.#callTimeoutMs = opts.callTimeoutMs ?? 3000;
+    this.#callTimeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   }
 
   /** Read the model and follow it. `client` stays the caller's (closed by it, not by close()). */

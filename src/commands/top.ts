@@ -110,11 +110,15 @@ export function sfTime(prev: Sample[], cur: Sample[], labels: Record<string, str
   return { samples: use[use.length - 1][1], window: inInterval ? 'interval' : 'total', p50Us: us(0.5), p99Us: us(0.99) };
 }
 
-/** 85 -> "85 µs", 2104 -> "2.10 ms", 1.5e6 -> "1.50 s", null -> "-" (at most 7 columns). */
+/** 85 -> "85 µs", 2104 -> "2.10 ms", 12345 -> "12.3 ms", 1.5e6 -> "1.50 s", null -> "-" (at most 7 columns: a cell keeps a space before it). */
 export function micros(us: number | null): string {
   if (us === null) return '-';
-  if (us < 1000) return `${us.toFixed(0)} µs`;
-  return us < 1e6 ? `${(us / 1000).toFixed(us < 1e5 ? 2 : 0)} ms` : `${(us / 1e6).toFixed(2)} s`;
+  const [v, unit] = us < 999.5 ? [us, 'µs'] : us < 999_500 ? [us / 1000, 'ms'] : [us / 1e6, 's'];
+  for (const digits of unit === 'µs' ? [0] : [2, 1, 0]) {
+    const text = `${v.toFixed(digits)} ${unit}`;
+    if (text.length <= 7) return text;
+  }
+  return `${Math.round(v)} ${unit}`;
 }
 
 /** The view between two reads of /metrics (a counter that went down was reset: counted from 0). */

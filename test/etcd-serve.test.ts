@@ -5,11 +5,24 @@
  * chains goes to exactly one: 201 + 409); a restarted server reloads the model from etcd; a POST
  * while etcd has no quorum is 503 and changes nothing.
  */
+import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prerequisites } from './support/prereq.js';
 import { etcdAvailable, startServe, startTestCluster, type ServeProcess, type TestCluster } from './support/etcd.js';
 
 const BASE_PORT = 32479;
 const run = etcdAvailable('sfc serve --store etcd');
+const withOpenstack = run && prerequisites('binding:host_id through the openstack client', { commands: ['openstack'] });
+
+/** The real OpenStack client against `url` (no Keystone), output of -f value. */
+function openstack(url: string, args: string[]): Promise<string> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OS_')));
+  return new Promise((resolve, reject) =>
+    execFile('openstack', ['--os-auth-type', 'none', '--os-endpoint', url, ...args], { env, timeout: 120_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`openstack ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout.trim()),
+    ),
+  );
+}
 
 async function call(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${url}${path}`, {
@@ -100,6 +113,15 @@ describe.skipIf(!run)('sfc serve --store etcd://', () => {
     expect(await list(again.url, 'ports')).toEqual(onA);
     expect(await list(again.url, 'sfc/port_chains')).toEqual(chains);
   });
+
+  it.skipIf(!withOpenstack)("binding:host_id through the real openstack client: set on one server, listed by host on the other", async () => {
+    const [a, b] = servers.slice(-2) as [ServeProcess, ServeProcess];
+    const port = (await call(a.url, 'POST', '/v2.0/ports', { port: { name: 'os-host', 'binding:profile': { interface: 'os0' } } })).body.port as { id: string };
+    await openstack(a.url, ['port', 'set', '--host', 'host7', port.id]);
+    await eventually(b.url, 'ports?binding:host_id=host7', (ps) => ps.length === 1);
+    expect(await openstack(b.url, ['port', 'list', '--host', 'host7', '-c', 'ID', '-f', 'value'])).toBe(port.id);
+    expect(await openstack(b.url, ['port', 'show', port.id, '-c', 'binding_host_id', '-f', 'value'])).toBe('host7');
+  }, 60_000);
 
   it('without a quorum a POST is 503 ServiceUnavailable and changes nothing; with it back, POSTs work', async () => {
     const s = servers.at(-1)!;

@@ -81,6 +81,12 @@ export class OvsDriver implements Driver {
   /** The health view in force (Driver.health): applied to every rendering. */
   private view: HealthView = ALL_UP;
   private ports = new Set<string>();
+  /**
+   * OpenFlow port numbers of the bridge's interfaces, read once per interface (OVS keeps an
+   * interface's number in its database, across restarts): a change that adds no interface spawns
+   * no ovs-vsctl.
+   */
+  private ofportOf = new Map<string, number>();
   private queue: Promise<void> = Promise.resolve();
   private watchTimer: NodeJS.Timeout | undefined;
   private log: ((message: string) => void) | undefined;
@@ -212,7 +218,9 @@ export class OvsDriver implements Driver {
       await this.vsctl(...added.map((i) => ['--may-exist', 'add-port', this.bridge, i]));
       for (const i of added) this.ports.add(i);
     }
-    const ofport = wanted.length > 0 ? await this.ofports(wanted) : new Map<string, number>();
+    const unknown = wanted.filter((i) => !this.ofportOf.has(i));
+    if (unknown.length > 0) for (const [name, n] of await this.ofports(unknown)) this.ofportOf.set(name, n);
+    const ofport = this.ofportOf;
     const rendered = renderBridge(next, (name) => ofport.get(name)!, this.view);
     await this.ofctl.applyBundle([...diff(this.installed, rendered), ...stalePins(this.rendered, rendered)]);
     this.installed = { flows: rendered.flows, groups: rendered.groups };
@@ -222,7 +230,10 @@ export class OvsDriver implements Driver {
     const gone = [...this.ports].filter((i) => !wanted.includes(i));
     if (gone.length > 0) {
       await this.vsctl(...gone.map((i) => ['--if-exists', 'del-port', this.bridge, i]));
-      for (const i of gone) this.ports.delete(i);
+      for (const i of gone) {
+        this.ports.delete(i);
+        this.ofportOf.delete(i);
+      }
     }
   }
 

@@ -18,18 +18,11 @@ import { distFile, LabDataplane, labUpForOvs, startTraffic, type TrafficRun } fr
 import { labDown, netnsExec, SERVER, type Lab } from '../src/lab/topology.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { e2eSuite } from './support/e2e.js';
-import { ovsPrerequisites } from './support/ovs.js';
+import { ovsLabPrerequisites } from './support/ovs.js';
 
 e2eSuite({ driver: 'ovs' });
 
-const demo = ovsPrerequisites('sfc demo --driver ovs', () => {
-  try {
-    distFile('cli.js');
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-});
+const demo = ovsLabPrerequisites('sfc demo --driver ovs');
 
 describe.skipIf(!demo)('sfc demo --driver ovs', () => {
   it('builds the lab, runs TCP and UDP through Open vSwitch and passes its verdict; removes the lab', async () => {
@@ -47,15 +40,7 @@ describe.skipIf(!demo)('sfc demo --driver ovs', () => {
   }, 120_000);
 });
 
-const capture = ovsPrerequisites('sfc capture on the ovs driver', () => {
-  try {
-    distFile('cli.js');
-    distFile('lab/traffic.js');
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-});
+const capture = ovsLabPrerequisites('sfc capture on the ovs driver');
 
 describe.skipIf(!capture)('sfc capture on the ovs driver (an OVS mirror)', () => {
   const LAB = `sfct-capo${process.pid}`;

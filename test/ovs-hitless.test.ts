@@ -12,24 +12,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { installFlowLog, readFlowLog, traceFlows } from '../src/lab/flowlog.js';
-import { distFile, LabDataplane, startTraffic } from '../src/lab/harness.js';
+import { LabDataplane, startTraffic } from '../src/lab/harness.js';
 import { CLIENT, SERVER, labDown, labUp, type Lab } from '../src/lab/topology.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
-import { ovsPrerequisites } from './support/ovs.js';
+import { ovsLabPrerequisites } from './support/ovs.js';
 
 const LAB = `sfct-hitl${process.pid}`;
 const FLOWS = 128;
 const ROUNDS = 20;
 
-const run = ovsPrerequisites('ovs hitless', () => {
-  try {
-    distFile('cli.js');
-    distFile('lab/traffic.js');
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-});
+const run = ovsLabPrerequisites('ovs hitless');
 
 const classifier = (name: string, port: number) => ({
   name,

@@ -33,10 +33,12 @@ import { defaultStatePath } from '../control/persist.js';
 import { buildPlan, type Plan } from '../control/plan.js';
 import { hostState, localMembers, slicePlan, type UnderlayAddress } from '../control/slice.js';
 import { UserspaceDriver } from '../control/drivers/userspace/driver.js';
-import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend } from '../dataplane/io/registry.js';
+import { BACKEND_NAMES, backendChoices, parseBackend } from '../dataplane/io/registry.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
 
+/** Packet I/O that leaves the host's stack its copy of every frame (the underlay is shared with etcd). */
+const AGENT_BACKEND = 'afpacket';
 /** Lease TTL of the agent record (s): a dead agent's instances leave selection within about this. */
 const DEFAULT_LEASE_TTL = 5;
 const RETRY_MS = 2000;
@@ -115,7 +117,8 @@ export const command: Command = {
                       (default: the only interface with an IPv4 address); its address and MAC are
                       published for the other agents
   --driver userspace  the only driver that renders per-host slices (ovs has no tunnels between hosts)
-  --backend B         packet I/O: ${backendChoices()}
+  --backend B         packet I/O (default ${AGENT_BACKEND}; not afxdp, which would take the underlay's
+                      frames from the host's stack): ${backendChoices()}
   --workers N         dataplane worker threads (default 1)
   --state FILE        the last model seen, for a restart while etcd is unreachable
                       (default: agent-NAME.json beside sfc serve's default state)
@@ -129,7 +132,7 @@ export const command: Command = {
       store: { type: 'string' },
       underlay: { type: 'string' },
       driver: { type: 'string', default: 'userspace' },
-      backend: { type: 'string', default: DEFAULT_BACKEND },
+      backend: { type: 'string', default: AGENT_BACKEND },
       workers: { type: 'string', default: '1' },
       state: { type: 'string' },
       'lease-ttl': { type: 'string', default: String(DEFAULT_LEASE_TTL) },
@@ -152,6 +155,9 @@ export const command: Command = {
       throw new UsageError(`--store: ${(e as Error).message}`);
     }
     const backend = parseBackend(values.backend).name;
+    if (backend === 'afxdp') {
+      throw new UsageError(`--backend afxdp: its XDP program takes every frame of an interface from the host's stack, and the underlay carries the host's own traffic too (etcd, ARP): use ${AGENT_BACKEND}`);
+    }
     const workers = positiveInt(values.workers, '--workers');
     const ttl = positiveInt(values['lease-ttl'], '--lease-ttl');
     const healthInterval = values['health-interval'] === '0' ? 0 : positiveInt(values['health-interval'], '--health-interval');
@@ -272,22 +278,33 @@ export const command: Command = {
     let client: Etcd3 | null = null;
     let model: ModelView | null = null;
     let agentSet: AgentSet | null = null;
+    /** Model, agent records and our own record, all or nothing (a half-made connection is closed again). */
     const connect = async (): Promise<void> => {
-      model = await openModel(endpoints, { log });
-      client = await connectEtcd(endpoints);
-      agentSet = await watchAgents(client, (all) => {
-        agents = new Map(all);
-        reconcile();
-      });
-      agents = new Map(agentSet.agents());
-      publication = await publishAgent(client, host, { underlay: underlay.ip, mac: underlay.mac, iface: underlay.iface, revision: live, down: [] }, ttl, log);
-      model.onChange((s, r) => {
+      const m = await openModel(endpoints, { log });
+      let c: Etcd3 | null = null;
+      let set: AgentSet | null = null;
+      try {
+        c = await connectEtcd(endpoints);
+        set = await watchAgents(c, (all) => {
+          agents = new Map(all);
+          reconcile();
+        });
+        publication = await publishAgent(c, host, { underlay: underlay.ip, mac: underlay.mac, iface: underlay.iface, revision: live, down: [] }, ttl, log);
+      } catch (e) {
+        await set?.close().catch(() => undefined);
+        c?.close();
+        await m.close().catch(() => undefined);
+        throw e;
+      }
+      [model, client, agentSet] = [m, c, set];
+      agents = new Map(set.agents());
+      m.onChange((s, r) => {
         state = s;
         revision = r;
         reconcile();
       });
-      state = model.state();
-      revision = model.revision();
+      state = m.state();
+      revision = m.revision();
       reconcile();
     };
     let stopped = false;
@@ -305,13 +322,15 @@ export const command: Command = {
       try {
         await connect();
       } catch (e) {
+        // etcd unreachable (or too slow) at start: the cached model if there is one, and keep trying.
         const cached = await readCache(cachePath);
-        if (cached === null) throw e;
-        log(`${(e as Error).message}; forwarding with the cached model of revision ${cached.revision} (${cachePath}) until it answers`);
-        state = cached.state;
-        revision = cached.revision;
-        agents = new Map(cached.agents);
-        reconcile();
+        log(`${(e as Error).message}; ${cached ? `forwarding with the cached model of revision ${cached.revision} (${cachePath})` : 'no cached model yet'} until etcd answers`);
+        if (cached) {
+          state = cached.state;
+          revision = cached.revision;
+          agents = new Map(cached.agents);
+          reconcile();
+        }
         keepTrying();
       }
       health?.start();

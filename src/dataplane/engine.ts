@@ -309,7 +309,8 @@ export class Engine {
         else this.dropAt(o, Drop.port_down, 1);
       } else if (o === OUT_FLOOD) {
         const from = b.port[i];
-        for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null) txIdx[f][txCount[f]++] = i;
+        // (never onto the underlay: frames cross between hosts only in tunnels, vxlan.ts)
+        for (let f = 0; f < n; f++) if (f !== from && f !== t.underlayIface && ios[f] !== null) txIdx[f][txCount[f]++] = i;
       } else if (o === OUT_FLOOD_HOSTS) {
         const from = b.port[i];
         for (let f = 0; f < n; f++) if (f !== from && ios[f] !== null && t.ifaceFlood[f] === 1) txIdx[f][txCount[f]++] = i;

@@ -45,7 +45,8 @@ const BYPASS_UDP_PORT = 7002;
 /** Source MAC of the injected garbage, so the server can count any that leaks through. */
 const GARBAGE_MAC = '02:00:00:00:00:ee';
 
-function classifier(name: string, protocol: 'tcp' | 'udp', port: number) {
+/** A classifier of the chain configs (logical ports by name): client to server, `protocol` to ports port..port+8. */
+export function classifier(name: string, protocol: 'tcp' | 'udp', port: number) {
   return {
     name,
     ethertype: 'IPv4',

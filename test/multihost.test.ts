@@ -1,0 +1,167 @@
+/*
+ * The chain across three hosts (issue 14), for real: the multi-host lab (src/lab/hosts.ts: host
+ * namespaces joined by an underlay bridge, a 3-member etcd on the underlay, `sfc serve --store
+ * --driver noop` as the API, one `sfc agent` per host), the client and server on h1, hop 1's three
+ * instances on h2, hop 2's on h3, real TCP/UDP from the traffic tool and evidence from the SFs'
+ * own flow logs (src/lab/flowlog.ts) and from tshark on the underlay bridge:
+ *  - TCP byte-exact, every instance used, each flow on one instance per hop, replies retracing it
+ *    (symmetric), traffic outside the classifiers bypassing every SF;
+ *  - frames on the underlay are VXLAN (UDP 4789) carrying the chain's MPLS label with SPI and the
+ *    next node's SI;
+ *  - an agent killed with -9 and restarted: its host's flows resume on the instances they had.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { flowsSeenBySfs, installFlowLog, placement, readFlowLog, repliesRetraced, settledFlowLog, stayedOnOnePath, traceFlows } from '../src/lab/flowlog.js';
+import { distFile, startTraffic, stopProcess, type LabDataplane } from '../src/lab/harness.js';
+import { agentRevision, agentsLive, hostsLabRunning, startAgent, type HostsLab } from '../src/lab/hosts.js';
+import { netnsSpawn } from '../src/lab/process.js';
+import { CLIENT, SERVER, labDown } from '../src/lab/topology.js';
+import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
+import { classifier } from './support/e2e.js';
+import { prerequisites } from './support/prereq.js';
+import { tsharkFields } from './support/tshark.js';
+
+const LAB = `sfct-mh${process.pid}`;
+const TCP_PORT = 5001;
+const UDP_PORT = 6001;
+const BYPASS_PORT = 7001;
+/** Health checks off: the test counts on its own flow logs. */
+const AGENT_ARGS = ['--health-interval', '0'];
+
+function requirements(): string | null {
+  try {
+    distFile('cli.js');
+    distFile('lab/traffic.js');
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return null;
+}
+const run = prerequisites('multi-host e2e', { root: true, commands: ['ip', 'nft', 'etcd', 'tcpdump', 'tshark'], check: requirements });
+
+describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
+  let lab: HostsLab;
+  let api: LabDataplane;
+  const agents = new Map<string, ChildProcess>();
+
+  const start = async (host: string) => agents.set(host, await startAgent(lab, lab.hosts.find((h) => h.name === host)!, AGENT_ARGS));
+
+  beforeAll(async () => {
+    await labDown(LAB);
+    let started: Map<string, ChildProcess>;
+    ({ lab, api, agents: started } = await hostsLabRunning({ name: LAB, hops: 2, instances: 3 }, AGENT_ARGS));
+    for (const [h, a] of started) agents.set(h, a);
+    // Narrow the chain to TCP to 5001-5009 and UDP to 6001-6009 (one API write: live on every agent).
+    const portId = async (name: string) => (await api.call<{ ports: { id: string }[] }>('GET', `/v2.0/ports?name=${name}`)).ports[0].id;
+    const [client, server] = [await portId('client'), await portId('server')];
+    const body = (name: string, protocol: 'tcp' | 'udp', port: number) => ({
+      flow_classifier: { ...classifier(name, protocol, port), logical_source_port: client, logical_destination_port: server },
+    });
+    const { port_chains: chains } = await api.call<{ port_chains: { id: string; flow_classifiers: string[] }[] }>('GET', '/v2.0/sfc/port_chains?name=pc1');
+    await api.call('PUT', `/v2.0/sfc/port_chains/${chains[0].id}`, { port_chain: { flow_classifiers: [] } });
+    for (const id of chains[0].flow_classifiers) await api.call('DELETE', `/v2.0/sfc/flow_classifiers/${id}`);
+    const ids: string[] = [];
+    for (const [name, proto, port] of [['tcp-in', 'tcp', TCP_PORT], ['udp-in', 'udp', UDP_PORT]] as const) {
+      ids.push((await api.call<{ flow_classifier: { id: string } }>('POST', '/v2.0/sfc/flow_classifiers', body(name, proto, port))).flow_classifier.id);
+    }
+    await api.call('PUT', `/v2.0/sfc/port_chains/${chains[0].id}`, { port_chain: { flow_classifiers: ids } });
+    await agentsLive(lab, api);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const a of agents.values()) await stopProcess(a);
+    await api?.stop();
+    await labDown(LAB);
+  });
+
+  async function tcp(port: number, flows: number, bytes: number) {
+    const at = `${SERVER.ip}:${port}`;
+    const server = await startTraffic<TcpServerResult>(lab, lab.serverNs, ['tcp-server', '--listen', at, '--flows', String(flows), '--timeout', '60']);
+    await server.listening;
+    const client = await startTraffic<TcpClientResult>(lab, lab.clientNs, ['tcp-client', '--connect', at, '--flows', String(flows), '--bytes', String(bytes), '--timeout', '60']);
+    const [c, s] = await Promise.all([client.result, server.result]);
+    return { client: c, server: s };
+  }
+
+  it('carries TCP byte-exact across the hosts on every instance, each flow on one instance per hop, replies retracing it; the rest bypasses', async () => {
+    await installFlowLog(lab);
+    const chained = await tcp(TCP_PORT, 12, 1_000_000);
+    const bypass = await tcp(BYPASS_PORT, 2, 200_000);
+    for (const { client, server } of [chained, bypass]) {
+      expect(client.ok, JSON.stringify(client.flows.filter((f) => !f.ok))).toBe(true);
+      expect(server.flows.map((f) => f.ok && f.bytes === f.expected)).toEqual(server.flows.map(() => true));
+      expect(server.flows.map((f) => f.sha256).sort()).toEqual(client.flows.map((f) => f.sha256).sort());
+    }
+    const log = await readFlowLog(lab);
+    const traces = traceFlows(lab, log).filter((t) => t.flow.startsWith('tcp/'));
+    const seen = flowsSeenBySfs(log);
+    const bypassed = traces.filter((t) => !seen.has(t.flow));
+    expect(bypassed).toHaveLength(2); // port 7001: no SF saw it
+    const chainedTraces = traces.filter((t) => seen.has(t.flow));
+    expect(chainedTraces).toHaveLength(12);
+    expect(chainedTraces.filter((t) => !repliesRetraced(t))).toEqual([]);
+    for (const v of log.sfs) expect(v.fromIn.length, `${v.sf.ns} (on ${lab.hosts.find((h) => h.interfaces.includes(v.sf.ingressIf))!.name}) saw no flow`).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('puts VXLAN on the underlay: UDP 4789 between the hosts, the chain\'s MPLS label with SPI and the next node\'s SI inside', async () => {
+    const file = join(lab.runDir, 'underlay.pcap');
+    const capture = await netnsSpawn(lab.name, lab.underlayNs, ['tcpdump', '-i', 'ul', '-U', '-n', '-w', file, 'udp port 4789'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      capture.stderr!.on('data', (d: Buffer) => d.toString().includes('listening on') && resolve());
+      capture.once('exit', () => reject(new Error('tcpdump exited')));
+    });
+    await tcp(TCP_PORT, 2, 100_000);
+    await stopProcess(capture);
+    const rows = tsharkFields(file, ['ip.src', 'ip.dst', 'udp.dstport', 'vxlan.vni', 'mpls.label', 'mpls.bottom'], 'f');
+    const inner = tsharkFields(file, ['ip.src', 'ip.dst', 'tcp.dstport', 'tcp.srcport'], 'l');
+    expect(rows.length).toBeGreaterThan(20);
+    const hostOf = (ip: string) => lab.hosts.find((h) => h.ip === ip)?.name;
+    const legs = new Map<string, Set<number>>();
+    rows.forEach((r, k) => {
+      expect(r['udp.dstport']).toBe('4789');
+      const forward = inner[k]['ip.src'] === CLIENT.ip;
+      expect(Number(r['vxlan.vni'])).toBe(forward ? 2 : 3); // SPI 1, direction
+      const leg = `${forward ? 'fwd' : 'rev'} ${hostOf(r['ip.src'].split(',')[0])}>${hostOf(r['ip.dst'].split(',')[0])}`;
+      legs.set(leg, (legs.get(leg) ?? new Set()).add(Number(r['mpls.label'])));
+    });
+    // label = SPI << 8 | SI: hop 1 (254), hop 2 (253), the destination (252), per leg of each direction.
+    expect(Object.fromEntries([...legs].map(([k, v]) => [k, [...v]]))).toEqual({
+      'fwd h1>h2': [(1 << 8) | 254],
+      'fwd h2>h3': [(1 << 8) | 253],
+      'fwd h3>h1': [(1 << 8) | 252],
+      'rev h1>h3': [(1 << 8) | 254],
+      'rev h3>h2': [(1 << 8) | 253],
+      'rev h2>h1': [(1 << 8) | 252],
+    });
+  }, 60_000);
+
+  it('an agent killed with -9 and restarted: its host\'s flows resume on the instances they had', async () => {
+    await installFlowLog(lab);
+    const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${UDP_PORT}`, '--idle', '3', '--seconds', '90']);
+    await recv.listening;
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:${UDP_PORT}`, '--flows', '24', '--pps', '600', '--seconds', '90']);
+    const before = traceFlows(lab, await settledFlowLog(lab, 24));
+    expect(before).toHaveLength(24);
+    expect(before.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+
+    const h2 = lab.hosts.find((h) => h.name === 'h2')!;
+    const victim = agents.get('h2')!;
+    const gone = new Promise((resolve) => victim.once('exit', resolve));
+    process.kill(victim.pid!, 'SIGKILL');
+    await gone;
+    // The restarted agent reads the model again from etcd.
+    await start('h2');
+    await agentsLive(lab, api);
+    await installFlowLog(lab);
+    const after = traceFlows(lab, await settledFlowLog(lab, 24));
+    expect(after).toHaveLength(24);
+    expect(after.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+    expect(placement(after)).toEqual(placement(before));
+    expect(await agentRevision(lab, h2)).toBeGreaterThan(0);
+    send.child.kill('SIGTERM');
+    await send.result;
+    await recv.result;
+  }, 120_000);
+});

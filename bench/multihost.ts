@@ -179,7 +179,7 @@ async function underlay(): Promise<object> {
   await labDown(many);
   try {
     const lab = await labUpFor(backendNamed('afpacket'), { name: one, hops: 2, instances: 1 });
-    const dp = await LabDataplane.start(lab, { config: lab.configPath, args: ['--health-interval', '0'] });
+    const dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath, args: ['--health-interval', '0'] });
     const single = await stream(lab, [dp.pid]);
     await dp.stop();
     await labDown(one);

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderTables } from '../src/control/drivers/userspace/render.js';
 import type { State } from '../src/control/model.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
-import { slicePlan, multiHostProblems } from '../src/control/slice.js';
+import { hostsDown, multiHostProblems, slicePlan } from '../src/control/slice.js';
 import { buildFrame } from '../src/dataplane/frames.js';
 import { PcapWriter } from '../src/dataplane/io/pcapio.js';
 import { ReplaySession } from '../src/dataplane/replay.js';
@@ -139,6 +139,15 @@ describe('slicePlan', () => {
     expect(h2.paths[0].hops[0].arrive).toEqual([{ op: 'pop', encap: 'nsh' }, { op: 'push', encap: 'nsh', spi: 1, si: 255 }, { op: 'set_dst_mac' }]);
     // Leaving the aware hop for h3: its encapsulation is replaced by the one for hop 2.
     expect(h2.paths[0].hops[1].remote?.slice(0, 2)).toEqual([{ op: 'pop', encap: 'nsh' }, { op: 'push', encap: 'nsh', spi: 1, si: 253 }]);
+  });
+
+  it('a host treats as down the instances of hosts without an agent record and those other agents report down', () => {
+    const ids = (names: string[]) => names.map((n) => plan.members.find((m) => m.name === n)!.id).sort();
+    const agents = new Map<string, Record<string, unknown>>([['h1', {}], ['h2', { down: ids(['pp12']) }]]);
+    // h3 has no record (its agent died): pp21 and pp22 are down for h1; h2 reports pp12 down; h1's own check found nothing.
+    expect([...hostsDown(plan, 'h1', new Set(), agents)].sort()).toEqual(ids(['pp12', 'pp21', 'pp22']));
+    agents.set('h3', { down: 'garbage' });
+    expect([...hostsDown(plan, 'h1', new Set(ids(['pp11'])), agents)].sort()).toEqual(ids(['pp11', 'pp12']));
   });
 
   it('refuses a port pair split over two hosts, and taps across hosts', () => {

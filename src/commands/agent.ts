@@ -31,7 +31,7 @@ import { DEFAULT_HEALTH, HealthMonitor } from '../control/health-monitor.js';
 import { emptyState, type State } from '../control/model.js';
 import { defaultStatePath } from '../control/persist.js';
 import { buildPlan, type Plan } from '../control/plan.js';
-import { hostState, localMembers, slicePlan, type UnderlayAddress } from '../control/slice.js';
+import { hostsDown, hostState, localMembers, slicePlan, type UnderlayAddress } from '../control/slice.js';
 import { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import { BACKEND_NAMES, backendChoices, parseBackend } from '../dataplane/io/registry.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
@@ -91,20 +91,6 @@ async function writeCache(path: string, c: Cached): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(`${path}.tmp`, JSON.stringify(c));
   await rename(`${path}.tmp`, path);
-}
-
-/**
- * The health view of host `host`: its own checks' down set, the other agents' published ones, and
- * every member on a host (other than this one) that has no agent record.
- */
-function mergedDown(plan: Plan, host: string, local: ReadonlySet<string>, agents: ReadonlyMap<string, AgentInfo>): Set<string> {
-  const down = new Set(local);
-  for (const [h, a] of agents) if (h !== host && Array.isArray(a.down)) for (const id of a.down) if (typeof id === 'string') down.add(id);
-  for (const m of plan.members) {
-    const on = m.group >= 0 ? plan.ports[m.ingress].host : '';
-    if (on !== '' && on !== host && !agents.has(on)) down.add(m.id);
-  }
-  return down;
 }
 
 export const command: Command = {
@@ -212,7 +198,7 @@ export const command: Command = {
         failedAt = at;
         return;
       }
-      const down = mergedDown(sliced, host, localDown, agents);
+      const down = hostsDown(sliced, host, localDown, agents);
       const key = [...down].sort().join(',');
       if (key !== downKey) {
         downKey = key;

@@ -92,6 +92,22 @@ export function localMembers(plan: Plan, host: string): Plan {
   return { ...plan, members: plan.members.map((m) => (m.group < 0 || here(m.ingress) ? m : { ...m, group: -1 })) };
 }
 
+/**
+ * The instances host `host` treats as down (its health view, control/health.ts): its own checks'
+ * `local` set, the down sets the other agents publish, and every member on a host other than this
+ * one that has no agent record (a dead agent's lease expired): a dead host's instances leave
+ * selection with the same policies as a failed health check.
+ */
+export function hostsDown(plan: Plan, host: string, local: ReadonlySet<string>, agents: ReadonlyMap<string, Record<string, unknown>>): Set<string> {
+  const down = new Set(local);
+  for (const [h, a] of agents) if (h !== host && Array.isArray(a.down)) for (const id of a.down) if (typeof id === 'string') down.add(id);
+  for (const m of plan.members) {
+    const on = m.group >= 0 ? plan.ports[m.ingress].host : '';
+    if (on !== '' && on !== host && !agents.has(on)) down.add(m.id);
+  }
+  return down;
+}
+
 /** The SI of node k of path p (k = sfHops: the destination node). */
 export function nodeSi(p: PlanPath, k: number): number {
   return k < p.sfHops ? p.hops[k].si : SOURCE_SI - 1 - p.sfHops;

@@ -33,7 +33,7 @@ import { defaultStatePath } from '../control/persist.js';
 import { buildPlan, type Plan } from '../control/plan.js';
 import { hostsDown, hostState, localMembers, slicePlan, type UnderlayAddress } from '../control/slice.js';
 import { UserspaceDriver } from '../control/drivers/userspace/driver.js';
-import { BACKEND_NAMES, backendChoices, parseBackend } from '../dataplane/io/registry.js';
+import { BACKEND_NAMES, parseBackend } from '../dataplane/io/registry.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
 
@@ -103,8 +103,8 @@ export const command: Command = {
                       (default: the only interface with an IPv4 address); its address and MAC are
                       published for the other agents
   --driver userspace  the only driver that renders per-host slices (ovs has no tunnels between hosts)
-  --backend B         packet I/O (default ${AGENT_BACKEND}; not afxdp, which would take the underlay's
-                      frames from the host's stack): ${backendChoices()}
+  --backend B         packet I/O: ${AGENT_BACKEND} (default), cap or tap; not afxdp, whose XDP program
+                      would take the underlay's frames (etcd, ARP) from the host's stack
   --workers N         dataplane worker threads (default 1)
   --state FILE        the last model seen, for a restart while etcd is unreachable
                       (default: agent-NAME.json beside sfc serve's default state)

@@ -5,8 +5,8 @@
  * --store --driver noop` seeded with 250 port chains, and N `sfc agent` processes (one per host
  * name, health checks off). Every chain's endpoint ports have no binding:host_id (local to every
  * host) and its one SF on host h<(c mod N) + 1>, so every agent renders a slice of all 250 chains
- * (its own SFs local, the others' behind tunnels). Dummy interfaces stand for the links (no traffic
- * here). WRITES times, one API write (PUT the first chain's group, alternately with one and two
+ * (its own SFs local, the others' behind tunnels). Unconnected veth pairs stand for the links (no
+ * traffic here). WRITES times, one API write (PUT the first chain's group, alternately with one and two
  * port pairs) is timed from just before the request to the moment every agent's record in etcd
  * (watched) shows that model revision live: p50/p99 ms.
  *
@@ -146,7 +146,8 @@ async function propagation(n: number): Promise<object> {
   await mkdir(dir, { recursive: true });
   await run(['ip', 'netns', 'add', ns]);
   try {
-    const lines = ['link set lo up', 'link add ul0 type dummy', 'link add ep0 type dummy', 'link add sf0 type dummy', 'link set ul0 up', 'link set ep0 up', 'link set sf0 up'];
+    const lines = ['link set lo up'];
+    for (const i of ['ul0', 'ep0', 'sf0']) lines.push(`link add ${i} type veth peer name ${i}p`, `link set ${i} up`, `link set ${i}p up`);
     for (let k = 1; k <= n; k++) lines.push(`addr add 10.88.${k >> 8}.${k & 0xff}/16 dev ul0`);
     await run(['ip', '-n', ns, '-batch', '-'], { input: lines.join('\n') + '\n' });
     const { stdout } = await run(['ip', 'netns', 'exec', ns, process.execPath, process.argv[1], '--inner', `${n}:${dir}`, '--writes', String(WRITES), '--chains', String(CHAINS)]);

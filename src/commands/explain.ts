@@ -3,14 +3,15 @@
  * which classifier matched, which path (SPI, direction), the SI and instance at every hop with the
  * encapsulation the frame carries there (MPLS label / NSH SPI+SI), tap copies, service graph
  * hand-offs, and where it left — answering "which hop dropped my packet?". It runs the replay machinery
- * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs.
+ * (dataplane/replay.ts) with SF loopback, so the whole chain is walked without live SFs. A server
+ * on the ovs driver answers with the journey through its bridge instead (GET /v2.0/sfc/explain).
  */
 import { compileTables } from '../control/drivers/userspace/render.js';
 import { buildFrame, type L4Name } from '../dataplane/frames.js';
 import { parseAddress } from '../classifier/rule.js';
-import { connect } from '../control/client.js';
+import { ApiError, connect } from '../control/client.js';
 import { loadConfigFile } from '../control/config.js';
-import { journeyLines, stepView } from '../control/journey.js';
+import { journeyLines, journeyVerdict, stepView, type StepView } from '../control/journey.js';
 import { COLLECTIONS, emptyState, type State } from '../control/model.js';
 import { ReplaySession } from '../dataplane/replay.js';
 import { formatMac } from '../dataplane/tables.js';
@@ -59,7 +60,9 @@ export const command: Command = {
   --json            the journey as JSON (its steps, then the verdict)
   --config FILE     the chains of a config file, or with --server those a running server holds now:
 ${SERVER_HELP}
-  Service functions are simulated by loopback: a frame sent to an SF port returns on the pair's other port.`,
+  Service functions are simulated by loopback: a frame sent to an SF port returns on the pair's other port.
+  With --server on the ovs driver the server traces the packet through its bridge (ovs-appctl
+  ofproto/trace), which learns the flow's pins (flow affinity) as its first real packet would.`,
   async run(argv) {
     const { values } = parseOptions(argv, {
       config: { type: 'string' },
@@ -98,8 +101,11 @@ ${SERVER_HELP}
         l4: { proto: pkt.proto, sport: pkt.sport, dport: pkt.dport },
         frameLen: 64,
       });
-      const j = session.run(values.in, frame, Date.now() * 1e6);
-      const steps = j.steps.map((step) => stepView(t, state, step));
+      // A server whose driver has a pipeline of its own (ovs) traces the frame there; else replay here.
+      const remote = values.server !== undefined ? await serverExplain(values.server, values.token, values.in, frame) : null;
+      const local = remote === null ? session.run(values.in, frame, Date.now() * 1e6) : null;
+      const steps = remote ?? local!.steps.map((step) => stepView(t, state, step));
+      const j = local ?? journeyVerdict(steps);
       if (values.json) {
         const { verdict, chain, hops, out } = j;
         console.log(JSON.stringify({ packet: values.packet.trim(), in: values.in, steps, verdict, chain, hops, out }, null, 2));
@@ -122,4 +128,15 @@ async function serverState(url: string, token: string | undefined): Promise<Stat
   const state = emptyState();
   for (const coll of COLLECTIONS) (state[coll] as unknown[]) = await client.list(coll);
   return state;
+}
+
+/** The journey through the server's own pipeline (ovs); null when its driver has none (501: replay locally). */
+async function serverExplain(url: string, token: string | undefined, iface: string, frame: Uint8Array): Promise<StepView[] | null> {
+  const q = new URLSearchParams({ in: iface, frame: Buffer.from(frame).toString('hex') });
+  try {
+    return ((await connect(url, token).request('GET', `/v2.0/sfc/explain?${q}`)) as { steps: StepView[] }).steps;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 501 && e.type === 'HTTPNotImplemented') return null;
+    throw e;
+  }
 }

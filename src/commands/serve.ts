@@ -237,7 +237,13 @@ export const command: Command = {
         health.start();
       }
       const stopping = new AbortController();
-      const operator = { dataplane: userspace?.dataplane ?? ovs, tables: () => userspace?.driver.tables ?? null, state: () => store.state, stopping: stopping.signal };
+      const operator = {
+        dataplane: userspace?.dataplane ?? ovs,
+        tables: () => userspace?.driver.tables ?? null,
+        state: () => store.state,
+        explain: ovs && ((iface: string, frame: Uint8Array) => ovs!.explain(iface, frame, store.state)),
+        stopping: stopping.signal,
+      };
       const dataplane = userspace?.dataplane;
       if (dataplane) {
         new Counter({

@@ -34,7 +34,7 @@ import {
   sendJson,
 } from './http.js';
 import type { Metrics } from './metrics.js';
-import { streamCapture, streamTrace, type OperatorSource } from './operator.js';
+import { answerExplain, streamCapture, streamTrace, type OperatorSource } from './operator.js';
 import { COLLECTIONS, SINGULAR, type Collection } from './model.js';
 import { pageLinks, pageOf, parseFields, parseListQuery, pickFields, selectItems } from './query.js';
 import type { Resource } from './model.js';
@@ -46,7 +46,7 @@ export interface ApiOptions {
   /** Required token (X-Auth-Token or Authorization: Bearer); none = open. */
   token?: string;
   metrics?: Metrics;
-  /** Live trace and capture (operator.ts: /v2.0/sfc/trace, /v2.0/sfc/capture). */
+  /** Live trace and capture, and explain on a driver that answers it (operator.ts: /v2.0/sfc/trace, /v2.0/sfc/capture, /v2.0/sfc/explain). */
   operator?: OperatorSource;
   /** Health of the parts behind the API (GET /v2.0/sfc/health; /healthz answers 503 while not ok). */
   health?: () => HealthReport;
@@ -111,7 +111,7 @@ const EXTENSIONS = [
 type Route =
   | { kind: 'collection'; coll: Collection }
   | { kind: 'member'; coll: Collection; id: string }
-  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'health' | 'metrics' | 'trace' | 'capture' }
+  | { kind: 'versions' | 'resources' | 'extensions' | 'healthz' | 'health' | 'metrics' | 'trace' | 'capture' | 'explain' }
   | { kind: 'extension'; alias: string };
 
 const COLLECTION_BY_PATH = new Map(COLLECTIONS.map((c) => [collectionPath(c), c]));
@@ -132,6 +132,7 @@ function route(rawPath: string): Route | undefined {
   if (p === '/metrics') return { kind: 'metrics' };
   if (p === `/${API_VERSION}/sfc/trace`) return { kind: 'trace' };
   if (p === `/${API_VERSION}/sfc/capture`) return { kind: 'capture' };
+  if (p === `/${API_VERSION}/sfc/explain`) return { kind: 'explain' };
   const ext = new RegExp(`^/${API_VERSION}/extensions/([^/]+)$`).exec(p);
   if (ext) return { kind: 'extension', alias: ext[1]! };
   const coll = COLLECTION_BY_PATH.get(p);
@@ -156,6 +157,7 @@ const ALLOWED: Record<Route['kind'], string[]> = {
   metrics: ['GET'],
   trace: ['GET'],
   capture: ['GET'],
+  explain: ['GET'],
 };
 
 /** The request handler: mount it on any node:http server. */
@@ -222,6 +224,10 @@ async function handle(opts: ApiOptions, req: IncomingMessage, res: ServerRespons
     case 'capture': {
       if (!opts.operator) throw new NeutronError(404, 'HTTPNotFound', 'Live trace and capture are not enabled.');
       return (r.kind === 'trace' ? streamTrace : streamCapture)(opts.operator, url, req, res);
+    }
+    case 'explain': {
+      if (!opts.operator) throw new NeutronError(404, 'HTTPNotFound', 'Explain is not enabled.');
+      return sendJson(res, 200, { steps: await answerExplain(opts.operator, url) });
     }
     case 'metrics': {
       if (!opts.metrics) throw new NeutronError(404, 'HTTPNotFound', 'Metrics are not enabled.');

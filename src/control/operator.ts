@@ -10,7 +10,12 @@
  *       EXPR matches, tracefilter.ts, when given), as a pcap stream (application/vnd.tcpdump.pcap);
  *       ends after N frames, S seconds, or when the client goes away.
  *
- * Both ask the workers to copy what they follow (runtime.ts trace/capture) only while a request
+ *   GET /v2.0/sfc/explain?in=IFACE&frame=HEX
+ *       the journey (journey.ts steps, as JSON) of one frame arriving on IFACE, as the driver's own
+ *       pipeline takes it (ovs: ofproto/trace, drivers/ovs/trace.ts); 501 when the driver has none
+ *       (`sfc explain --server` then replays the server's model locally, by the userspace rules).
+ *
+ * Trace and capture ask the workers to copy what they follow (runtime.ts trace/capture) only while a request
  * is open. A quiet stream is not idle: its own timeout bounds it instead of the server's idle deadline.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -19,7 +24,7 @@ import { pcapRecordBytes, writePcapHeader, writePcapRecord } from '../dataplane/
 import type { Tables } from '../dataplane/tables.js';
 import { compileMatch, dissect, type Dissected } from '../dataplane/tracefilter.js';
 import { badRequest, NeutronError } from './errors.js';
-import { JourneyCollector, stepView } from './journey.js';
+import { JourneyCollector, stepView, type StepView } from './journey.js';
 import type { State } from './model.js';
 
 /** What the endpoints need of the running dataplane (runtime.ts Dataplane). */
@@ -33,6 +38,8 @@ export interface OperatorSource {
   dataplane: LiveDataplane | undefined;
   tables(): Tables | null;
   state(): State;
+  /** The journey of `frame` arriving on `iface` through the driver's own pipeline (ovs); undefined: none. */
+  explain?: (iface: string, frame: Uint8Array) => Promise<StepView[]>;
   /** Aborted when the server shuts down: open streams end then. */
   stopping?: AbortSignal;
 }
@@ -147,4 +154,16 @@ export function streamCapture(src: OperatorSource, url: URL, req: IncomingMessag
     if (++written >= count) end();
   }, filter);
   const end = streamUntil(src, req, res, timeout, uncapture);
+}
+
+/** Frames explain accepts: Ethernet header to jumbo, as hex. */
+const MAX_EXPLAIN_BYTES = 9216;
+
+export async function answerExplain(src: OperatorSource, url: URL): Promise<StepView[]> {
+  if (src.explain === undefined) throw new NeutronError(501, 'HTTPNotImplemented', "This server's driver does not explain through its own pipeline: sfc explain replays its model locally.");
+  const iface = url.searchParams.get('in') ?? '';
+  const hex = url.searchParams.get('frame') ?? '';
+  if (!src.state().ports.some((p) => p['binding:profile'].interface === iface)) throw badRequest('HTTPBadRequest', `in: no port has interface '${iface}'`);
+  if (!/^([0-9a-f]{2}){14,}$/i.test(hex) || hex.length > 2 * MAX_EXPLAIN_BYTES) throw badRequest('HTTPBadRequest', `frame must be an Ethernet frame as hex (14 to ${MAX_EXPLAIN_BYTES} bytes)`);
+  return src.explain(iface, Uint8Array.from(Buffer.from(hex, 'hex')));
 }

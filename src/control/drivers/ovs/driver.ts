@@ -18,7 +18,7 @@
  * the userspace mode's metric names (stats()).
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Driver } from '../../driver.js';
 import { NeutronError } from '../../errors.js';
@@ -31,6 +31,9 @@ import { checkOvsInstalled, OvsDaemon } from './daemon.js';
 import { mirrorCapture } from './mirror.js';
 import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
 import { PIN_COOKIE, pinCookie, renderBridge, T_L2, T_PIN, unsupported, type Rendered } from './render.js';
+import { ovsExplain } from './trace.js';
+import type { StepView } from '../../journey.js';
+import type { State } from '../../model.js';
 
 /**
  * Bundle lines deleting the learned pins that would steer to an instance no longer in its group
@@ -62,14 +65,18 @@ export interface OvsDriverOptions {
   watchMs?: number;
 }
 
-/** A shared Open vSwitch's ovs-vswitchd control socket: <rundir>/ovs-vswitchd.<pid>.ctl ('' if not found). */
+/**
+ * A shared Open vSwitch's ovs-vswitchd control socket: <rundir>/ovs-vswitchd.<pid>.ctl, or
+ * <rundir>/ovs-vswitchd.ctl as OvsDaemon names it ('' if not found).
+ */
 async function sharedCtl(rundir: string): Promise<string> {
+  const named = join(rundir, 'ovs-vswitchd.ctl');
   try {
     const pid = (await readFile(join(rundir, 'ovs-vswitchd.pid'), 'utf8')).trim();
     const ctl = join(rundir, `ovs-vswitchd.${pid}.ctl`);
     return existsSync(ctl) ? ctl : '';
   } catch {
-    return '';
+    return existsSync(named) ? named : '';
   }
 }
 
@@ -105,6 +112,7 @@ export class OvsDriver implements Driver {
   /** Connect to (or start) Open vSwitch, make sure the bridge exists, read what it holds. */
   static async start(opts: OvsDriverOptions): Promise<OvsDriver> {
     checkOvsInstalled();
+    await mkdir(opts.dir, { recursive: true }); // (Ofctl's bundle files; with --ovsdb nothing else makes it)
     let daemon: OvsDaemon | undefined;
     let db = opts.ovsdb;
     if (db === undefined) {
@@ -139,6 +147,19 @@ export class OvsDriver implements Driver {
    */
   capture(iface: string, limit: number, onFrame: (frame: Uint8Array, dir: 'rx' | 'tx', timeNs: number) => void, match?: string): () => void {
     return mirrorCapture({ bridge: this.bridge, vsctl: (...c) => this.vsctl(...c), log: this.log }, iface, limit, onFrame, match);
+  }
+
+  /**
+   * sfc explain (operator.ts): the journey of `frame` arriving on `iface` through the bridge's
+   * pipeline (ofproto/trace, trace.ts). Like the first packet of the flow, it learns the flow's pins.
+   */
+  async explain(iface: string, frame: Uint8Array, state: State): Promise<StepView[]> {
+    const { plan, rendered } = this;
+    // (A shared ovs-vswitchd may have made its socket after this driver started.)
+    const ctl = this.ctl || (await sharedCtl(dirname(this.db.slice('unix:'.length))));
+    if (!ctl) throw new NeutronError(501, 'OvsExplainUnsupported', "explain needs ovs-vswitchd's control socket, which was not found next to the Open vSwitch database.");
+    if (!plan || !rendered) throw new NeutronError(409, 'Conflict', 'Nothing is rendered on the bridge yet.');
+    return ovsExplain({ ctl, bridge: this.bridge, plan, rendered, state }, iface, frame);
   }
 
   /** Live packet trace (sfc trace) follows frames through the userspace workers; Open vSwitch has no such tap. */

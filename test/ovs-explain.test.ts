@@ -7,7 +7,8 @@
  * differently, so the OVS one must be a member of the hop's group, and the reply must cross the
  * instances the request crossed (symmetric chain). Real ovs-vswitchd (shared, started here in a
  * namespace of this test with veths p0..p7; the server uses it through --ovsdb). No health checks:
- * the SFs here are loopbacks of explain, and the userspace replay ignores health.
+ * the SFs here are loopbacks of explain, and the userspace replay ignores health. Last, an
+ * SF-aware NSH hop (b5-nsh): the trace follows the pop and recirculation.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -55,33 +56,43 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
   let server: ChildProcess | undefined;
   let url: string;
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'sfc-ovs-explain-'));
-    await vethNamespace(ns, 8);
-    daemon = await OvsDaemon.start({ dir: join(dir, 'ovs'), spawnPrefix: ['ip', 'netns', 'exec', ns] });
-    server = spawn(process.execPath, [distFile('cli.js'), 'serve', '--driver', 'ovs', '--ovsdb', daemon.db, '--ovs-bridge', 'brx', '--config', FIXTURE, '--state', join(dir, 'state.json'), '--listen', '127.0.0.1:0', '--health-interval', '0'], {
+  /** `sfc serve --driver ovs` on the shared Open vSwitch with `config` on `bridge`; its URL. */
+  async function serve(config: string, bridge: string): Promise<string> {
+    const proc = spawn(process.execPath, [distFile('cli.js'), 'serve', '--driver', 'ovs', '--ovsdb', daemon.db, '--ovs-bridge', bridge, '--config', config, '--state', join(dir, `${bridge}.json`), '--listen', '127.0.0.1:0', '--health-interval', '0'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    server = proc;
     let out = '';
     let err = '';
-    server.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    url = await new Promise<string>((resolve, reject) => {
-      server!.stdout!.on('data', (d: Buffer) => {
+    proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    return new Promise<string>((resolve, reject) => {
+      proc.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
         const m = /listening on (http:\/\/\S+)/.exec(out);
         if (m) resolve(m[1]);
       });
-      server!.once('exit', (code) => reject(new Error(`sfc serve exited (${code}): ${err}`)));
+      proc.once('exit', (code) => reject(new Error(`sfc serve exited (${code}): ${err}`)));
     });
-  }, 60_000);
+  }
 
-  afterAll(async () => {
+  async function stop(): Promise<void> {
     if (server && server.exitCode === null) {
       const exited = new Promise((r) => server!.once('exit', r));
       server.kill('SIGTERM');
       await exited;
     }
-    await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', '--if-exists', 'del-br', 'brx']).catch(() => undefined);
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'sfc-ovs-explain-'));
+    await vethNamespace(ns, 8);
+    daemon = await OvsDaemon.start({ dir: join(dir, 'ovs'), spawnPrefix: ['ip', 'netns', 'exec', ns] });
+    url = await serve(FIXTURE, 'brx');
+  }, 60_000);
+
+  afterAll(async () => {
+    await stop();
+    for (const br of ['brx', 'brn']) await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', '--if-exists', 'del-br', br]).catch(() => undefined);
     await daemon?.stop();
     await exec(['ip', 'netns', 'del', ns]).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
@@ -145,5 +156,23 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
     expect(pins).toMatch(/cookie=0x5fc1/);
     const again = await journey(['--server', url], 'p0', 'tcp 10.0.0.5:41234 > 10.0.1.5:120');
     expect(again.hops).toEqual(fwd.hops);
+  });
+
+  it('follows an SF-aware NSH hop through its pop and recirculation, both ways (b5-nsh)', async () => {
+    await stop();
+    await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', 'del-br', 'brx']);
+    const nsh = new URL('./fixtures/ovs/b5-nsh.yaml', import.meta.url).pathname;
+    const at = await serve(nsh, 'brn');
+    for (const [iface, packet] of [['p0', 'tcp 10.0.0.5:40000 > 10.0.1.5:80'], ['p5', 'tcp 10.0.1.5:80 > 10.0.0.5:40000']]) {
+      const [ovs, userspace, ovsText, userspaceText] = await Promise.all([
+        journey(['--server', at], iface, packet),
+        journey(['--config', nsh], iface, packet),
+        explain(['--server', at], iface, packet, false),
+        explain(['--config', nsh], iface, packet, false),
+      ]);
+      expect(ovs.steps.some((x) => /^NSH SPI 1 SI 25[45]$/.test(x.encap as string))).toBe(true);
+      expect(shape(ovs)).toEqual(shape(userspace));
+      expect(ovsText).toBe(userspaceText);
+    }
   });
 });

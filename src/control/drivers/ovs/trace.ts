@@ -6,21 +6,24 @@
  * Each pass is one trace. The table-0 flow it matched gives the rule (among the path's rules at
  * that interface, the one whose match strings the flow carries); the select group it reached
  * (`group:ID`, `using bucket B`) or the learned pin it took (table 3, cookie 0x5fc1<member>)
- * gives path, hop and instance (GroupInfo); the datapath actions give the outputs with the MACs
- * and encapsulation each copy leaves with. As the userspace explain, service functions are
- * simulated by loopback: a frame sent to an SF port comes back in at the pair's other port (its
- * MACs as sent) for the next pass. A pass whose frame OVS recirculates (after popping an SF-aware
- * hop's MPLS/NSH header) is not followed: explain refuses it (501) rather than guess.
+ * gives path, hop and instance (GroupInfo); the datapath actions give the outputs, each with the
+ * frame as those actions leave it (applyAction: MAC rewrites, MPLS and NSH push/pop). A pop
+ * recirculates: the trace goes on with `recirc_id` and the frame as the pop left it. As the
+ * userspace explain, service functions are simulated by loopback: a frame sent to an SF port
+ * comes back in at the pair's other port for the next pass, its service index decremented as an
+ * SF-aware SF does (replay.ts decrementIndex).
  *
  * ofproto/trace RUNS learn() actions: tracing a packet into a hop installs that flow's pin
  * (table 3, idle timeout 60 s), as the first real packet of the flow would.
  */
 import { describeRule } from '../../../classifier/lookup.js';
 import { ruleFromClassifier } from '../../../classifier/rule.js';
-import { NeutronError } from '../../errors.js';
 import type { StepView } from '../../journey.js';
 import type { State } from '../../model.js';
 import type { Plan, PlanPath } from '../../plan.js';
+import { describeEncap, ethertypeAt } from '../../../dataplane/encap.js';
+import { decrementIndex } from '../../../dataplane/replay.js';
+import { formatMac } from '../../../dataplane/tables.js';
 import { exec } from './ofctl.js';
 import { PIN_COOKIE, ruleMatches, type Rendered } from './render.js';
 
@@ -33,17 +36,15 @@ export interface OvsTraceContext {
   state: State;
 }
 
-/** One copy the datapath sends: the interface and the frame's MACs and encapsulation then. */
+/** One copy the datapath sends: the interface and the frame as it leaves. */
 interface Output {
   iface: string;
-  srcMac: string;
-  dstMac: string;
-  encap: string;
+  frame: Uint8Array;
 }
 
 /** What one trace found. */
 interface Pass {
-  /** The table-0 flow's match tokens ('' when nothing matched in table 0). */
+  /** The table-0 flow's match tokens (empty when nothing matched in table 0). */
   entry: Set<string>;
   /** Group id of the hop this pass selected, and the bucket it used or the member its pin named (-1 when none). */
   gid: number;
@@ -52,10 +53,9 @@ interface Pass {
   outputs: Output[];
   /** Flow keys (table=N, priority=P,MATCH) of every flow the pass matched, in order. */
   keys: string[];
-  recirculated: boolean;
+  /** After a pop: the recirculation id and the frame as the pop left it (to trace on). */
+  recirc: { id: string; frame: Uint8Array } | null;
 }
-
-const hexMac = (f: Uint8Array, at: number) => [...f.subarray(at, at + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 
 /** Split datapath actions at top-level commas. */
 function topLevel(actions: string): string[] {
@@ -77,10 +77,52 @@ function topLevel(actions: string): string[] {
 }
 
 const field = (text: string, name: string) => new RegExp(`\\b${name}=([^,)]+)`).exec(text)?.[1];
+const macBytes = (mac: string) => mac.split(':').map((h) => parseInt(h, 16));
+const word = (n: number) => [n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+const ETH_NSH = 0x894f;
+const NSH_MD1_WORDS = 6;
 
-/** Parse one ofproto/trace answer (datapath ports named through `ifaceOf`). */
+/**
+ * The frame after one datapath action (OVS's print form): MAC rewrites, MPLS push/pop (after the
+ * MACs and VLAN tags), NSH MD type 1 push/pop and the Ethernet header around it; others leave it.
+ */
+function applyAction(f: Uint8Array, a: string): Uint8Array {
+  const at = ethertypeAt(f);
+  switch (/^\w+/.exec(a)?.[0]) {
+    case 'set': {
+      const out = Uint8Array.from(f);
+      const [dst, src] = [field(a, 'dst'), field(a, 'src')];
+      if (a.startsWith('set(eth(') && dst) out.set(macBytes(dst), 0);
+      if (a.startsWith('set(eth(') && src) out.set(macBytes(src), 6);
+      return out;
+    }
+    case 'push_mpls': {
+      const w = ((Number(field(a, 'label')) & 0xfffff) << 12) | ((Number(field(a, 'tc')) & 7) << 9) | (1 << 8) | (Number(field(a, 'ttl')) & 0xff);
+      return Uint8Array.from([...f.subarray(0, at), 0x88, 0x47, ...word(w >>> 0), ...f.subarray(at + 2)]);
+    }
+    case 'pop_mpls': {
+      const type = Number(field(a, 'eth_type'));
+      return Uint8Array.from([...f.subarray(0, at), type >> 8, type & 0xff, ...f.subarray(at + 6)]);
+    }
+    case 'push_nsh': {
+      const w0 = ((Number(field(a, 'ttl')) & 0x3f) << 22) | (NSH_MD1_WORDS << 16) | ((Number(field(a, 'mdtype')) & 0xf) << 8) | (Number(field(a, 'np')) & 0xff);
+      const context = ['c1', 'c2', 'c3', 'c4'].flatMap((c) => word(Number(field(a, c) ?? 0)));
+      return Uint8Array.from([...word(w0), ...word(((Number(field(a, 'spi')) << 8) | (Number(field(a, 'si')) & 0xff)) >>> 0), ...context, ...f]);
+    }
+    case 'push_eth':
+      return Uint8Array.from([...macBytes(field(a, 'dst')!), ...macBytes(field(a, 'src')!), ETH_NSH >> 8, ETH_NSH & 0xff, ...f]);
+    case 'pop_eth':
+      return f.slice(at + 2);
+    case 'pop_nsh':
+      return f.slice((f[1] & 0x3f) * 4); // (its length field, in 4-byte words)
+    default:
+      return f;
+  }
+}
+
+/** Parse one ofproto/trace answer for `frame` (datapath ports named through `ifaceOf`). */
 export function parseTrace(text: string, frame: Uint8Array, ifaceOf: Map<number, string>): Pass {
-  const pass: Pass = { entry: new Set(), gid: -1, bucket: -1, pinned: -1, outputs: [], keys: [], recirculated: false };
+  const pass: Pass = { entry: new Set(), gid: -1, bucket: -1, pinned: -1, outputs: [], keys: [], recirc: null };
   for (const m of text.matchAll(/^\s*(\d+)\. (?:(.*), )?priority (\d+), cookie (0x[0-9a-f]+)$/gm)) {
     const [, table, match = '', prio, cookie] = m;
     pass.keys.push(`table=${table}, priority=${prio}${match ? `,${match}` : ''}`);
@@ -99,25 +141,11 @@ export function parseTrace(text: string, frame: Uint8Array, ifaceOf: Map<number,
   }
   const actions = /^Datapath actions: (.*)$/m.exec(text)?.[1];
   if (actions === undefined) throw new Error(`ofproto/trace gave no datapath actions:\n${text}`);
-  let srcMac = hexMac(frame, 6);
-  let dstMac = hexMac(frame, 0);
-  let encap = '';
+  let f = frame;
   for (const a of topLevel(actions)) {
-    if (/^\d+$/.test(a)) {
-      pass.outputs.push({ iface: ifaceOf.get(Number(a)) ?? `datapath port ${a}`, srcMac, dstMac, encap });
-    } else if (a.startsWith('set(eth(') || a.startsWith('push_eth(')) {
-      srcMac = field(a, 'src') ?? srcMac;
-      dstMac = field(a, 'dst') ?? dstMac;
-    } else if (a.startsWith('push_mpls(')) {
-      const label = Number(field(a, 'label'));
-      encap = `MPLS label ${label} (SPI ${label >>> 8}, SI ${label & 0xff}) TTL ${field(a, 'ttl')}`;
-    } else if (a.startsWith('push_nsh(')) {
-      encap = `NSH SPI ${Number(field(a, 'spi'))} SI ${Number(field(a, 'si'))}`;
-    } else if (a.startsWith('pop_mpls') || a.startsWith('pop_nsh')) {
-      encap = '';
-    } else if (a.startsWith('recirc(')) {
-      pass.recirculated = true;
-    }
+    if (/^\d+$/.test(a)) pass.outputs.push({ iface: ifaceOf.get(Number(a)) ?? `datapath port ${a}`, frame: f });
+    else if (a.startsWith('recirc(')) pass.recirc = { id: a.slice('recirc('.length, -1), frame: f };
+    else f = applyAction(f, a);
   }
   return pass;
 }
@@ -130,6 +158,9 @@ async function datapathPorts(ctl: string): Promise<Map<number, string>> {
 
 const MAX_PASSES = 64;
 
+/** A frame's MACs and encapsulation as a step shows them. */
+const seen = (f: Uint8Array) => ({ srcMac: formatMac(f, 6), dstMac: formatMac(f, 0), encap: describeEncap(f) });
+
 /** The journey of `frame` arriving on interface `iface`, through OVS's pipeline (see the top). */
 export async function ovsExplain(ctx: OvsTraceContext, iface: string, frame: Uint8Array): Promise<StepView[]> {
   const { plan, rendered } = ctx;
@@ -139,12 +170,16 @@ export async function ovsExplain(ctx: OvsTraceContext, iface: string, frame: Uin
   const steps: StepView[] = [];
   let chain: { path: PlanPath; rule: number; classifier: string } | null = null;
   let at = iface;
-  let bytes = Uint8Array.from(frame);
+  let bytes: Uint8Array = Uint8Array.from(frame);
   for (let n = 0; n < MAX_PASSES; n++) {
-    const text = await exec(['ovs-appctl', '-t', ctx.ctl, 'ofproto/trace', ctx.bridge, `in_port=${at}`, Buffer.from(bytes).toString('hex')]);
-    const pass = parseTrace(text, bytes, ifaceOf);
-    if (pass.recirculated) {
-      throw new NeutronError(501, 'OvsExplainUnsupported', `explain on the ovs driver does not follow a recirculation (an SF-aware hop's MPLS/NSH pop) at ${at}; sfc explain --config FILE shows the journey by the userspace rules.`);
+    const trace = (flow: string, f: Uint8Array) => exec(['ovs-appctl', '-t', ctx.ctl, 'ofproto/trace', ctx.bridge, flow, Buffer.from(f).toString('hex')]);
+    let pass = parseTrace(await trace(`in_port=${at}`, bytes), bytes, ifaceOf);
+    // After a pop, follow the recirculation with the frame as the pop left it; the entry flow is the first trace's.
+    for (let r = 0; pass.recirc !== null && r < MAX_PASSES; r++) {
+      const { id, frame: inner } = pass.recirc;
+      const next = parseTrace(await trace(`recirc_id=${id},in_port=${at}`, inner), inner, ifaceOf);
+      const hop = next.gid >= 0 ? next : pass;
+      pass = { ...next, entry: pass.entry, keys: [...pass.keys, ...next.keys], gid: hop.gid, bucket: hop.bucket, pinned: hop.pinned };
     }
     const info = rendered.groupInfo.get(pass.gid);
     const member = info && pass.bucket >= 0 ? info.buckets.get(pass.bucket) ?? -1 : pass.pinned;
@@ -174,26 +209,24 @@ export async function ovsExplain(ctx: OvsTraceContext, iface: string, frame: Uin
       const tap = chain ? chain.path.hops.findIndex((h) => h.kind === 'tap' && plan.groups[h.group].members.some((k) => memberPort(k, chain!.path.reverse).iface === o.iface)) : -1;
       if (tap >= 0) {
         const k = plan.groups[chain!.path.hops[tap].group].members.find((m) => memberPort(m, chain!.path.reverse).iface === o.iface)!;
-        steps.push({ ...base, verdict: 'hop', hop: -1, si: chain!.path.hops[tap].si, instance: plan.members[k].name, out: [o.iface], srcMac: o.srcMac, dstMac: o.dstMac, encap: o.encap });
+        steps.push({ ...base, verdict: 'hop', hop: -1, si: chain!.path.hops[tap].si, instance: plan.members[k].name, out: [o.iface], ...seen(o.frame) });
       } else if (info && member >= 0 && memberPort(member, chain!.path.reverse).iface === o.iface) sf = { out: o, k: member };
       else rest.push(o);
     }
     if (sf && info) {
       const hop = chain!.path.hops[info.hop];
-      steps.push({ ...base, verdict: 'hop', hop: info.hop, si: hop.si, instance: plan.members[sf.k].name, out: [sf.out.iface], srcMac: sf.out.srcMac, dstMac: sf.out.dstMac, encap: sf.out.encap });
-      // SF loopback: the frame as sent comes back on the pair's other port.
+      steps.push({ ...base, verdict: 'hop', hop: info.hop, si: hop.si, instance: plan.members[sf.k].name, out: [sf.out.iface], ...seen(sf.out.frame) });
+      // SF loopback: the frame as sent comes back on the pair's other port (its index decremented).
       const m = plan.members[sf.k];
       at = plan.ports[chain!.path.reverse ? m.ingress : m.egress].iface;
-      bytes = Uint8Array.from(bytes);
-      bytes.set(sf.out.dstMac.split(':').map((h) => parseInt(h, 16)), 0);
-      bytes.set(sf.out.srcMac.split(':').map((h) => parseInt(h, 16)), 6);
+      bytes = decrementIndex(sf.out.frame);
       continue;
     }
     // (In the plan's interface order, as the userspace mode lists a flood.)
     const order = (name: string) => plan.ports.findIndex((p) => p.iface === name);
     rest.sort((x, y) => order(x.iface) - order(y.iface));
     const last = rest[rest.length - 1];
-    const macs = { srcMac: last?.srcMac ?? hexMac(bytes, 6), dstMac: last?.dstMac ?? hexMac(bytes, 0), encap: last?.encap ?? '' };
+    const macs = seen(last?.frame ?? bytes);
     const stepBase = { ...base, hop: -1, si: 0, instance: null, out: rest.map((o) => o.iface), ...macs };
     if (rest.length === 0) {
       const reason = pass.keys.map((k) => rendered.dropFlows.get(k)).filter((r) => r !== undefined).pop() ?? 'no_match';

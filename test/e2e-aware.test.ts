@@ -256,5 +256,34 @@ for (const driver of ['userspace', 'ovs'] as const) for (const correlation of ['
       expect(fixed.code, fixed.stdout).toBe(0);
       expect(delta(after, await dp.metrics(), 'sfc_drops_total', { reason: 'bad_si' })).toBe(0);
     }, 30_000);
+
+    // (The ovs driver judges SFs by link state only: no probes there.)
+    it.skipIf(ovs)('probes the aware SFs encapsulated like traffic: one that stops returning frames (links up) is down within 1 s, up when it returns; no probe reaches the ends', async () => {
+      const sf = hop1[0];
+      const pp = `pp${sf.hop}${sf.instance}`;
+      await dp.untilHealth(pp, true);
+      const returned = async () => metric(await dp.metrics(), 'sfc_packets_total', { event: 'probes_returned' });
+      const before = await returned();
+      // Up because its probes come back: they went in encapsulated (the SF's Open vSwitch matches
+      // only the chain's SPI/SI or label) and returned with the index one less.
+      for (const end = Date.now() + 5000; (await returned()) < before + 4 && Date.now() < end; await sleep(100));
+      expect(await returned()).toBeGreaterThanOrEqual(before + 4);
+      const off = performance.now();
+      await setAwareSfFlows(lab, sf, ['priority=0,actions=drop']);
+      try {
+        expect(await dp.untilHealth(pp, false, off)).toBeLessThan(1000);
+        expect((await ping()).code).toBe(0); // the other instance carries the traffic meanwhile
+      } finally {
+        await setAwareSfFlows(lab, sf, awareSfFlows(lab, sf, correlation));
+      }
+      await dp.untilHealth(pp, true);
+      // No probe left the chain: the ends' own counters of UDP to the probe port.
+      for (const ns of [lab.clientNs, lab.serverNs]) {
+        const { stdout } = await netnsExec(ns, ['cat', '/proc/net/snmp']);
+        const udp = stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+        const row = udp[1].split(/\s+/);
+        expect(Number(row[udp[0].split(/\s+/).indexOf('NoPorts')]), `${ns}: UDP to a closed port (a probe)`).toBe(0);
+      }
+    }, 30_000);
   });
 }

@@ -62,17 +62,7 @@ for (const driver of ['userspace', 'ovs'] as const) describe.skipIf(!run || (dri
   const sfNs = (hop: number, instance: number) => lab.sfs.find((s) => s.hop === hop && s.instance === instance)!.ns;
   const setLink = (hop: number, instance: number, state: 'up' | 'down') => netnsExec(sfNs(hop, instance), ['ip', 'link', 'set', 'in0', state]);
 
-  /**
-   * Poll the health API (what sfc get health reads; cheaper than a /metrics scrape, which on the
-   * ovs driver reads OVS's statistics) until `pp` is `up`; ms it took.
-   */
-  async function untilHealth(d: LabDataplane, pp: string, up: 0 | 1, since = performance.now()): Promise<number> {
-    for (const end = since + 10_000; ; await sleep(10)) {
-      const { instances } = (await d.call<{ health: { instances: { portPair: string; up: boolean }[] } }>('GET', '/v2.0/sfc/health')).health;
-      if (instances.some((h) => h.portPair === pp && h.up === (up === 1))) return performance.now() - since;
-      if (performance.now() > end) throw new Error(`${pp} never became ${up ? 'up' : 'down'}`);
-    }
-  }
+  const untilHealth = (d: LabDataplane, pp: string, up: 0 | 1, since?: number) => d.untilHealth(pp, up === 1, since);
 
   /** The flow log once every one of `flows` is seen at every hop (throws after 10 s). */
   async function settled(flows: string[]): Promise<Map<string, FlowTrace>> {

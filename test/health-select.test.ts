@@ -9,6 +9,7 @@ import { buildFrame } from '../src/dataplane/frames.js';
 import { compileTables, renderTables } from '../src/control/drivers/userspace/render.js';
 import { buildPlan } from '../src/control/plan.js';
 import { healthView, type HealthPolicy } from '../src/control/health.js';
+import { probeTargets } from '../src/control/health-monitor.js';
 import type { State } from '../src/control/model.js';
 import { Ctr, Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
@@ -160,4 +161,29 @@ describe('health probes in the data path', () => {
     expect(rig.counters.events[Ctr.probes_returned]).toBe(2);
     expect(rig.counters.events[Ctr.dropped]).toBe(0);
   });
+});
+
+describe('health probes for SF-aware instances', () => {
+  for (const kind of ['nsh', 'mpls'] as const) {
+    it(`probes an ${kind}-aware instance with its hop's encapsulation and consumes the return`, () => {
+      const b = twoHop();
+      for (const p of b.state.port_pairs) if (p.name.startsWith('pp1')) p.service_function_parameters.correlation = kind;
+      b.state.port_chains[0].chain_parameters.correlation = kind;
+      const plan = buildPlan(b.state, { members: [] });
+      const targets = probeTargets(plan);
+      const k = plan.members.findIndex((m) => m.name === 'pp11');
+      const aware = targets.get(k)!;
+      // Hop 1 receives the classifier's index: SPI = chain_id, SI 255; hop 2 is unaware (plain probe).
+      expect(aware).toMatchObject({ iface: 'sf11i', spec: { ethDst: '02:00:00:00:11:01', encap: { kind, spi: 1, si: 255 } } });
+      expect(targets.get(plan.members.findIndex((m) => m.name === 'pp21'))!.spec.encap).toBeUndefined();
+      const rig = new LoopRig(b.state);
+      const kt = rig.tables.instanceNames.findIndex((n) => n.portPair === 'pp11');
+      const frame = buildProbe({ ...aware.spec, instance: kt, seq: 9 });
+      expect(frame[12] << 8 | frame[13]).toBe(kind === 'nsh' ? 0x894f : 0x8847);
+      expect(rig.inject('sf11i', frame)).toEqual(['sf11i']); // into the SF, back at its egress, consumed there
+      expect(rig.engine.stats().probeSeq[kt]).toBe(9);
+      expect(rig.counters.events[Ctr.probes_returned]).toBe(1);
+      expect(rig.counters.events[Ctr.dropped]).toBe(0);
+    });
+  }
 });

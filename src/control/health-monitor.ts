@@ -33,7 +33,7 @@ import type { HealthReport } from './api.js';
 import type { DataplaneHealth } from '../dataplane/runtime.js';
 import { healthView, type HealthPolicy } from './health.js';
 import type { Plan } from './plan.js';
-import { buildProbe } from '../dataplane/probe.js';
+import { buildProbe, type ProbeSpec } from '../dataplane/probe.js';
 
 export interface HealthOptions {
   intervalMs: number;
@@ -285,25 +285,29 @@ export function healthReport(dataplane: { health(): DataplaneHealth } | undefine
 
 /**
  * Per member index, how to probe it: its ingress interface, the SF's ingress MAC and a chain's
- * endpoint addresses (the first forward rule through its group with both prefixes). SF-aware
- * groups are not probed.
+ * endpoint addresses (the first forward rule through its group with both prefixes), and for an
+ * SF-aware group the encapsulation its hop receives (the hop's push action).
  */
-function probeTargets(plan: Plan): Map<number, { iface: string; spec: { ethDst: string; ethSrc: string; src: string; dst: string } }> {
-  const out = new Map<number, { iface: string; spec: { ethDst: string; ethSrc: string; src: string; dst: string } }>();
-  const endpoints = new Map<number, { src: string; dst: string; mac: string }>(); // group -> addresses
+export function probeTargets(plan: Plan): Map<number, { iface: string; spec: Omit<ProbeSpec, 'instance' | 'seq'> }> {
+  const out = new Map<number, { iface: string; spec: Omit<ProbeSpec, 'instance' | 'seq'> }>();
+  const endpoints = new Map<number, { src: string; dst: string; mac: string; encap?: ProbeSpec['encap'] }>(); // group -> addresses
   for (const r of plan.rules) {
     const src = r.match.source_ip_prefix?.split('/')[0];
     const dst = r.match.destination_ip_prefix?.split('/')[0];
     if (r.reverse || r.at < 0 || !src || !dst) continue;
     for (const hop of plan.paths[r.path].hops) {
-      if (hop.kind === 'sf' && hop.correlation === null && !endpoints.has(hop.group)) endpoints.set(hop.group, { src, dst, mac: plan.ports[r.at].mac });
+      if (hop.kind !== 'sf' || endpoints.has(hop.group)) continue;
+      // An aware hop receives the chain's encapsulation: the probe carries what its push carries.
+      const push = hop.actions.find((a) => a.op === 'push');
+      const encap = push?.op === 'push' ? { kind: push.encap, spi: push.spi, si: push.si } : undefined;
+      if (hop.correlation === null || encap !== undefined) endpoints.set(hop.group, { src, dst, mac: plan.ports[r.at].mac, encap });
     }
   }
   plan.members.forEach((m, k) => {
     const e = m.group >= 0 ? endpoints.get(m.group) : undefined;
     if (e === undefined) return;
     const ingress = plan.ports[m.ingress];
-    out.set(k, { iface: ingress.iface, spec: { ethDst: ingress.mac, ethSrc: e.mac, src: e.src, dst: e.dst } });
+    out.set(k, { iface: ingress.iface, spec: { ethDst: ingress.mac, ethSrc: e.mac, src: e.src, dst: e.dst, ...(e.encap ? { encap: e.encap } : {}) } });
   });
   return out;
 }

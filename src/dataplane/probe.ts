@@ -5,6 +5,10 @@
  * port, so no endpoint ever sees one, and records the arrival per instance (SteerState.probeSeq /
  * probeAt) for the monitor to read from shared memory.
  *
+ * An SF-aware instance gets its probe encapsulated like real traffic (the MPLS label or NSH SPI+SI
+ * the hop's push action carries) and returns it with the index one less; parse reads the UDP
+ * datagram under the encapsulation, so the return is consumed the same way.
+ *
  * Wire format: UDP source and destination port PROBE_PORT, payload PROBE_MAGIC, instance index,
  * sequence number (u32 BE each; the sequence is global to the monitor and increasing, so a late
  * probe for an index since reused never counts for its new owner). Any frame at an SF return port
@@ -26,6 +30,8 @@ export interface ProbeSpec {
   dst: string;
   instance: number;
   seq: number;
+  /** For an SF-aware instance: the encapsulation its hop receives (MPLS label (spi << 8) | si, or NSH MD1 over Ethernet). */
+  encap?: { kind: 'mpls' | 'nsh'; spi: number; si: number };
 }
 
 export function buildProbe(p: ProbeSpec): Uint8Array {
@@ -35,7 +41,9 @@ export function buildProbe(p: ProbeSpec): Uint8Array {
   v.setUint32(4, p.instance);
   v.setUint32(8, p.seq >>> 0);
   const ver = p.src.includes(':') ? 6 : 4;
-  return buildFrame({ ethSrc: p.ethSrc, ethDst: p.ethDst, ip: { ver, src: p.src, dst: p.dst }, l4: { proto: 'udp', sport: PROBE_PORT, dport: PROBE_PORT }, payload });
+  const e = p.encap;
+  const encap = e === undefined ? {} : e.kind === 'mpls' ? { mpls: [(e.spi << 8) | e.si] } : { nsh: { spi: e.spi, si: e.si, ethernet: true } };
+  return buildFrame({ ethSrc: p.ethSrc, ethDst: p.ethDst, ...encap, ip: { ver, src: p.src, dst: p.dst }, l4: { proto: 'udp', sport: PROBE_PORT, dport: PROBE_PORT }, payload });
 }
 
 /** Slot i is a probe (UDP to PROBE_PORT with the magic): its payload offset, else -1. */

@@ -170,6 +170,18 @@ export class LabDataplane {
     return parsePrometheus(a.body);
   }
 
+  /**
+   * Poll the health API (what `sfc get health` reads; cheaper than a /metrics scrape, which on the
+   * ovs driver reads OVS's statistics) until port pair `pp` is up (or down); ms since `since`.
+   */
+  async untilHealth(pp: string, up: boolean, since = performance.now(), timeoutMs = 10_000): Promise<number> {
+    for (const end = since + timeoutMs; ; await sleep(10)) {
+      const { instances } = (await this.call<{ health: { instances: { portPair: string; up: boolean }[] } }>('GET', '/v2.0/sfc/health')).health;
+      if (instances.some((h) => h.portPair === pp && h.up === up)) return performance.now() - since;
+      if (performance.now() > end) throw new Error(`${pp} never became ${up ? 'up' : 'down'}`);
+    }
+  }
+
   /** The last lines of the dataplane's output (for error reports). */
   logTail(lines = 20): string {
     return tail(this.logFile, lines);

@@ -65,7 +65,8 @@ function benchConfig(n: number): string {
     ports.push({ name: `o${c}`, mac_address: mac(c, 4), 'binding:profile': { interface: 'sf0' }, 'binding:host_id': host });
     pairs.push({ name: `pp${c}`, ingress: `i${c}`, egress: `o${c}` });
     groups.push({ name: `g${c}`, port_pairs: [`pp${c}`] });
-    classifiers.push({ name: `f${c}`, ethertype: 'IPv4', protocol: 'udp', logical_source_port: `a${c}`, logical_destination_port: `b${c}` });
+    // (classifiers of different chains may not overlap: one source address each)
+    classifiers.push({ name: `f${c}`, ethertype: 'IPv4', protocol: 'udp', source_ip_prefix: `10.9.${c >> 8}.${c & 0xff}/32`, logical_source_port: `a${c}`, logical_destination_port: `b${c}` });
     chains.push({ name: `pc${c}`, chain_id: c + 1, port_pair_groups: [`g${c}`], flow_classifiers: [`f${c}`], chain_parameters: { symmetric: true } });
   }
   ports.push({ name: 'ix', mac_address: mac(0, 5), 'binding:profile': { interface: 'sf0' }, 'binding:host_id': 'h1' });

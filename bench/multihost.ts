@@ -17,6 +17,7 @@
  * per datagram of the multi-host chain / 3 legs.
  *
  *   npm run build && flock /tmp/sfc-bench.lock node dist/bench/multihost.js [--writes 40] [--pps 5000] [--seconds 8]
+ *       [--chains 250] [--agents 3,30]
  * Other agents' tests may run meanwhile on the 2-core machine: compare ratios within one run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -40,6 +41,7 @@ const { values } = parseArgs({
     pps: { type: 'string', default: '5000' },
     seconds: { type: 'string', default: '8' },
     chains: { type: 'string', default: '250' },
+    agents: { type: 'string', default: '3,30' },
     inner: { type: 'string' },
   },
 });
@@ -208,7 +210,9 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(await propagationInner(Number(n), dir)));
     return;
   }
-  const result = { bench: 'multihost', propagation: [await propagation(3), await propagation(30)], underlay: await underlay() };
+  const propagations = [];
+  for (const n of values.agents.split(',').map(Number)) propagations.push(await propagation(n));
+  const result = { bench: 'multihost', propagation: propagations, underlay: await underlay() };
   await rm(runDir(NAME), { recursive: true, force: true });
   console.log(JSON.stringify(result));
 }

@@ -183,7 +183,8 @@ describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoint
       sh(`ip netns exec ${SERVER_NS} iperf3 -s -1 -D -B 10.9.0.2 --pidfile /tmp/${SERVER_NS}.pid`);
       await sleep(300); // iperf3 -D returns before it listens; the client retries below if early
       const report = await iperfClient();
-      expect(report.end.sum_sent.bytes).toBe(8 << 20); // iperf3 -n: it ends when all of it was acknowledged
+      // iperf3 -n: it ends when all of it was acknowledged (its last write may overshoot the count)
+      expect(report.end.sum_sent.bytes).toBeGreaterThanOrEqual(8 << 20);
       expect(csumErrors(SERVER_NS)).toBe(errorsBefore);
       expect(counter(c0, 'rx_csum_completed')).toBeGreaterThan(1000);
       expect(counter(c0, 'rx_gso_frames') + counter(c0, 'rx_too_big') + counter(s0, 'tx_too_big')).toBe(0);

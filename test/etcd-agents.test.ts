@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { publishAgent, watchAgents, type AgentInfo } from '../src/control/etcd/agents.js';
@@ -122,6 +123,40 @@ describe.skipIf(!run)('the shared store as agents see it', () => {
       await watch.close();
     }
   }, 20_000);
+
+  // Last: it stops the whole cluster.
+  it('an agent whose etcd goes away logs it once, publishes again once etcd is back, and logs that once', async () => {
+    const logs: string[] = [];
+    const publication = await publishAgent(client, 'h4', { underlay: '10.99.0.4' }, 1, (m) => logs.push(m));
+    let notify: (agents: ReadonlyMap<string, AgentInfo>) => void = () => undefined;
+    try {
+      await Promise.all([0, 1, 2].map((i) => tc.cluster.kill(i)));
+      for (const end = Date.now() + 10_000; !logs.some((m) => /lease lost/.test(m)) && Date.now() < end; await sleep(50));
+      // Several of the 1 s retries fail while etcd is away (a negative can only be shown over time).
+      await sleep(4500);
+      expect(logs.filter((m) => /lease lost/.test(m))).toHaveLength(1);
+      const back = next<ReadonlyMap<string, AgentInfo>>((cb) => {
+        notify = cb;
+        return () => (notify = () => undefined);
+      }, (a) => a.has('h4'));
+      await Promise.all([0, 1, 2].map((i) => tc.cluster.restart(i)));
+      // (A fresh client: the shared one's circuit breaker stays open a while after the outage; the
+      // publication's own retries wait it out.)
+      const fresh = await connectEtcd(tc.cluster.endpoints);
+      const watch = await watchAgents(fresh, (agents) => notify(agents));
+      try {
+        expect((await back).get('h4')).toEqual({ underlay: '10.99.0.4' });
+      } finally {
+        await watch.close();
+        fresh.close();
+      }
+      for (const end = Date.now() + 20_000; !logs.some((m) => /published again/.test(m)) && Date.now() < end; await sleep(50));
+      expect(logs.filter((m) => /published again/.test(m))).toHaveLength(1);
+      expect(logs.filter((m) => /lease lost/.test(m))).toHaveLength(1);
+    } finally {
+      await publication.close().catch(() => undefined);
+    }
+  }, 60_000);
 
   it('refuses a host name that cannot be a key', async () => {
     await expect(publishAgent(client, 'a/b', { underlay: '10.0.0.1' }, 2)).rejects.toThrow(/not a host name/);

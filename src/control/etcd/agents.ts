@@ -44,11 +44,14 @@ export async function publishAgent(
   let lease: Lease;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
+  // One retry chain per outage, logged once when it starts and once when it ends (a lease granted
+  // while etcd is away is lost too; its loss must not start a second chain).
+  let retrying = false;
 
   const grant = async (): Promise<void> => {
     const next = client.lease(ttlSeconds);
     next.on('lost', (e) => {
-      if (closed || next !== lease) return;
+      if (closed || next !== lease || retrying) return;
       log(`agent record ${key}: lease lost (${errorText(e)}); publishing again when etcd answers`);
       republish();
     });
@@ -56,10 +59,14 @@ export async function publishAgent(
     await next.put(key).value(JSON.stringify(current));
   };
   const republish = (): void => {
+    retrying = true;
     retry = setTimeout(() => {
       if (closed) return;
       grant().then(
-        () => log(`agent record ${key}: published again`),
+        () => {
+          retrying = false;
+          log(`agent record ${key}: published again`);
+        },
         () => republish(),
       );
     }, 1000);

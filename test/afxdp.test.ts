@@ -14,7 +14,7 @@ import type { PortIO } from '../src/dataplane/io/portio.js';
 import { Batch, BATCH } from '../src/packet/batch.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
-import { enterHostsNamespace, enterVethNamespace, nativeCounter as counter, sh } from './support/netns.js';
+import { enterHostsNamespace, enterVethNamespace, nativeCounter as counter, sh, snmpCounter } from './support/netns.js';
 
 const NS = `sfct-xdp${process.pid}`;
 const CLIENT_NS = `${NS}c`;
@@ -179,13 +179,13 @@ describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoint
     const s0 = openXdp('s0');
     const stop = pump(c0, s0);
     try {
-      const errorsBefore = csumErrors(SERVER_NS);
+      const errorsBefore = snmpCounter(SERVER_NS, 'Tcp', 'InCsumErrors');
       sh(`ip netns exec ${SERVER_NS} iperf3 -s -1 -D -B 10.9.0.2 --pidfile /tmp/${SERVER_NS}.pid`);
       await sleep(300); // iperf3 -D returns before it listens; the client retries below if early
       const report = await iperfClient();
       // iperf3 -n: it ends when all of it was acknowledged (its last write may overshoot the count)
       expect(report.end.sum_sent.bytes).toBeGreaterThanOrEqual(8 << 20);
-      expect(csumErrors(SERVER_NS)).toBe(errorsBefore);
+      expect(snmpCounter(SERVER_NS, 'Tcp', 'InCsumErrors')).toBe(errorsBefore);
       expect(counter(c0, 'rx_csum_completed')).toBeGreaterThan(1000);
       expect(counter(c0, 'rx_gso_frames') + counter(c0, 'rx_too_big') + counter(s0, 'tx_too_big')).toBe(0);
     } finally {
@@ -209,12 +209,6 @@ async function iperfClient(): Promise<{ end: { sum_sent: { bytes: number } } }> 
       await sleep(200);
     }
   }
-}
-
-function csumErrors(ns: string): number {
-  const lines = sh(`ip netns exec ${ns} cat /proc/net/snmp`).split('\n').filter((l) => l.startsWith('Tcp:'));
-  const names = lines[0].split(/\s+/);
-  return Number(lines[1].split(/\s+/)[names.indexOf('InCsumErrors')]);
 }
 
 /** Move frames both ways between two ports until stopped (polling; the test's own event loop stays free). */

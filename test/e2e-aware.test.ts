@@ -30,6 +30,7 @@ import { awareSfFlows, awareSfPackets, setAwareSfFlows, type SfCorrelation } fro
 import { distFile, LabDataplane, labUpFor, labUpForOvs, metric, startTraffic, type Sample } from '../src/lab/harness.js';
 import { chainConfig, CLIENT, describeLab, SERVER, labDown, netnsExec, netnsSpawn, type Lab, type LabSf } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult } from '../src/lab/traffic.js';
+import { snmpCounter } from './support/netns.js';
 import { prerequisites } from './support/prereq.js';
 import { DISSECT_FIELDS, dissect, tsharkFields, type Dissected, type Encapsulation } from './support/tshark.js';
 
@@ -278,12 +279,7 @@ for (const driver of ['userspace', 'ovs'] as const) for (const correlation of ['
       }
       await dp.untilHealth(pp, true);
       // No probe left the chain: the ends' own counters of UDP to the probe port.
-      for (const ns of [lab.clientNs, lab.serverNs]) {
-        const { stdout } = await netnsExec(ns, ['cat', '/proc/net/snmp']);
-        const udp = stdout.split('\n').filter((l) => l.startsWith('Udp:'));
-        const row = udp[1].split(/\s+/);
-        expect(Number(row[udp[0].split(/\s+/).indexOf('NoPorts')]), `${ns}: UDP to a closed port (a probe)`).toBe(0);
-      }
+      for (const ns of [lab.clientNs, lab.serverNs]) expect(snmpCounter(ns, 'Udp', 'NoPorts'), `${ns}: UDP to a closed port (a probe)`).toBe(0);
     }, 30_000);
   });
 }

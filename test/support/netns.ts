@@ -67,3 +67,9 @@ export function nativeCounter(p: NativePort, name: string): number {
   if (k < 0) throw new Error(`no native counter named ${name}`);
   return p.counters[k];
 }
+
+/** A counter of /proc/net/snmp in namespace ns, e.g. snmpCounter(ns, 'Tcp', 'InCsumErrors'). */
+export function snmpCounter(ns: string, proto: 'Ip' | 'Icmp' | 'Tcp' | 'Udp', name: string): number {
+  const lines = sh(`ip netns exec ${ns} cat /proc/net/snmp`).split('\n').filter((l) => l.startsWith(`${proto}:`));
+  return Number(lines[1].split(/\s+/)[lines[0].split(/\s+/).indexOf(name)]);
+}

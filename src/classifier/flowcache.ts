@@ -301,6 +301,11 @@ abstract class ExactMatchTable {
     return this.t.count;
   }
 
+  /** When entry e was last used (by `now`; -Infinity: free). */
+  lastUsed(e: number): number {
+    return this.t.times[timeIndex(e)];
+  }
+
   /** Free entries not used for more than idleMs; returns how many. O(capacity): call rarely. */
   expire(idleMs: number): number {
     return this.t.expire(idleMs);

@@ -8,6 +8,8 @@
  *   sfc_instance_packets_total{chain,hop,port_pair}           packets sent to each SF instance (port pair)
  *   sfc_instance_bytes_total{chain,hop,port_pair}             their bytes (as received, before any encapsulation)
  *   sfc_hop_packets_total{chain,hop}, sfc_hop_bytes_total     the same summed over a hop's instances
+ *   sfc_instance_flows{chain,hop,port_pair}                   gauge: flows through each SF instance used within the last
+ *                                                             60 s (userspace: flowcount.ts; ovs: the driver's pins)
  *   sfc_worker_batches_total{worker}                          batches each data path worker processed
  *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
  *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
@@ -25,6 +27,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import { COUNTERS, Ctr, DROP_REASONS } from '../packet/counters.js';
 import { bucketUpperUs, HIST_BUCKETS, HIST_LOST, HIST_STRIDE, HIST_SUM } from '../dataplane/sf-latency.js';
+import { FLOW_IDLE_MS } from '../dataplane/flowcount.js';
 import type { InstanceName } from '../dataplane/tables.js';
 
 /** What the dataplane reports (Dataplane.stats() of the runtime), summed over workers. */
@@ -33,6 +36,8 @@ export interface DataplaneStats {
   drops: Float64Array;
   instancePackets: Float64Array;
   instanceBytes: Float64Array;
+  /** Live flows per instance (absent: the driver cannot count them). */
+  instanceFlows?: Float64Array;
   interfaces: { name: string; rxPackets: number; txPackets: number }[];
   /** Per data path worker (userspace driver only): its event counters and busy CPU seconds. */
   workers?: { events: Float64Array; busySeconds: number }[];
@@ -159,6 +164,18 @@ export class Metrics {
         for (const h of hops.values()) set({ chain: h.chain, hop: h.hop }, h.n);
       });
     };
+    new Gauge({
+      name: 'sfc_instance_flows',
+      help: `Flows going through each service function instance (port pair), used within the last ${FLOW_IDLE_MS / 1000} s`,
+      labelNames: ['chain', 'hop', 'port_pair'],
+      registers,
+      async collect() {
+        this.reset();
+        const dp = await source.dataplane();
+        const flows = dp?.stats.instanceFlows;
+        if (flows !== undefined) dp!.instances.forEach((n, i) => n.portPair !== '' && this.set({ chain: n.chain, hop: n.hop, port_pair: n.portPair }, flows[i] ?? 0));
+      },
+    });
     perInstance('packets', (s) => s.instancePackets);
     perInstance('bytes', (s) => s.instanceBytes);
     const perWorker = (name: string, help: string, value: (w: { events: Float64Array; busySeconds: number }) => number) =>

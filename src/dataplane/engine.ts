@@ -408,6 +408,18 @@ export class Engine {
     };
   }
 
+  /**
+   * Flow entries [from, from + n) used within the last idleMs (the engine's clock): into[k] += 1 per
+   * hop that chose instance k (flowcount.ts scans the table in such slices, between batches).
+   * Returns the entry after the slice, -1 at the end of the table.
+   */
+  countFlows(from: number, n: number, idleMs: number, into: Float64Array): number {
+    const end = this.steer.flows.capacity;
+    const to = Math.min(from + n, end);
+    if (this.tables !== null) this.steer.countFlows(this.tables, from, to, this.clock() - idleMs, into);
+    return to < end ? to : -1;
+  }
+
   close(): void {
     for (const io of this.ios) io?.close();
     this.ios = this.ios.map(() => null);

@@ -177,6 +177,25 @@ export class SteerState {
     this.rec[r + R_FLAGS] = (this.rec[r + R_FLAGS] & ~F_KEPT) | kept;
     this.rec[r + R_GEN] = t.generation;
   }
+
+  /**
+   * Count the flows of entries [from, to) used at or after `since` (flows.now's clock): into[k] += 1
+   * for each hop of an entry that chose instance k, as the entry's generation knew k (an index
+   * re-born since then is another instance: not counted). Off the per-packet path (flowcount.ts).
+   */
+  countFlows(t: Tables, from: number, to: number, since: number, into: Float64Array): void {
+    const flows = this.flows;
+    const rec16 = this.rec16;
+    for (let e = from; e < to; e++) {
+      if (!(flows.lastUsed(e) >= since)) continue;
+      const gen = this.rec[recordAt(e) + R_GEN];
+      const base = recordAt(e) * 2 + H_INST;
+      for (let h = base; h < base + MAX_HOPS; h++) {
+        const k = rec16[h];
+        if (k >= 0 && k < t.instanceCount && k < into.length && t.instBorn[k] <= gen) into[k]++;
+      }
+    }
+  }
 }
 
 /** A copy of `a` with room for n entries (the rest zero). */

@@ -77,6 +77,8 @@ export interface DataplaneStats {
   drops: Float64Array;
   instancePackets: Float64Array;
   instanceBytes: Float64Array;
+  /** Live flows per instance (flowcount.ts), summed over workers. */
+  instanceFlows: Float64Array;
   /** Time inside each SF: per instance a histogram (sf-latency.ts, HIST_STRIDE words), summed over workers. */
   sfLatency: Float64Array;
   interfaces: InterfaceStats[];
@@ -190,6 +192,7 @@ export class Dataplane {
     const drops = new Float64Array(DROP_REASONS.length);
     const instancePackets = new Float64Array(Math.min(t?.instanceCount ?? 0, MAX_INSTANCES));
     const instanceBytes = new Float64Array(instancePackets.length);
+    const instanceFlows = new Float64Array(instancePackets.length);
     const sfLatency = new Float64Array(Math.min(instancePackets.length, MAX_LATENCY_INSTANCES) * HIST_STRIDE);
     const workers: WorkerStats[] = [];
     const L = this.layout;
@@ -207,6 +210,7 @@ export class Dataplane {
       addInto(drops, new Float64Array(m.sab, L.counters + COUNTERS.length * 8, DROP_REASONS.length));
       addInto(instancePackets, new Float64Array(m.sab, L.instances, instancePackets.length));
       addInto(instanceBytes, new Float64Array(m.sab, L.instanceBytes, instanceBytes.length));
+      addInto(instanceFlows, new Float64Array(m.sab, L.instanceFlows, instanceFlows.length));
       addInto(sfLatency, new Float64Array(m.sab, L.sfLatency, sfLatency.length));
       addInto(rx, new Float64Array(m.sab, L.ifRx, nIf));
       addInto(tx, new Float64Array(m.sab, L.ifTx, nIf));
@@ -220,7 +224,7 @@ export class Dataplane {
       this.ioNames.forEach((n, k) => (counters[n] = io[f * L.ioCount + k]));
       interfaces.push({ name, rxPackets: rx[f], txPackets: tx[f], up: this.isUp(name), io: counters });
     }
-    return { events, drops, instancePackets, instanceBytes, sfLatency, interfaces, workers };
+    return { events, drops, instancePackets, instanceBytes, instanceFlows, sfLatency, interfaces, workers };
   }
 
   /**

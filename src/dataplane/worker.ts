@@ -15,12 +15,13 @@
  *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
  * directly, and per-instance (SF latency histograms too) / per-interface figures copied from engine.stats() at most every
- * STATS_EVERY_MS while busy and whenever the loop goes idle. The main thread reads them without
- * messages.
+ * STATS_EVERY_MS while busy and whenever the loop goes idle; live flows per instance counted about
+ * once a second between batches (flowcount.ts). The main thread reads them without messages.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
 import { Engine, type TraceStep } from './engine.js';
+import { COUNT_EVERY_MS, FlowCounter } from './flowcount.js';
 import { HIST_STRIDE } from './sf-latency.js';
 import { AttachedPort } from './io/attached.js';
 import type { Backend } from './io/backend.js';
@@ -49,7 +50,9 @@ export class StatsLayout {
   readonly ifTx = this.ifRx + MAX_INTERFACES * 8;
   /** The table generation the engine runs (-1: none yet). */
   readonly generation = this.ifTx + MAX_INTERFACES * 8;
-  readonly sfLatency = this.generation + 8;
+  /** Live flows per instance (flowcount.ts). */
+  readonly instanceFlows = this.generation + 8;
+  readonly sfLatency = this.instanceFlows + MAX_INSTANCES * 8;
   readonly io = this.sfLatency + MAX_LATENCY_INSTANCES * HIST_STRIDE * 8;
   readonly bytes: number;
 
@@ -124,6 +127,9 @@ export class DataplaneWorker {
   private closing = false;
   private syncedAt = 0;
   private retry: NodeJS.Timeout | null = null;
+  private readonly flows: FlowCounter;
+  /** Wakes an idle loop for the flow count (flowcount.ts). */
+  private readonly countTimer: NodeJS.Timeout;
   private readonly runFn = (): void => this.run();
   private readonly wakeFn = (): void => this.wake();
 
@@ -142,6 +148,8 @@ export class DataplaneWorker {
     this.generation = new Float64Array(cfg.sab, this.layout.generation, 1);
     this.generation[0] = -1;
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
+    this.flows = new FlowCounter(new Float64Array(cfg.sab, this.layout.instanceFlows, MAX_INSTANCES));
+    this.countTimer = setInterval(this.wakeFn, COUNT_EVERY_MS).unref();
   }
 
   handle(m: ToWorker): void {
@@ -318,7 +326,7 @@ export class DataplaneWorker {
     }
     const now = performance.now();
     if (n === 0 || now - this.syncedAt >= STATS_EVERY_MS) this.sync(now);
-    if (n > 0) {
+    if (this.flows.step(this.engine, now) || n > 0) {
       this.wake();
       return;
     }
@@ -362,6 +370,7 @@ export class DataplaneWorker {
     }
     this.sync(performance.now());
     this.closing = true;
+    clearInterval(this.countTimer);
     if (this.retry !== null) clearTimeout(this.retry);
     this.retry = null;
     this.engine.close();

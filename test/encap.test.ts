@@ -206,6 +206,30 @@ describe('an aware hop returning the wrong thing is a counted drop', () => {
   });
 });
 
+describe('an aware SF that rewrites the flow', () => {
+  const state = chainOf(['aware', 'unaware'], 'mpls');
+
+  it("a frame the aware SF rewrote past every rule goes on as its path's first rule, to the chain's end", () => {
+    const session = new ReplaySession(compileTables(state));
+    try {
+      const rewritten = buildFrame({
+        ethSrc: sfMac(1, 1, 'out'),
+        ethDst: SERVER_MAC,
+        ip: { ver: 4, src: '10.0.0.1', dst: '10.0.0.2' },
+        l4: { proto: 'udp', sport: 40000, dport: 53 },
+        mpls: [(SPI << 8) | 254],
+      });
+      const hop2 = session.run('sf11e', rewritten, 1e6);
+      expect([hop2.verdict, hop2.out]).toEqual(['chain', ['sf21i']]);
+      const plain = buildFrame({ ethSrc: sfMac(2, 1, 'out'), ethDst: SERVER_MAC, ip: { ver: 4, src: '10.0.0.1', dst: '10.0.0.2' }, l4: { proto: 'udp', sport: 40000, dport: 53 } });
+      const end = session.run('sf21e', plain, 2e6);
+      expect([end.verdict, end.out]).toEqual(['chain', ['srv0']]);
+    } finally {
+      session.close();
+    }
+  });
+});
+
 describe('index bookkeeping (property)', () => {
   /** The (SPI, SI) a frame carries, read from its header. */
   const index = (f: Uint8Array): [number, number] | null => {

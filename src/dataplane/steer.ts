@@ -359,7 +359,7 @@ function steerEncap(t: Tables, b: Batch, s: SteerState, c: Counters, i: number, 
   if (r < 0) {
     const tb = t.portSfTable[L];
     const local = classify(t.sfTables[tb], b, i, -1, b.frag[i] === FRAG_LATER);
-    r = local >= 0 && t.rulePath[t.sfTableRules[tb][local]] === p ? t.sfTableRules[tb][local] : t.rulePath.indexOf(p);
+    r = local >= 0 && t.rulePath[t.sfTableRules[tb][local]] === p ? t.sfTableRules[tb][local] : t.pathFirstRule[p];
     if (e < 0 && b.frag[i] !== FRAG_LATER) e = s.newFlow(b, i, o, t.generation);
     if (e >= 0) setRule(s, e, o, r, -1);
   }
@@ -394,7 +394,7 @@ function steerTunnel(t: Tables, b: Batch, s: SteerState, c: Counters, i: number)
   if (r < 0 || t.rulePath[r] !== p) {
     const tb = k < t.pathHopCount[p] ? t.hopArriveTable[t.pathHopBase[p] + k] : t.pathArriveTable[p];
     const local = tb >= 0 ? classify(t.sfTables[tb], b, i, -1, later) : -1;
-    r = local >= 0 ? t.sfTableRules[tb][local] : t.rulePath.indexOf(p);
+    r = local >= 0 ? t.sfTableRules[tb][local] : t.pathFirstRule[p];
     if (e < 0 && !later) e = s.newFlow(b, i, o, t.generation);
     if (e >= 0) setRule(s, e, o, r, -1);
   }

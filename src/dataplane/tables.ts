@@ -167,6 +167,8 @@ export interface Tables {
   handoffTableRules: Int32Array[];
   pathHopBase: Int32Array;
   pathHopCount: Int32Array;
+  /** The path's first rule (-1: none): the rule of a frame that no rule of its node matches. */
+  pathFirstRule: Int32Array;
 
   // hops
   hopGroup: Int32Array;
@@ -318,6 +320,7 @@ export function allocTables(n: TableSizes, entryTable: ClassifierTable): Tables 
     handoffTableRules: [],
     pathHopBase: a.i32(n.paths),
     pathHopCount: a.i32(n.paths),
+    pathFirstRule: a.i32(n.paths).fill(-1),
     hopGroup: a.i32(n.hops),
     hopChainHop: a.i32(n.hops),
     hopSi: a.u8(n.hops),

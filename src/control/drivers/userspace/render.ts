@@ -342,6 +342,7 @@ export function renderTables(plan: Plan, prev?: Tables, health: HealthView = ALL
   t.rules = rules.map((r): RuleInfo => ({ classifier: r.classifier, classifierId: r.classifierId, reverse: r.reverse }));
   rules.forEach((r, k) => {
     t.rulePath[k] = r.path;
+    if (t.pathFirstRule[r.path] < 0) t.pathFirstRule[r.path] = k;
     if (r.at >= 0) t.portEntry[r.at] = 1;
     t.ruleAtPort[k] = r.at;
     t.ruleDstPort[k] = r.end.some((a) => a.op === 'deliver' || a.op === 'tunnel') ? r.to : -1;

@@ -516,10 +516,16 @@ export function steerBatch(t: Tables, b: Batch, s: SteerState, c: Counters): voi
   if (tunnel >= 0) decapBatch(t, b, c);
   let hits = 0;
   let misses = 0;
-  // Hash every slot's flow key first and warm the lines its lookup reads, so that the batch's
-  // cache misses overlap (the flow table outgrows the caches at ~100k flows).
+  // Hash every IP slot's flow key first and warm the lines its lookup reads, so that the batch's
+  // cache misses overlap (the flow table outgrows the caches at ~100k flows). Dropped and non-IP
+  // slots never reach the flow table.
   const slotHash = s.slotHash;
   for (let i = 0; i < n; i++) {
+    if (b.drop[i] !== 0 || b.ipVer[i] === 0) {
+      s.slotOrient[i] = 0;
+      slotHash[i] = 0;
+      continue;
+    }
     const swap = endpointsReversed(b, i);
     s.slotOrient[i] = swap ? 1 : 0;
     slotHash[i] = flows.hashSlot(b, i, b.vlan[i], true, swap);

@@ -59,6 +59,25 @@ export interface InterfaceStats {
   up: boolean;
 }
 
+/** Where a worker shares an engine's figures (Engine.copyFigures), and how much of each the last copy filled. */
+export interface SharedFigures {
+  instancePackets: Float64Array;
+  instanceBytes: Float64Array;
+  probeSeq: Float64Array;
+  probeAt: Float64Array;
+  sfLatency: Float64Array;
+  ifRx: Float64Array;
+  ifTx: Float64Array;
+  instances: number;
+  interfaces: number;
+}
+
+/** dst[0, n) := src[0, n), and dst[n, was) := 0. */
+function copyZeroing(dst: Float64Array, src: Float64Array, n: number, was: number): void {
+  for (let i = 0; i < n; i++) dst[i] = src[i];
+  if (was > n) dst.fill(0, n, was);
+}
+
 export interface EngineStats {
   events: Float64Array;
   drops: Float64Array;
@@ -387,6 +406,26 @@ export class Engine {
         frame: b.frame(i),
       });
     }
+  }
+
+  /**
+   * Copy the per-instance and per-interface figures into `to` (a worker's shared memory) without
+   * allocating: a worker copies whenever it goes idle, at a low packet rate after every batch.
+   * Entries past this table's instances and interfaces are zeroed where an earlier copy wrote them.
+   */
+  copyFigures(to: SharedFigures): void {
+    const k = Math.min(this.tables?.instanceCount ?? 0, to.instancePackets.length);
+    copyZeroing(to.instancePackets, this.steer.instancePackets, k, to.instances);
+    copyZeroing(to.instanceBytes, this.steer.instanceBytes, k, to.instances);
+    copyZeroing(to.probeSeq, this.steer.probeSeq, k, to.instances);
+    copyZeroing(to.probeAt, this.steer.probeAt, k, to.instances);
+    const h = Math.min(k * HIST_STRIDE, to.sfLatency.length);
+    copyZeroing(to.sfLatency, this.latency.hist, h, Math.min(to.instances * HIST_STRIDE, to.sfLatency.length));
+    to.instances = k;
+    const n = Math.min(this.names.length, to.ifRx.length);
+    copyZeroing(to.ifRx, this.ifRx, n, to.interfaces);
+    copyZeroing(to.ifTx, this.ifTx, n, to.interfaces);
+    to.interfaces = n;
   }
 
   stats(): EngineStats {

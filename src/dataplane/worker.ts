@@ -14,13 +14,13 @@
  * a new fd.
  *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
- * directly, and per-instance (SF latency histograms too) / per-interface figures copied from engine.stats() at most every
+ * directly, and per-instance (SF latency histograms too) / per-interface figures copied by engine.copyFigures() at most every
  * STATS_EVERY_MS while busy and whenever the loop goes idle; live flows per instance counted about
  * once a second between batches (flowcount.ts). The main thread reads them without messages.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
-import { Engine, type TraceStep } from './engine.js';
+import { Engine, type SharedFigures, type TraceStep } from './engine.js';
 import { COUNT_EVERY_MS, FlowCounter } from './flowcount.js';
 import { HIST_STRIDE } from './sf-latency.js';
 import { AttachedPort } from './io/attached.js';
@@ -109,13 +109,8 @@ export class DataplaneWorker {
   private readonly epochs = new Map<string, number>();
   /** In-process backend: interfaces that failed to open (logged once). */
   private readonly missing = new Set<string>();
-  private readonly instances: Float64Array;
-  private readonly instanceBytes: Float64Array;
-  private readonly probeSeq: Float64Array;
-  private readonly probeAt: Float64Array;
-  private readonly ifRx: Float64Array;
-  private readonly ifTx: Float64Array;
-  private readonly sfLatency: Float64Array;
+  /** The per-instance and per-interface figures in shared memory (Engine.copyFigures). */
+  private readonly figures: SharedFigures;
   private readonly generation: Float64Array;
   private tables: Tables | null = null;
   /** Traces on (by id): what they follow and how many more steps they may be sent. */
@@ -138,13 +133,17 @@ export class DataplaneWorker {
     this.backend = backendNamed(cfg.backend);
     this.post = post;
     this.layout = new StatsLayout(cfg.ioNames.length);
-    this.instances = new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES);
-    this.instanceBytes = new Float64Array(cfg.sab, this.layout.instanceBytes, MAX_INSTANCES);
-    this.probeSeq = new Float64Array(cfg.sab, this.layout.probeSeq, MAX_INSTANCES);
-    this.probeAt = new Float64Array(cfg.sab, this.layout.probeAt, MAX_INSTANCES);
-    this.ifRx = new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES);
-    this.ifTx = new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES);
-    this.sfLatency = new Float64Array(cfg.sab, this.layout.sfLatency, MAX_LATENCY_INSTANCES * HIST_STRIDE);
+    this.figures = {
+      instancePackets: new Float64Array(cfg.sab, this.layout.instances, MAX_INSTANCES),
+      instanceBytes: new Float64Array(cfg.sab, this.layout.instanceBytes, MAX_INSTANCES),
+      probeSeq: new Float64Array(cfg.sab, this.layout.probeSeq, MAX_INSTANCES),
+      probeAt: new Float64Array(cfg.sab, this.layout.probeAt, MAX_INSTANCES),
+      sfLatency: new Float64Array(cfg.sab, this.layout.sfLatency, MAX_LATENCY_INSTANCES * HIST_STRIDE),
+      ifRx: new Float64Array(cfg.sab, this.layout.ifRx, MAX_INTERFACES),
+      ifTx: new Float64Array(cfg.sab, this.layout.ifTx, MAX_INTERFACES),
+      instances: 0,
+      interfaces: 0,
+    };
     this.generation = new Float64Array(cfg.sab, this.layout.generation, 1);
     this.generation[0] = -1;
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
@@ -340,24 +339,7 @@ export class DataplaneWorker {
   private sync(now: number): void {
     this.syncedAt = now;
     this.generation[0] = this.engine.current?.generation ?? -1;
-    const s = this.engine.stats();
-    const k = Math.min(s.instancePackets.length, MAX_INSTANCES);
-    this.instances.set(s.instancePackets.subarray(0, k));
-    this.instances.fill(0, k);
-    this.instanceBytes.set(s.instanceBytes.subarray(0, k));
-    this.instanceBytes.fill(0, k);
-    this.probeSeq.set(s.probeSeq.subarray(0, k));
-    this.probeAt.set(s.probeAt.subarray(0, k));
-    const h = Math.min(s.sfLatency.length, this.sfLatency.length);
-    this.sfLatency.set(s.sfLatency.subarray(0, h));
-    this.sfLatency.fill(0, h);
-    const n = Math.min(s.interfaces.length, MAX_INTERFACES);
-    for (let f = 0; f < n; f++) {
-      this.ifRx[f] = s.interfaces[f].rxPackets;
-      this.ifTx[f] = s.interfaces[f].txPackets;
-    }
-    this.ifRx.fill(0, n);
-    this.ifTx.fill(0, n);
+    this.engine.copyFigures(this.figures);
   }
 
   /** Process what is already received, then close every port and stop. */

@@ -23,6 +23,8 @@ import { prerequisites } from './support/prereq.js';
 const exec = promisify(execFile);
 const LAB = `sfct-op${process.pid}`;
 const PPS = 2000;
+/** Flows udp-send spreads its packets over (source ports): each hop's FLOWS in sfc top. */
+const FLOWS = 16;
 const backend = backendNamed('afpacket');
 const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux', 'tcpdump', 'tshark', 'prometheus'] });
 
@@ -56,7 +58,7 @@ describe.skipIf(!run)('operator tools on a live server', () => {
     dp = await LabDataplane.start(lab, { backend: 'afpacket', config: lab.configPath });
     recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:5353`, '--seconds', '120', '--idle', '30']);
     await recv.listening;
-    send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:5353`, '--flows', '16', '--pps', String(PPS), '--seconds', '120']);
+    send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:5353`, '--flows', String(FLOWS), '--pps', String(PPS), '--seconds', '120']);
     // traffic flows through both hops
     await until('traffic through the chain', async () => ((metric(await dp.metrics(), 'sfc_hop_packets_total', { hop: '2' }) > PPS) ? true : undefined));
   }, 60_000);
@@ -200,16 +202,17 @@ describe.skipIf(!run)('operator tools on a live server', () => {
       // instance rows add: health state, SF time p50 and p99 ("85 µs", "2.10 ms", or "-")
       const time = '(\\d+ µs|[\\d.]+ m?s|-)';
       // hop rows add how many of their instances are up ("2/2")
-      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+)\\s+([\\d,]+)(?:\\s+(up|DOWN|-)\\s+${time}\\s+${time}|\\s+(\\d+/\\d+))?\\s*$`, 'm').exec(screen);
+      const m = new RegExp(`^\\s*${label}\\s+([\\d,.]+)\\s+([\\d.]+ [kMG]?b/s)\\s+([\\d,]+|-)\\s+([\\d,]+)\\s+([\\d,]+)(?:\\s+(up|DOWN|-)\\s+${time}\\s+${time}|\\s+(\\d+/\\d+))?\\s*$`, 'm').exec(screen);
       expect(m, `${label} row in:\n${screen}`).not.toBeNull();
       const n = (s: string) => Number(s.replaceAll(',', ''));
-      return { pps: n(m![1]), packets: n(m![3]), bytes: n(m![4]), state: m![5], p50: m![6], up: m![8] };
+      return { pps: n(m![1]), flows: n(m![3]), packets: n(m![4]), bytes: n(m![5]), state: m![6], p50: m![7], up: m![9] };
     };
     for (const hop of ['1', '2']) {
       const row = shown(`hop ${hop}`);
       const counted = (metric(after, 'sfc_hop_packets_total', { hop }) - metric(before, 'sfc_hop_packets_total', { hop })) / seconds;
       expect(row.pps, `hop ${hop}: shown ${row.pps}/s, counters ${counted}/s`).toBeGreaterThan(counted * 0.75);
       expect(row.up, `hop ${hop}: instances up`).toBe('2/2');
+      expect(row.flows, `hop ${hop}: the flows udp-send sends`).toBe(FLOWS);
       expect(row.pps).toBeLessThan(counted * 1.25);
     }
     for (const pp of ['pp11', 'pp12', 'pp21', 'pp22']) {
@@ -219,8 +222,14 @@ describe.skipIf(!run)('operator tools on a live server', () => {
       expect(row.bytes).toBeGreaterThanOrEqual(row.packets * 60); // 64-byte frames, minus the FCS
       expect(row.state, `${pp} health state`).toBe('up');
       expect(row.p50, `${pp} SF time (sampled with traffic flowing)`).toMatch(/µs|ms/);
+      expect(row.flows, `${pp} flows, as /metrics gives them`).toBe(metric(after, 'sfc_instance_flows', { port_pair: pp }));
+      expect(row.flows, `${pp} carries some of the ${FLOWS} flows`).toBeGreaterThan(0);
     }
     expect(Math.max(...screen.split('\n').map((l) => l.length))).toBeLessThanOrEqual(100);
+    // sfc get port-pair shows the instance's flows too
+    const pair = JSON.parse((await netnsExec(lab.dpNs, [process.execPath, distFile('cli.js'), 'get', 'port-pair', 'pp11', '--json', '--url', dp.url])).stdout) as { flows: number | null };
+    expect(pair.flows).toBe(metric(await dp.metrics(), 'sfc_instance_flows', { port_pair: 'pp11' }));
+    expect(pair.flows).toBeGreaterThan(0);
     expect(await tmux('display-message', '-p', '-t', 'top', '#{alternate_on}')).toBe('1\n');
 
     await tmux('send-keys', '-t', 'top', 'C-c');

@@ -6,7 +6,7 @@ import { ApiError, REFERENCES, collectionOf, connect, mapReferences, type SfcCli
 import type { Collection, FlowClassifier, Port, PortChain, PortPair, PortPairGroup, ServiceGraph } from '../control/model.js';
 import type { Resource } from '../control/model.js';
 import type { InstanceHealth } from '../control/health-monitor.js';
-import { parsePrometheus } from '../lab/harness.js';
+import { parsePrometheus, type Sample } from '../lab/harness.js';
 import { UsageError, parseOptions, type Command } from '../util/args.js';
 import { Server } from './live.js';
 import { histogramQuantile, latencyBuckets, micros } from './top.js';
@@ -126,15 +126,26 @@ export interface PairSfTime {
   p99_us: number | null;
 }
 
-/** The port pair's SF time from the server's /metrics; null when its dataplane does not sample it (or /metrics is off). */
-async function pairSfTime(client: SfcClient, token: string | undefined, pair: PortPair): Promise<PairSfTime | null> {
-  let text: string;
+/** What a port pair shows of the running dataplane: SF time and live flows (each null when not reported, or /metrics is off). */
+interface PairLive {
+  sf_time: PairSfTime | null;
+  /** sfc_instance_flows: flows through it used within the dataplane's idle time. */
+  flows: number | null;
+}
+
+async function pairLive(client: SfcClient, token: string | undefined, pair: PortPair): Promise<PairLive> {
+  let samples: Sample[];
   try {
-    text = await new Server({ server: client.url, token }).text('/metrics');
+    samples = parsePrometheus(await new Server({ server: client.url, token }).text('/metrics'));
   } catch {
-    return null;
+    return { sf_time: null, flows: null };
   }
-  const samples = parsePrometheus(text);
+  const flows = samples.find((s) => s.name === 'sfc_instance_flows' && s.labels.port_pair === pair.name);
+  return { sf_time: pairSfTime(samples, pair), flows: flows?.value ?? null };
+}
+
+/** The port pair's SF time in a scrape; null when its dataplane does not sample it. */
+function pairSfTime(samples: Sample[], pair: PortPair): PairSfTime | null {
   const count = samples.find((s) => s.name === 'sfc_sf_latency_seconds_count' && s.labels.port_pair === pair.name);
   if (count === undefined) return null;
   const buckets = latencyBuckets(samples, count.labels);
@@ -195,12 +206,13 @@ ${CLIENT_HELP}`,
       const coll = resourceArg(positionals[0]);
       const which = positionals[1];
       const result = which === undefined ? await client.list(coll) : await client.find(coll, which);
-      // One port pair: with the time frames spend inside it (the dataplane's samples), as sf_time.
-      const sfTime = coll === 'port_pairs' && !Array.isArray(result) ? await pairSfTime(client, values.token, result as PortPair) : undefined;
-      if (values.json) console.log(JSON.stringify(sfTime === undefined ? result : { ...result, sf_time: sfTime }, null, 2));
+      // One port pair: with the time frames spend inside it (the dataplane's samples), as sf_time, and its live flows.
+      const live = coll === 'port_pairs' && !Array.isArray(result) ? await pairLive(client, values.token, result as PortPair) : undefined;
+      if (values.json) console.log(JSON.stringify(live === undefined ? result : { ...result, ...live }, null, 2));
       else {
         const names = await referenceNames(client, coll);
-        console.log(Array.isArray(result) ? listTable(coll, result, names) : showTable(coll, result, names, sfTime === undefined ? [] : [['sf_time', sfTimeText(sfTime)]]));
+        const extra: [string, string][] = live === undefined ? [] : [['sf_time', sfTimeText(live.sf_time)], ['flows', live.flows === null ? '-' : String(live.flows)]];
+        console.log(Array.isArray(result) ? listTable(coll, result, names) : showTable(coll, result, names, extra));
       }
       return 0;
     } catch (e) {

@@ -2,7 +2,7 @@
  * `sfc top`: a live view of a running server, refreshed every second (Snabb's `snabb top`, VPP's
  * `show runtime`). It reads /metrics — the same counters Prometheus scrapes — and shows the rate
  * of each between two reads: per chain, hop and instance packets/s and bits/s (with the totals
- * since start), the instance's health state (per hop: how many of its instances are up) and the
+ * since start), the flows going through it (sfc_instance_flows; per hop their sum), the instance's health state (per hop: how many of its instances are up) and the
  * time frames spend inside it (median and 99th percentile of the sampled frames over the
  * interval, or since start when none was sampled in it); drops per reason; per data path worker
  * batches/s, mean batch size and the CPU its thread used. On a terminal it takes the alternate
@@ -33,6 +33,8 @@ export interface InstanceRow {
   instance: string;
   packets: Rate;
   bytes: Rate;
+  /** sfc_instance_flows: its flows used within the dataplane's idle time (null: the driver does not count them). */
+  flows: number | null;
   /** sfc_instance_up (null: health checks off). */
   up: boolean | null;
   /** null: the dataplane does not sample (e.g. the ovs driver). */
@@ -43,6 +45,8 @@ export interface HopRow {
   hop: number;
   packets: Rate;
   bytes: Rate;
+  /** Its instances' flows summed (null: none counted). */
+  flows: number | null;
   instances: InstanceRow[];
 }
 
@@ -137,10 +141,12 @@ export function topView(server: string, prev: Scrape, cur: Scrape): TopView {
     const rows = hops.get(Number(hop)) ?? hops.set(Number(hop), []).get(Number(hop))!;
     const labels = { chain, hop, port_pair: instance };
     const health = cur.samples.find((h) => h.name === 'sfc_instance_up' && h.labels.instance === instance);
+    const flows = cur.samples.find((f) => f.name === 'sfc_instance_flows' && f.labels.port_pair === instance && f.labels.chain === chain && f.labels.hop === hop);
     rows.push({
       instance,
       packets: rate(s.name, labels),
       bytes: rate('sfc_instance_bytes_total', labels),
+      flows: flows?.value ?? null,
       up: health === undefined ? null : health.value === 1,
       sfTime: sfTime(prev.samples, cur.samples, labels),
     });
@@ -170,7 +176,9 @@ export function topView(server: string, prev: Scrape, cur: Scrape): TopView {
           .sort(([a], [b]) => a - b)
           .map(([hop, rows]) => {
             rows.sort((a, b) => a.instance.localeCompare(b.instance));
-            return { hop, packets: sum(rows.map((r) => r.packets)), bytes: sum(rows.map((r) => r.bytes)), instances: rows };
+            const counted = rows.filter((r) => r.flows !== null);
+            const flows = counted.length === 0 ? null : counted.reduce((n, r) => n + r.flows!, 0);
+            return { hop, packets: sum(rows.map((r) => r.packets)), bytes: sum(rows.map((r) => r.bytes)), flows, instances: rows };
           }),
       })),
     drops: cur.samples
@@ -194,14 +202,15 @@ export function bits(bytesPerSecond: number): string {
   return '';
 }
 
-const WIDTHS = [24, 11, 12, 15, 15, 7, 8, 8];
+const WIDTHS = [20, 10, 11, 8, 14, 15, 6, 8, 8];
 
-/** Cells padded to WIDTHS (the first left-aligned, cut to fit; the others right-aligned). */
+/** Cells padded to WIDTHS (the first left-aligned, cut to fit; the others right-aligned, a space before one too wide). */
 function row(cells: string[], bold = false): string {
-  const line = cells.map((c, i) => (i === 0 ? c.slice(0, WIDTHS[0] - 1).padEnd(WIDTHS[0]) : c.padStart(WIDTHS[i]))).join('').trimEnd();
+  const line = cells.map((c, i) => (i === 0 ? c.slice(0, WIDTHS[0] - 1).padEnd(WIDTHS[0]) : c.length < WIDTHS[i] ? c.padStart(WIDTHS[i]) : ` ${c}`)).join('').trimEnd();
   return bold ? `\x1b[1m${line}\x1b[0m` : line;
 }
 
+const flowsText = (n: number | null) => (n === null ? '-' : num(n));
 const state = (up: boolean | null) => (up === null ? '-' : up ? 'up' : 'DOWN');
 
 /** The view as lines of at most 100 columns (bold headers when `tty`). */
@@ -212,7 +221,7 @@ export function renderTop(v: TopView, tty: boolean): string[] {
     `rx ${num(v.rx.perSecond)} pkt/s   tx ${num(v.tx.perSecond)} pkt/s   dropped ${num(v.dropped.perSecond)} pkt/s` +
       `   (totals: rx ${num(v.rx.total)}, dropped ${num(v.dropped.total)})`,
     '',
-    row(['CHAIN / HOP / INSTANCE', 'PACKETS/S', 'BITS/S', 'PACKETS', 'BYTES', 'STATE', 'SF P50', 'SF P99'], tty),
+    row(['CHAIN/HOP/INSTANCE', 'PACKETS/S', 'BITS/S', 'FLOWS', 'PACKETS', 'BYTES', 'STATE', 'SF P50', 'SF P99'], tty),
   ];
   if (v.chains.length === 0) lines.push('(no chain has an instance)');
   for (const c of v.chains) {
@@ -221,13 +230,14 @@ export function renderTop(v: TopView, tty: boolean): string[] {
       // the hop's state: how many of its instances are up (when health checks run)
       const known = h.instances.filter((i) => i.up !== null);
       const hopState = known.length === 0 ? '' : `${known.filter((i) => i.up).length}/${h.instances.length}`;
-      lines.push(row([`  hop ${h.hop}`, num(h.packets.perSecond), bits(h.bytes.perSecond), num(h.packets.total), num(h.bytes.total), hopState]));
+      lines.push(row([`  hop ${h.hop}`, num(h.packets.perSecond), bits(h.bytes.perSecond), flowsText(h.flows), num(h.packets.total), num(h.bytes.total), hopState]));
       for (const i of h.instances) {
         lines.push(
           row([
             `    ${i.instance}`,
             num(i.packets.perSecond),
             bits(i.bytes.perSecond),
+            flowsText(i.flows),
             num(i.packets.total),
             num(i.bytes.total),
             state(i.up),
@@ -238,9 +248,9 @@ export function renderTop(v: TopView, tty: boolean): string[] {
       }
     }
   }
-  lines.push('', row(['DROP REASON', 'PER SECOND', '', 'TOTAL'], tty));
+  lines.push('', row(['DROP REASON', 'PER SECOND', '', '', 'TOTAL'], tty));
   if (v.drops.length === 0) lines.push('(none)');
-  for (const d of v.drops) lines.push(row([d.reason, num(d.count.perSecond), '', num(d.count.total)]));
+  for (const d of v.drops) lines.push(row([d.reason, num(d.count.perSecond), '', '', num(d.count.total)]));
   if (v.workers.length > 0) {
     lines.push('', row(['WORKER', 'BATCHES/S', 'MEAN BATCH', 'CPU %'], tty));
     for (const w of v.workers) lines.push(row([String(w.worker), num(w.batchesPerSecond), w.meanBatch.toFixed(1), w.cpuPercent.toFixed(1)]));

@@ -23,6 +23,9 @@
  * the best of ROUNDS rounds of process CPU time (a busy machine inflates wall time and the median).
  *
  * Where the time goes (for profiling; both are optional and slower):
+ *   --flow-count    adds `flow_count` per scenario: the live flow count's cost (flowcount.ts, a
+ *                   slice of its scan between groups of breaths, as the worker does), A/B on the same
+ *                   engine in alternating stretches: whole-process CPU per packet without and with it.
  *   --stages        adds `stages_ns` per scenario: ns per packet in each engine stage (rx = the
  *                   rxBurst copies, parse, steer, select, execute, tx = tx lists and txBurst calls), from
  *                   the engine's stage clock (Engine.setStageClock): the median over many batches.
@@ -47,6 +50,7 @@ import type { State } from '../src/control/model.js';
 import { Batch, BATCH } from '../src/packet/batch.js';
 import { Ctr } from '../src/packet/counters.js';
 import { Engine, STAGES } from '../src/dataplane/engine.js';
+import { FlowCounter } from '../src/dataplane/flowcount.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import type { Tables } from '../src/dataplane/tables.js';
 import { createXxhFlowHasher, hashFlow, type FlowHasher } from '../src/hash/flowhash.js';
@@ -242,6 +246,7 @@ interface Result extends Scenario {
   stages_ns?: Record<Stage, number>;
   instructions_per_packet?: number;
   cycles_per_packet?: number;
+  flow_count?: FlowCountAB;
 }
 
 /** The engine over in-memory ports: one breath = one batch of BATCH frames from in0. */
@@ -265,23 +270,39 @@ function warmUp(engine: Engine, flows: number): void {
  * CPU time of this process (not wall time) per packet, in ROUNDS short rounds: the best round is the
  * figure least disturbed by other work on a shared machine, the median is reported beside it.
  */
-function timeLoop(engine: Engine, seconds: number): { best: number; median: number; packets: number } {
+/** Time spent in the flow count's steps (ms): in all, and each that scanned (a step not due returns in well under 5 µs). */
+interface StepTime {
+  total: number;
+  slices: number[];
+}
+
+function timeLoop(engine: Engine, seconds: number, counter: FlowCounter | null = null, stepTime?: StepTime): { best: number; median: number; packets: number; meanNs: number } {
   const rounds: number[] = [];
   let packets = 0;
+  let totalUs = 0;
   for (let r = 0; r < ROUNDS; r++) {
     const c0 = process.cpuUsage();
     let n = 0;
     let usedUs = 0;
     while (usedUs < (seconds * 1e6) / ROUNDS) {
       for (let k = 0; k < 16; k++) n += engine.breathe();
+      // as the worker does between its turns of breaths (worker.ts): a slice when a scan is running or due
+      if (counter !== null) {
+        const t0 = performance.now();
+        counter.step(engine, t0);
+        const dt = performance.now() - t0;
+        stepTime!.total += dt;
+        if (dt > 0.005) stepTime!.slices.push(dt);
+      }
       const c = process.cpuUsage(c0);
       usedUs = c.user + c.system;
     }
     rounds.push((usedUs * 1e3) / n);
     packets += n;
+    totalUs += usedUs;
   }
   rounds.sort((a, b) => a - b);
-  return { best: rounds[0], median: rounds[rounds.length >> 1], packets };
+  return { best: rounds[0], median: rounds[rounds.length >> 1], packets, meanNs: (totalUs * 1e3) / packets };
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
@@ -313,7 +334,59 @@ function stageTimes(t: Tables, frames: Float64Array, sc: Scenario, hash: FlowHas
   return out;
 }
 
-function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean): Result {
+/** --flow-count: the engine with and without the live flow count (flowcount.ts) stepped as the worker steps it. */
+interface FlowCountAB {
+  /** Whole-process CPU per packet over all rounds (ns), without and with the count, and their ratio. */
+  off_mean_ns_per_packet: number;
+  on_mean_ns_per_packet: number;
+  ratio: number;
+  /** Best rounds, as ns_per_packet. */
+  off_ns_per_packet: number;
+  on_ns_per_packet: number;
+  /** Scans finished while on, and the flows the last one counted (summed over instances: flows x hops). */
+  scans: number;
+  flows_counted: number;
+  /** Wall time of one whole scan (ms, its slices summed) and of a slice (µs, median and longest): what a batch may wait. */
+  scan_ms: number;
+  slice_median_us: number;
+  slice_max_us: number;
+}
+
+const AB_PAIRS = 4;
+
+/** Alternating stretches (AB_PAIRS each, the order swapped every pair) of the same engine without and with the flow count. */
+function flowCountAB(engine: Engine, t: Tables, seconds: number): FlowCountAB {
+  const out = new Float64Array(t.instanceCount);
+  const counter = new FlowCounter(out);
+  const off = { ns: 0, packets: 0, best: Infinity };
+  const on = { ns: 0, packets: 0, best: Infinity };
+  const steps: StepTime = { total: 0, slices: [] };
+  for (let k = 0; k < AB_PAIRS; k++) {
+    const order: [typeof off, FlowCounter | null][] = [[off, null], [on, counter]];
+    for (const [side, c] of k % 2 === 0 ? order : order.reverse()) {
+      const m = timeLoop(engine, seconds / AB_PAIRS / 2, c, steps);
+      side.ns += m.meanNs * m.packets;
+      side.packets += m.packets;
+      side.best = Math.min(side.best, m.best);
+    }
+  }
+  const offMean = off.ns / off.packets;
+  const onMean = on.ns / on.packets;
+  return {
+    off_mean_ns_per_packet: round1(offMean),
+    on_mean_ns_per_packet: round1(onMean),
+    ratio: Math.round((onMean / offMean) * 1000) / 1000,
+    off_ns_per_packet: round1(off.best),
+    on_ns_per_packet: round1(on.best),
+    scans: counter.scans,
+    flows_counted: out.reduce((a, b) => a + b, 0),
+    scan_ms: Math.round((steps.total / Math.max(1, counter.scans)) * 100) / 100,
+    slice_median_us: Math.round(median(Float64Array.from(steps.slices)) * 1000),
+    slice_max_us: Math.round(Math.max(0, ...steps.slices) * 1000),
+  };
+}
+
+function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: FlowHasher, seconds: number, stages: boolean, flowCount: boolean): Result {
   const t = compileTables(state);
   const engine = benchEngine(t, frames, sc.flows, sc.path, hash);
   warmUp(engine, sc.flows);
@@ -332,6 +405,7 @@ function runScenario(state: State, frames: Float64Array, sc: Scenario, hash: Flo
     flow_hit_ratio: Math.round((hits / Math.max(1, hits + misses)) * 1e4) / 1e4,
   };
   if (stages) r.stages_ns = stageTimes(t, frames, sc, hash, seconds);
+  if (flowCount) r.flow_count = flowCountAB(engine, t, seconds);
   return r;
 }
 
@@ -412,6 +486,8 @@ function printTable(results: Result[]): void {
       `${r.path.padEnd(5)} ${String(r.classifiers).padStart(11)} ${String(r.flows).padStart(7)}  ${r.hash.padEnd(12)} ${r.correlation.padEnd(4)} ${r.mpps.toFixed(2).padStart(6)} ${r.ns_per_packet.toFixed(1).padStart(8)}  ${r.median_ns_per_packet.toFixed(1).padStart(8)}  ${(r.flow_hit_ratio * 100).toFixed(1).padStart(8)}% ${insn}`,
     );
     if (r.stages_ns) console.log(`      ns/pkt by stage:       ${STAGES.map((st) => `${st} ${r.stages_ns![st]}`).join(', ')}`);
+    const f = r.flow_count;
+    if (f) console.log(`      flow count off/on:     ${f.off_mean_ns_per_packet} / ${f.on_mean_ns_per_packet} ns/pkt (x${f.ratio}), ${f.scans} scans of ${f.scan_ms} ms, slices ${f.slice_median_us} µs (max ${f.slice_max_us}), ${f.flows_counted} counted`);
   }
 }
 
@@ -459,7 +535,7 @@ async function main(argv: string[]): Promise<void> {
       runFixed(state, frames, sc, hash, Number(packets), option(argv, '--perf-control')?.split(',') ?? null);
       continue;
     }
-    const r = runScenario(state, frames, sc, hash, seconds, stages);
+    const r = runScenario(state, frames, sc, hash, seconds, stages, argv.includes('--flow-count'));
     if (instructions) {
       const k = countsPerPacket(sc);
       r.instructions_per_packet = k.instructions;

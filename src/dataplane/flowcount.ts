@@ -21,6 +21,8 @@ export class FlowCounter {
   /** Entry the running scan continues at (-1: none running). */
   private next = -1;
   private startedAt = -Infinity;
+  /** Scans finished. */
+  scans = 0;
 
   /** `out[k]`: the live flows of instance k (written when a scan ends). */
   constructor(
@@ -41,6 +43,7 @@ export class FlowCounter {
     this.next = engine.countFlows(this.next, SLICE, this.idleMs, this.counting);
     if (this.next >= 0) return true;
     this.out.set(this.counting);
+    this.scans++;
     return false;
   }
 }

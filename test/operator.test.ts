@@ -19,6 +19,7 @@ import type { LiveJourney } from '../src/control/journey.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { PROBE_PORT } from '../src/dataplane/probe.js';
 import { prerequisites } from './support/prereq.js';
+import { until } from './support/until.js';
 
 const exec = promisify(execFile);
 const LAB = `sfct-op${process.pid}`;
@@ -27,17 +28,6 @@ const PPS = 2000;
 const FLOWS = 16;
 const backend = backendNamed('afpacket');
 const run = prerequisites('operator tools', { root: true, commands: ['ip', 'nft', 'tmux', 'tcpdump', 'tshark', 'prometheus'] });
-
-/** Poll `probe` until it returns a value (an observable condition, not a fixed sleep). */
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const got = await probe();
-    if (got !== undefined) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const tmux = async (...args: string[]) => (await exec('tmux', ['-L', LAB, ...args])).stdout;
 

@@ -7,15 +7,20 @@
  * Then `sfc capture` through an OVS mirror, on a lab whose hop is an SF-aware NSH instance: what
  * the SF's port is sent (encapsulated, its MAC written) and what the server's port is sent, read
  * by tshark; no mirror is left behind.
+ * Last, a chain end without a logical destination port behind an SF that returns frames unchanged
+ * (a bump in the wire: tc redirects in0 to out0, so the frame still carries the SF's own ingress
+ * MAC as destination): as in the userspace mode the chain end gives the frame back the MACs it had
+ * at chain entry (the first hop's conntrack label), so the server receives it, from the client's MAC.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exec } from '../src/control/drivers/ovs/ofctl.js';
 import { distFile, LabDataplane, labUpForOvs, startTraffic, type TrafficRun } from '../src/lab/harness.js';
-import { labDown, netnsExec, SERVER, type Lab } from '../src/lab/topology.js';
+import { parse, stringify } from 'yaml';
+import { CLIENT, labDown, netnsExec, SERVER, type Lab } from '../src/lab/topology.js';
 import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { e2eSuite } from './support/e2e.js';
 import { ovsLabPrerequisites } from './support/ovs.js';
@@ -90,3 +95,57 @@ describe.skipIf(!capture)('sfc capture on the ovs driver (an OVS mirror)', () =>
     expect(await exec(['ovs-vsctl', db, 'list-ports', 'br-sfc'])).not.toMatch(/sfcm/);
   }, 60_000);
 });
+
+const restore = ovsLabPrerequisites('ovs chain end without a logical destination port');
+
+describe.skipIf(!restore)('a chain end without a logical destination port on the ovs driver', () => {
+  const LAB = `sfct-rsto${process.pid}`;
+  let lab: Lab;
+  let dp: LabDataplane;
+
+  beforeAll(async () => {
+    await labDown(LAB);
+    lab = await labUpForOvs({ name: LAB, hops: 1, instances: 1, symmetric: false });
+    // The SF returns every frame as it came: in0's ingress redirected to out0 (u32 match-all; cls_matchall may not be built).
+    const sf = lab.sfs[0].ns;
+    await netnsExec(sf, ['tc', 'qdisc', 'add', 'dev', 'in0', 'clsact']);
+    await netnsExec(sf, ['tc', 'filter', 'add', 'dev', 'in0', 'ingress', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', 'out0']);
+    // The server counts what arrives with the entry MACs (the client's source, its own destination).
+    await netnsExec(lab.serverNs, ['nft', '-f', '-'], {
+      input: `table netdev sfct_macs {
+  counter entry {}
+  chain in {
+    type filter hook ingress device eth0 priority -500; policy accept;
+    ether saddr ${CLIENT.mac} ether daddr ${SERVER.mac} udp dport 6100 counter name "entry"
+  }
+}
+`,
+    });
+    const config = parse(lab.configYaml) as { flow_classifiers: Record<string, unknown>[] };
+    for (const c of config.flow_classifiers) delete c.logical_destination_port;
+    const file = join(lab.runDir, 'no-destination.yaml');
+    await writeFile(file, stringify(config));
+    dp = await LabDataplane.start(lab, { driver: 'ovs', config: file });
+  }, 60_000);
+
+  afterAll(async () => {
+    await dp?.stop();
+    await labDown(LAB);
+  });
+
+  it('gives the frame back its entry MACs at the chain end: the server receives every datagram, from the client\'s MAC', async () => {
+    const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:6100`, '--idle', '1', '--seconds', '30']);
+    await recv.listening;
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:6100`, '--flows', '8', '--count', '400', '--pps', '400']);
+    const [sent, received] = await Promise.all([send.result, recv.result]);
+    expect(sent.sent).toBe(400);
+    expect(received.received).toBe(400);
+    const { stdout } = await netnsExec(lab.serverNs, ['nft', '-j', 'list', 'counter', 'netdev', 'sfct_macs', 'entry']);
+    const entry = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((o) => o.counter)?.counter;
+    expect(entry?.packets).toBe(400);
+    // Through the SF (not switched around it): its instance carried them.
+    const samples = await dp.metrics();
+    expect(samples.find((x) => x.name === 'sfc_instance_packets_total' && x.labels.port_pair === 'pp11')?.value).toBeGreaterThanOrEqual(400);
+  }, 60_000);
+});
+

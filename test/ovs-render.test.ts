@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../src/control/config.js';
 import { OvsDaemon } from '../src/control/drivers/ovs/daemon.js';
 import { diff, exec, Ofctl } from '../src/control/drivers/ovs/ofctl.js';
-import { bucketCounts, portBlocks, renderBridge, unsupported } from '../src/control/drivers/ovs/render.js';
+import { bucketCounts, dpHashCounts, portBlocks, renderBridge, unsupported } from '../src/control/drivers/ovs/render.js';
 import { healthView, type HealthPolicy } from '../src/control/health.js';
 import { buildPlan, type Plan } from '../src/control/plan.js';
 import { buildFrame, type FrameSpec } from '../src/dataplane/frames.js';
@@ -72,6 +72,18 @@ describe('ovs renderer arithmetic', () => {
     expect(big[0] + big[1]).toBeLessThanOrEqual(256);
     expect(big[0] / (big[0] + big[1])).toBeCloseTo(0.25, 2);
   });
+
+  it('gives dp_hash groups equal buckets in a power-of-two number, so OVS maps each as many hash values', () => {
+    expect(dpHashCounts([1, 3])).toEqual([1, 3]);
+    expect(dpHashCounts([5, 5])).toEqual([1, 1]);
+    expect(dpHashCounts([0, 0])).toEqual([0, 0]);
+    // 3 equal members: 16 values would be 6/5/5; 256 buckets, one value each, are 86/85/85.
+    expect(dpHashCounts([1, 1, 1])).toEqual([86, 85, 85]);
+    const odd = dpHashCounts([1, 1000, 0, 7]);
+    expect(odd.reduce((a, b) => a + b, 0)).toBe(256);
+    expect(odd[0]).toBe(1);
+    expect(odd[2]).toBe(0);
+  });
 });
 
 describe('ovs renderer refusals', () => {
@@ -98,8 +110,11 @@ describe('ovs renderer with health (Driver.health)', () => {
     const entry = (r: ReturnType<typeof renderBridge>) => r.flows.get('table=0, priority=20000,tcp,in_port=10,nw_src=10.0.0.0/24,nw_dst=10.0.1.0/24,tp_dst=200')!;
     // pp1b (weight 3, ports p6/p7) down: hop 1's forward group keeps pp1's bucket only.
     const one = renderBridge(p, ofport, view([id('pp1b')], 'reroute'));
-    expect(one.groups.get(4096)).not.toMatch(/fa:16:3e:00:00:06/);
-    expect(one.groups.get(4096)).toMatch(/fa:16:3e:00:00:01/);
+    const k = (name: string) => p.members.findIndex((m) => m.name === name);
+    expect(new Set(one.groupInfo.get(4096)!.buckets.values())).toEqual(new Set([k('pp1')]));
+    const steersTo = (r: ReturnType<typeof renderBridge>, mac: string) => [...r.flows.values()].some((a) => a.includes(`set_field:${mac}->eth_dst,output:`));
+    expect(steersTo(one, 'fa:16:3e:00:00:06')).toBe(false); // (nor is a flow pinned to it taken: its flows are hashed again)
+    expect(steersTo(one, 'fa:16:3e:00:00:01')).toBe(true);
     expect(one.groupInfo.get(4096)!.members.map((k) => p.members[k].name)).toEqual(['pp1']);
     // The whole hop down: fail-closed drops at T_DOWN (counted hop_down), fail-open goes on to hop 2 (counted hops_skipped).
     const closed = renderBridge(p, ofport, view([id('pp1'), id('pp1b')], 'fail-closed'));
@@ -107,7 +122,7 @@ describe('ovs renderer with health (Driver.health)', () => {
     // (forward: hop 1 is path 0's hop 0; reverse: it is path 1's hop 1)
     expect([...closed.dropFlows].filter(([, why]) => why === 'hop_down').map(([k]) => k)).toEqual(['table=8, priority=10,metadata=0x50000000000', 'table=8, priority=10,metadata=0x50000001001']);
     const open = renderBridge(p, ofport, view([id('pp1'), id('pp1b')], 'fail-open'));
-    expect(entry(open)).toMatch(/^clone\(set_field:0x40000000000->metadata,resubmit\(,8\)\),.*set_field:0x1001->metadata,resubmit\(,3\)$/);
+    expect(entry(open)).toMatch(/^clone\(set_field:0x40000000000->metadata,resubmit\(,8\)\),.*set_field:0x1001->metadata,ct\(table=3,zone=33\)$/);
     expect([...open.eventFlows].filter(([, e]) => e === 'hops_skipped').map(([k]) => k)).toEqual(['table=8, priority=10,metadata=0x40000000000', 'table=8, priority=10,metadata=0x40000001001']);
     // All up again: the rendering without health.
     expect(renderBridge(p, ofport, view([], 'fail-open')).flows).toEqual(renderBridge(p, ofport).flows);
@@ -152,38 +167,50 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
   }
 
   it('carries a B.5 packet through SF1 and SF2 in OVS\'s own pipeline (ofproto/trace)', async () => {
-    const want = renderBridge(await plan('b5'), ofport);
-    await ofctl.applyBundle(diff(await ofctl.dump(), want));
-    const trace = (flow: string) => exec(['ovs-appctl', '-t', daemon.vswitchdCtl, 'ofproto/trace', 'brg', flow]);
-    const pkt = 'tcp,dl_src=fa:16:3e:00:00:10,dl_dst=fa:16:3e:00:00:99,nw_src=10.0.0.5,nw_dst=10.0.1.5,tp_src=40000,tp_dst=80';
-    // At p0 (the logical source port): to SF1's ingress, its MAC as destination.
-    expect(await trace(`in_port=10,${pkt}`)).toMatch(/Datapath actions: set\(eth\(dst=fa:16:3e:00:00:01\)\),\d+\n/);
-    // Back from SF1 (p2): re-classified, to SF2's ingress.
-    expect(await trace(`in_port=12,${pkt}`)).toMatch(/Datapath actions: set\(eth\(dst=fa:16:3e:00:00:03\)\),\d+\n/);
-    // Back from SF2 (p4): the chain end. No logical destination port: the source MAC is p0's again
-    // and the frame is switched on the destination MAC the SF gave it; unknown here, so flooded to
-    // the interfaces with a host port (p0 alone), never to an SF port.
-    const end = await trace(`in_port=14,${pkt}`);
-    expect(end).toMatch(/set_field:fa:16:3e:00:00:10->eth_src\n\s+resubmit\(,10\)\n10\. priority 0, cookie 0x5fc0\n\s+output:10\n\nFinal flow/);
+    await install('b5');
+    // At p0 (the logical source port): a new flow, hashed and pinned to SF1 in hop 1's zone, the
+    // entry MACs in its label; to SF1's ingress, its MAC as destination.
+    expect(await pipeline(10, frame())).toBe(`${fresh(32, 1, B5_ENTRY_MACS)}set(eth(dst=fa:16:3e:00:00:01)),out(11)`);
+    // Back from SF1 (p2): re-classified, pinned in hop 2's zone, to SF2's ingress.
+    expect(await pipeline(12, frame())).toBe(`${fresh(33, 2)}set(eth(dst=fa:16:3e:00:00:03)),out(13)`);
+    // Back from SF2 (p4): the chain end without a logical destination port looks the entry MACs up
+    // in hop 1's zone. ofproto/trace commits nothing, so here the flow has no label: the source MAC
+    // is p0's (as it came) and the frame is switched on the destination MAC the SF gave it; unknown
+    // here, so flooded to the interfaces with a host port (p0 alone), never to an SF port.
+    expect(await pipeline(14, frame({ ethSrc: 'fa:16:3e:00:00:04' }))).toBe('ct(zone=32),recirc | set(eth(src=fa:16:3e:00:00:10)),out(10)');
   });
 
   /**
-   * OVS's own pipeline for `frame` arriving on OpenFlow port `k`: the datapath actions, following
-   * a recirculation (after a pop or decap) with `inner` (the frame as the pop leaves it), and with
-   * datapath port numbers written as OpenFlow ones (`out(<ofport>)`).
+   * OVS's own pipeline for `frame` arriving on OpenFlow port `k`: the datapath actions of each pass
+   * (' | ' between passes; a hop's conntrack lookup is resumed by ofproto/trace itself, as for a
+   * flow's first packet), following a recirculation after a pop with `inner` (the frame as the pop
+   * leaves it) and after a dp_hash group with dp_hash 1 (0 is "not computed"), with datapath port numbers written as
+   * OpenFlow ones (`out(<ofport>)`).
    */
   async function pipeline(k: number, frame: Uint8Array, inner?: Uint8Array): Promise<string> {
     const show = await exec(['ovs-appctl', '-t', daemon.vswitchdCtl, 'dpif/show']);
     const ofOf = new Map([...show.matchAll(/ (\d+)\/(\d+): \(system\)/g)].map((m) => [m[2], m[1]]));
     const trace = async (flow: string, f: Uint8Array) => {
       const text = await exec(['ovs-appctl', '-t', daemon.vswitchdCtl, 'ofproto/trace', 'brg', flow, Buffer.from(f).toString('hex')]);
-      return /Datapath actions: (.*)\n/.exec(text)![1].replace(/(^|,)(\d+)(?=,|$)/g, (_, c: string, d: string) => `${c}out(${ofOf.get(d)})`);
+      return [...text.matchAll(/^Datapath actions: (.*)$/gm)].map((m) => m[1].replace(/(^|,)(\d+)(?=,|$)/g, (_, c: string, d: string) => `${c}out(${ofOf.get(d)})`));
     };
-    const first = await trace(`in_port=${k}`, frame);
-    const recirc = /recirc\((0x[0-9a-f]+)\)$/.exec(first);
-    if (!recirc || !inner) return first;
-    return `${first.replace(recirc[0], 'recirc')} | ${await trace(`recirc_id=${recirc[1]},in_port=${k}`, inner)}`;
+    const passes = await trace(`in_port=${k}`, frame);
+    let now = frame;
+    for (let n = 0; n < 4; n++) {
+      const last = passes[passes.length - 1];
+      const recirc = /recirc\((0x[0-9a-f]+)\)$/.exec(last);
+      const hash = /(^|,)hash\(/.test(last);
+      if (!recirc || (!hash && !inner)) break;
+      if (!hash) now = inner!;
+      passes.push(...(await trace(`recirc_id=${recirc[1]},${hash ? 'dp_hash=1,' : ''}in_port=${k}`, now)));
+    }
+    return passes.map((p) => p.replace(/recirc\(0x[0-9a-f]+\)$/, 'recirc')).join(' | ');
   }
+  /** A flow's first packet at a hop: its conntrack lookup, the group's hash, the pin committed (mark: member + 1; label: the entry MACs, hex). */
+  const fresh = (zone: number, mark: number, label?: string) =>
+    `ct(zone=${zone}),recirc | hash(l4(0)),recirc | ct(commit,zone=${zone},mark=0x${mark}/0xffffffff${label ? `,label=0x${label}/0x${'f'.repeat(24)}` : ''}),`;
+  /** B.5's packet at entry: source p0's MAC, destination 99 (label: destination in bits 0-47, source in 48-95). */
+  const B5_ENTRY_MACS = 'fa163e000010fa163e000099';
   const frame = (o: Partial<FrameSpec> = {}) =>
     buildFrame({ ethSrc: 'fa:16:3e:00:00:10', ethDst: 'fa:16:3e:00:00:99', ip: { ver: 4, src: '10.0.0.5', dst: '10.0.1.5' }, l4: { proto: 'tcp', sport: 40000, dport: 80 }, ...o });
   const install = async (name: string) => ofctl.applyBundle(diff(await ofctl.dump(), renderBridge(await plan(name), ofport)));
@@ -192,11 +219,12 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
 
   it('carries B.5 with SF-aware MPLS pairs through OVS\'s pipeline: label 511 to SF1, 510 kept for SF2, 509 popped at the end', async () => {
     await install('b5-mpls');
-    expect(await pipeline(10, frame())).toBe(`set(eth(dst=fa:16:3e:00:00:01)),${mpls(511, 255)},out(11)`);
+    expect(await pipeline(10, frame())).toBe(`${fresh(32, 1, B5_ENTRY_MACS)}set(eth(dst=fa:16:3e:00:00:01)),${mpls(511, 255)},out(11)`);
     // SF1 returned 510 on p2: popped to hash the flow for hop 2, the same label put back on, to SF2.
-    expect(await pipeline(12, frame({ mpls: [510] }), frame())).toBe(`pop_mpls(eth_type=0x800),recirc | set(eth(dst=fa:16:3e:00:00:03)),${mpls(510, 254)},out(13)`);
-    // SF2 returned 509 on p4: the chain end, popped, source MAC p0's again, switched (to p0: unknown destination).
-    expect(await pipeline(14, frame({ mpls: [509] }), frame())).toBe('pop_mpls(eth_type=0x800),recirc | out(10)');
+    expect(await pipeline(12, frame({ mpls: [510] }), frame())).toBe(`pop_mpls(eth_type=0x800),recirc | ${fresh(33, 2)}set(eth(dst=fa:16:3e:00:00:03)),${mpls(510, 254)},out(13)`);
+    // SF2 returned 509 on p4: the chain end, popped, the entry MACs looked up in hop 1's zone (none
+    // in a trace: the MACs as they came, p0's source), switched (to p0: unknown destination).
+    expect(await pipeline(14, frame({ mpls: [509] }), frame())).toBe('pop_mpls(eth_type=0x800),recirc | ct(zone=32),recirc | out(10)');
     // An SF that did not decrement (bad_si), or returned a plain frame (missing_encap): dropped.
     expect(await pipeline(12, frame({ mpls: [511] }))).toBe('drop');
     expect(await pipeline(12, frame())).toBe('drop');
@@ -204,14 +232,15 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
 
   it('carries B.5 with an NSH hop both ways: encapsulated to SF1 (SI 255 forward, 254 back), decapsulated for SF2 and the ends', async () => {
     await install('b5-nsh');
-    expect(await pipeline(10, frame())).toBe(`${nsh(255)},push_eth(src=fa:16:3e:00:00:10,dst=fa:16:3e:00:00:01),out(11)`);
+    expect(await pipeline(10, frame())).toBe(`${fresh(32, 1)}${nsh(255)},push_eth(src=fa:16:3e:00:00:10,dst=fa:16:3e:00:00:01),out(11)`);
     const inner = frame({ ethSrc: 'fa:16:3e:00:00:02' });
     expect(await pipeline(12, frame({ ethSrc: 'fa:16:3e:00:00:02', nsh: { spi: 1, si: 254, ethernet: true } }), inner)).toBe(
-      'pop_eth,pop_nsh(),recirc | set(eth(dst=fa:16:3e:00:00:03)),out(13)',
+      `pop_eth,pop_nsh(),recirc | ${fresh(33, 2)}set(eth(dst=fa:16:3e:00:00:03)),out(13)`,
     );
     // Reverse: SF2 (entered through p4) returns on p3; encapsulated at SI 254 for SF1, entered through its egress p2.
     const reply = (o: Partial<FrameSpec> = {}) => frame({ ethSrc: 'fa:16:3e:00:00:03', ip: { ver: 4, src: '10.0.1.5', dst: '10.0.0.5' }, l4: { proto: 'tcp', sport: 80, dport: 40000 }, ...o });
-    expect(await pipeline(13, reply())).toBe(`${nsh(254)},push_eth(src=fa:16:3e:00:00:03,dst=fa:16:3e:00:00:02),out(12)`);
+    // (Hop 1's reverse group looks up and pins in hop 1's zone: a reply finds its request's pin there.)
+    expect(await pipeline(13, reply())).toBe(`${fresh(32, 1)}${nsh(254)},push_eth(src=fa:16:3e:00:00:03,dst=fa:16:3e:00:00:02),out(12)`);
     // SF1 returns SI 253 on p1: decapsulated, delivered to p0 with p0's MAC, p5's as source.
     expect(await pipeline(11, reply({ nsh: { spi: 1, si: 253, ethernet: true } }), reply())).toBe(
       'pop_eth,pop_nsh(),recirc | set(eth(src=fa:16:3e:00:00:20,dst=fa:16:3e:00:00:10)),out(10)',
@@ -222,7 +251,7 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
     await install('b7-tap');
     const udp = (src: string, sport: number) => frame({ ethSrc: 'fa:16:3e:00:00:02', ip: { ver: 4, src, dst: '10.0.1.5' }, l4: { proto: 'udp', sport, dport: 53 } });
     // Back from hop 1 translated (192.0.2.1:7001): one copy to the tap (p6), the frame to SF2 (p3).
-    expect(await pipeline(12, udp('192.0.2.1', 7001))).toBe('set(eth(dst=fa:16:3e:00:00:06)),out(16),set(eth(dst=fa:16:3e:00:00:03)),out(13)');
+    expect(await pipeline(12, udp('192.0.2.1', 7001))).toBe(`set(eth(dst=fa:16:3e:00:00:06)),out(16),set(eth(dst=fa:16:3e:00:00:99)),${fresh(33, 3)}set(eth(dst=fa:16:3e:00:00:03)),out(13)`);
     // Untranslated, it is not the chain's any more: switched (to p0), no copy.
     expect(await pipeline(12, udp('10.0.0.5', 7000))).toBe('out(10)');
     expect(await pipeline(16, udp('10.0.0.5', 7000))).toBe('drop');
@@ -231,7 +260,9 @@ describe.skipIf(!live)('ovs golden renderings in a real ovs-vswitchd', () => {
   it('hands pc1\'s traffic to pc2 or pc3 by their classifiers (B.9), else ends pc1', async () => {
     await install('b9-graph');
     const udp = (sport: number) => frame({ ethSrc: 'fa:16:3e:00:00:02', l4: { proto: 'udp', sport, dport: 53 } });
-    for (const [sport, then] of [[2002, `set(eth(dst=fa:16:3e:00:00:03)),${mpls(767, 255)},out(13)`], [2003, `set(eth(dst=fa:16:3e:00:00:05)),${mpls(1023, 255)},out(15)`], [2009, 'set(eth(src=fa:16:3e:00:00:10)),out(10)']] as const) {
+    // (The destination chains' first hops keep the MACs the frame is handed off with, for their own ends.)
+    const handed = 'fa163e000002fa163e000099';
+    for (const [sport, then] of [[2002, `${fresh(64, 2, handed)}set(eth(dst=fa:16:3e:00:00:03)),${mpls(767, 255)},out(13)`], [2003, `${fresh(96, 3, handed)}set(eth(dst=fa:16:3e:00:00:05)),${mpls(1023, 255)},out(15)`], [2009, 'ct(zone=32),recirc | set(eth(src=fa:16:3e:00:00:10)),out(10)']] as const) {
       expect(await pipeline(12, frame({ ethSrc: 'fa:16:3e:00:00:02', mpls: [510], l4: { proto: 'udp', sport, dport: 53 } }), udp(sport))).toBe(`pop_mpls(eth_type=0x800),recirc | ${then}`);
     }
   });

@@ -14,7 +14,7 @@
  * watch (flow and group counts every 2 s) finds the rendering gone and `reconcile()` puts it back.
  * Postcommits, health views (health()) and reconciliations run one at a time.
  *
- * Statistics come from OVS's own counters (flow, group-bucket and port statistics), mapped onto
+ * Statistics come from OVS's own counters (flow, group and port statistics), mapped onto
  * the userspace mode's metric names (stats()).
  */
 import { existsSync } from 'node:fs';
@@ -30,29 +30,10 @@ import { COUNTERS, DROP_REASONS } from '../../../packet/counters.js';
 import { checkOvsInstalled, OvsDaemon } from './daemon.js';
 import { mirrorCapture } from './mirror.js';
 import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
-import { PIN_COOKIE, pinCookie, renderBridge, T_L2, T_PIN, unsupported, type Rendered } from './render.js';
+import { renderBridge, T_L2, unsupported, type Rendered } from './render.js';
 import { ovsExplain } from './trace.js';
 import type { StepView } from '../../journey.js';
 import type { State } from '../../model.js';
-
-/**
- * Bundle lines deleting the learned pins that would steer to an instance no longer in its group
- * (by the member's pin cookie and the group's id), and every pin of a group that is gone.
- */
-function stalePins(before: Rendered | undefined, after: Rendered): string[] {
-  const out: string[] = [];
-  for (const [gid, info] of before?.groupInfo ?? []) {
-    const now = after.groupInfo.get(gid);
-    const meta = `metadata=0x${gid.toString(16)}`;
-    if (!now) {
-      out.push(`flow delete table=${T_PIN},cookie=0x${PIN_COOKIE.toString(16)}/0xffff0000,${meta}`);
-      continue;
-    }
-    const kept = new Set(now.members);
-    for (const k of info.members) if (!kept.has(k)) out.push(`flow delete table=${T_PIN},cookie=${pinCookie(k)}/-1,${meta}`);
-  }
-  return out;
-}
 
 export interface OvsDriverOptions {
   bridge: string;
@@ -151,7 +132,7 @@ export class OvsDriver implements Driver {
 
   /**
    * sfc explain (operator.ts): the journey of `frame` arriving on `iface` through the bridge's
-   * pipeline (ofproto/trace, trace.ts). Like the first packet of the flow, it learns the flow's pins.
+   * pipeline (ofproto/trace, trace.ts). Like the first packet of the flow, it pins the flow.
    */
   async explain(iface: string, frame: Uint8Array, state: State): Promise<StepView[]> {
     const { plan, rendered } = this;
@@ -243,7 +224,7 @@ export class OvsDriver implements Driver {
     if (unknown.length > 0) for (const [name, n] of await this.ofports(unknown)) this.ofportOf.set(name, n);
     const ofport = this.ofportOf;
     const rendered = renderBridge(next, (name) => ofport.get(name)!, this.view);
-    await this.ofctl.applyBundle([...diff(this.installed, rendered), ...stalePins(this.rendered, rendered)]);
+    await this.ofctl.applyBundle(diff(this.installed, rendered));
     this.installed = { flows: rendered.flows, groups: rendered.groups };
     this.rendered = rendered;
     this.plan = next;
@@ -329,9 +310,8 @@ export class OvsDriver implements Driver {
     // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
     // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
     if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
-    const [flowText, pinText, groupText, portText, ifaceText] = await Promise.all([
+    const [flowText, groupText, portText, ifaceText] = await Promise.all([
       this.ofctl.flowStats(),
-      this.ofctl.pinStats(),
       this.ofctl.groupStats(),
       this.ofctl.portStats(),
       exec(['ovs-vsctl', `--db=${this.db}`, '--format=json', '--columns=name,ofport', 'list', 'Interface']),
@@ -347,30 +327,18 @@ export class OvsDriver implements Driver {
       const reason = rendered.dropFlows.get(f.key);
       if (reason !== undefined) drops[DROP_REASONS.indexOf(reason)] += packets;
       const tap = rendered.tapFlows.get(f.key);
-      if (tap !== undefined) {
-        ev('tap_copies', packets);
-        instancePackets[tap] += packets;
-        instanceBytes[tap] += Number(/n_bytes=(\d+)/.exec(line)?.[1] ?? 0);
+      if (tap !== undefined) ev('tap_copies', packets);
+      const k = tap ?? rendered.instanceFlows.get(f.key);
+      if (k !== undefined) {
+        instancePackets[k] += packets;
+        instanceBytes[k] += Number(/n_bytes=(\d+)/.exec(line)?.[1] ?? 0);
       }
-    }
-    for (const line of pinText.split('\n')) {
-      const cookie = Number(/cookie=(0x[0-9a-f]+)/.exec(line)?.[1]);
-      const k = cookie - PIN_COOKIE;
-      if (k >= 0 && k < instancePackets.length) instancePackets[k] += Number(/n_packets=(\d+)/.exec(line)?.[1] ?? 0);
     }
     for (const line of groupText.split('\n')) {
       const id = Number(/group_id=(\d+)/.exec(line)?.[1]);
+      // (Instances are counted by their flows, instanceFlows; a group without buckets drops.)
       const info = rendered?.groupInfo.get(id);
-      if (!info) continue;
-      const counts = [...line.matchAll(/bucket\d+:packet_count=(\d+),byte_count=(\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]);
-      const members = [...info.buckets.values()];
-      if (members.length === 0) drops[DROP_REASONS.indexOf('no_instance')] += Number(/,packet_count=(\d+)/.exec(line)?.[1] ?? 0);
-      counts.forEach(([n, bytes], j) => {
-        if (j < members.length) {
-          instancePackets[members[j]] += n;
-          instanceBytes[members[j]] += bytes;
-        }
-      });
+      if (info && info.buckets.size === 0) drops[DROP_REASONS.indexOf('no_instance')] += Number(/,packet_count=(\d+)/.exec(line)?.[1] ?? 0);
     }
     const names = new Map<number, string>();
     for (const [name, ofport] of (JSON.parse(ifaceText) as { data: [string, unknown][] }).data) if (typeof ofport === 'number') names.set(ofport, name);

@@ -90,7 +90,7 @@ export function diff(have: BridgeState, want: BridgeState): string[] {
   return out;
 }
 
-/** The cookie on every flow sfc installs (learned flows carry others, and reconciliation leaves them). */
+/** The cookie on every flow sfc installs (reconciliation leaves flows without it alone). */
 export const COOKIE = 'cookie=0x5fc0';
 export const COOKIE_MATCH = 'cookie=0x5fc0/-1';
 
@@ -141,11 +141,6 @@ export class Ofctl {
   /** Raw statistics: dump-flows (with stats, sfc's cookie), dump-group-stats, dump-ports. */
   flowStats(): Promise<string> {
     return exec(['ovs-ofctl', ...OF, 'dump-flows', this.target, COOKIE_MATCH]);
-  }
-
-  /** Statistics of the learned pins (flow affinity, render.ts). */
-  pinStats(): Promise<string> {
-    return exec(['ovs-ofctl', ...OF, 'dump-flows', this.target, 'cookie=0x5fc10000/0xffff0000']);
   }
 
   groupStats(): Promise<string> {

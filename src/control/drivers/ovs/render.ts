@@ -9,26 +9,30 @@
  *                instance's egress on a forward path, ingress on a reverse path), both with the
  *                classifier's fields (IPv4 and IPv6; source and destination swapped on a reverse
  *                path; L4 port ranges cut into maximal aligned value/mask blocks, one flow per
- *                source x destination block). Such a flow loads the next hop's hash key and goes to
- *                the hop's select group, or, after the last hop, runs the rule's chain end: eth_dst
- *                := the logical destination port's MAC, eth_src := the logical source port's MAC,
- *                out of that port. Above the rules, link-scoped control traffic (IPv6 link-local and
+ *                source x destination block). Such a flow looks the frame up in the next hop's
+ *                conntrack zone (see Flow affinity; a group with explicit lb_fields also gets its
+ *                hash key loaded) and goes on in table 3, or, after the last hop, runs the rule's
+ *                chain end: eth_dst := the logical destination port's MAC, eth_src := the logical
+ *                source port's MAC, out of that port (no destination port: table 9). Above the rules, link-scoped control traffic (IPv6 link-local and
  *                link/interface-scope multicast, neighbour discovery, MLD; IPv4 link-local and
  *                224.0.0.0/24) never enters a chain; below them everything else goes to L2.
- *   1, 2 L4      the hash key's L4 ports by role (1: as the packet has them, 2: mirrored), per
- *                protocol: tcp -> reg9, udp -> reg10, sctp -> reg11 (source role << 16 | destination).
- *   3  PIN       flow affinity: a flow's pin to the instance it got (learned, see below), else
- *                per group the select group itself (metadata = the group's id).
- *   4  LEARN     per group and instance: learn the flow's pin, and leave through the instance's port
- *                (the bucket put it in reg8[16..31]). (A learn() in a bucket itself is not run by
- *                OVS 3.1; reached by resubmit from the bucket it is.)
+ *   1, 2 L4      for groups whose lb_fields name L4 ports: the hash key's ports by role (1: as the
+ *                packet has them, 2: mirrored): tcp -> reg9, udp -> reg10 (source role << 16 | dst).
+ *   3  PIN       after the hop's conntrack lookup (metadata = the group's id, and in bits 32-39
+ *                the encapsulation to put on, selectMeta): a flow pinned to a live member
+ *                (ct_mark = member + 1) leaves for it: the hop's encapsulation if any, eth_dst :=
+ *                the member's ingress MAC (egress MAC on a reverse path), out of that port. Any
+ *                other frame goes to the hop's select group.
+ *   4  COMMIT    the member the group's bucket named (reg8 = member + 1): the flow is committed in
+ *                the hop's zone with ct_mark := member + 1 (at a forward path's first hop, if the
+ *                chain's end restores MACs, with the frame's MACs in ct_label), then leaves as in 3.
  *   5  AWARE     a frame back from an SF-aware hop: table 0 matches the SF's own index on its return
  *                port (MPLS: label (SPI << 8) | SI, bottom of stack; NSH: SPI and SI), decapsulates
  *                it (OVS cannot hash or classify beneath the encapsulation) and marks the path and
  *                hop in the metadata; here it is re-classified with the rule fields it returns with,
  *                or, matching none, continues as its path's first rule of its IP family. If the next
- *                node is aware too, the same SPI/SI is put back on before its group (the plan's
- *                aware -> aware case: the SF's frame goes on as it came, only re-hashed). What else
+ *                node is aware too, the same SPI/SI is put back on once its member is chosen (the
+ *                plan's aware -> aware case: the SF's frame goes on as it came, only re-hashed). What else
  *                comes back on an aware return port is dropped with the userspace mode's reasons.
  *   6  TAP       per tap node one flow (metadata = its mark): the tap's own action list (its
  *                encapsulation, its MAC) and out of its instance's port, run on a clone() of the
@@ -36,35 +40,56 @@
  *   7  HANDOFF   service graphs: the end of a source chain (decapsulated, key registers cleared,
  *                metadata = the source rule's mark) offered to the destination chains' rules in
  *                plan order, logical ports ignored; matching none, the source rule's own delivery.
+ *   8  DOWN      health: a hop with no live instance, skipped (fail-open) or dropped (fail-closed).
+ *   9  RESTORE   a chain end without a logical destination port (the userspace mode's
+ *                restore_macs): the frame was looked up in its chain's first-hop zone; the label
+ *                its flow committed there at entry gives both MACs back (destination in bits 0-47,
+ *                source in 48-95), then L2 switching. A flow without a label (its first hop skipped,
+ *                a tuple the SFs changed) keeps the destination the last SF gave it (the
+ *                reference's NORMAL) and gets the logical source port's MAC as its source.
  *   10 L2        every non-SF port's MAC -> its interface; unicast to an SF port's MAC dropped
  *                (SF ports are not L2 endpoints); broadcast and multicast to every interface;
  *                unknown unicast to the interfaces with a non-SF port.
- * Groups: one select group per (path, hop), id = chain_id << 12 | reverse << 11 | hop, buckets
- * setting eth_dst to the instance's ingress MAC (egress MAC on a reverse path) and leaving through
- * that port. selection_method=hash over REGISTERS holding the group's lb_fields by ROLE (the key
- * layout of hash/flowhash.ts): xxreg0 = IP "source", xxreg1 = IP "destination", reg8 = protocol,
- * reg9-11 = ports, xreg6/xreg7 = the path's endpoint MACs (the rule's logical ports, constants).
- * A reverse path loads every field mirrored, so both directions of a flow hash the same values and
- * pick the same instance by hash alone. (Naming packet fields in `fields(...)` cannot do that: OVS
- * hashes them in its own field order whatever the order written, so mirrored lists hash alike only
- * for a single field.)
- * Weights: OVS 3.1's `hash` method gives the flow to the bucket with the highest
- * (hash(bucket_id, flow hash) & 0xffff) x weight, which is NOT proportional to the weights (1:3 gave
- * 17.5/82.5). With every bucket weight 1 that rule is rendezvous hashing, so each instance gets
- * as many buckets as its share (weights divided by their gcd, scaled to at most MAX_BUCKETS per
- * group): each bucket is equally likely to win, the share is exact in expectation. Bucket ids are
- * member index << 8 | replica: stable across plans, so removing an instance moves only its flows.
+ * Groups: one select group per (path, hop), id = chain_id << 12 | reverse << 11 | hop, each bucket
+ * naming its member (reg8 := member + 1) and going on in table 4. Bucket ids are member index << 8
+ * | replica. Default lb_fields (the 5-tuple): selection_method=dp_hash, algorithm 0: the datapath
+ * hashes the 5-tuple and recirculates, and its flows match a few bits of that hash, never the
+ * 5-tuple itself, so a new flow needs no upcall. (OVS's symmetric algorithm 1 leaves UDP ports out
+ * of the netdev datapath's hash: every UDP flow between two hosts would take one bucket. Replies
+ * need no symmetric hash: they find their request's pin.) Explicit lb_fields: selection_method=hash
+ * over REGISTERS holding the fields by ROLE (the key layout of hash/flowhash.ts): xxreg0 = IP
+ * "source", xxreg1 = IP "destination", reg9/reg10 = ports, xreg6/xreg7 = the path's endpoint MACs
+ * (the rule's logical ports, constants); a reverse path loads them mirrored, so both directions
+ * hash alike. (Naming packet fields in `fields(...)` cannot do that: OVS hashes them in its own
+ * field order whatever the order written.) The hashed fields are then matched exactly by the
+ * datapath flows of a flow's first frame, which is what lb_fields asks for.
+ * Weights: dp_hash maps its 2^n hash values (n from the bucket weights, at least 16 values) onto
+ * the buckets by Webster's method, so 3 equal buckets get 6/5/5 of 16; equal buckets whose number
+ * is a power of two get equal numbers of values, so members get replicas in proportion
+ * (dpHashCounts: within 1/256). The `hash` method gives the flow to the bucket with the highest
+ * (hash(bucket_id, flow hash) & 0xffff) x weight, NOT proportional to the weights (1:3 gave
+ * 17.5/82.5); with every weight 1 that is rendezvous hashing, so members get replicas in
+ * proportion there too (bucketCounts: gcd-reduced, at most MAX_BUCKETS).
  *
- * Flow affinity: each bucket, through table 4, LEARNS a pin in table 3 (OVS's learn()):
- * the group's id and the flow's hash key -> this instance's MAC and port, idle timeout 60 s, cookie
- * 0x5fc1<member>. Later frames of the flow take the pin and never reach the group, so adding an
- * instance (new buckets) moves no existing flow, and changing weights neither; removing one
- * deletes its pins (the driver's bundle, by cookie) so only its flows are hashed again; HRW over
- * stable bucket ids sends them to the remaining instances without moving anyone else. (Chosen over
- * OVS's dp_hash/hash alone, which re-deal flows when buckets change, and over conntrack marks,
- * which the netdev datapath supports but which would also pin traffic outside our tables. A pin
- * that idles out is re-learned by hash, which gives the same instance unless instances were added
- * in between: the userspace mode's flow records age the same way.)
+ * Flow affinity: conntrack. Each hop of a chain has a zone (zoneOf: chain_id x 32 + its forward
+ * position), shared by its forward and reverse group. A frame is looked up there on its way to the
+ * hop (ct, recirculated to table 3). A flow's first frame finds no pin, is hashed by the group and
+ * commits the flow with its member's mark; its later frames, and its replies (conntrack's reply
+ * direction of the same entry), find the mark and leave for that member without the group. So
+ * adding an instance or changing weights (new buckets, a new dp_hash map) moves no existing flow;
+ * removing an instance removes its table-3 flows, so only its flows reach the group again and are
+ * pinned anew (a commit rewrites an entry's mark); and replies cross their request's instances. A
+ * frame conntrack finds invalid is hashed, not pinned. Pins age with conntrack's timeouts (UDP
+ * 30-60 s idle, TCP by state), as the userspace mode's flow records age; an aged flow is hashed
+ * again. Why (bench/e2e, the chain, 65,536 UDP flows): the previous design learned each flow's pin
+ * with learn(): every new flow took the slow path and changed the flow table (ovs-vswitchd then
+ * revalidates every datapath flow), and exact-match pins (and the `hash` method over the 5-tuple)
+ * need a datapath flow per flow: it delivered about 1.5 kpps where the hand-written dp_hash
+ * baseline delivered 18 kpps. A conntrack entry is made in the datapath: no upcall, no flow-table
+ * change, few datapath flows. Its price is a conntrack lookup per hop (the recirculation it needs,
+ * dp_hash needs too). Pinning only around a group's growth (a flow dump, or learn() switched on
+ * around the change) would cost nothing per frame, but would move the flows silent during that
+ * window; not chosen.
  *
  * Encapsulations (spec B.2): MPLS push_mpls with label (SPI << 8) | SI, TTL = SI, TC 0; NSH
  * encap(nsh) MD type 1 (TTL 63) and encap(ethernet) with the inner frame's source MAC. OVS cannot
@@ -72,7 +97,8 @@
  * only one IP family pops to it; a path classifying both marks its IPv6 frames with traffic class
  * 1 (mplsMarksV6) and pops by the mark. N-tuple mappings are the plan's per-hop return matches.
  *
- * `unsupported` refuses only what cannot be numbered (ports without an interface, group ids).
+ * `unsupported` refuses only what cannot be numbered (ports without an interface, group ids,
+ * conntrack zones).
  */
 import { NeutronError } from '../../errors.js';
 import { type Action, type Encap, type Plan, type PlanPath, type PlanRule } from '../../plan.js';
@@ -86,8 +112,10 @@ import type { BridgeState } from './ofctl.js';
 export const T_CLASSIFY = 0;
 export const T_L4_FWD = 1;
 export const T_L4_REV = 2;
+/** After the hop's conntrack lookup: a flow pinned to a member (ct_mark) leaves for it, else the select group. */
 export const T_PIN = 3;
-export const T_LEARN = 4;
+/** The member a bucket chose (reg8 = member + 1): pin the flow to it (ct commit), and leave for it. */
+export const T_COMMIT = 4;
 /** Re-classification of a frame back from an SF-aware hop, decapsulated (metadata: awareMark). */
 export const T_AWARE = 5;
 /** Tap copies (metadata: tapMark), one flow per tap node: its statistics are the tap's. */
@@ -96,8 +124,8 @@ export const T_TAP = 6;
 export const T_HANDOFF = 7;
 /** Health: a hop with no live instance, skipped (fail-open) or dropped (fail-closed); counted per path and hop. */
 export const T_DOWN = 8;
-/** Idle timeout of a flow's pin to its instance (seconds). */
-export const PIN_IDLE_S = 60;
+/** Chain end without a logical destination port: the entry MACs back from the first hop's conntrack label (metadata: restoreMark). */
+export const T_RESTORE = 9;
 export const T_L2 = 10;
 
 export const PRIO_LINK_LOCAL = 30000;
@@ -106,18 +134,33 @@ const PRIO_AWARE = 25000;
 const PRIO_RULE = 20000;
 export const MAX_BUCKETS = 256;
 
+
 const refuse = (message: string) => new NeutronError(400, 'SfcBadRequest', message);
 
 /** What the OVS renderer cannot render, as 400s naming the object (empty: renderable). */
 export function unsupported(plan: Plan): NeutronError[] {
   const problems: NeutronError[] = [];
   for (const p of plan.ports) if (p.iface === '') problems.push(refuse(`port ${p.name}: binding:profile.interface is required`));
+  const zones = new Map<number, string>();
   for (const c of plan.chains) {
     if (c.chainId >= 1 << 20) problems.push(refuse(`port chain ${c.name}: chain_id ${c.chainId} is beyond the ovs driver's group numbering (< ${1 << 20})`));
     if (plan.paths[c.forward].hops.length >= 1 << 11) problems.push(refuse(`port chain ${c.name}: too many hops for the ovs driver`));
+    for (let h = 0; h < plan.paths[c.forward].sfHops; h++) {
+      const zone = zoneOf(c.chainId, h);
+      const other = zones.get(zone);
+      if (zone === 0 || other !== undefined) problems.push(refuse(`port chain ${c.name}: hop ${h + 1} would share conntrack zone ${zone} with ${other ?? 'the default zone'} in the ovs driver (zone = chain_id x 32 + hop, modulo 65536)`));
+      zones.set(zone, `port chain ${c.name} hop ${h + 1}`);
+    }
   }
   return problems;
 }
+
+/**
+ * Conntrack zone of a chain's hop (`chainHop`: its position in forward order): the forward and the
+ * reverse group of the hop share it, so a reply finds its request's entry (conntrack's reply
+ * direction) and the pin in it. Stable across plans; `unsupported` refuses collisions.
+ */
+export const zoneOf = (chainId: number, chainHop: number) => ((chainId << 5) + chainHop) & 0xffff;
 
 /** Per OpenFlow group: which member each bucket steers to (statistics), and the hop it renders. */
 export interface GroupInfo {
@@ -138,6 +181,8 @@ export interface Rendered extends BridgeState {
   dropFlows: Map<string, DropReason>;
   /** Flow keys of tap copies -> the tap's member index ('tap_copies', its instance counters). */
   tapFlows: Map<string, number>;
+  /** Flow keys of the flows that send a frame to an instance (pinned or first packet) -> its member index. */
+  instanceFlows: Map<string, number>;
 }
 
 export const groupNumber = (chainId: number, reverse: boolean, hop: number) => (chainId << 12) | (reverse ? 1 << 11 : 0) | hop;
@@ -202,15 +247,30 @@ export function bucketCounts(weights: number[]): number[] {
   return counts;
 }
 
-/** Cookie of the pins learned for member k (the member index in the low 16 bits). */
-export const PIN_COOKIE = 0x5fc10000;
-export const pinCookie = (k: number) => `0x${(PIN_COOKIE + k).toString(16)}`;
+/**
+ * Buckets per member of a dp_hash group. OVS maps the 2^n hash values (n from the buckets' weights,
+ * at least 16 values) onto the buckets by Webster's method, so 3 equal buckets get 6/5/5 of 16. With
+ * equal-weight buckets whose number is a power of two every bucket gets as many values as the
+ * others: the gcd-reduced counts when they sum to one, else MAX_BUCKETS buckets apportioned by
+ * largest remainder (one hash value each; every member with a weight keeps at least one).
+ */
+export function dpHashCounts(weights: number[]): number[] {
+  const base = bucketCounts(weights);
+  const sum = base.reduce((a, b) => a + b, 0);
+  if (sum === 0 || (sum & (sum - 1)) === 0) return base;
+  const total = weights.reduce((a, w) => a + Math.max(w, 0), 0);
+  const exact = weights.map((w) => (w > 0 ? (w * MAX_BUCKETS) / total : 0));
+  const counts = exact.map((x, j) => (weights[j] > 0 ? Math.max(1, Math.floor(x)) : 0));
+  const byRemainder = weights.map((_, j) => j).filter((j) => weights[j] > 0).sort((a, b) => exact[b] - Math.floor(exact[b]) - (exact[a] - Math.floor(exact[a])) || a - b);
+  for (let left = MAX_BUCKETS - counts.reduce((a, b) => a + b, 0), i = 0; left > 0; left--, i++) counts[byRemainder[i % byRemainder.length]]++;
+  for (let over = counts.reduce((a, b) => a + b, 0) - MAX_BUCKETS; over > 0; over--) counts[counts.indexOf(Math.max(...counts))]--;
+  return counts;
+}
 
 const macHex = (mac: string) => `0x${mac.replace(/:/g, '').replace(/^0+(?=.)/, '')}`;
 
-/** The group's `fields(...)` over the role registers, in OVS's print order. */
+/** The `fields(...)` of a group with explicit lb_fields, over the role registers, in OVS's print order. */
 function hashFields(lb: LbField[]): string[] {
-  if (lb.length === 0) return ['reg8', 'reg9', 'reg10', 'reg11', 'xxreg0', 'xxreg1'];
   const has = (f: LbField) => lb.includes(f);
   const ports = (reg: string, src: boolean, dst: boolean) => (src && dst ? [reg] : src ? [`${reg}=0xffff0000`] : dst ? [`${reg}=0xffff`] : []);
   return [
@@ -223,46 +283,33 @@ function hashFields(lb: LbField[]): string[] {
   ];
 }
 
-/** The learned pin's match: the group's id (metadata) and its hash key, in OVS's print form. */
-function pinMatch(fields: string[]): string[] {
-  const sub = (reg: string, mask: string | undefined) => {
-    const name = `NXM_NX_${reg.toUpperCase()}`;
-    if (reg === 'reg8') return `${name}[0..7]`; // the protocol; bits 16-31 carry the pinned port
-    return mask === '0xffff0000' ? `${name}[16..31]` : mask === '0xffff' ? `${name}[0..15]` : `${name}[]`;
-  };
-  return ['OXM_OF_METADATA[]', ...fields.map((f) => sub(...(f.split('=') as [string, string | undefined])))];
-}
-
 /**
- * Actions loading the hash key of a group with lb_fields `lb` for a frame of rule r (IPv4 or IPv6
- * per the rule), mirrored on a reverse path.
+ * Actions loading the hash key of a group with explicit lb_fields `lb` for a frame of rule r (IPv4
+ * or IPv6 per the rule), mirrored on a reverse path.
  */
 function keyLoads(plan: Plan, r: PlanRule, lb: LbField[]): string[] {
   const v6 = r.match.ethertype === 'IPv6';
-  const any = lb.length === 0;
-  const has = (f: LbField) => any || lb.includes(f);
+  const has = (f: LbField) => lb.includes(f);
   const [src, dst] = v6 ? ['NXM_NX_IPV6_SRC[]', 'NXM_NX_IPV6_DST[]'] : ['NXM_OF_IP_SRC[]', 'NXM_OF_IP_DST[]'];
   const to = (reg: string) => (v6 ? `NXM_NX_${reg}[]` : `NXM_NX_${reg}[0..31]`);
   const [srcRole, dstRole] = r.reverse ? [dst, src] : [src, dst];
   const out: string[] = [];
   if (has('ip_src')) out.push(`move:${srcRole}->${to('XXREG0')}`);
   if (has('ip_dst')) out.push(`move:${dstRole}->${to('XXREG1')}`);
-  if (any) out.push('move:NXM_OF_IP_PROTO[]->NXM_NX_REG8[0..7]');
   // The path's endpoints: the forward source is the rule's `at` (forward) or `to` (reverse).
   const [fwdSrc, fwdDst] = r.reverse ? [r.to, r.at] : [r.at, r.to];
   const mac = (port: number) => (port < 0 ? '0x0' : macHex(plan.ports[port].mac));
-  if (!any && lb.includes('eth_src')) out.push(`set_field:${mac(fwdSrc)}->xreg6`);
-  if (!any && lb.includes('eth_dst')) out.push(`set_field:${mac(fwdDst)}->xreg7`);
-  if (any || lb.some((f) => f.startsWith('tcp_') || f.startsWith('udp_'))) out.push(`resubmit(,${r.reverse ? T_L4_REV : T_L4_FWD})`);
+  if (has('eth_src')) out.push(`set_field:${mac(fwdSrc)}->xreg6`);
+  if (has('eth_dst')) out.push(`set_field:${mac(fwdDst)}->xreg7`);
+  if (lb.some((f) => f.startsWith('tcp_') || f.startsWith('udp_'))) out.push(`resubmit(,${r.reverse ? T_L4_REV : T_L4_FWD})`);
   return out;
 }
 
-/** The L4 role tables: every ported protocol, as the packet has its ports (fwd) or mirrored (rev). */
+/** The L4 role tables: the protocols lb_fields names ports of, as the packet has its ports (fwd) or mirrored (rev). */
 function l4RoleFlows(add: (table: number, priority: number, match: string, actions: string) => void): void {
   const regs: [string, string, string][] = [
     ['tcp', 'NXM_OF_TCP', 'REG9'],
     ['udp', 'NXM_OF_UDP', 'REG10'],
-    ['sctp', 'OXM_OF_SCTP', 'REG11'],
   ];
   for (const [proto, nxm, reg] of regs) {
     for (const v of ['', '6']) {
@@ -291,6 +338,7 @@ const MARK_TAP = 2n << 40n;
 const MARK_HANDOFF = 3n << 40n;
 const MARK_SKIP = 4n << 40n;
 const MARK_DOWN = 5n << 40n;
+const MARK_RESTORE = 6n << 40n;
 const meta = (v: bigint | number) => `metadata=0x${v.toString(16)}`;
 const setMeta = (v: bigint | number) => `set_field:0x${v.toString(16)}->metadata`;
 /** The frame came back from aware hop `hop` of path `path`, decapsulated: re-classify it (T_AWARE). */
@@ -303,6 +351,13 @@ const handoffMark = (rule: number) => MARK_HANDOFF | BigInt(rule);
 /** Hop `hop` of path `path` skipped (fail-open) or dropped (fail-closed): health (T_DOWN). */
 const skipMark = (path: number, hop: number) => MARK_SKIP | (BigInt(path) << 12n) | BigInt(hop);
 const downMark = (path: number, hop: number) => MARK_DOWN | (BigInt(path) << 12n) | BigInt(hop);
+/** The chain end of rule `rule`, looking its entry MACs up in the first hop's zone (T_RESTORE). */
+const restoreMark = (rule: number) => MARK_RESTORE | BigInt(rule);
+/**
+ * The metadata of a frame selecting in group `gid` (T_PIN, T_COMMIT): the group's id, and in bits
+ * 32-39 the encapsulation to put on once the member is known (`variant`, 0: none; per group).
+ */
+const selectMeta = (gid: number, variant: number) => (BigInt(variant) << 32n) | BigInt(gid);
 
 /** An encapsulation the plan says the frame carries (or is to carry): what `push` puts on. */
 interface Encapsulation {
@@ -337,7 +392,7 @@ function pushActions(e: Encapsulation, v6: boolean, mark: boolean): string[] {
  * Call `unsupported` first: an action it refuses throws here.
  */
 export function renderBridge(plan: Plan, ofport: (iface: string) => number, health: HealthView = ALL_UP): Rendered {
-  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), eventFlows: new Map(), dropFlows: new Map(), tapFlows: new Map() };
+  const out: Rendered = { flows: new Map(), groups: new Map(), groupInfo: new Map(), eventFlows: new Map(), dropFlows: new Map(), tapFlows: new Map(), instanceFlows: new Map() };
   const add = (table: number, priority: number, match: string, actions: string): string => {
     const key = `table=${table}, priority=${priority}${match ? `,${match}` : ''}`;
     if (!out.flows.has(key)) out.flows.set(key, actions || 'drop');
@@ -357,53 +412,90 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number, heal
     return [`in_port=${portOf(k)}`, ...((ifacePorts.get(p.iface) ?? 0) > 1 ? [`dl_src=${p.mac}`] : [])];
   };
 
-  // Health: a down member has no bucket (its pins are deleted by the driver: only its flows move);
-  // a hop whose group has no usable instance is skipped or dropped by its group's policy.
+  // Health: a down member has no bucket and no pin flow (its flows are hashed again, and pinned
+  // anew: only they move); a hop whose group has no usable instance is skipped or dropped by its
+  // group's policy.
   const up = (k: number) => !health.down.has(members[k].id);
   const hopLive = paths.map((p) => liveHops(p, groups, members, up, health.policy));
 
-  // Groups: one per (path, steered hop).
+  // Groups: one per (path, steered hop). A bucket names its member (reg8 = member + 1) and goes on
+  // to T_COMMIT; the encapsulation, MAC and port are the member flows' (below).
   paths.forEach((p, pi) => {
     const chainId = chains[p.chain].chainId;
     for (let h = 0; h < p.sfHops; h++) {
       const hop = p.hops[h];
       const g = groups[hop.group];
       const id = groupNumber(chainId, p.reverse, h);
-      const counts = bucketCounts(g.members.map((k) => (up(k) ? members[k].weight : 0)));
+      const weights = g.members.map((k) => (up(k) ? members[k].weight : 0));
+      const dp = g.lbFields.length === 0;
+      const counts = dp ? dpHashCounts(weights) : bucketCounts(weights);
       const info: GroupInfo = { chain: p.chain, path: pi, hop: h, buckets: new Map(), members: g.members.filter(up) };
-      const fields = hashFields(g.lbFields);
-      const pin = pinMatch(fields).join(',');
       const buckets: string[] = [];
       g.members.forEach((k, j) => {
-        const m = members[k];
-        const port = p.reverse ? m.egress : m.ingress;
         for (let rep = 0; rep < counts[j]; rep++) {
           const bucketId = (k << 8) | rep;
           info.buckets.set(bucketId, k);
-          const out = `0x${(portOf(port) << 16).toString(16)}/0xffff0000`;
-          buckets.push(`bucket=bucket_id:${bucketId},actions=set_field:${ports[port].mac}->eth_dst,set_field:${out}->reg8,resubmit(,${T_LEARN})`);
-          if (rep === 0) {
-            const learn = `learn(table=${T_PIN},idle_timeout=${PIN_IDLE_S},priority=10,cookie=${pinCookie(k)},${pin},load:NXM_OF_ETH_DST[]->NXM_OF_ETH_DST[],output:NXM_NX_REG8[16..31])`;
-            add(T_LEARN, 10, `reg8=${out},metadata=0x${id.toString(16)}`, `${learn},output:NXM_NX_REG8[16..31]`);
-          }
+          buckets.push(`bucket=bucket_id:${bucketId},actions=set_field:0x${(k + 1).toString(16)}->reg8,resubmit(,${T_COMMIT})`);
         }
       });
-      const sel = `selection_method=hash,${fields.length === 1 ? `fields=${fields[0]}` : `fields(${fields.join(',')})`}`;
+      const fields = dp ? [] : hashFields(g.lbFields);
+      // (dp_hash algorithm 0, the 5-tuple; OVS's symmetric one, 1, leaves UDP ports out of the netdev
+      // datapath's hash. Replies need no symmetric hash: they find their request's pin.)
+      const sel = dp ? 'selection_method=dp_hash' : `selection_method=hash,${fields.length === 1 ? `fields=${fields[0]}` : `fields(${fields.join(',')})`}`;
       out.groups.set(id, [`group_id=${id},type=select,${sel}`, ...buckets].join(','));
       out.groupInfo.set(id, info);
-      add(T_PIN, 0, `metadata=0x${id.toString(16)}`, `group:${id}`);
     }
   });
+
+  /**
+   * The flows of the members of the group of hop h of path pi, for frames whose encapsulation to
+   * put on is `variant`'s (selectMeta): in T_PIN a frame whose flow is pinned to a member
+   * (ct_mark = member + 1) leaves for it; any other goes to the select group. In T_COMMIT the
+   * bucket's member pins the flow (ct commit in the hop's zone; at a forward path's first hop, the
+   * frame's MACs into the label for a chain end that restores them) and the frame leaves for it.
+   */
+  const memberFlows = (pi: number, h: number, variant: number, carried: Encapsulation | null) => {
+    const p = paths[pi];
+    const hop = p.hops[h];
+    const gid = groupNumber(chains[p.chain].chainId, p.reverse, h);
+    const m = meta(selectMeta(gid, variant));
+    const zone = zoneOf(chains[p.chain].chainId, hop.chainHop);
+    const keepMacs = !p.reverse && hop.chainHop === 0 && p.rules.some((ri) => rules[ri].end.some((a) => a.op === 'restore_macs'));
+    add(T_PIN, 0, m, `group:${gid}`);
+    for (const k of groups[hop.group].members) {
+      if (!up(k)) continue;
+      const port = p.reverse ? members[k].egress : members[k].ingress;
+      const mark = `0x${(k + 1).toString(16)}`;
+      for (const family of ['ip', 'ipv6']) {
+        const leave = [...(carried ? pushActions(carried, family === 'ipv6', mplsMarksV6(plan, p)) : []), `set_field:${ports[port].mac}->eth_dst`, `output:${portOf(port)}`].join(',');
+        out.instanceFlows.set(add(T_PIN, 10, `ct_state=-inv+trk,ct_mark=${mark},${family},${m}`, leave), k);
+        const label = keepMacs ? ',move:NXM_OF_ETH_DST[]->NXM_NX_CT_LABEL[0..47],move:NXM_OF_ETH_SRC[]->NXM_NX_CT_LABEL[48..95]' : '';
+        out.instanceFlows.set(add(T_COMMIT, 10, `${family},reg8=${mark},${m}`, `ct(commit,zone=${zone},exec(set_field:${mark}->ct_mark${label})),${leave}`), k);
+      }
+    }
+  };
+  /** Per (path, hop): the encapsulations frames select in its group with (variant: their index), rendered by memberFlows at the end. */
+  const variants = new Map<string, { pi: number; h: number; carried: Encapsulation | null; variant: number }>();
+  const variantOf = (pi: number, h: number, carried: Encapsulation | null): number => {
+    const key = JSON.stringify([pi, h, carried]);
+    let v = variants.get(key);
+    if (!v) {
+      const used = [...variants.values()].filter((x) => x.pi === pi && x.h === h).length;
+      v = { pi, h, carried, variant: used };
+      variants.set(key, v);
+    }
+    return v.variant;
+  };
 
   /**
    * The OVS actions of plan action list `acts` for a frame of rule r on path p, due at node k
    * (k = sfHops: the chain's end). The frame is plain IP whatever the plan says (an encapsulated
    * frame back from an aware SF was decapsulated to be classified); `carried` is the encapsulation
    * the plan has it carry, put back on when the list keeps it (an aware hop after an aware hop).
+   * A hop's encapsulation goes on after its member is chosen (memberFlows): conntrack and the hash
+   * see the plain frame.
    */
   const actionsOf = (p: PlanPath, pi: number, r: PlanRule, ri: number, k: number, acts: Action[], carried: Encapsulation | null): string => {
-    const v6 = r.match.ethertype === 'IPv6';
-    const mark = mplsMarksV6(plan, p);
     const outActs: string[] = [];
     let pending = carried;
     const entryMac = r.at >= 0 ? ports[r.at].mac : null;
@@ -416,26 +508,36 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number, heal
           pending = null;
           break;
         case 'push':
-          outActs.push(...pushActions(a, v6, mark));
-          pending = null;
+          pending = { encap: a.encap, spi: a.spi, si: a.si };
           break;
         case 'set_dst_mac': {
-          // The hop's select group (its bucket sets the MAC), after loading its hash key from the plain frame.
-          const g = groups[p.hops[k].group];
+          // The hop's conntrack lookup (its zone) on the plain frame, then T_PIN: its pin, or its
+          // select group (explicit lb_fields: over the key registers loaded here).
+          const hop = p.hops[k];
+          const g = groups[hop.group];
           const gid = groupNumber(chains[p.chain].chainId, p.reverse, k);
-          outActs.unshift(...keyLoads(plan, r, g.lbFields));
-          if (pending) outActs.push(...pushActions(pending, v6, mark));
-          outActs.push(setMeta(gid), `resubmit(,${T_PIN})`);
+          if (g.lbFields.length > 0) outActs.unshift(...keyLoads(plan, r, g.lbFields));
+          outActs.push(setMeta(selectMeta(gid, variantOf(pi, k, pending))), `ct(table=${T_PIN},zone=${zoneOf(chains[p.chain].chainId, hop.chainHop)})`);
           break;
         }
         case 'set_end_macs':
           outActs.push(`set_field:${ports[a.port].mac}->eth_dst`, ...(entryMac ? [`set_field:${entryMac}->eth_src`] : []));
           break;
-        case 'restore_macs':
-          // The destination MAC seen at entry did not cross the SFs: the frame keeps the one the last
-          // SF gave it (the reference's NORMAL), its source becomes the logical source port's again.
-          if (entryMac) outActs.push(`set_field:${entryMac}->eth_src`);
-          break;
+        case 'restore_macs': {
+          // Both MACs back to the frame's at chain entry: the first hop's commit keeps them in the
+          // flow's conntrack label (memberFlows), looked up here in that hop's zone; the rest of the
+          // list goes on in T_RESTORE. A flow without a label (its first hop skipped, or a tuple the
+          // SFs changed) keeps the destination the last SF gave it (the reference's NORMAL) and gets
+          // the logical source port's MAC as its source.
+          const rest = actionsOf(p, pi, r, ri, k, acts.slice(n + 1), null);
+          const fallback = [...(entryMac ? [`set_field:${entryMac}->eth_src`] : []), rest].filter(Boolean).join(',');
+          if (p.reverse || p.sfHops === 0) return [...outActs, fallback].filter(Boolean).join(',');
+          const m = restoreMark(ri);
+          add(T_RESTORE, 20, `ct_label=0,${meta(m)}`, fallback);
+          add(T_RESTORE, 10, meta(m), ['move:NXM_NX_CT_LABEL[0..47]->NXM_OF_ETH_DST[]', 'move:NXM_NX_CT_LABEL[48..95]->NXM_OF_ETH_SRC[]', rest].filter(Boolean).join(','));
+          outActs.push(setMeta(m), `ct(table=${T_RESTORE},zone=${zoneOf(chains[p.chain].chainId, p.hops[0].chainHop)})`);
+          return outActs.join(',');
+        }
         case 'deliver':
           outActs.push(`output:${portOf(a.port)}`);
           break;
@@ -446,7 +548,8 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number, heal
           // To the destination chains' rules (T_HANDOFF) with cleared key registers; what matches
           // none continues with the rest of this list there (its fallback flow).
           outActs.push('set_field:0->xxreg0', 'set_field:0->xxreg1', 'set_field:0->xxreg2', 'set_field:0->xxreg3', setMeta(handoffMark(ri)), `resubmit(,${T_HANDOFF})`);
-          add(T_HANDOFF, 0, meta(handoffMark(ri)), actionsOf(p, pi, r, ri, k, acts.slice(n + 1), null));
+          // (Its frames are of the rule's IP family: a conntrack lookup in the rest needs it matched.)
+          add(T_HANDOFF, 0, `${r.match.ethertype === 'IPv6' ? 'ipv6' : 'ip'},${meta(handoffMark(ri))}`, actionsOf(p, pi, r, ri, k, acts.slice(n + 1), null));
           return outActs.join(',');
         }
       }
@@ -557,6 +660,8 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number, heal
     }
   });
 
+  for (const v of variants.values()) memberFlows(v.pi, v.h, v.variant, v.carried);
+
   // What a tap instance sends is dropped: a tap only receives copies.
   for (const g of groups) {
     if (!g.tap) continue;
@@ -564,7 +669,7 @@ export function renderBridge(plan: Plan, ofport: (iface: string) => number, heal
   }
   for (const m of LINK_LOCAL) add(T_CLASSIFY, PRIO_LINK_LOCAL, m, `resubmit(,${T_L2})`);
   add(T_CLASSIFY, 0, '', `resubmit(,${T_L2})`);
-  l4RoleFlows(add);
+  if (groups.some((g) => g.lbFields.some((f) => f.startsWith('tcp_') || f.startsWith('udp_')))) l4RoleFlows(add);
 
   // L2: known MACs, SF ports never L2 endpoints, flooding.
   const ifaces = [...new Set(ports.map((p) => p.iface))];

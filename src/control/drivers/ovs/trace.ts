@@ -5,16 +5,22 @@
  *
  * Each pass is one trace. The table-0 flow it matched gives the rule (among the path's rules at
  * that interface, the one whose match strings the flow carries); the select group it reached
- * (`group:ID`, `using bucket B`) or the learned pin it took (table 3, cookie 0x5fc1<member>)
- * gives path, hop and instance (GroupInfo); the datapath actions give the outputs, each with the
- * frame as those actions leave it (applyAction: MAC rewrites, MPLS and NSH push/pop). A pop
- * recirculates: the trace goes on with `recirc_id` and the frame as the pop left it. As the
+ * (`group:ID`, `using bucket B`) or the pin it took (T_PIN, ct_mark) gives path, hop and instance (GroupInfo); the datapath actions
+ * give the outputs, each with the frame as those actions leave it (applyAction: MAC rewrites, MPLS
+ * and NSH push/pop). ofproto/trace resumes a hop's conntrack lookup itself; a flow pinned in
+ * the hop's zone (its conntrack entry, read here) is traced on from the lookup with its mark, any
+ * other as hashed afresh. A pop recirculates, and so does a dp_hash group: the trace goes on
+ * with `recirc_id` and the frame as the pop left it, for a dp_hash group with the datapath hash
+ * `dp_hash` set to a symmetric hash of the frame's addresses, protocol and ports computed here (not
+ * OVS's own function: the instance shown is one the group maps some hash to, and a reply's is its
+ * request's, as both directions' groups map hashes alike). As the
  * userspace explain, service functions are simulated by loopback: a frame sent to an SF port
  * comes back in at the pair's other port for the next pass, its service index decremented as an
  * SF-aware SF does (replay.ts decrementIndex).
  *
- * ofproto/trace RUNS learn() actions: tracing a packet into a hop installs that flow's pin
- * (table 3, idle timeout 60 s), as the first real packet of the flow would.
+ * ofproto/trace RUNS a hop's conntrack commit: explaining a packet of a flow not pinned yet pins
+ * it to the instance shown, as its first real packet would. (A group with explicit lb_fields
+ * selects in the lookup's resumed pass, so there a pinned flow is hashed afresh and re-pinned.)
  */
 import { describeRule } from '../../../classifier/lookup.js';
 import { ruleFromClassifier } from '../../../classifier/rule.js';
@@ -25,7 +31,7 @@ import { describeEncap, ethertypeAt } from '../../../dataplane/encap.js';
 import { decrementIndex } from '../../../dataplane/replay.js';
 import { formatMac } from '../../../dataplane/tables.js';
 import { exec } from './ofctl.js';
-import { PIN_COOKIE, ruleMatches, type Rendered } from './render.js';
+import { ruleMatches, T_PIN, type Rendered } from './render.js';
 
 export interface OvsTraceContext {
   /** ovs-vswitchd's control socket. */
@@ -53,8 +59,8 @@ interface Pass {
   outputs: Output[];
   /** Flow keys (table=N, priority=P,MATCH) of every flow the pass matched, in order. */
   keys: string[];
-  /** After a pop: the recirculation id and the frame as the pop left it (to trace on). */
-  recirc: { id: string; frame: Uint8Array } | null;
+  /** After a pop or a dp_hash group: the recirculation id and the frame as it is then (to trace on; `hash`: set dp_hash). */
+  recirc: { id: string; frame: Uint8Array; hash: boolean } | null;
 }
 
 /** Split datapath actions at top-level commas. */
@@ -123,14 +129,15 @@ function applyAction(f: Uint8Array, a: string): Uint8Array {
 /** Parse one ofproto/trace answer for `frame` (datapath ports named through `ifaceOf`). */
 export function parseTrace(text: string, frame: Uint8Array, ifaceOf: Map<number, string>): Pass {
   const pass: Pass = { entry: new Set(), gid: -1, bucket: -1, pinned: -1, outputs: [], keys: [], recirc: null };
-  for (const m of text.matchAll(/^\s*(\d+)\. (?:(.*), )?priority (\d+), cookie (0x[0-9a-f]+)$/gm)) {
-    const [, table, match = '', prio, cookie] = m;
+  for (const m of text.matchAll(/^\s*(\d+)\. (?:(.*), )?priority (\d+), cookie 0x[0-9a-f]+$/gm)) {
+    const [, table, match = '', prio] = m;
     pass.keys.push(`table=${table}, priority=${prio}${match ? `,${match}` : ''}`);
     if (table === '0' && pass.keys.length === 1) pass.entry = new Set(match.split(','));
-    const pin = Number(cookie) - PIN_COOKIE;
-    if (table === '3' && pin >= 0 && pin < 0x10000) {
-      pass.gid = Number(field(match, 'metadata'));
-      pass.pinned = pin;
+    // A pinned flow (T_PIN, ct_mark = member + 1; the group's id in the metadata's low 32 bits).
+    const mark = field(match, 'ct_mark');
+    if (table === String(T_PIN) && mark) {
+      pass.gid = Number(BigInt(field(match, 'metadata')!) & 0xffffffffn);
+      pass.pinned = Number(mark) - 1;
     }
   }
   const group = /^\s*group:(\d+)$/m.exec(text);
@@ -139,15 +146,62 @@ export function parseTrace(text: string, frame: Uint8Array, ifaceOf: Map<number,
     pass.gid = Number(group[1]);
     pass.bucket = Number(bucket[1]);
   }
-  const actions = /^Datapath actions: (.*)$/m.exec(text)?.[1];
-  if (actions === undefined) throw new Error(`ofproto/trace gave no datapath actions:\n${text}`);
+  // One section per pass of the datapath: a conntrack recirculation is resumed in the same answer,
+  // so only the last section's recirculation is left to trace.
+  const sections = [...text.matchAll(/^Datapath actions: (.*)$/gm)].map((m) => m[1]);
+  if (sections.length === 0) throw new Error(`ofproto/trace gave no datapath actions:\n${text}`);
   let f = frame;
-  for (const a of topLevel(actions)) {
-    if (/^\d+$/.test(a)) pass.outputs.push({ iface: ifaceOf.get(Number(a)) ?? `datapath port ${a}`, frame: f });
-    else if (a.startsWith('recirc(')) pass.recirc = { id: a.slice('recirc('.length, -1), frame: f };
-    else f = applyAction(f, a);
-  }
+  let hash = false;
+  sections.forEach((actions, n) => {
+    for (const a of topLevel(actions)) {
+      if (/^\d+$/.test(a)) pass.outputs.push({ iface: ifaceOf.get(Number(a)) ?? `datapath port ${a}`, frame: f });
+      else if (a.startsWith('recirc(')) pass.recirc = n === sections.length - 1 ? { id: a.slice('recirc('.length, -1), frame: f, hash } : null;
+      else if (a.startsWith('hash(')) hash = true;
+      else f = applyAction(f, a);
+    }
+  });
   return pass;
+}
+
+/** A plain IP frame's addresses (raw), protocol and L4 ports (0 when it has none). */
+function tupleOf(f: Uint8Array): { a: Uint8Array; b: Uint8Array; proto: number; p: number; q: number } {
+  let at = ethertypeAt(f);
+  const type = (f[at] << 8) | f[at + 1];
+  at += 2;
+  const [addrLen, proto, l4] = type === 0x86dd ? [16, f[at + 6], at + 40] : [4, f[at + 9], at + ((f[at] & 0xf) << 2)];
+  const first = type === 0x86dd ? at + 8 : at + 12;
+  const ported = proto === 6 || proto === 17 || proto === 132;
+  const [p, q] = ported ? [(f[l4] << 8) | f[l4 + 1], (f[l4 + 2] << 8) | f[l4 + 3]] : [0, 0];
+  return { a: f.subarray(first, first + addrLen), b: f.subarray(first + addrLen, first + 2 * addrLen), proto, p, q };
+}
+
+/** An address as OVS prints it (IPv4 dotted, IPv6 compressed). */
+const addressText = (x: Uint8Array) =>
+  x.length === 4 ? [...x].join('.') : new URL(`http://[${Array.from({ length: 8 }, (_, i) => ((x[2 * i] << 8) | x[2 * i + 1]).toString(16)).join(':')}]`).hostname.slice(1, -1);
+
+/**
+ * The member the flow of frame `f` is pinned to in conntrack zone `zone` (its entry's mark, in
+ * either direction), or 0 when it has none.
+ */
+async function pinnedMark(ctl: string, zone: number, f: Uint8Array): Promise<number> {
+  const { a, b, p, q } = tupleOf(f);
+  const tuple = `(src=${addressText(a)},dst=${addressText(b)}${p || q ? `,sport=${p},dport=${q}` : ''}`;
+  const dump = await exec(['ovs-appctl', '-t', ctl, 'dpctl/dump-conntrack', `zone=${zone}`]);
+  const line = dump.split('\n').find((l) => l.includes(`orig=${tuple}`) || l.includes(`reply=${tuple}`));
+  return Number(/,mark=(\d+)/.exec(line ?? '')?.[1] ?? 0);
+}
+
+/**
+ * A hash of the frame's IP addresses, protocol and L4 ports, the same for both directions of a
+ * flow (each pair in sorted order; FNV-1a), for a dp_hash group's recirculation.
+ */
+export function symmetricHash(f: Uint8Array): number {
+  const { a, b, proto, p, q } = tupleOf(f);
+  const addrs = Buffer.compare(a, b) <= 0 ? [a, b] : [b, a];
+  const bytes = [...addrs[0], ...addrs[1], proto, Math.min(p, q) >> 8, Math.min(p, q) & 0xff, Math.max(p, q) >> 8, Math.max(p, q) & 0xff];
+  let h = 0x811c9dc5;
+  for (const x of bytes) h = Math.imul(h ^ x, 0x01000193) >>> 0;
+  return h || 1; // (OVS takes dp_hash 0 for "not computed yet")
 }
 
 /** Datapath port number -> interface name, from `dpif/show` (`  p0 6/7: (system)`). */
@@ -172,14 +226,30 @@ export async function ovsExplain(ctx: OvsTraceContext, iface: string, frame: Uin
   let at = iface;
   let bytes: Uint8Array = Uint8Array.from(frame);
   for (let n = 0; n < MAX_PASSES; n++) {
-    const trace = (flow: string, f: Uint8Array) => exec(['ovs-appctl', '-t', ctx.ctl, 'ofproto/trace', ctx.bridge, flow, Buffer.from(f).toString('hex')]);
+    const run = (flow: string, f: Uint8Array, ct = 'trk,inv') => exec(['ovs-appctl', '-t', ctx.ctl, 'ofproto/trace', '--ct-next', ct, ctx.bridge, flow, Buffer.from(f).toString('hex')]);
+    /**
+     * One trace of `f`. A hop's conntrack lookup is resumed as invalid (no pin: hashed; the commit
+     * runs after the group, in a pass traced on here); a flow pinned in the hop's zone is traced
+     * on from its lookup with its entry's mark instead, so explaining it does not pin it anew.
+     */
+    const trace = async (flow: string, f: Uint8Array) => {
+      const text = await run(flow, f);
+      const lookup = new RegExp(`^\\s*ct\\(table=${T_PIN},zone=(\\d+)\\)$`, 'm').exec(text);
+      const resume = /^=+\nrecirc\((0x[0-9a-f]+)\) - resume conntrack.*\n=+$/m.exec(text);
+      if (!lookup || !resume) return text;
+      const zone = Number(lookup[1]);
+      const mark = await pinnedMark(ctx.ctl, zone, f);
+      if (mark === 0) return text;
+      const pinned = await run(`recirc_id=${resume[1]},ct_state=trk|est,ct_zone=${zone},ct_mark=${mark},${flow.replace(/^recirc_id=[^,]*,/, '')}`, f, 'trk,est');
+      return `${text.slice(0, resume.index)}${pinned}`;
+    };
     let pass = parseTrace(await trace(`in_port=${at}`, bytes), bytes, ifaceOf);
-    // After a pop, follow the recirculation with the frame as the pop left it; the entry flow is the first trace's.
+    // After a pop or a dp_hash group, follow the recirculation with the frame as it then is; the entry flow is the first trace's.
     for (let r = 0; pass.recirc !== null && r < MAX_PASSES; r++) {
-      const { id, frame: inner } = pass.recirc;
-      const next = parseTrace(await trace(`recirc_id=${id},in_port=${at}`, inner), inner, ifaceOf);
+      const { id, frame: inner, hash } = pass.recirc;
+      const next = parseTrace(await trace(`recirc_id=${id},${hash ? `dp_hash=0x${symmetricHash(inner).toString(16)},` : ''}in_port=${at}`, inner), inner, ifaceOf);
       const hop = next.gid >= 0 ? next : pass;
-      pass = { ...next, entry: pass.entry, keys: [...pass.keys, ...next.keys], gid: hop.gid, bucket: hop.bucket, pinned: hop.pinned };
+      pass = { ...next, outputs: [...pass.outputs, ...next.outputs], entry: pass.entry, keys: [...pass.keys, ...next.keys], gid: hop.gid, bucket: hop.bucket, pinned: hop.pinned };
     }
     const info = rendered.groupInfo.get(pass.gid);
     const member = info && pass.bucket >= 0 ? info.buckets.get(pass.bucket) ?? -1 : pass.pinned;

@@ -92,7 +92,7 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
 
   afterAll(async () => {
     await stop();
-    for (const br of ['brx', 'brn']) await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', '--if-exists', 'del-br', br]).catch(() => undefined);
+    for (const br of ['brx', 'brn', 'brb']) await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', '--if-exists', 'del-br', br]).catch(() => undefined);
     await daemon?.stop();
     await exec(['ip', 'netns', 'del', ns]).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
@@ -173,5 +173,25 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
       expect(shape(ovs)).toEqual(shape(userspace));
       expect(ovsText).toBe(userspaceText);
     }
+  });
+
+  it('gives a chain end without a logical destination port the entry MACs back, as the userspace mode does (b5)', async () => {
+    await stop();
+    for (const br of ['brx', 'brn']) await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', '--if-exists', 'del-br', br]);
+    const b5 = new URL('./fixtures/ovs/b5.yaml', import.meta.url).pathname;
+    const at = await serve(b5, 'brb');
+    // (SFs simulated by loopback return frames as sent: to the SF's own MAC. The OVS trace's
+    // first hop commits the flow's entry MACs; the chain end reads them back from conntrack.)
+    const packet = 'tcp 10.0.0.5:40000 > 10.0.1.5:80';
+    const [ovs, userspace, ovsText, userspaceText] = await Promise.all([
+      journey(['--server', at], 'p0', packet),
+      journey(['--config', b5], 'p0', packet),
+      explain(['--server', at], 'p0', packet, false),
+      explain(['--config', b5], 'p0', packet, false),
+    ]);
+    expect(ovs.verdict).toBe('chain');
+    expect(ovs.steps.at(-1)).toMatchObject({ verdict: 'end', dstMac: userspace.steps.at(-1)!.dstMac, srcMac: userspace.steps.at(-1)!.srcMac });
+    expect(shape(ovs)).toEqual(shape(userspace));
+    expect(ovsText).toBe(userspaceText);
   });
 });

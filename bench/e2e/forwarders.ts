@@ -9,7 +9,7 @@
  *                          instance, re-classified on SF egress, delivered to the server with the
  *                          client's source MAC restored
  *   sfc-ovs                `sfc serve --driver ovs`: the same config rendered by the ovs driver
- *                          into its private ovs-vswitchd (hash select groups, learned pins)
+ *                          into its private ovs-vswitchd (dp_hash select groups, flows pinned in conntrack)
  *   netsniff-ng            its AF_PACKET ring forwarder, cli0 -> srv0 (one hop)
  *   tc                     clsact ingress u32 match-all + mirred egress redirect cli0 -> srv0 (one
  *                          hop; runs in softirq on the sender's CPU, so no process CPU figure)

@@ -31,7 +31,7 @@ import { describeEncap, ethertypeAt } from '../../../dataplane/encap.js';
 import { decrementIndex } from '../../../dataplane/replay.js';
 import { formatMac } from '../../../dataplane/tables.js';
 import { exec } from './ofctl.js';
-import { ruleMatches, T_PIN, type Rendered } from './render.js';
+import { ruleMatches, T_PIN, T_RESTORE, type Rendered } from './render.js';
 
 export interface OvsTraceContext {
   /** ovs-vswitchd's control socket. */
@@ -180,15 +180,17 @@ const addressText = (x: Uint8Array) =>
   x.length === 4 ? [...x].join('.') : new URL(`http://[${Array.from({ length: 8 }, (_, i) => ((x[2 * i] << 8) | x[2 * i + 1]).toString(16)).join(':')}]`).hostname.slice(1, -1);
 
 /**
- * The member the flow of frame `f` is pinned to in conntrack zone `zone` (its entry's mark, in
- * either direction), or 0 when it has none.
+ * The conntrack entry of the flow of frame `f` in zone `zone` (either direction) as ofproto/trace
+ * flow fields (ct_mark: the member it is pinned to, + 1; ct_label: its entry MACs), or null.
  */
-async function pinnedMark(ctl: string, zone: number, f: Uint8Array): Promise<number> {
+async function conntrackEntry(ctl: string, zone: number, f: Uint8Array): Promise<string | null> {
   const { a, b, p, q } = tupleOf(f);
-  const tuple = `(src=${addressText(a)},dst=${addressText(b)}${p || q ? `,sport=${p},dport=${q}` : ''}`;
+  const tuple = `(src=${addressText(a)},dst=${addressText(b)}${p || q ? `,sport=${p},dport=${q}` : ''})`;
   const dump = await exec(['ovs-appctl', '-t', ctl, 'dpctl/dump-conntrack', `zone=${zone}`]);
   const line = dump.split('\n').find((l) => l.includes(`orig=${tuple}`) || l.includes(`reply=${tuple}`));
-  return Number(/,mark=(\d+)/.exec(line ?? '')?.[1] ?? 0);
+  if (!line) return null;
+  const [mark, labels] = [/,mark=(\d+)/.exec(line)?.[1], /,labels=(0x[0-9a-f]+)/.exec(line)?.[1]];
+  return [`ct_state=trk|est,ct_zone=${zone}`, ...(mark ? [`ct_mark=${mark}`] : []), ...(labels ? [`ct_label=${labels}`] : [])].join(',');
 }
 
 /**
@@ -228,19 +230,19 @@ export async function ovsExplain(ctx: OvsTraceContext, iface: string, frame: Uin
   for (let n = 0; n < MAX_PASSES; n++) {
     const run = (flow: string, f: Uint8Array, ct = 'trk,inv') => exec(['ovs-appctl', '-t', ctx.ctl, 'ofproto/trace', '--ct-next', ct, ctx.bridge, flow, Buffer.from(f).toString('hex')]);
     /**
-     * One trace of `f`. A hop's conntrack lookup is resumed as invalid (no pin: hashed; the commit
-     * runs after the group, in a pass traced on here); a flow pinned in the hop's zone is traced
-     * on from its lookup with its entry's mark instead, so explaining it does not pin it anew.
+     * One trace of `f`. A conntrack lookup is resumed as invalid (a hop: no pin, hashed; the commit
+     * runs after the group, in a pass traced on here; a chain end: no entry MACs); where the flow
+     * has an entry in the lookup's zone (read here), it is traced on from the lookup with the
+     * entry's mark and label instead, so explaining a pinned flow does not pin it anew.
      */
     const trace = async (flow: string, f: Uint8Array) => {
       const text = await run(flow, f);
-      const lookup = new RegExp(`^\\s*ct\\(table=${T_PIN},zone=(\\d+)\\)$`, 'm').exec(text);
+      const lookup = new RegExp(`^\\s*ct\\(table=(?:${T_PIN}|${T_RESTORE}),zone=(\\d+)\\)$`, 'm').exec(text);
       const resume = /^=+\nrecirc\((0x[0-9a-f]+)\) - resume conntrack.*\n=+$/m.exec(text);
       if (!lookup || !resume) return text;
-      const zone = Number(lookup[1]);
-      const mark = await pinnedMark(ctx.ctl, zone, f);
-      if (mark === 0) return text;
-      const pinned = await run(`recirc_id=${resume[1]},ct_state=trk|est,ct_zone=${zone},ct_mark=${mark},${flow.replace(/^recirc_id=[^,]*,/, '')}`, f, 'trk,est');
+      const entry = await conntrackEntry(ctx.ctl, Number(lookup[1]), f);
+      if (entry === null) return text;
+      const pinned = await run(`recirc_id=${resume[1]},${entry},${flow.replace(/^recirc_id=[^,]*,/, '')}`, f, 'trk,est');
       return `${text.slice(0, resume.index)}${pinned}`;
     };
     let pass = parseTrace(await trace(`in_port=${at}`, bytes), bytes, ifaceOf);

@@ -1,5 +1,6 @@
 /*
- * Multi-host benchmark (issue 14), root, two parts; one JSON line.
+ * Multi-host benchmark (issue 14), root, two parts; one JSON line per phase, printed as it ends
+ * (--verbose: each agent's published revision and each write on stderr as they happen).
  *
  * propagation (for 3 and for 30 agents): a namespace with a 3-member etcd on loopback, `sfc serve
  * --store --driver noop` seeded with 250 port chains, and N `sfc agent` processes (one per host
@@ -8,7 +9,9 @@
  * (its own SFs local, the others' behind tunnels). Unconnected veth pairs stand for the links (no
  * traffic here). WRITES times, one API write (PUT the first chain's group, alternately with one and two
  * port pairs) is timed from just before the request to the moment every agent's record in etcd
- * (watched) shows that model revision live: p50/p99 ms.
+ * (watched) shows that model revision live: p50/p99 ms. The revision is etcd's (the model guard's
+ * mod_revision, read after the write is acknowledged), the number agents publish; also the agents'
+ * and the API's CPU per write.
  *
  * underlay (the same run): a UDP stream of --pps datagrams/s for --seconds through the lab chain
  * (2 hops, 1 instance each) on one host (`sfc serve`, afpacket) and on three hosts (sfc lab up
@@ -17,16 +20,19 @@
  * per datagram of the multi-host chain / 3 legs.
  *
  *   npm run build && flock /tmp/sfc-bench.lock node dist/bench/multihost.js [--writes 40] [--pps 5000] [--seconds 8]
- *       [--chains 250] [--agents 3,30]
+ *       [--chains 250] [--agents 3,30] [--verbose]
+ *       [--only propagation|underlay]
  * Other agents' tests may run meanwhile on the 2-core machine: compare ratios within one run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { connectEtcd } from '../src/control/etcd/client.js';
 import { watchAgents } from '../src/control/etcd/agents.js';
+import { currentRevision } from '../src/control/etcd/model.js';
 import { EtcdCluster } from '../src/lab/etcd-cluster.js';
 import { distFile, LabDataplane, labUpFor, startTraffic, stopProcess } from '../src/lab/harness.js';
 import { hostsLabRunning } from '../src/lab/hosts.js';
@@ -43,12 +49,19 @@ const { values } = parseArgs({
     chains: { type: 'string', default: '250' },
     agents: { type: 'string', default: '3,30' },
     inner: { type: 'string' },
+    verbose: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const WRITES = Number(values.writes);
 const CHAINS = Number(values.chains);
+const VERBOSE = values.verbose;
 const NAME = `sfcb-mh${process.pid}`;
+/** --verbose progress on stderr (the result lines stay alone on stdout). */
+const progress = (what: object) => VERBOSE && console.error(JSON.stringify({ t_ms: Math.round(performance.now()), ...what }));
 
+/** Longest wait for every agent to have one revision live before the bench gives up naming the laggards. */
+const STALL_MS = 120_000;
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 const mac = (k: number, kind: number) => `02:${kind.toString(16).padStart(2, '0')}:00:${((k >> 16) & 0xff).toString(16).padStart(2, '0')}:${((k >> 8) & 0xff).toString(16).padStart(2, '0')}:${(k & 0xff).toString(16).padStart(2, '0')}`;
 
@@ -106,36 +119,66 @@ async function propagationInner(n: number, dir: string): Promise<object> {
       }
     };
     const watch = await watchAgents(client, (agents) => {
-      for (const [h, a] of agents) live.set(h, Number(a.revision ?? -1));
+      for (const [h, a] of agents) {
+        const r = Number(a.revision ?? -1);
+        if (live.get(h) !== r) progress({ agent: h, revision: r, waiting_for: waiter?.want });
+        live.set(h, r);
+      }
       check();
     });
-    const allLive = (want: number) => new Promise<void>((resolve) => ((waiter = { want, resolve }), check()));
-    const started = performance.now();
-    for (let k = 1; k <= n; k++) {
-      const agent = spawn(process.execPath, [cli, 'agent', '--host', `h${k}`, '--store', etcd.storeUrl, '--underlay', `10.88.${k >> 8}.${k & 0xff}`, '--health-interval', '0', '--state', join(dir, `agent-h${k}.json`)], {
-        stdio: ['ignore', 'ignore', 'ignore'],
+    /** Until every agent publishes revision `want` live; a stall (STALL_MS) names the agents behind. */
+    const allLive = async (want: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const behind = Array.from({ length: n }, (_, k) => `h${k + 1}`).filter((h) => (live.get(h) ?? -2) < want);
+          reject(new Error(`${behind.length} of ${n} agents not at revision ${want} after ${STALL_MS} ms: ${behind.map((h) => `${h}@${live.get(h) ?? 'no record'}`).join(' ')} (logs: ${dir}/agent-*.log)`));
+        }, STALL_MS);
       });
+      try {
+        await Promise.race([new Promise<void>((resolve) => ((waiter = { want, resolve }), check())), stalled]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const started = performance.now();
+    const agentPids: number[] = [];
+    for (let k = 1; k <= n; k++) {
+      const out = openSync(join(dir, `agent-h${k}.log`), 'a');
+      const agent = spawn(process.execPath, [cli, 'agent', '--host', `h${k}`, '--store', etcd.storeUrl, '--underlay', `10.88.${k >> 8}.${k & 0xff}`, '--health-interval', '0', '--state', join(dir, `agent-h${k}.json`)], {
+        stdio: ['ignore', out, out],
+      });
+      closeSync(out);
       children.push(agent);
+      agentPids.push(agent.pid!);
     }
-    const revision = async () => Number(/^sfc_state_revision (\d+)/m.exec(await (await fetch(`${url}/metrics`)).text())![1]);
-    await allLive(await revision());
+    // The model's revision is etcd's (the guard key's mod_revision), the number agents publish as live;
+    // after a write is acknowledged, the guard is at least at that write's revision.
+    await allLive(await currentRevision(client));
     const startupMs = performance.now() - started;
+    progress({ phase: `${n} agents live`, startup_ms: Math.round(startupMs) });
     const get = async (path: string) => (await fetch(`${url}${path}`)).json() as Promise<Record<string, { id: string; port_pairs?: string[] }[]>>;
     const group = (await get('/v2.0/sfc/port_pair_groups?name=g0')).port_pair_groups[0];
     const ppx = (await get('/v2.0/sfc/port_pairs?name=ppx')).port_pairs[0].id;
     const times: number[] = [];
+    const cpu = (pids: number[]) => pids.reduce((s, p) => s + (processCpuMicros(p) ?? 0), 0);
+    const cpuBefore = { agents: cpu(agentPids), api: cpu([api.pid!]) };
     for (let w = 0; w < WRITES; w++) {
       const pairs = w % 2 === 0 ? [...group.port_pairs!, ppx] : group.port_pairs!;
       const t0 = performance.now();
       const res = await fetch(`${url}/v2.0/sfc/port_pair_groups/${group.id}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ port_pair_group: { port_pairs: pairs } }) });
       if (!res.ok) throw new Error(`PUT: ${res.status} ${await res.text()}`);
-      await allLive(await revision());
+      const want = await currentRevision(client);
+      await allLive(want);
       times.push(performance.now() - t0);
+      progress({ write: w, revision: want, ms: +times[w].toFixed(1) });
     }
+    const perWrite = (us: number) => +(us / WRITES / 1000).toFixed(1);
+    const cpuMs = { agents_cpu_ms_per_write: perWrite(cpu(agentPids) - cpuBefore.agents), api_cpu_ms_per_write: perWrite(cpu([api.pid!]) - cpuBefore.api) };
     await watch.close();
     client.close();
     times.sort((a, b) => a - b);
-    return { agents: n, chains: CHAINS, writes: WRITES, startup_all_live_ms: Math.round(startupMs), p50_ms: +percentile(times, 50).toFixed(1), p99_ms: +percentile(times, 99).toFixed(1), max_ms: +times[times.length - 1].toFixed(1) };
+    return { agents: n, chains: CHAINS, writes: WRITES, startup_all_live_ms: Math.round(startupMs), p50_ms: +percentile(times, 50).toFixed(1), p99_ms: +percentile(times, 99).toFixed(1), max_ms: +times[times.length - 1].toFixed(1), ...cpuMs };
   } finally {
     await Promise.all(children.map((c) => stopProcess(c, 5000)));
     await etcd.stop();
@@ -153,12 +196,19 @@ async function propagation(n: number): Promise<object> {
     for (const i of ['ul0', 'ep0', 'sf0']) lines.push(`link add ${i} type veth peer name ${i}p`, `link set ${i} up`, `link set ${i}p up`);
     for (let k = 1; k <= n; k++) lines.push(`addr add 10.88.${k >> 8}.${k & 0xff}/16 dev ul0`);
     await run(['ip', '-n', ns, '-batch', '-'], { input: lines.join('\n') + '\n' });
-    const { stdout } = await run(['ip', 'netns', 'exec', ns, process.execPath, process.argv[1], '--inner', `${n}:${dir}`, '--writes', String(WRITES), '--chains', String(CHAINS)]);
+    // (the inner run's progress lines and errors go straight to our stderr)
+    const inner = spawn('ip', ['netns', 'exec', ns, process.execPath, process.argv[1], '--inner', `${n}:${dir}`, '--writes', String(WRITES), '--chains', String(CHAINS), ...(VERBOSE ? ['--verbose'] : [])], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    inner.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const code = await new Promise<number | null>((resolve) => inner.once('exit', resolve));
+    if (code !== 0) throw new Error(`propagation with ${n} agents failed (exit ${code}); agents' logs kept in ${dir}`);
+    await rm(dir, { recursive: true, force: true });
     return JSON.parse(stdout.trim().split('\n').pop()!) as object;
   } finally {
     await run(['ip', 'netns', 'pids', ns], { check: false }).then(({ stdout }) => stdout.split(/\s+/).filter(Boolean).forEach((p) => process.kill(Number(p), 'SIGKILL')));
     await run(['ip', 'netns', 'del', ns], { check: false });
-    await rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -210,11 +260,11 @@ async function main(): Promise<void> {
     console.log(JSON.stringify(await propagationInner(Number(n), dir)));
     return;
   }
-  const propagations = [];
-  for (const n of values.agents.split(',').map(Number)) propagations.push(await propagation(n));
-  const result = { bench: 'multihost', propagation: propagations, underlay: await underlay() };
+  // One JSON line per phase as it ends.
+  const phase = (p: string) => values.only === undefined || values.only === p;
+  if (phase('propagation')) for (const n of values.agents.split(',').map(Number)) console.log(JSON.stringify({ bench: 'multihost', phase: 'propagation', ...(await propagation(n)) }));
+  if (phase('underlay')) console.log(JSON.stringify({ bench: 'multihost', phase: 'underlay', ...(await underlay()) }));
   await rm(runDir(NAME), { recursive: true, force: true });
-  console.log(JSON.stringify(result));
 }
 
 main().then(

@@ -8,18 +8,25 @@
  *    (symmetric), traffic outside the classifiers bypassing every SF;
  *  - frames on the underlay are VXLAN (UDP 4789) carrying the chain's MPLS label with SPI and the
  *    next node's SI;
- *  - an agent killed with -9 and restarted: its host's flows resume on the instances they had.
+ *  - an agent killed with -9 and restarted: its host's flows resume on the instances they had;
+ *  - etcd members killed (by pid) under traffic: with one gone writes go on; with two gone (no quorum)
+ *    writes get 503 and change nothing; the agents forward on the same instances throughout; with
+ *    the members back, writes work again and reach every agent.
  */
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flowsSeenBySfs, installFlowLog, placement, readFlowLog, repliesRetraced, settledFlowLog, stayedOnOnePath, traceFlows } from '../src/lab/flowlog.js';
 import { distFile, startTraffic, stopProcess, type LabDataplane } from '../src/lab/harness.js';
-import { agentRevision, agentsLive, hostsLabRunning, startAgent, type HostsLab } from '../src/lab/hosts.js';
+import type { EtcdCluster } from '../src/lab/etcd-cluster.js';
+import { agentRevision, agentsLive, etcdLeader, hostsLabRunning, modelRevision, startAgent, type HostsLab } from '../src/lab/hosts.js';
 import { netnsSpawn } from '../src/lab/process.js';
 import { CLIENT, SERVER, labDown } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { classifier } from './support/e2e.js';
+import { snmpCounter } from './support/netns.js';
 import { prerequisites } from './support/prereq.js';
 import { tsharkFields } from './support/tshark.js';
 
@@ -44,6 +51,7 @@ const run = prerequisites('multi-host e2e', { root: true, commands: ['ip', 'nft'
 describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
   let lab: HostsLab;
   let api: LabDataplane;
+  let etcd: EtcdCluster;
   const agents = new Map<string, ChildProcess>();
 
   const start = async (host: string) => agents.set(host, await startAgent(lab, lab.hosts.find((h) => h.name === host)!, AGENT_ARGS));
@@ -51,7 +59,7 @@ describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
   beforeAll(async () => {
     await labDown(LAB);
     let started: Map<string, ChildProcess>;
-    ({ lab, api, agents: started } = await hostsLabRunning({ name: LAB, hops: 2, instances: 3 }, AGENT_ARGS));
+    ({ lab, api, agents: started, cluster: etcd } = await hostsLabRunning({ name: LAB, hops: 2, instances: 3 }, AGENT_ARGS));
     for (const [h, a] of started) agents.set(h, a);
     // Narrow the chain to TCP to 5001-5009 and UDP to 6001-6009 (one API write: live on every agent).
     const portId = async (name: string) => (await api.call<{ ports: { id: string }[] }>('GET', `/v2.0/ports?name=${name}`)).ports[0].id;
@@ -67,7 +75,7 @@ describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
       ids.push((await api.call<{ flow_classifier: { id: string } }>('POST', '/v2.0/sfc/flow_classifiers', body(name, proto, port))).flow_classifier.id);
     }
     await api.call('PUT', `/v2.0/sfc/port_chains/${chains[0].id}`, { port_chain: { flow_classifiers: ids } });
-    await agentsLive(lab, api);
+    await agentsLive(lab);
   }, 120_000);
 
   afterAll(async () => {
@@ -153,13 +161,90 @@ describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
     await gone;
     // The restarted agent reads the model again from etcd.
     await start('h2');
-    await agentsLive(lab, api);
+    await agentsLive(lab);
     await installFlowLog(lab);
     const after = traceFlows(lab, await settledFlowLog(lab, 24));
     expect(after).toHaveLength(24);
     expect(after.filter((t) => !stayedOnOnePath(t))).toEqual([]);
     expect(placement(after)).toEqual(placement(before));
     expect(await agentRevision(lab, h2)).toBeGreaterThan(0);
+    send.child.kill('SIGTERM');
+    await send.result;
+    await recv.result;
+  }, 120_000);
+
+  /** Until the server's stack has received `n` more UDP datagrams than now (the chain still delivers). */
+  async function delivered(n: number, ms = 15_000): Promise<void> {
+    const from = snmpCounter(lab.serverNs, 'Udp', 'InDatagrams');
+    for (const end = Date.now() + ms; ; await sleep(100)) {
+      const now = snmpCounter(lab.serverNs, 'Udp', 'InDatagrams');
+      if (now >= from + n) return;
+      if (Date.now() > end) throw new Error(`the server received ${now - from} datagrams in ${ms} ms, expected ${n}`);
+    }
+  }
+
+  /** How many lines of host's agent log contain `text`. */
+  const logLines = (host: string, text: string) => readFileSync(join(lab.runDir, `agent-${host}.log`), 'utf8').split('\n').filter((l) => l.includes(text)).length;
+
+  /** Until every agent's log has one more line containing `text` than `before` counted. */
+  async function everyAgentLogs(text: string, before: Map<string, number>, ms = 20_000): Promise<void> {
+    for (const end = Date.now() + ms; ; await sleep(200)) {
+      const behind = lab.hosts.filter((h) => logLines(h.name, text) <= before.get(h.name)!).map((h) => h.name);
+      if (behind.length === 0) return;
+      if (Date.now() > end) throw new Error(`agents ${behind.join(', ')} did not log '${text}' within ${ms} ms`);
+    }
+  }
+  const counts = (text: string) => new Map(lab.hosts.map((h) => [h.name, logLines(h.name, text)]));
+
+  it('forwards while etcd members die: one gone, writes go on; two gone, writes get 503 and change nothing; back, writes reach every agent', async () => {
+    const chainId = (await api.call<{ port_chains: { id: string }[] }>('GET', '/v2.0/sfc/port_chains?name=pc1')).port_chains[0].id;
+    const chainPath = `/v2.0/sfc/port_chains/${chainId}`;
+    const setDescription = (description: string) => api.request('PUT', chainPath, { port_chain: { description } });
+    const description = async () => (await api.call<{ port_chain: { description: string } }>('GET', chainPath)).port_chain.description;
+
+    await installFlowLog(lab);
+    const recv = await startTraffic<UdpRecvResult>(lab, lab.serverNs, ['udp-recv', '--listen', `${SERVER.ip}:${UDP_PORT}`, '--idle', '3', '--seconds', '120']);
+    await recv.listening;
+    const send = await startTraffic<UdpSendResult>(lab, lab.clientNs, ['udp-send', '--connect', `${SERVER.ip}:${UDP_PORT}`, '--flows', '24', '--pps', '600', '--seconds', '100']);
+    const before = placement(traceFlows(lab, await settledFlowLog(lab, 24)));
+    expect(before.size).toBe(24);
+
+    // One member (the leader) gone: the write commits and every agent has it live; traffic goes on.
+    const leader = await etcdLeader(lab);
+    expect(leader).toBeGreaterThanOrEqual(0);
+    await etcd.kill(leader);
+    expect((await setDescription('one member down')).status).toBe(200);
+    const oneDown = await agentsLive(lab);
+    await delivered(600);
+
+    // Two gone (no quorum): the write is refused with a 503 and applied nowhere; agents forward with
+    // their last state, also once their leases are lost (no keep-alive answered for the lease TTL).
+    const lost = counts('lease lost');
+    const republished = counts('published again');
+    const second = [0, 1, 2].find((i) => i !== leader)!;
+    await etcd.kill(second);
+    const refused = await setDescription('no quorum');
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body).NeutronError.type).toBe('ServiceUnavailable');
+    expect(await description()).toBe('one member down');
+    await delivered(1200);
+    await everyAgentLogs('lease lost', lost);
+    await delivered(600);
+
+    // Both back: the refused change never surfaces, a new write works and reaches every agent.
+    await etcd.restart(second);
+    await etcd.restart(leader);
+    expect(await description()).toBe('one member down');
+    expect((await setDescription('members back')).status).toBe(200);
+    expect(await agentsLive(lab)).toBeGreaterThan(oneDown);
+    expect(await modelRevision(lab)).toBeGreaterThan(oneDown);
+    await everyAgentLogs('published again', republished);
+    await delivered(600);
+
+    // Throughout, each flow stayed on the instances it had (the flow log holds every instance that carried it).
+    const after = traceFlows(lab, await settledFlowLog(lab, 24));
+    expect(after.filter((t) => !stayedOnOnePath(t))).toEqual([]);
+    expect(placement(after)).toEqual(before);
     send.child.kill('SIGTERM');
     await send.result;
     await recv.result;

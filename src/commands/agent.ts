@@ -72,6 +72,12 @@ export function resolveUnderlay(spec: string | undefined): Underlay {
   throw new UsageError(`--underlay ${spec}: no interface of that name or with that IPv4 address (interfaces with one: ${have})`);
 }
 
+/** What of the agents' records a slice depends on (who is there, their underlay ends, their down sets), as a string to compare. */
+function sliceInputs(agents: ReadonlyMap<string, AgentInfo>): string {
+  const rows = [...agents].map(([h, a]) => [h, a.underlay, a.mac ?? '', Array.isArray(a.down) ? a.down : []]);
+  return JSON.stringify(rows.sort((x, y) => (x[0] < y[0] ? -1 : 1)));
+}
+
 /** The last model and agent set, kept on disk for a restart without etcd. */
 interface Cached {
   revision: number;
@@ -165,6 +171,7 @@ export const command: Command = {
     let state: State | null = null;
     let revision = 0;
     let agents: ReadonlyMap<string, AgentInfo> = new Map();
+    let agentsKey = '';
     let localDown: ReadonlySet<string> = new Set();
     let plan: Plan | undefined;
     let live = -1;
@@ -273,6 +280,11 @@ export const command: Command = {
         c = await connectEtcd(endpoints);
         set = await watchAgents(c, (all) => {
           agents = new Map(all);
+          // Other agents' live revisions change on every write: re-render only for what a slice uses
+          // (else N agents render N times per write).
+          const key = sliceInputs(agents);
+          if (key === agentsKey) return;
+          agentsKey = key;
           reconcile();
         });
         publication = await publishAgent(c, host, { underlay: underlay.ip, mac: underlay.mac, iface: underlay.iface, revision: live, down: [] }, ttl, log);
@@ -284,6 +296,7 @@ export const command: Command = {
       }
       [model, client, agentSet] = [m, c, set];
       agents = new Map(set.agents());
+      agentsKey = sliceInputs(agents);
       m.onChange((s, r) => {
         state = s;
         revision = r;

@@ -32,6 +32,11 @@ export interface EtcdClusterOptions {
   maxTxnOps?: number;
   /** How to start a member (default: a plain child process); the lab runs them in namespaces and records their pids. */
   spawn?: (argv: string[]) => Promise<ChildProcess>;
+  /**
+   * spawn starts each member as the leader of its own process group (the lab's detached wrapper
+   * around etcd and its log reader): kill(i) then signals that group, so etcd dies with its wrapper.
+   */
+  processGroups?: boolean;
 }
 
 interface Member {
@@ -48,6 +53,7 @@ export class EtcdCluster {
   readonly #spawn: (argv: string[]) => Promise<ChildProcess>;
   readonly #token: string;
   readonly #maxTxnOps: number;
+  readonly #processGroups: boolean;
 
   private constructor(opts: EtcdClusterOptions) {
     const hosts = opts.hosts ?? ['127.0.0.1', '127.0.0.1', '127.0.0.1'];
@@ -62,6 +68,7 @@ export class EtcdCluster {
     this.#spawn = opts.spawn ?? (async (argv) => spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }));
     this.#token = `sfc-${process.pid}-${opts.basePort}`;
     this.#maxTxnOps = opts.maxTxnOps ?? 4096;
+    this.#processGroups = opts.processGroups ?? false;
   }
 
   /** Start every member and wait until each serves clients; on failure the started ones are killed. */
@@ -87,14 +94,14 @@ export class EtcdCluster {
     return `etcd://${this.#members.map((m) => m.clientUrl.slice('http://'.length)).join(',')}`;
   }
 
-  /** SIGKILL member i and wait until it is gone. */
+  /** SIGKILL member i (its process group with processGroups) and wait until it is gone. */
   async kill(i: number): Promise<void> {
     const m = this.#member(i);
     const proc = m.proc;
     m.proc = undefined;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const gone = new Promise((resolve) => proc.once('exit', resolve));
-    process.kill(proc.pid!, 'SIGKILL');
+    process.kill(this.#processGroups ? -proc.pid! : proc.pid!, 'SIGKILL');
     await gone;
   }
 

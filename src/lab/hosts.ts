@@ -24,9 +24,10 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { GUARD_KEY } from '../control/etcd/model.js';
 import { EtcdCluster } from './etcd-cluster.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { distFile, LabDataplane, metric, stopProcess, type LabInfo } from './harness.js';
+import { distFile, LabDataplane, stopProcess, type LabInfo } from './harness.js';
 import { netnsExec, netnsSpawn, run } from './process.js';
 import { buildLab, chainConfig, describeLab, existingNamespaces, labDown, type LabOptions } from './topology.js';
 
@@ -94,7 +95,7 @@ function hostsConfig(lab: Omit<HostsLab, 'configYaml'>): string {
 }
 
 /** Build the namespaces, the underlay and etcd, and seed the model through the API server it starts (the caller stops or detaches it). */
-export async function hostsLabUp(opts: HostsOptions = {}): Promise<{ lab: HostsLab; api: LabDataplane; etcd: ChildProcess[] }> {
+export async function hostsLabUp(opts: HostsOptions = {}): Promise<{ lab: HostsLab; api: LabDataplane; etcd: ChildProcess[]; cluster: EtcdCluster }> {
   const lab = describeHostsLab(opts);
   const present = await existingNamespaces(lab.name);
   if (present.length) throw new Error(`lab '${lab.name}' already exists (${present.join(', ')}); run: sfc lab down --name ${lab.name}`);
@@ -103,10 +104,10 @@ export async function hostsLabUp(opts: HostsOptions = {}): Promise<{ lab: HostsL
     await buildLab(lab, lab.hosts.map((h) => ({ ns: h.ns, interfaces: h.interfaces })));
     await mkdir(lab.runDir, { recursive: true });
     await buildUnderlay(lab);
-    const etcd = await startEtcd(lab);
+    const { members: etcd, cluster } = await startEtcd(lab);
     await writeFile(lab.configPath, configYaml);
     await writeFile(join(lab.runDir, 'lab.json'), JSON.stringify(lab, null, 2) + '\n');
-    return { lab: { ...lab, configYaml }, api: await startApi(lab), etcd };
+    return { lab: { ...lab, configYaml }, api: await startApi(lab), etcd, cluster };
   } catch (e) {
     await labDown(lab.name);
     throw e;
@@ -132,21 +133,24 @@ async function buildUnderlay(lab: Omit<HostsLab, 'configYaml'>): Promise<void> {
 
 /**
  * The etcd members, detached: `tee -p` keeps reading their log so they outlive this process (a Go
- * program writing to a closed stderr pipe would die of SIGPIPE).
+ * program writing to a closed stderr pipe would die of SIGPIPE). Each member's wrapper leads its
+ * own process group, which the cluster's kill(i) signals (members the cluster restarts are added
+ * to `members` too).
  */
-async function startEtcd(lab: Omit<HostsLab, 'configYaml'>): Promise<ChildProcess[]> {
+async function startEtcd(lab: Omit<HostsLab, 'configYaml'>): Promise<{ members: ChildProcess[]; cluster: EtcdCluster }> {
   const members: ChildProcess[] = [];
-  await EtcdCluster.start({
+  const cluster = await EtcdCluster.start({
     dir: join(lab.runDir, 'etcd'),
     basePort: ETCD_BASE_PORT,
     hosts: lab.hosts.slice(0, ETCD_MEMBERS).map((h) => h.ip),
+    processGroups: true,
     spawn: (argv) => {
       const member = Number(/--name=sfc-etcd(\d+)/.exec(argv.join(' '))![1]);
       const child = netnsSpawn(lab.name, lab.hosts[member].ns, ['sh', '-c', '"$@" 2>&1 | tee -p -a /dev/null >&2', 'etcd', ...argv], { detached: true });
       return child.then((c) => (members.push(c), c));
     },
   });
-  return members;
+  return { members, cluster };
 }
 
 /** The API server in L-h1 over the lab's etcd (no dataplane of its own: the agents are the dataplane). */
@@ -166,9 +170,33 @@ export async function startAgent(lab: Omit<HostsLab, 'configYaml'>, host: LabHos
   }
 }
 
-/** Until every agent has the API's model revision live (its --state file); returns that revision. */
-export async function agentsLive(lab: Omit<HostsLab, 'configYaml'>, api: LabDataplane, ms = 30_000): Promise<number> {
-  const want = metric(await api.metrics(), 'sfc_state_revision');
+/**
+ * The model's revision now: etcd's mod_revision of the model guard (control/etcd/model.ts), the
+ * number agents publish as live (read with etcdctl from host 1, where the underlay reaches etcd).
+ */
+export async function modelRevision(lab: Pick<HostsLab, 'store' | 'hosts'>): Promise<number> {
+  const { stdout } = await netnsExec(lab.hosts[0].ns, ['etcdctl', `--endpoints=${lab.store.slice('etcd://'.length)}`, '--command-timeout=5s', 'get', GUARD_KEY, '-w', 'json']);
+  const res = JSON.parse(stdout) as { kvs?: { mod_revision: number }[] };
+  return Number(res.kvs?.[0]?.mod_revision ?? 0);
+}
+
+/** Index of the etcd member that leads now, by the members' own status (etcdctl from host 1); -1 when none answers that it leads. */
+export async function etcdLeader(lab: Pick<HostsLab, 'store' | 'hosts'>): Promise<number> {
+  const endpoints = lab.store.slice('etcd://'.length);
+  const { stdout } = await netnsExec(lab.hosts[0].ns, ['etcdctl', `--endpoints=${endpoints}`, '--command-timeout=2s', 'endpoint', 'status', '-w', 'json'], { check: false });
+  let rows: { Endpoint: string; Status: { header: { member_id: number }; leader: number } }[] = [];
+  try {
+    rows = JSON.parse(stdout) as typeof rows;
+  } catch {
+    return -1; // (no member answered)
+  }
+  const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
+  return leader ? endpoints.split(',').indexOf(leader.Endpoint) : -1;
+}
+
+/** Until every agent has the model's current revision live (its --state file); returns that revision. */
+export async function agentsLive(lab: Omit<HostsLab, 'configYaml'>, ms = 30_000): Promise<number> {
+  const want = await modelRevision(lab);
   for (const end = Date.now() + ms; ; await sleep(100)) {
     const revs = await Promise.all(lab.hosts.map((h) => agentRevision(lab, h)));
     if (revs.every((r) => r >= want)) return want;
@@ -180,18 +208,18 @@ export async function agentsLive(lab: Omit<HostsLab, 'configYaml'>, api: LabData
 export async function hostsLabRunning(
   opts: HostsOptions,
   agentArgs: string[] = [],
-): Promise<{ lab: HostsLab; api: LabDataplane; agents: Map<string, ChildProcess>; etcd: ChildProcess[] }> {
-  const { lab, api, etcd } = await hostsLabUp(opts);
+): Promise<{ lab: HostsLab; api: LabDataplane; agents: Map<string, ChildProcess>; etcd: ChildProcess[]; cluster: EtcdCluster }> {
+  const { lab, api, etcd, cluster } = await hostsLabUp(opts);
   const agents = new Map<string, ChildProcess>();
   try {
     for (const h of lab.hosts) agents.set(h.name, await startAgent(lab, h, agentArgs));
-    await agentsLive(lab, api);
+    await agentsLive(lab);
   } catch (e) {
     await api.stop();
     await labDown(lab.name);
     throw e;
   }
-  return { lab, api, agents, etcd };
+  return { lab, api, agents, etcd, cluster };
 }
 
 /** Leave the lab's processes running after this one exits (`sfc lab down` stops them). */

@@ -17,12 +17,17 @@
  *          returned health probe (rx = forwarded + drops + probes_returned, where forwarded <= tx
  *          <= forwarded + flooded copies); the per-reason drops add up to the drop counter; the
  *          per-interface receive counts add up to rx, and interface tx - tx (the probes injected
- *          outside the batches) covers the probes returned.
+ *          outside the batches) covers the probes returned. Where the memory is: the workers'
+ *          own V8 heaps (by heap space), smaps_rollup and the mapping count (series every 30 s),
+ *          and the mappings that grew since warm-up (bench/process-memory.ts); --worker-gc
+ *          collects the workers' heaps before each sample (a diagnosis, not the production
+ *          schedule); --samples-out FILE writes every 5 s sample as a JSON line.
  *
  * Usage: node dist/bench/soak.js [--only crash|crash-chain|soak] [--rounds N] [--seconds S] [--warmup W] [--pps R]
+ *          [--worker-gc] [--samples-out FILE]
  * Exit code 1 when a check fails (the JSON says which).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -33,6 +38,7 @@ import type { UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { parseOptions } from '../src/util/args.js';
 import { CHAIN_ACKS_BEFORE_KILL, chainTarget } from './crash-chain.js';
 import { crashUnderLoad, noopTarget, type CrashRoundsResult } from './crashload.js';
+import type { HeapFigures, Rollup, grownMappings } from './process-memory.js';
 
 const LAB = 'sfc-soak';
 const UDP_PORT = 5301;
@@ -43,6 +49,9 @@ interface ProcSample {
   rss: number;
   heap: number;
   heapTotal: number;
+  /** The data path workers' own heaps (soak-server.ts: through the inspector). */
+  workers: HeapFigures[];
+  proc: Rollup;
   fds: number;
   resources: Record<string, number>;
   flapping: boolean;
@@ -104,17 +113,27 @@ function counterChecks(samples: Sample[], interfaces: number): Record<string, { 
   };
 }
 
-async function soakPhase(seconds: number, warmup: number, pps: number): Promise<{ ok: boolean }> {
+interface SoakOptions {
+  seconds: number;
+  warmup: number;
+  pps: number;
+  /** Collect the workers' heaps before each sample (diagnosis: what a GC would give back). */
+  workerGc: boolean;
+  /** Write every sample (one JSON line each) here. */
+  samplesOut?: string;
+}
+
+async function soakPhase({ seconds, warmup, pps, workerGc, samplesOut }: SoakOptions): Promise<{ ok: boolean }> {
   await labDown(LAB);
   const dir = mkdtempSync(join(tmpdir(), 'sfc-soak-'));
   const lab = await labUp({ name: LAB, hops: 2, instances: 2, symmetric: true, out: join(dir, 'chains.yaml') });
   const flapIf = lab.sfs[0]!.ingressIf;
   const samples: ProcSample[] = [];
-  let final: { metrics: string; changes: number; failedChanges: number; flaps: number } | undefined;
+  let final: { metrics: string; changes: number; failedChanges: number; flaps: number; grown?: ReturnType<typeof grownMappings> } | undefined;
   const server = await netnsSpawn(
     lab.name,
     lab.dpNs,
-    [process.execPath, '--expose-gc', join(here, 'soak-server.js'), '--flap', flapIf, '--config', lab.configPath, '--state', join(dir, 'state.json'), '--backend', 'afpacket', '--listen', '127.0.0.1:19696'],
+    [process.execPath, '--expose-gc', join(here, 'soak-server.js'), '--flap', flapIf, '--worker-gc', workerGc ? 'on' : 'off', '--smaps-at', String(warmup), '--config', lab.configPath, '--state', join(dir, 'state.json'), '--backend', 'afpacket', '--listen', '127.0.0.1:19696'],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const listening = new Promise<void>((resolve) => {
@@ -137,6 +156,7 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
     server.kill('SIGUSR2');
     await exited;
     if (!final) throw new Error('the soak server printed no final figures');
+    if (samplesOut !== undefined) writeFileSync(samplesOut, samples.map((x) => JSON.stringify(x) + '\n').join(''));
     const after = samples.filter((s) => s.t >= warmup);
     const first = after[0] ?? samples[0]!;
     const last = samples.at(-1)!;
@@ -172,6 +192,8 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
     };
     const ok = Object.values(checks).every((c) => c.ok);
     const heapGrowth = growth(first.heap, last.heap);
+    const mb = (n: number) => Math.round(n / 1e5) / 10;
+    const series = (f: (s: ProcSample) => number[]) => samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), ...f(s).map(mb)]);
     console.log(
       JSON.stringify({
         phase: 'soak',
@@ -186,7 +208,14 @@ async function soakPhase(seconds: number, warmup: number, pps: number): Promise<
         checks,
         rss_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.rss / 1e5) / 10]),
         heap_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heap / 1e5) / 10]),
-        heap_total_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heapTotal / 1e5) / 10]),
+        heap_total_series_mb: series((s) => [s.heapTotal]),
+        // Per 30 s: each worker's [heapUsed, heapTotal, external, arrayBuffers, new space, old space]
+        worker_heap_series_mb: series((s) =>
+          s.workers.flatMap((w) => [w.heapUsed, w.heapTotal, w.external, w.arrayBuffers, w.spaces.new_space ?? 0, w.spaces.old_space ?? 0]),
+        ),
+        // Per 30 s: [smaps Rss, Anonymous, Shared, mappings (a count)]
+        smaps_series: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), mb(s.proc.rss), mb(s.proc.anonymous), mb(s.proc.shared), s.proc.mappings]),
+        grown_mappings_since_warmup: final.grown,
         drops: Object.fromEntries(parsePrometheus(final.metrics).filter((s) => s.name === 'sfc_drops_total' && s.value > 0).map((s) => [s.labels.reason, s.value])),
       }),
     );
@@ -205,13 +234,15 @@ async function main(): Promise<number> {
     seconds: { type: 'string', default: '600' },
     warmup: { type: 'string', default: '60' },
     pps: { type: 'string', default: '2000' },
+    'worker-gc': { type: 'boolean', default: false },
+    'samples-out': { type: 'string' },
   });
   distFile('cli.js'); // fail early when the build is missing
   const run = (phase: string) => values.only === undefined || values.only === phase;
   let ok = true;
   if (run('crash')) ok = (await crashPhase(Number(values.rounds))).ok && ok;
   if (run('crash-chain')) ok = (await crashChainPhase(Number(values.rounds))).ok && ok;
-  if (run('soak')) ok = (await soakPhase(Number(values.seconds), Number(values.warmup), Number(values.pps))).ok && ok;
+  if (run('soak')) ok = (await soakPhase({ seconds: Number(values.seconds), warmup: Number(values.warmup), pps: Number(values.pps), workerGc: values['worker-gc'] === true, samplesOut: values['samples-out'] })).ok && ok;
   return ok ? 0 : 1;
 }
 

@@ -157,6 +157,31 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
     expect(again.hops).toEqual(fwd.hops);
   });
 
+  it('shows a flow on its pin after its instance left and came back, where the hash alone would name the returned one', async () => {
+    const packet = 'tcp 10.0.0.5:41300 > 10.0.1.5:130';
+    const hop1 = async () => (await journey(['--server', url], 'p0', packet)).hops[0];
+    const first = await hop1();
+    const { port_pair_groups: groups } = (await (await fetch(`${url}/v2.0/sfc/port_pair_groups?name=ppg1`)).json()) as { port_pair_groups: { id: string; port_pairs: string[] }[] };
+    const { port_pairs: pairs } = (await (await fetch(`${url}/v2.0/sfc/port_pairs`)).json()) as { port_pairs: { id: string; name: string }[] };
+    const members = groups[0].port_pairs;
+    const put = async (ids: string[]) => {
+      const r = await fetch(`${url}/v2.0/sfc/port_pair_groups/${groups[0].id}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ port_pair_group: { port_pairs: ids } }) });
+      expect(r.status).toBe(200);
+    };
+    const gone = pairs.find((pp) => pp.name === first)!.id;
+    try {
+      // Its instance leaves: the flow is hashed to the other one and pinned there (explain commits, as a first packet would).
+      await put(members.filter((id) => id !== gone));
+      const moved = await hop1();
+      expect(moved).not.toBe(first);
+      // It comes back (the group as at first, so the hash names it again): the flow stays on its pin.
+      await put(members);
+      expect(await hop1()).toBe(moved);
+    } finally {
+      await put(members);
+    }
+  });
+
   it('follows an SF-aware NSH hop through its pop and recirculation, both ways (b5-nsh)', async () => {
     await stop();
     await exec(['ovs-vsctl', `--db=${daemon.db}`, '--timeout=10', 'del-br', 'brx']);

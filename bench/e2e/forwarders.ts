@@ -8,6 +8,9 @@
  *                          select groups (dp_hash over the L4 five-tuple) rewriting eth_dst to the
  *                          instance, re-classified on SF egress, delivered to the server with the
  *                          client's source MAC restored
+ *   ovs-tso                the same hand-written flows on an ovs-vswitchd set up as sfc's own
+ *                          (userspace-tso-enable=true: AF_PACKET with virtio-net headers), so
+ *                          that sfc-ovs against it compares the renderings alone
  *   sfc-ovs                `sfc serve --driver ovs`: the same config rendered by the ovs driver
  *                          into its private ovs-vswitchd (dp_hash select groups, flows pinned in conntrack)
  *   netsniff-ng            its AF_PACKET ring forwarder, cli0 -> srv0 (one hop)
@@ -166,11 +169,11 @@ export function ovsRules(lab: Lab, topology: Topology, ofport: (ifname: string) 
 /**
  * OVS netdev with `system` ports (raw sockets), or with `afxdp` ports (native XDP, need_wakeup off,
  * the PMD thread on the forwarder's CPU; ovs-vswitchd in a private mount namespace with its own
- * bpffs, which libxdp needs).
+ * bpffs, which libxdp needs). `tso`: userspace TSO on, as sfc's own OVS daemon sets it.
  */
-function ovs(ports: 'system' | 'afxdp'): Forwarder {
+function ovs(ports: 'system' | 'afxdp', tso = false): Forwarder {
   return {
-    name: ports === 'system' ? 'ovs' : 'ovs-afxdp',
+    name: ports === 'afxdp' ? 'ovs-afxdp' : tso ? 'ovs-tso' : 'ovs',
     topologies: ['one-hop', 'chain'],
     async start(env, topology) {
       const { lab } = env;
@@ -189,7 +192,8 @@ function ovs(ports: 'system' | 'afxdp'): Forwarder {
         const dbArgs = [join(dir, 'conf.db'), `--remote=p${db}`, `--unixctl=${join(dir, 'ovsdb-server.ctl')}`];
         dbArgs.push(`--log-file=${join(dir, 'ovsdb-server.log')}`, ...common);
         children.push(await netnsSpawn(lab.name, lab.dpNs, ['ovsdb-server', ...dbArgs], { env: ovsEnv, detached: true, stdio: 'ignore' }));
-        await run(['ovs-vsctl', `--db=${db}`, '--retry', '--timeout=20', '--no-wait', 'init'], { env: ovsEnv });
+        const tsoConfig = tso ? ['--', 'set', 'Open_vSwitch', '.', 'other_config:userspace-tso-enable=true'] : [];
+        await run(['ovs-vsctl', `--db=${db}`, '--retry', '--timeout=20', '--no-wait', 'init', ...tsoConfig], { env: ovsEnv });
         const vsArgs = [db, `--unixctl=${join(dir, 'ovs-vswitchd.ctl')}`, `--log-file=${join(dir, 'ovs-vswitchd.log')}`, ...common];
         const withBpffs = ['unshare', '-m', 'sh', '-c', 'mount -t bpf bpf /sys/fs/bpf && exec "$0" "$@"'];
         const vswitchd = await netnsSpawn(lab.name, lab.dpNs, [...(ports === 'afxdp' ? withBpffs : []), 'ovs-vswitchd', ...vsArgs], {
@@ -289,6 +293,7 @@ export const FORWARDERS: Forwarder[] = [
   sfc('cap'),
   sfcOvs,
   ovs('system'),
+  ovs('system', true),
   ovs('afxdp'),
   netsniff,
   tc,

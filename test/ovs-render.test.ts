@@ -90,6 +90,16 @@ describe('ovs renderer refusals', () => {
   it('accepts every correlation, taps, n-tuple mappings and service graphs (the golden examples)', async () => {
     for (const name of GOLDEN) expect(unsupported(await plan(name)), name).toEqual([]);
   });
+
+  it('refuses chain ids whose hops would share a conntrack zone (chain_id x 32 + hop, 16 bits), or take the default zone 0', async () => {
+    const p = await plan('b9-graph'); // chains pc1, pc2, pc3: chain ids 1, 2, 3, one hop each
+    p.chains[1].chainId = 2049; // zone (2049 x 32) mod 65536 = 32: pc1's hop 1
+    p.chains[2].chainId = 2048; // zone 0
+    expect(unsupported(p).map((e) => e.message)).toEqual([
+      'port chain pc2: hop 1 would share conntrack zone 32 with port chain pc1 hop 1 in the ovs driver (zone = chain_id x 32 + hop, modulo 65536)',
+      'port chain pc3: hop 1 would share conntrack zone 0 with the default zone in the ovs driver (zone = chain_id x 32 + hop, modulo 65536)',
+    ]);
+  });
 });
 
 describe('ovs golden renderings', () => {

@@ -13,6 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 export interface HeapFigures {
   heapUsed: number;
@@ -23,11 +24,16 @@ export interface HeapFigures {
   spaces: Record<string, number>;
 }
 
-/** Evaluated in a worker (the inspector's command-line API provides require). */
-const HEAP_FIGURES = `JSON.stringify({
-  ...process.memoryUsage(),
-  spaces: Object.fromEntries(require('node:v8').getHeapSpaceStatistics().filter((s) => s.space_size > 0).map((s) => [s.space_name, s.space_size])),
-})`;
+/** This thread's committed bytes per V8 heap space (the ones that have any). */
+export function heapSpaces(): Record<string, number> {
+  return Object.fromEntries(getHeapSpaceStatistics().filter((s) => s.space_size > 0).map((s) => [s.space_name, s.space_size]));
+}
+
+/** Evaluated in a worker (the inspector's command-line API provides require): its memoryUsage() and heapSpaces(). */
+const HEAP_FIGURES = `(() => {
+  const { getHeapSpaceStatistics } = require('node:v8');
+  return JSON.stringify({ ...process.memoryUsage(), spaces: (${heapSpaces.toString()})() });
+})()`;
 
 interface InspectorReply {
   id?: number;

@@ -25,7 +25,7 @@ import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { command as serve } from '../src/commands/serve.js';
-import { WorkerMemory, grownMappings, mappings, rollup, type Mapping } from './process-memory.js';
+import { WorkerMemory, grownMappings, heapSpaces, mappings, rollup, type Mapping } from './process-memory.js';
 
 const exec = promisify(execFile);
 const argv = process.argv.slice(2);
@@ -64,6 +64,7 @@ async function sample(): Promise<void> {
     heapTotal: m.heapTotal,
     external: m.external,
     arrayBuffers: m.arrayBuffers,
+    spaces: heapSpaces(),
     workers,
     proc: rollup(),
     fds: readdirSync('/proc/self/fd').length,

@@ -49,6 +49,8 @@ interface ProcSample {
   rss: number;
   heap: number;
   heapTotal: number;
+  /** This (the main) thread's committed bytes per heap space. */
+  spaces: Record<string, number>;
   /** The data path workers' own heaps (soak-server.ts: through the inspector). */
   workers: HeapFigures[];
   proc: Rollup;
@@ -209,6 +211,8 @@ async function soakPhase({ seconds, warmup, pps, workerGc, samplesOut }: SoakOpt
         rss_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.rss / 1e5) / 10]),
         heap_series_mb: samples.filter((_, i) => i % 6 === 0).map((s) => [Math.round(s.t), Math.round(s.heap / 1e5) / 10]),
         heap_total_series_mb: series((s) => [s.heapTotal]),
+        // Per 30 s: the main thread's [new space, old space, code space, large objects]
+        heap_spaces_series_mb: series((s) => ['new_space', 'old_space', 'code_space', 'large_object_space'].map((k) => s.spaces[k] ?? 0)),
         // Per 30 s: each worker's [heapUsed, heapTotal, external, arrayBuffers, new space, old space]
         worker_heap_series_mb: series((s) =>
           s.workers.flatMap((w) => [w.heapUsed, w.heapTotal, w.external, w.arrayBuffers, w.spaces.new_space ?? 0, w.spaces.old_space ?? 0]),

@@ -19,8 +19,10 @@
  *     delivered = frames at the sink with the right MAC and TTL; misdelivered = frames that reached
  *     udp/9 at the sink otherwise; cpu_util = forwarder CPU time / wall time (1 = one core);
  *     cpu_us_per_pkt = forwarder CPU µs per delivered packet (null for tc: softirq, no process)
- *   {bench:"e2e-latency", forwarder, topology, pps, sent, received, lost, p50_us, p99_us, max_us}
- *     one-way, 1,000 pps, one flow, traffic tool timestamps (same host clock)
+ *   {bench:"e2e-latency", forwarder, topology, round, pps, sent, received, lost, p50_us, p99_us, max_us}
+ *     one-way, 1,000 pps, one flow, traffic tool timestamps (same host clock), sender and receiver
+ *     on the generator's CPU; one run per forwarder per round, alternating. wire_*: the same
+ *     packets timed by the kernel at the client's and the server's eth0 (bench/e2e/wire-latency.ts)
  *   {bench:"e2e-tcp", forwarder, topology:"chain", streams, round, seconds, gbps, retransmits}
  *     iperf3 -P 4 client -> server through the chain with the endpoints' offloads on (sfc backends
  *     that repair offloads: afpacket, afxdp), alternating forwarders within each round
@@ -38,8 +40,10 @@ import { fileURLToPath } from 'node:url';
 import { parseOptions } from '../src/util/args.js';
 import { chainConfig, CLIENT, describeLab, labDown, labUp, netnsExec, netnsSpawn, SERVER, type Lab } from '../src/lab/topology.js';
 import { nextEvent, type UdpRecvResult, type UdpSendResult } from '../src/lab/traffic.js';
+import { startWireCapture, stopWireCapture, wireLatency } from './e2e/wire-latency.js';
 import { FORWARDERS, type BenchEnv, type Forwarder, type Running, type Topology } from './e2e/forwarders.js';
 import {
+  GENERATOR_CPU,
   installSink,
   snapshot,
   startGenerator,
@@ -146,27 +150,46 @@ async function throughput(env: BenchEnv, s: Settings, trafgen: Map<number, strin
   }
 }
 
-async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Topology): Promise<Row> {
-  const base = { bench: 'e2e-latency', forwarder: fwd.name, topology, pps: 1000 };
+async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Topology, round: number): Promise<Row> {
+  const base = { bench: 'e2e-latency', forwarder: fwd.name, topology, round, pps: 1000 };
   const { lab } = env;
   let running: Running | null = null;
   let recv: Awaited<ReturnType<typeof netnsSpawn>> | null = null;
+  const captures: ChildProcess[] = [];
+  const pcaps = ['client', 'server'].map((side) => join(env.dir, `latency-${side}.pcap`));
   try {
     running = await fwd.start(env, topology);
+    for (const [k, ns] of [lab.clientNs, lab.serverNs].entries()) captures.push(await startWireCapture(lab.name, ns, pcaps[k], LATENCY_PORT));
     const limit = String(s.latencyPackets / 1000 + 5);
     const argv = [process.execPath, TRAFFIC, 'udp-recv', '--listen', `${SERVER.ip}:${LATENCY_PORT}`, '--idle', '1', '--seconds', limit];
-    recv = await netnsSpawn(lab.name, lab.serverNs, argv, { detached: true });
+    // Sender and receiver on the generator's CPU: the forwarder keeps CPU 1 to itself.
+    recv = await netnsSpawn(lab.name, lab.serverNs, argv, { cpu: GENERATOR_CPU, detached: true });
     const result = nextEvent<UdpRecvResult>(recv, (e) => e.event === 'result');
     await nextEvent(recv, (e) => e.event === 'listening');
-    const send = [process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
+    const send = ['taskset', '-c', String(GENERATOR_CPU), process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
     send.push('--count', String(s.latencyPackets), '--sport', '40000');
     const sent = JSON.parse((await netnsExec(lab.clientNs, send)).stdout.trim().split('\n').pop()!) as UdpSendResult;
     const r = await result;
-    return { ...base, sent: sent.sent, received: r.received, lost: r.lost, p50_us: r.latency_us.p50, p99_us: r.latency_us.p99, max_us: r.latency_us.max };
+    for (const c of captures.splice(0)) await stopWireCapture(c);
+    const wire = await wireLatency(pcaps[0], pcaps[1]);
+    return {
+      ...base,
+      sent: sent.sent,
+      received: r.received,
+      lost: r.lost,
+      p50_us: r.latency_us.p50,
+      p99_us: r.latency_us.p99,
+      max_us: r.latency_us.max,
+      wire_n: wire.n,
+      wire_p50_us: wire.p50,
+      wire_p99_us: wire.p99,
+      wire_max_us: wire.max,
+    };
   } catch (e) {
     return { ...base, error: e instanceof Error ? e.message : String(e) };
   } finally {
     if (recv) await stopGroup(recv, 'SIGTERM').catch(() => {});
+    for (const c of captures) await stopWireCapture(c).catch(() => {});
     if (running) await running.stop();
   }
 }
@@ -264,7 +287,30 @@ function summary(rows: Row[], latencies: Row[], tcp: Row[]): Row {
     const runs = tcp.filter((t) => !t.error && t.forwarder === forwarder);
     return { forwarder, rounds: runs.length, gbps: median(runs.map((t) => t.gbps as number)) };
   });
-  const latency = latencies.filter((l) => !l.error).map(({ forwarder, topology, p50_us, p99_us }) => ({ forwarder, topology, p50_us, p99_us }));
+  const latencyRuns = latencies.filter((l) => !l.error);
+  const latency = [...new Set(latencyRuns.map((l) => `${l.forwarder as string}|${l.topology as string}`))].map((key) => {
+    const runs = latencyRuns.filter((l) => `${l.forwarder as string}|${l.topology as string}` === key);
+    return {
+      forwarder: runs[0].forwarder,
+      topology: runs[0].topology,
+      rounds: runs.length,
+      p50_us: med(runs, 'p50_us'),
+      p99_us: med(runs, 'p99_us'),
+      wire_p50_us: med(runs, 'wire_p50_us'),
+      wire_p99_us: med(runs, 'wire_p99_us'),
+    };
+  });
+  const ovsLatency = latency.find((l) => l.forwarder === 'ovs' && l.topology === 'chain');
+  for (const l of latency) {
+    if (l.topology !== 'chain' || !String(l.forwarder).startsWith('sfc-') || !ovsLatency) continue;
+    const ratio = (mine: number | null, ovs: number | null) => (mine === null || !ovs ? null : round(mine / ovs, 3));
+    ratios[`${l.forwarder as string}_vs_ovs_chain_latency`] = {
+      p50: ratio(l.p50_us, ovsLatency.p50_us),
+      p99: ratio(l.p99_us, ovsLatency.p99_us),
+      wire_p50: ratio(l.wire_p50_us, ovsLatency.wire_p50_us),
+      wire_p99: ratio(l.wire_p99_us, ovsLatency.wire_p99_us),
+    };
+  }
   return {
     bench: 'e2e-summary',
     medians,
@@ -337,9 +383,9 @@ async function main(): Promise<number> {
           }
         }
       }
-      if (s.latencyPackets) {
+      for (let r = 1; r <= (s.latencyPackets ? s.rounds : 0); r++) {
         for (const fwd of fwds) {
-          const row = await latency(env, s, fwd, topology);
+          const row = await latency(env, s, fwd, topology, r);
           emit(row);
           latencies.push(row);
         }

@@ -15,7 +15,7 @@ import { CLIENT, SERVER, netnsExec, netnsSpawn, processCpuMicros, type Lab } fro
 export const SINK_TABLE = 'sfc_sink';
 export const BENCH_UDP_PORT = 9;
 export const FRAME_BYTES = 64;
-const GENERATOR_CPU = 0;
+export const GENERATOR_CPU = 0;
 
 /**
  * trafgen packet config: `flows` distinct source ports (1,024.. for up to 64,512 flows, else the

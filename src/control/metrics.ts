@@ -8,8 +8,8 @@
  *   sfc_instance_packets_total{chain,hop,port_pair}           packets sent to each SF instance (port pair)
  *   sfc_instance_bytes_total{chain,hop,port_pair}             their bytes (as received, before any encapsulation)
  *   sfc_hop_packets_total{chain,hop}, sfc_hop_bytes_total     the same summed over a hop's instances
- *   sfc_instance_flows{chain,hop,port_pair}                   gauge: flows through each SF instance used within the last
- *                                                             60 s (userspace: flowcount.ts; ovs: the driver's pins)
+ *   sfc_instance_flows{chain,hop,port_pair}                   gauge: flows through each SF instance (userspace: used within
+ *                                                             the last 60 s, flowcount.ts; ovs: its conntrack pins)
  *   sfc_worker_batches_total{worker}                          batches each data path worker processed
  *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
  *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
@@ -166,7 +166,7 @@ export class Metrics {
     };
     new Gauge({
       name: 'sfc_instance_flows',
-      help: `Flows going through each service function instance (port pair), used within the last ${FLOW_IDLE_MS / 1000} s`,
+      help: `Flows going through each service function instance (port pair): used within the last ${FLOW_IDLE_MS / 1000} s (ovs driver: its conntrack pins)`,
       labelNames: ['chain', 'hop', 'port_pair'],
       registers,
       async collect() {

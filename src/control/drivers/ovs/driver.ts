@@ -31,6 +31,7 @@ import { checkOvsInstalled, OvsDaemon } from './daemon.js';
 import { mirrorCapture } from './mirror.js';
 import { diff, emptyBridgeState, exec, Ofctl, parseFlowLine, type BridgeState } from './ofctl.js';
 import { renderBridge, T_L2, unsupported, type Rendered } from './render.js';
+import { readMemberFlows } from './flowcount.js';
 import { ovsExplain } from './trace.js';
 import type { StepView } from '../../journey.js';
 import type { State } from '../../model.js';
@@ -310,11 +311,13 @@ export class OvsDriver implements Driver {
     // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
     // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
     if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
-    const [flowText, groupText, portText, ifaceText] = await Promise.all([
+    const [flowText, groupText, portText, ifaceText, instanceFlows] = await Promise.all([
       this.ofctl.flowStats(),
       this.ofctl.groupStats(),
       this.ofctl.portStats(),
       exec(['ovs-vsctl', `--db=${this.db}`, '--format=json', '--columns=name,ofport', 'list', 'Interface']),
+      // (live flows per member: its conntrack pins; unknown, not an error, when the datapath will not list them)
+      this.plan ? readMemberFlows(this.ctl, this.plan).catch(() => undefined) : undefined,
     ]);
     const ev = (name: (typeof COUNTERS)[number], n: number) => (events[COUNTERS.indexOf(name)] += n);
     for (const line of flowText.split('\n')) {
@@ -350,7 +353,7 @@ export class OvsDriver implements Driver {
       ev('rx_packets', Number(m[2]));
       ev('tx_packets', Number(m[3]));
     }
-    return { events, drops, instancePackets, instanceBytes, interfaces };
+    return { events, drops, instancePackets, instanceBytes, instanceFlows, interfaces };
   }
 
   async close(): Promise<void> {

@@ -3,8 +3,8 @@
  * scanned about once every COUNT_EVERY_MS, SLICE entries at a time between batches (the worker
  * calls step() after its breaths, and a timer wakes an idle worker for it), so a full table never
  * holds a batch back by more than one slice. A flow counts while it was used within FLOW_IDLE_MS
- * (the OVS driver's pins idle out after the same time: drivers/ovs/render.ts PIN_IDLE_S); it counts
- * once at each hop, for the instance it chose there. The counts of a finished scan replace the
+ * (the ovs driver counts its conntrack pins instead: drivers/ovs/flowcount.ts); it counts once at
+ * each hop, for the instance it chose there. The counts of a finished scan replace the
  * published ones at once, so a reader never sees a table half counted.
  */
 import type { Engine } from './engine.js';

@@ -11,6 +11,7 @@
  * noop on machines where the dataplane cannot start (the backend registry, which checks --backend,
  * loads nothing native). The ovs driver (control/drivers/ovs) is imported only for --driver ovs.
  */
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Counter } from 'prom-client';
 import { DEFAULT_SERVER_LIMITS, startApiServer } from '../control/api.js';
@@ -24,6 +25,8 @@ import { StateFile, defaultStatePath } from '../control/persist.js';
 import { DEFAULT_LIMIT, Store, parseLimits, type StoreOptions } from '../control/store.js';
 import { EtcdUrlError, connectEtcd, parseEtcdUrl } from '../control/etcd/client.js';
 import { EtcdModel, followModel } from '../control/etcd/model.js';
+import { oneHostGuard } from '../control/slice.js';
+import { isHostName } from '../control/validate/ports.js';
 import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
@@ -118,6 +121,8 @@ export const command: Command = {
   --listen HOST:PORT  default 127.0.0.1:9696; port 0 picks a free port (printed as 'listening on URL')
   --driver D          userspace (default: steer packets in this process), ovs (render into an Open
                       vSwitch bridge: flows and select groups) or noop (API only)
+  --host NAME         userspace/ovs: the host this server's dataplane is (default: the hostname); ports
+                      whose binding:host_id names another host are refused (400: those need sfc agent)
   --ovs-bridge NAME   ovs: the bridge sfc owns (default ${DEFAULT_OVS_BRIDGE}); its ports are the ports' interfaces
   --ovsdb unix:PATH   ovs: a running Open vSwitch's database; without it sfc starts its own ovsdb-server
                       and ovs-vswitchd (datapath_type=netdev) under the state directory and stops them on exit
@@ -144,6 +149,7 @@ export const command: Command = {
       store: { type: 'string' },
       listen: { type: 'string', default: '127.0.0.1:9696' },
       driver: { type: 'string', default: 'userspace' },
+      host: { type: 'string', default: hostname() },
       'ovs-bridge': { type: 'string', default: DEFAULT_OVS_BRIDGE },
       ovsdb: { type: 'string' },
       token: { type: 'string' },
@@ -168,6 +174,7 @@ export const command: Command = {
     if (values.driver !== 'userspace' && values.driver !== 'ovs' && values.driver !== 'noop') {
       throw new UsageError(`--driver must be userspace, ovs or noop, got '${values.driver}'`);
     }
+    if (!isHostName(values.host)) throw new UsageError(`--host must be a host name (A-Z a-z 0-9 . _ -, starting with a letter or digit), got '${values.host}'`);
     if (!/^[A-Za-z0-9_.-]{1,15}$/.test(values['ovs-bridge'])) throw new UsageError(`--ovs-bridge must be an interface name (1-15 of A-Z a-z 0-9 _ . -), got '${values['ovs-bridge']}'`);
     if (values.ovsdb !== undefined && !/^unix:.+/.test(values.ovsdb)) throw new UsageError(`--ovsdb must be unix:PATH, got '${values.ovsdb}'`);
     const backend = parseBackend(values.backend).name;
@@ -203,12 +210,12 @@ export const command: Command = {
     try {
       if (values.driver === 'userspace') {
         userspace = await startUserspace(backend, workers);
-        drivers = new DriverManager([userspace.driver]);
+        drivers = new DriverManager([oneHostGuard(values.host), userspace.driver]);
       } else if (values.driver === 'ovs') {
         const { OvsDriver } = await import('../control/drivers/ovs/driver.js');
         const dir = join(dirname(statePath), `ovs-${values['ovs-bridge']}`);
         ovs = await OvsDriver.start({ bridge: values['ovs-bridge'], ovsdb: values.ovsdb, dir, log });
-        drivers = new DriverManager([ovs]);
+        drivers = new DriverManager([oneHostGuard(values.host), ovs]);
       }
       const store = new Store({ drivers, ...home.commit, limits });
       await home.load(store).catch((e: Error) => {

@@ -24,8 +24,10 @@
  * selects for a hop picks what a single host would, in both directions.
  *
  * What a slice refuses (400s, `multiHostProblems`): a port pair with its ports on two hosts; tap
- * groups and service graphs in a plan whose ports are on several hosts.
+ * groups and service graphs in a plan whose ports are on several hosts. A server rendering one
+ * host itself refuses ports on any other host (`oneHostGuard`).
  */
+import type { Driver } from './driver.js';
 import { NeutronError } from './errors.js';
 import type { State } from './model.js';
 import { SOURCE_SI, type Action, type Plan, type PlanPath, type Underlay } from './plan.js';
@@ -57,6 +59,27 @@ export function multiHostProblems(plan: Plan): NeutronError[] {
     for (const g of plan.graphs) problems.push(refuse(`service graph ${g.name}: service graphs are not supported across hosts`));
   }
   return problems;
+}
+
+/**
+ * The veto of a server that renders one host itself (`sfc serve --driver userspace|ovs --host H`):
+ * every port must be on H (or name no host); a port on another host needs that host's agent. It is
+ * the first driver of such a server's DriverManager, so its 400s come before any renderer's.
+ */
+export function oneHostGuard(host: string): Driver {
+  return {
+    name: 'one-host',
+    precommit: (next) =>
+      next.ports
+        .filter((p) => p.host !== '' && p.host !== host)
+        .map((p) =>
+          refuse(
+            `port ${p.name || p.id}: binding:host_id '${p.host}' is not this server's host '${host}' (sfc serve --host); this server renders one host's dataplane: ` +
+              `run 'sfc agent --host ${p.host}' on that host, with the model in etcd (sfc serve --store etcd://... --driver noop)`,
+          ),
+        ),
+    postcommit: async () => undefined,
+  };
 }
 
 /**

@@ -27,7 +27,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../dataplane/io/backend.js';
-import { DEFAULT_BACKEND, type BackendName } from '../dataplane/io/registry.js';
+import type { BackendName } from '../dataplane/io/registry.js';
 import { awareLinkMtu, labUp, netnsExec, netnsSpawn, type Lab, type LabOptions } from './topology.js';
 import { nextEvent, type ListeningEvent, type TrafficEvent } from './traffic.js';
 
@@ -77,6 +77,7 @@ export interface DataplaneStart {
   driver?: 'userspace' | 'ovs' | 'noop';
   /** The model in this etcd cluster (--store etcd://...) instead of a state file. */
   store?: string;
+  /** The packet I/O backend (--backend); omitted: sfc serve's default. */
   backend?: BackendName;
   /** Chain file that seeds the (fresh) state. */
   config: string;
@@ -123,7 +124,7 @@ export class LabDataplane {
     const log = await open(logFile, 'w');
     const argv = [process.execPath, distFile('cli.js'), 'serve', '--config', opts.config, ...(opts.store ? ['--store', opts.store] : ['--state', state])];
     if (opts.driver === 'ovs' || opts.driver === 'noop') argv.push('--driver', opts.driver);
-    else argv.push('--backend', opts.backend ?? DEFAULT_BACKEND);
+    else if (opts.backend !== undefined) argv.push('--backend', opts.backend); // else serve's default
     argv.push('--listen', '127.0.0.1:0', ...(opts.args ?? []));
     let child: ChildProcess;
     try {

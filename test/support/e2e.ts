@@ -25,7 +25,7 @@ import { buildFrame, macBytes } from '../../src/dataplane/frames.js';
 import { Batch } from '../../src/packet/batch.js';
 import { openAfPacket } from '../../src/dataplane/io/afpacket.js';
 import { enterNetns, nativeAvailable } from '../../src/dataplane/io/native.js';
-import { backendNamed, type BackendName, type RegisteredBackend } from '../../src/dataplane/io/registry.js';
+import { backendNamed, DEFAULT_BACKEND, type BackendName, type RegisteredBackend } from '../../src/dataplane/io/registry.js';
 import { flowsSeenBySfs, installFlowLog, placement, readFlowLog, repliesRetraced, settledFlowLog, stayedOnOnePath, traceFlows } from '../../src/lab/flowlog.js';
 import { distFile, LabDataplane, labUpFor, metric, startTraffic, type Sample } from '../../src/lab/harness.js';
 import { CLIENT, SERVER, labDown, netnsExec, type Lab } from '../../src/lab/topology.js';
@@ -284,7 +284,8 @@ export function e2eSuite(target: E2eTarget): void {
   const LAB = `sfct-e2e${ovs ? 'o' : name[0]}${process.pid}`;
   const commands = ['ip', 'nft', 'ping', ...(backend.lab.offloadsOff ? ['ethtool'] : []), ...(ovs ? ['ovs-vsctl', 'ovs-ofctl'] : [])];
   const run = prerequisites(`e2e ${name}`, { root: true, commands, check: () => (ovs ? ovsRequirements() : requirements(backend)) });
-  const start = ovs ? { driver: 'ovs' as const } : { backend: name as BackendName };
+  // The default backend's suite starts `sfc serve` without --backend: it tests the default too.
+  const start = ovs ? { driver: 'ovs' as const } : name === DEFAULT_BACKEND ? {} : { backend: name as BackendName };
 
   describe.skipIf(!run)(`end to end, ${ovs ? 'ovs driver' : `${name} backend`}`, () => {
     let lab: Lab;

@@ -88,10 +88,11 @@ function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number, 
 }
 
 /**
- * `sfc serve --backend <backend>`; `variant` names a row with extra environment (e.g. afxdp with
- * need_wakeup on). The afxdp rows check the log: a silent fallback to AF_PACKET would be mislabelled.
+ * `sfc serve --backend <backend>`; `variant` names a row with extra environment or arguments (e.g.
+ * afxdp with need_wakeup on, or without SF health checks, whose probes and timer share the
+ * forwarder's CPU). The afxdp rows check the log: a silent fallback to AF_PACKET would be mislabelled.
  */
-function sfc(backend: 'afpacket' | 'cap' | 'afxdp', variant?: { suffix: string; env: Record<string, string> }): Forwarder {
+function sfc(backend: 'afpacket' | 'cap' | 'afxdp', variant?: { suffix: string; env?: Record<string, string>; args?: string[] }): Forwarder {
   let serial = 0;
   const name = `sfc-${backend}${variant ? `-${variant.suffix}` : ''}`;
   return {
@@ -102,8 +103,8 @@ function sfc(backend: 'afpacket' | 'cap' | 'afxdp', variant?: { suffix: string; 
       const config = topology === 'chain' ? env.lab.configPath : env.oneHopConfig;
       const state = join(env.dir, `sfc-state-${name}-${++serial}.json`); // fresh: --config seeds an empty state only
       const argv = [process.execPath, CLI, 'serve', '--config', config, '--state', state, '--backend', backend];
-      argv.push('--driver', 'userspace', '--listen', '127.0.0.1:0');
-      const spawnEnv = variant ? { ...process.env, ...variant.env } : undefined;
+      argv.push('--driver', 'userspace', '--listen', '127.0.0.1:0', ...(variant?.args ?? []));
+      const spawnEnv = variant?.env ? { ...process.env, ...variant.env } : undefined;
       const child = await netnsSpawn(env.lab.name, env.lab.dpNs, argv, { cpu: FORWARDER_CPU, detached: true, env: spawnEnv });
       try {
         await waitForOutput(child, backend === 'afxdp' ? /attached \(AF_XDP[^]*listening on http:\/\/\S+|listening on http:\/\/\S+[^]*attached \(AF_XDP/ : /listening on http:\/\/\S+/, 30_000, `sfc serve --backend ${backend}`);
@@ -290,6 +291,7 @@ export const FORWARDERS: Forwarder[] = [
   sfc('afpacket'),
   sfc('afxdp'),
   sfc('afxdp', { suffix: 'wakeup', env: { SFC_AFXDP_NEED_WAKEUP: '1' } }),
+  sfc('afxdp', { suffix: 'nohealth', args: ['--health-interval', '0'] }),
   sfc('cap'),
   sfcOvs,
   ovs('system'),

@@ -8,6 +8,8 @@
  *    (symmetric), traffic outside the classifiers bypassing every SF;
  *  - frames on the underlay are VXLAN (UDP 4789) carrying the chain's MPLS label with SPI and the
  *    next node's SI;
+ *  - every agent serves /metrics (sfc serve's names, each series labelled with its host): tables
+ *    live at the model's revision, packets on its underlay interface and to the chain's instances;
  *  - an agent killed with -9 and restarted: its host's flows resume on the instances they had;
  *  - etcd members killed (by pid) under traffic: with one gone writes go on; with two gone (no quorum)
  *    writes get 503 and change nothing; the agents forward on the same instances throughout; with
@@ -19,10 +21,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flowsSeenBySfs, installFlowLog, placement, readFlowLog, repliesRetraced, settledFlowLog, stayedOnOnePath, traceFlows } from '../src/lab/flowlog.js';
-import { distFile, startTraffic, stopProcess, type LabDataplane } from '../src/lab/harness.js';
+import { distFile, metric, parsePrometheus, startTraffic, stopProcess, type LabDataplane, type Sample } from '../src/lab/harness.js';
 import type { EtcdCluster } from '../src/lab/etcd-cluster.js';
 import { agentRevision, agentsLive, etcdLeader, hostsLabRunning, modelRevision, startAgent, type HostsLab } from '../src/lab/hosts.js';
-import { netnsSpawn } from '../src/lab/process.js';
+import { netnsExec, netnsSpawn } from '../src/lab/process.js';
 import { CLIENT, SERVER, labDown } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult, UdpSendResult } from '../src/lab/traffic.js';
 import { classifier } from './support/e2e.js';
@@ -34,8 +36,9 @@ const LAB = `sfct-mh${process.pid}`;
 const TCP_PORT = 5001;
 const UDP_PORT = 6001;
 const BYPASS_PORT = 7001;
-/** Health checks off: the test counts on its own flow logs. */
-const AGENT_ARGS = ['--health-interval', '0'];
+const METRICS_AT = '127.0.0.1:9464';
+/** Health checks off: the test counts on its own flow logs. Metrics in each host's namespace. */
+const AGENT_ARGS = ['--health-interval', '0', '--metrics', METRICS_AT];
 
 function requirements(): string | null {
   try {
@@ -143,6 +146,31 @@ describe.skipIf(!run)('a chain over three hosts: agents, VXLAN, etcd', () => {
       'rev h3>h2': [(1 << 8) | 253],
       'rev h2>h1': [(1 << 8) | 252],
     });
+  }, 60_000);
+
+  /** One agent's /metrics, scraped from inside its host's namespace. */
+  async function scrape(ns: string): Promise<Sample[]> {
+    const get = `fetch('http://${METRICS_AT}/metrics').then(async (r) => process.stdout.write(r.status + '\\n' + (await r.text())))`;
+    const { stdout } = await netnsExec(ns, [process.execPath, '-e', get]);
+    const [status, ...text] = stdout.split('\n');
+    expect(status).toBe('200');
+    return parsePrometheus(text.join('\n'));
+  }
+
+  it('every agent serves /metrics with its host label: tables at the live revision, underlay and instance packets', async () => {
+    await tcp(TCP_PORT, 2, 100_000);
+    const revision = await agentsLive(lab);
+    let instancePackets = 0;
+    for (const h of lab.hosts) {
+      const samples = await scrape(h.ns);
+      expect(samples.filter((x) => x.labels.host !== h.name).map((x) => x.name)).toEqual([]);
+      expect(metric(samples, 'sfc_state_revision')).toBe(revision);
+      expect(metric(samples, 'sfc_table_generation')).toBeGreaterThan(0);
+      expect(metric(samples, 'sfc_interface_packets_total', { interface: 'ul0', direction: 'rx' }), `${h.name} ul0 rx`).toBeGreaterThan(0);
+      expect(metric(samples, 'sfc_interface_packets_total', { interface: 'ul0', direction: 'tx' }), `${h.name} ul0 tx`).toBeGreaterThan(0);
+      instancePackets += metric(samples, 'sfc_instance_packets_total', { chain: 'pc1' });
+    }
+    expect(instancePackets).toBeGreaterThan(0);
   }, 60_000);
 
   it('an agent killed with -9 and restarted: its host\'s flows resume on the instances they had', async () => {

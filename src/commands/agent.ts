@@ -16,9 +16,13 @@
  * agent set are cached in --state, so an agent restarted while etcd is unreachable forwards from
  * them, and one restarted with etcd reads the model again: a restart loses no configuration.
  *
+ * With --metrics it serves sfc serve's dataplane metrics (control/metrics.ts) on /metrics, each
+ * series labelled with the agent's host; sfc_state_revision is the model revision live here.
+ *
  * Only the userspace driver renders slices; `--driver ovs` is refused (it has no tunnels between
  * hosts).
  */
+import { createServer, type Server } from 'node:http';
 import { networkInterfaces } from 'node:os';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -28,6 +32,7 @@ import { publishAgent, watchAgents, type AgentInfo, type AgentPublication, type 
 import { openModel, type ModelView } from '../control/etcd/model.js';
 import { healthView, parseHealthPolicies, type HealthPolicy } from '../control/health.js';
 import { DEFAULT_HEALTH, HealthMonitor } from '../control/health-monitor.js';
+import { Metrics } from '../control/metrics.js';
 import { emptyState, type State } from '../control/model.js';
 import { defaultStatePath } from '../control/persist.js';
 import { buildPlan, type Plan } from '../control/plan.js';
@@ -35,7 +40,7 @@ import { hostsDown, hostState, localMembers, slicePlan, type UnderlayAddress } f
 import { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import { BACKEND_NAMES, parseBackend } from '../dataplane/io/registry.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
-import { UsageError, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
+import { UsageError, parseHostPort, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
 
 /** Packet I/O that leaves the host's stack its copy of every frame (the underlay is shared with etcd). */
 const AGENT_BACKEND = 'afpacket';
@@ -78,6 +83,21 @@ function sliceInputs(agents: ReadonlyMap<string, AgentInfo>): string {
   return JSON.stringify(rows.sort((x, y) => (x[0] < y[0] ? -1 : 1)));
 }
 
+/** GET /metrics (Prometheus text) on host:port; anything else is a 404. */
+function serveMetrics(metrics: Metrics, at: { host: string; port: number }): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/metrics') return void res.writeHead(404).end();
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      (e: Error) => res.writeHead(500).end(e.message),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', (e) => reject(new UsageError(`--metrics ${at.host}:${at.port}: ${e.message}`)));
+    server.listen(at.port, at.host.replace(/^\[|\]$/g, ''), () => resolve(server));
+  });
+}
+
 /** The last model and agent set, kept on disk for a restart without etcd. */
 interface Cached {
   revision: number;
@@ -102,7 +122,7 @@ async function writeCache(path: string, c: Cached): Promise<void> {
 export const command: Command = {
   summary: "run one host's dataplane from the shared model in etcd (its slice of every chain, VXLAN to the others)",
   usage: `--host NAME --store etcd://HOST:PORT[,...] [--underlay IFACE|IP] [--driver userspace]
-           [--backend ${BACKEND_NAMES.join('|')}] [--workers N] [--state FILE] [--lease-ttl S]
+           [--backend ${BACKEND_NAMES.join('|')}] [--workers N] [--state FILE] [--lease-ttl S] [--metrics HOST:PORT]
   --host NAME         this host's name: the binding:host_id of the ports it serves
   --store etcd://...  the etcd cluster holding the model (sfc serve --store writes it)
   --underlay X        the interface (or one of its IPv4 addresses) tunnels to other hosts leave by
@@ -115,6 +135,8 @@ export const command: Command = {
   --state FILE        the last model seen, for a restart while etcd is unreachable
                       (default: agent-NAME.json beside sfc serve's default state)
   --lease-ttl S       seconds the agent record outlives the agent (default ${DEFAULT_LEASE_TTL})
+  --metrics HOST:PORT serve Prometheus /metrics there: sfc serve's dataplane metrics, each with a host label
+                      (sfc_state_revision: the model revision live here)
   --health-policy G=P,... --health-interval MS --health-timeout MS --health-down N --health-up N
                       SF health checks of this host's instances, as for sfc serve`,
 
@@ -128,6 +150,7 @@ export const command: Command = {
       workers: { type: 'string', default: '1' },
       state: { type: 'string' },
       'lease-ttl': { type: 'string', default: String(DEFAULT_LEASE_TTL) },
+      metrics: { type: 'string' },
       'health-policy': { type: 'string', default: '' },
       'health-interval': { type: 'string', default: String(DEFAULT_HEALTH.intervalMs) },
       'health-timeout': { type: 'string', default: String(DEFAULT_HEALTH.timeoutMs) },
@@ -159,6 +182,7 @@ export const command: Command = {
     } catch (e) {
       throw new UsageError(`--health-policy: ${(e as Error).message}`);
     }
+    const metricsAt = values.metrics === undefined ? undefined : parseHostPort(values.metrics, '--metrics');
     const underlay = resolveUnderlay(values.underlay);
     const cachePath = values.state ?? join(dirname(defaultStatePath()), `agent-${host}.json`);
     const log = (message: string) => console.error(`sfc agent ${host}: ${message}`);
@@ -243,6 +267,12 @@ export const command: Command = {
         });
     };
 
+    const metrics = new Metrics({
+      revision: () => live,
+      generation: () => driver.tables?.generation ?? 0,
+      dataplane: () => (driver.tables ? { stats: dataplane.stats(), instances: driver.tables.instanceNames } : undefined),
+    });
+    metrics.registry.setDefaultLabels({ host });
     const health =
       healthInterval > 0
         ? new HealthMonitor(
@@ -262,6 +292,7 @@ export const command: Command = {
               },
               log,
               policies,
+              registry: metrics.registry,
               prober: dataplane,
             },
           )
@@ -308,6 +339,7 @@ export const command: Command = {
     };
     let stopped = false;
     let retry: NodeJS.Timeout | undefined;
+    let exporter: Server | undefined;
     const keepTrying = (): void => {
       retry = setTimeout(() => {
         if (stopped) return;
@@ -333,11 +365,16 @@ export const command: Command = {
         keepTrying();
       }
       health?.start();
+      if (metricsAt) {
+        exporter = await serveMetrics(metrics, metricsAt);
+        log(`metrics on http://${metricsAt.host}:${(exporter.address() as { port: number }).port}/metrics`);
+      }
       log(`host ${host}, underlay ${underlay.iface} ${underlay.ip} ${underlay.mac}, etcd ${endpoints.join(', ')}`);
       log(`${await untilSignal()}: shutting down`);
     } finally {
       stopped = true;
       clearTimeout(retry);
+      exporter?.close();
       await health?.stop();
       await running;
       await (publication as AgentPublication | null)?.close().catch(() => undefined);

@@ -1,7 +1,8 @@
 // Live flows per instance (flowcount.ts) counted by a real Engine's flow table over in-memory ports,
 // SFs simulated by routing loopbacks: N flows through a two-hop chain give, per instance, exactly the
 // flows its SF saw, N per hop; they stop counting once idle longer than FLOW_IDLE_MS (the engine's
-// clock, driven by the test), and a scan does its work in slices, publishing only when done.
+// clock, driven by the test), a re-born instance index does not inherit its predecessor's flows, and
+// a scan does its work in slices, publishing only when done.
 import { describe, expect, it } from 'vitest';
 import { compileTables } from '../src/control/drivers/userspace/render.js';
 import { Engine } from '../src/dataplane/engine.js';
@@ -13,9 +14,9 @@ import { CLIENT_MAC, SERVER_MAC, sfMac, twoHop } from './support/sfc-state.js';
 
 const FLOWS = 300;
 
-/** A two-hop chain of three instances each; every SF sends what it is given on to the server. */
-function chainLab() {
-  const tables = compileTables(twoHop({ hops: 2, perHop: 3 }).state);
+/** A chain (default: two hops of three instances each); every SF sends what it is given on to the server. */
+function chainLab(state = twoHop({ hops: 2, perHop: 3 }).state) {
+  const tables = compileTables(state);
   let now = 1_000_000;
   const ports = new Map<string, QueuePort>();
   /** Per SF ingress interface: the source ports of the flows it was sent. */
@@ -83,6 +84,30 @@ describe('live flows per instance', () => {
     // nothing more: every flow idles out
     lab.advance(FLOW_IDLE_MS);
     expect([...lab.count()]).toEqual(new Array(lab.tables.instanceCount).fill(0));
+  });
+
+  it("does not give a re-born instance index the flows of the instance it replaces", () => {
+    const b = twoHop({ hops: 1, perHop: 2 });
+    const lab = chainLab(b.state);
+    lab.send(Array.from({ length: FLOWS }, (_, n) => 20000 + n));
+    const before = lab.count().slice();
+    const old = lab.tables.instanceNames.findIndex((n) => n.portPair === 'pp12');
+    expect(before[old]).toBeGreaterThan(0);
+    // pp12 replaced by pp13 in its group: pp13 takes pp12's index (plan.ts assignStable)
+    b.port('sf13-in', 'sf13i', sfMac(1, 3, 'in'));
+    b.port('sf13-out', 'sf13e', sfMac(1, 3, 'out'));
+    const pp13 = b.pair('pp13', 'sf13-in', 'sf13-out');
+    const pp12 = b.byName('port_pairs', 'pp12');
+    b.byName('port_pair_groups', 'ppg1').port_pairs = [b.byName('port_pairs', 'pp11').id, pp13.id];
+    b.state.port_pairs = b.state.port_pairs.filter((p) => p !== pp12);
+    const next = compileTables(b.state, lab.tables);
+    expect(next.instanceNames[old].portPair, 'the index is re-born').toBe('pp13');
+    lab.engine.publish(next);
+    lab.engine.breathe();
+    const after = lab.count();
+    expect(after[old], 'pp13 has carried no flow yet').toBe(0);
+    const kept = lab.tables.instanceNames.findIndex((n) => n.portPair === 'pp11');
+    expect(after[kept]).toBe(before[kept]);
   });
 
   it('scans the table in slices of SLICE entries, publishing the counts only when the scan ends', () => {

@@ -62,7 +62,8 @@ export const command: Command = {
 ${SERVER_HELP}
   Service functions are simulated by loopback: a frame sent to an SF port returns on the pair's other port.
   With --server on the ovs driver the server traces the packet through its bridge (ovs-appctl
-  ofproto/trace), which commits the flow's conntrack pins (flow affinity) as its first real packet would.`,
+  ofproto/trace), which commits the flow's conntrack pins (flow affinity) as its first real
+  packet would.`,
   async run(argv) {
     const { values } = parseOptions(argv, {
       config: { type: 'string' },

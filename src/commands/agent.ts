@@ -251,13 +251,21 @@ export const command: Command = {
     };
     let running: Promise<void> | null = null;
     let again = false;
+    let rerender: NodeJS.Timeout | undefined;
+    let stopped = false;
     const reconcile = (): void => {
       if (running) {
         again = true;
         return;
       }
       running = render()
-        .catch((e: Error) => log(`render failed: ${e.message}`))
+        .catch((e: Error) => {
+          // (e.g. a starved worker missed its publication deadline): nothing else would render
+          // this revision again, so try again shortly.
+          log(`render failed: ${e.message}; trying again in ${RETRY_MS} ms`);
+          clearTimeout(rerender);
+          rerender = setTimeout(() => !stopped && reconcile(), RETRY_MS);
+        })
         .finally(() => {
           running = null;
           if (again) {
@@ -337,7 +345,6 @@ export const command: Command = {
       revision = m.revision();
       reconcile();
     };
-    let stopped = false;
     let retry: NodeJS.Timeout | undefined;
     let exporter: Server | undefined;
     const keepTrying = (): void => {
@@ -374,6 +381,7 @@ export const command: Command = {
     } finally {
       stopped = true;
       clearTimeout(retry);
+      clearTimeout(rerender);
       exporter?.close();
       await health?.stop();
       await running;

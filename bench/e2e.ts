@@ -243,18 +243,22 @@ function median(xs: number[]): number | null {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function summary(rows: Row[], latencies: Row[], tcp: Row[]): Row {
-  const ok = rows.filter((r) => !r.error);
+/** The rows without an error, grouped by the values of `fields` (in first-seen order). */
+function groupRows(rows: Row[], fields: string[]): Row[][] {
   const groups = new Map<string, Row[]>();
-  for (const r of ok) {
-    const key = `${r.forwarder}|${r.topology}|${r.flows}`;
+  for (const r of rows.filter((x) => !x.error)) {
+    const key = fields.map((f) => String(r[f])).join('|');
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
+  return [...groups.values()];
+}
+
+function summary(rows: Row[], latencies: Row[], tcp: Row[]): Row {
   const med = (rs: Row[], k: string) => {
     const m = median(rs.map((r) => r[k]).filter((v): v is number => typeof v === 'number'));
     return m === null ? null : round(m, 4);
   };
-  const medians = [...groups.values()].map((rs) => ({
+  const medians = groupRows(rows, ['forwarder', 'topology', 'flows']).map((rs) => ({
     forwarder: rs[0].forwarder,
     topology: rs[0].topology,
     flows: rs[0].flows,
@@ -288,19 +292,15 @@ function summary(rows: Row[], latencies: Row[], tcp: Row[]): Row {
     const runs = tcp.filter((t) => !t.error && t.forwarder === forwarder);
     return { forwarder, rounds: runs.length, gbps: median(runs.map((t) => t.gbps as number)) };
   });
-  const latencyRuns = latencies.filter((l) => !l.error);
-  const latency = [...new Set(latencyRuns.map((l) => `${l.forwarder as string}|${l.topology as string}`))].map((key) => {
-    const runs = latencyRuns.filter((l) => `${l.forwarder as string}|${l.topology as string}` === key);
-    return {
-      forwarder: runs[0].forwarder,
-      topology: runs[0].topology,
-      rounds: runs.length,
-      p50_us: med(runs, 'p50_us'),
-      p99_us: med(runs, 'p99_us'),
-      wire_p50_us: med(runs, 'wire_p50_us'),
-      wire_p99_us: med(runs, 'wire_p99_us'),
-    };
-  });
+  const latency = groupRows(latencies, ['forwarder', 'topology']).map((runs) => ({
+    forwarder: runs[0].forwarder,
+    topology: runs[0].topology,
+    rounds: runs.length,
+    p50_us: med(runs, 'p50_us'),
+    p99_us: med(runs, 'p99_us'),
+    wire_p50_us: med(runs, 'wire_p50_us'),
+    wire_p99_us: med(runs, 'wire_p99_us'),
+  }));
   const ovsLatency = latency.find((l) => l.forwarder === 'ovs' && l.topology === 'chain');
   for (const l of latency) {
     if (l.topology !== 'chain' || !String(l.forwarder).startsWith('sfc-') || !ovsLatency) continue;

@@ -14,9 +14,10 @@
  * a new fd.
  *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
- * directly, and per-instance (SF latency histograms too) / per-interface figures copied by engine.copyFigures() at most every
- * STATS_EVERY_MS while busy and whenever the loop goes idle; live flows per instance counted about
- * once a second between batches (flowcount.ts). The main thread reads them without messages.
+ * directly, and per-instance (SF latency histograms too) and per-interface figures copied by
+ * engine.copyFigures() at most every STATS_EVERY_MS while busy and whenever the loop goes idle;
+ * live flows per instance counted about once a second between batches (flowcount.ts). The main
+ * thread reads them without messages.
  */
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';

@@ -311,7 +311,7 @@ export class OvsDriver implements Driver {
     // OVS moves datapath counters into flow and group statistics in revalidator rounds (about
     // every 500 ms): wait for a full round, so a read right after traffic sees that traffic.
     if (this.ctl) await exec(['ovs-appctl', '-t', this.ctl, 'revalidator/wait']);
-    const [flowText, groupText, portText, ifaceText, instanceFlows] = await Promise.all([
+    const [flowText, groupText, portText, ifaceText, livePins] = await Promise.all([
       this.ofctl.flowStats(),
       this.ofctl.groupStats(),
       this.ofctl.portStats(),
@@ -339,7 +339,7 @@ export class OvsDriver implements Driver {
     }
     for (const line of groupText.split('\n')) {
       const id = Number(/group_id=(\d+)/.exec(line)?.[1]);
-      // (Instances are counted by their flows, instanceFlows; a group without buckets drops.)
+      // (Instances are counted by their OpenFlow flows, rendered.instanceFlows; a group without buckets drops.)
       const info = rendered?.groupInfo.get(id);
       if (info && info.buckets.size === 0) drops[DROP_REASONS.indexOf('no_instance')] += Number(/,packet_count=(\d+)/.exec(line)?.[1] ?? 0);
     }
@@ -353,7 +353,7 @@ export class OvsDriver implements Driver {
       ev('rx_packets', Number(m[2]));
       ev('tx_packets', Number(m[3]));
     }
-    return { events, drops, instancePackets, instanceBytes, instanceFlows, interfaces };
+    return { events, drops, instancePackets, instanceBytes, instanceFlows: livePins, interfaces };
   }
 
   async close(): Promise<void> {

@@ -148,7 +148,10 @@ describe.skipIf(!run)('sfc explain --server on the ovs driver (ofproto/trace)', 
   });
 
   it('sends the reply through the instances the request crossed, in reverse, and pins the flow as it traces', async () => {
-    const [fwd, rev] = await Promise.all([journey(['--server', url], 'p0', 'tcp 10.0.0.5:41234 > 10.0.1.5:120'), journey(['--server', url], 'p5', 'tcp 10.0.1.5:120 > 10.0.0.5:41234')]);
+    // One after the other: the request's trace commits the pin the reply's trace then finds (run
+    // together, the reply could commit first and own the conntrack entry in its own direction).
+    const fwd = await journey(['--server', url], 'p0', 'tcp 10.0.0.5:41234 > 10.0.1.5:120');
+    const rev = await journey(['--server', url], 'p5', 'tcp 10.0.1.5:120 > 10.0.0.5:41234');
     expect(fwd.verdict).toBe('chain');
     expect(rev.hops).toEqual([...fwd.hops].reverse());
     // ofproto/trace ran the hop's commit: the flow is pinned (its conntrack entry, a member's mark), as its first packet would pin it.

@@ -313,4 +313,20 @@ describe('start-up', () => {
     expect(code).toBe(2);
     expect(stderr).toMatch(/refusing to listen on 0\.0\.0\.0 without a token/);
   });
+
+  it('refuses --busy-poll-us that is not a count of µs, with a backend without worker threads or a driver without a dataplane (usage errors)', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--busy-poll-us', '1.5'], /--busy-poll-us must be an integer from 0 to 1000000, got '1\.5'/],
+      [['--busy-poll-us', '50', '--backend', 'cap'], /--busy-poll-us needs worker threads; the cap backend/],
+      [['--busy-poll-us', '50', '--driver', 'noop'], /--busy-poll-us is for the userspace driver/],
+    ];
+    for (const [args, why] of cases) {
+      const proc = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--state', join(dir, 'bp.json'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const code = await new Promise<number | null>((res) => proc.once('exit', res));
+      expect(code).toBe(2);
+      expect(stderr).toMatch(why);
+    }
+  });
 });

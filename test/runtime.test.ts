@@ -204,4 +204,22 @@ describe.skipIf(!run)('dataplane runtime', () => {
     expectEachOnceInFlowOrder(await receive(h2, 100), 100);
     await dp.close();
   });
+
+  it('busy polling: a worker keeps its loop busy for busyPollUs after traffic, and sleeps at once without it', async () => {
+    const busyAfterOneFrame = async (busyPollUs: number): Promise<number> => {
+      const dp = new Dataplane({ backend: 'afpacket', workers: 1, log: () => {}, busyPollUs });
+      const [h1, h2] = [host('h1'), host('h2')];
+      await dp.publish(tables(['d1', 'd2']));
+      transmit(h1, [broadcast(1)]);
+      expect(await receive(h2, 1)).toHaveLength(1);
+      const before = dp.stats().workers[0].busySeconds;
+      await sleep(300);
+      const busy = dp.stats().workers[0].busySeconds - before;
+      await dp.close();
+      return busy;
+    };
+    expect(await busyAfterOneFrame(0)).toBeLessThan(0.05);
+    expect(await busyAfterOneFrame(1_000_000)).toBeGreaterThan(0.2); // polling through the 300 ms
+    expect(() => new Dataplane({ backend: 'cap', workers: 1, log: () => {}, busyPollUs: 10 })).toThrow(/worker threads/);
+  });
 });

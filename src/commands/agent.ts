@@ -129,8 +129,9 @@ export const command: Command = {
                       (default: the only interface with an IPv4 address); its address and MAC are
                       published for the other agents
   --driver userspace  the only driver that renders per-host slices (ovs has no tunnels between hosts)
-  --backend B         packet I/O: ${AGENT_BACKEND} (default), cap or tap; not afxdp, whose XDP program
-                      would take the underlay's frames (etcd, ARP) from the host's stack
+  --backend B         packet I/O: ${AGENT_BACKEND} (default), cap or tap (the multi-host tests run
+                      ${AGENT_BACKEND} only); not afxdp, whose XDP program would take the underlay's
+                      frames (etcd, ARP) from the host's stack
   --workers N         dataplane worker threads (default 1)
   --state FILE        the last model seen, for a restart while etcd is unreachable
                       (default: agent-NAME.json beside sfc serve's default state)

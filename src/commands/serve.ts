@@ -30,7 +30,7 @@ import { isHostName } from '../control/validate/ports.js';
 import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
-import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, type BackendName } from '../dataplane/io/registry.js';
+import { BACKEND_NAMES, BUSY_POLL_HELP, DEFAULT_BACKEND, backendChoices, parseBackend, parseBusyPoll, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError, parseHostPort, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
@@ -40,9 +40,9 @@ const DEFAULT_OVS_BRIDGE = 'br-sfc';
 const log = (message: string) => console.error(`sfc serve: ${message}`);
 
 /** The userspace driver publishing to a worker-thread dataplane (modules loaded only here). */
-async function startUserspace(backend: BackendName, workers: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
+async function startUserspace(backend: BackendName, workers: number, busyPollUs: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
   const [runtime, userspace] = await Promise.all([import('../dataplane/runtime.js'), import('../control/drivers/userspace/driver.js')]);
-  const dataplane = new runtime.Dataplane({ backend, workers, log });
+  const dataplane = new runtime.Dataplane({ backend, workers, log, busyPollUs });
   return { driver: new userspace.UserspaceDriver((t) => dataplane.publish(t)), dataplane };
 }
 
@@ -113,7 +113,7 @@ async function openEtcd(spec: string): Promise<ModelHome> {
 export const command: Command = {
   summary: 'serve the networking-sfc REST API and run the dataplane',
   usage: `[--config FILE] [--state FILE | --store etcd://HOST:PORT[,...]] [--listen HOST:PORT] [--driver userspace|ovs|noop] [--token T]
-           [--workers N] [--backend ${BACKEND_NAMES.join('|')}]
+           [--workers N] [--backend ${BACKEND_NAMES.join('|')}] [--busy-poll-us N]
   --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
   --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
   --store etcd://HOST:PORT[,HOST:PORT...]  keep the model in this etcd cluster instead, shared with
@@ -133,6 +133,7 @@ export const command: Command = {
   --max-connections N concurrent API connections (default ${DEFAULT_SERVER_LIMITS.maxConnections})
   --workers N         dataplane worker threads (default 1)
   --backend B         packet I/O: ${backendChoices()}
+${BUSY_POLL_HELP}
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others
@@ -157,6 +158,7 @@ export const command: Command = {
       limits: { type: 'string' },
       'max-connections': { type: 'string', default: String(DEFAULT_SERVER_LIMITS.maxConnections) },
       workers: { type: 'string', default: '1' },
+      'busy-poll-us': { type: 'string', default: '0' },
       backend: { type: 'string', default: DEFAULT_BACKEND },
       'health-policy': { type: 'string', default: '' },
       'health-interval': { type: 'string', default: String(DEFAULT_HEALTH.intervalMs) },
@@ -179,6 +181,8 @@ export const command: Command = {
     if (values.ovsdb !== undefined && !/^unix:.+/.test(values.ovsdb)) throw new UsageError(`--ovsdb must be unix:PATH, got '${values.ovsdb}'`);
     const backend = parseBackend(values.backend).name;
     const workers = positiveInt(values.workers, '--workers');
+    const busyPollUs = parseBusyPoll(values['busy-poll-us'], backend);
+    if (busyPollUs > 0 && values.driver !== 'userspace') throw new UsageError('--busy-poll-us is for the userspace driver (its dataplane workers)');
     const limits = values.limits === undefined ? {} : parseLimits(values.limits);
     const maxConnections = positiveInt(values['max-connections'], '--max-connections');
     const healthInterval = values['health-interval'] === '0' ? 0 : positiveInt(values['health-interval'], '--health-interval');
@@ -209,7 +213,7 @@ export const command: Command = {
     let drivers = new DriverManager([new NoopDriver()]);
     try {
       if (values.driver === 'userspace') {
-        userspace = await startUserspace(backend, workers);
+        userspace = await startUserspace(backend, workers, busyPollUs);
         drivers = new DriverManager([oneHostGuard(values.host), userspace.driver]);
       } else if (values.driver === 'ovs') {
         const { OvsDriver } = await import('../control/drivers/ovs/driver.js');

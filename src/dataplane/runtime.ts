@@ -54,6 +54,8 @@ export interface DataplaneOptions {
   log?: (m: string) => void;
   /** AF_PACKET ring layout (default TPACKET_V2, 4 MiB). */
   ring?: RingOptions;
+  /** Worker threads keep polling this long (µs) after the last received frame before sleeping (worker.ts). */
+  busyPollUs?: number;
 }
 
 export interface InterfaceStats {
@@ -127,6 +129,7 @@ export class Dataplane {
   private readonly threads: ThreadedIO | null;
   private readonly log: (m: string) => void;
   private readonly ring: RingOptions;
+  private readonly busyPollUs: number;
   private readonly layout: StatsLayout;
   private readonly ioNames: readonly string[];
   private readonly members: Member[] = [];
@@ -144,11 +147,13 @@ export class Dataplane {
     this.threads = this.backend.threads;
     this.log = opts.log ?? ((m) => console.error(`sfc dataplane: ${m}`));
     this.ring = opts.ring ?? {};
+    this.busyPollUs = opts.busyPollUs ?? 0;
     // Load what the backend needs now, so a missing addon or libpcap fails here with its hint.
     this.ioNames = this.backend.load();
     this.layout = new StatsLayout(this.ioNames.length);
     const workers = Math.max(1, Math.floor(opts.workers));
     if (this.threads === null) {
+      if (this.busyPollUs > 0) throw new Error(`busy polling needs worker threads; the ${this.backend.name} backend runs its data path on the main thread`);
       if (workers > 1) this.log(`the ${this.backend.name} backend runs one data path on the main thread; --workers ${workers} ignored`);
       this.members.push(this.localMember());
     } else {
@@ -444,7 +449,7 @@ export class Dataplane {
 
   /** A worker thread for slot `index` over `sab`; `m`: the member it replaces (restart). */
   private threadMember(url: URL, index: number, sab: SharedArrayBuffer, m?: Member): Member {
-    const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring };
+    const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring, busyPollUs: this.busyPollUs };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
     if (m === undefined) m = { index, sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
     else Object.assign(m, { worker, live: -1, waiters: [], dead: null });

@@ -3,7 +3,8 @@
  * own module (the Backend interface of backend.ts); adding one is that module plus one line in
  * BACKENDS. Importing the registry loads no native code: each backend loads its own on first use.
  *
- * The CLI's --backend choices, their help text and their check (parseBackend) come from here.
+ * The CLI's --backend choices, their help text and their check (parseBackend) come from here, and
+ * so does --busy-poll-us (it needs a backend with worker threads).
  */
 import { UsageError } from '../../util/args.js';
 import { afpacketBackend } from './afpacket.js';
@@ -48,4 +49,18 @@ export function backendChoices(): string {
     return notes.length > 0 ? `${b.name} (${notes.join(', ')})` : b.name;
   });
   return `${described.slice(0, -1).join(', ')} or ${described[described.length - 1]}`;
+}
+
+/** The --busy-poll-us option's help lines (sfc serve, sfc agent). */
+export const BUSY_POLL_HELP = `  --busy-poll-us N    each dataplane worker keeps polling for N µs after the last frame it received
+                      before it sleeps, at nice -20 (default 0: sleep at once). Trades CPU for latency:
+                      a sleeping worker is woken by an interrupt, which an idle (virtual) CPU may take
+                      a millisecond or more to take. Not with --backend cap (no worker threads)`;
+
+/** `--busy-poll-us` (µs, 0 or more; 0 = off); a UsageError for a backend without worker threads. */
+export function parseBusyPoll(value: string, backend: BackendName): number {
+  const us = Number(value);
+  if (!Number.isInteger(us) || us < 0 || us > 1_000_000) throw new UsageError(`--busy-poll-us must be an integer from 0 to 1000000, got '${value}'`);
+  if (us > 0 && backendNamed(backend).threads === null) throw new UsageError(`--busy-poll-us needs worker threads; the ${backend} backend runs its data path on the main thread`);
+  return us;
 }

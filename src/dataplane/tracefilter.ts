@@ -19,6 +19,9 @@ export interface Dissected {
   proto: number;
   src: string;
   dst: string;
+  /** The addresses as they are in the frame (4 or 16 bytes; views of it). */
+  srcBytes: Uint8Array;
+  dstBytes: Uint8Array;
   sport: number;
   dport: number;
   key: string;
@@ -65,9 +68,11 @@ export function dissect(f: Uint8Array): Dissected | null {
   let l4: number;
   let src: string;
   let dst: string;
+  let first: number;
   let id = '';
   if (ver === 4 && at + 20 <= f.length) {
     proto = f[at + 9];
+    first = at + 12;
     src = ipv4Text(f, at + 12);
     dst = ipv4Text(f, at + 16);
     id = String(u16(at + 4));
@@ -75,6 +80,7 @@ export function dissect(f: Uint8Array): Dissected | null {
     l4 = later ? -1 : at + (f[at] & 0xf) * 4;
   } else if (ver === 6 && at + 40 <= f.length) {
     proto = f[at + 6];
+    first = at + 8;
     src = ipv6Text(f, at + 8);
     dst = ipv6Text(f, at + 24);
     l4 = at + 40;
@@ -87,7 +93,10 @@ export function dissect(f: Uint8Array): Dissected | null {
   const payload = l4 < 0 ? l4 : l4 + (proto === 6 ? ((f[l4 + 12] ?? 0x50) >> 4) * 4 : proto === 17 ? 8 : 4);
   let head = '';
   for (let k = payload; k >= 0 && k < Math.min(payload + KEY_PAYLOAD, f.length); k++) head += f[k].toString(16).padStart(2, '0');
-  return { ver: ver as 4 | 6, proto, src, dst, sport, dport, key: `${proto} ${src} ${sport} ${dst} ${dport} ${id} ${head}` };
+  const len = ver === 4 ? 4 : 16;
+  const srcBytes = f.subarray(first, first + len);
+  const dstBytes = f.subarray(first + len, first + 2 * len);
+  return { ver: ver as 4 | 6, proto, src, dst, srcBytes, dstBytes, sport, dport, key: `${proto} ${src} ${sport} ${dst} ${dport} ${id} ${head}` };
 }
 
 export type FrameMatch = (d: Dissected) => boolean;

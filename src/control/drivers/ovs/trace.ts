@@ -28,6 +28,7 @@ import type { StepView } from '../../journey.js';
 import type { State } from '../../model.js';
 import type { Plan, PlanPath } from '../../plan.js';
 import { describeEncap, ethertypeAt } from '../../../dataplane/encap.js';
+import { dissect } from '../../../dataplane/tracefilter.js';
 import { decrementIndex } from '../../../dataplane/replay.js';
 import { formatMac } from '../../../dataplane/tables.js';
 import { exec } from './ofctl.js';
@@ -163,16 +164,10 @@ export function parseTrace(text: string, frame: Uint8Array, ifaceOf: Map<number,
   return pass;
 }
 
-/** A plain IP frame's addresses (raw), protocol and L4 ports (0 when it has none). */
+/** The frame's addresses (raw), protocol and L4 ports (0 when it has none), as tracefilter's dissect reads them. */
 function tupleOf(f: Uint8Array): { a: Uint8Array; b: Uint8Array; proto: number; p: number; q: number } {
-  let at = ethertypeAt(f);
-  const type = (f[at] << 8) | f[at + 1];
-  at += 2;
-  const [addrLen, proto, l4] = type === 0x86dd ? [16, f[at + 6], at + 40] : [4, f[at + 9], at + ((f[at] & 0xf) << 2)];
-  const first = type === 0x86dd ? at + 8 : at + 12;
-  const ported = proto === 6 || proto === 17 || proto === 132;
-  const [p, q] = ported ? [(f[l4] << 8) | f[l4 + 1], (f[l4 + 2] << 8) | f[l4 + 3]] : [0, 0];
-  return { a: f.subarray(first, first + addrLen), b: f.subarray(first + addrLen, first + 2 * addrLen), proto, p, q };
+  const d = dissect(f);
+  return d === null ? { a: f.subarray(0, 0), b: f.subarray(0, 0), proto: 0, p: 0, q: 0 } : { a: d.srcBytes, b: d.dstBytes, proto: d.proto, p: d.sport, q: d.dport };
 }
 
 /** An address as OVS prints it (IPv4 dotted, IPv6 compressed). */

@@ -110,4 +110,24 @@ describe.skipIf(!run)('TAP ports', () => {
     tap.close();
     tap.close();
   });
+
+  it('gives each worker the TAP fd, one reading it: a transmit-only share sends but never takes a frame', async () => {
+    const threads = backendNamed('tap').threads!;
+    const fds = threads.openFds('tp3', 2, {});
+    try {
+      const [reader, share] = fds.workers.map((w) => threads.adopt(w.fd, 'tp3', { rx: w.rx }));
+      const raw = openAfPacket('tp3');
+      open.push(reader, share, raw);
+      expect(fds.workers.map((w) => w.rx)).toEqual([true, false]);
+      transmit(raw, [frame(1, 100), frame(2, 100)]);
+      await sleep(50);
+      // Were the share to read, a flow's frames would be split between two workers (reordered).
+      expect(await receive(share, 1, 100)).toEqual([]);
+      expect((await receive(reader, 2)).length).toBe(2);
+      expect(transmit(share, [frame(3, 100)])).toBe(1);
+      expect((await receive(raw, 1)).length).toBe(1);
+    } finally {
+      fds.close();
+    }
+  });
 });

@@ -266,7 +266,9 @@ Napi::Value RxBurst(const Napi::CallbackInfo& info) {
     size_t timesLen;
     if (!typed(env, info[6], napi_float64_array, &a.times, &timesLen) || timesLen < a.from + a.max) a.times = nullptr;
   }
-  if (p->closed()) return Napi::Number::New(env, 0);
+  // A transmit-only share (a TAP fd another worker reads) never takes frames: two readers of one
+  // fd would split a flow's frames between workers and reorder them.
+  if (p->closed() || !p->receives()) return Napi::Number::New(env, 0);
   return Napi::Number::New(env, p->rx(a));
 }
 

@@ -78,6 +78,7 @@ Port::~Port() {
 int Port::init(bool readable) {
   box_ = new PollBox();
   box_->port = this;
+  receives_ = readable;
   if (readable) {
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env_, &loop) != napi_ok) return EINVAL;

@@ -105,7 +105,10 @@ class Port {
   Port(const Port&) = delete;
   Port& operator=(const Port&) = delete;
 
-  /** Set up readiness (uv_poll) and the teardown hook; false with errno-style code on failure. */
+  /**
+   * Set up readiness (uv_poll) and the teardown hook; false with errno-style code on failure. A port
+   * that is not `readable` is a transmit-only share of another port's fd (a TAP's): it never reads.
+   */
   int init(bool readable);
   virtual uint32_t rx(const RxArgs& a) = 0;
   virtual uint32_t tx(const TxArgs& a) = 0;
@@ -115,6 +118,7 @@ class Port {
   bool arm();
   void close();
   bool closed() const { return closed_; }
+  bool receives() const { return receives_; }
   uint32_t mtu() const { return mtu_; }
 
  protected:
@@ -127,6 +131,7 @@ class Port {
   const uint32_t maxBurst_;
   uint32_t mtu_ = 1500;
   bool closed_ = false;
+  bool receives_ = true;
 
  private:
   static void onReadable(uv_poll_t* handle, int status, int events);

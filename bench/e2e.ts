@@ -8,7 +8,7 @@
  *       [--flows 256,65536] [--no-latency] [--no-tcp] [--no-udp]
  *
  * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-afxdp,
- * sfc-afxdp-wakeup, sfc-afxdp-nohealth, sfc-afxdp-busypoll, sfc-cap, sfc-ovs, ovs, ovs-tso, ovs-afxdp, netsniff-ng,
+ * sfc-afxdp-wakeup, sfc-afxdp-nohealth, sfc-afxdp-busypoll, sfc-afxdp-busypoll-nohealth, sfc-cap, sfc-ovs, ovs, ovs-tso, ovs-afxdp, netsniff-ng,
  * tc; one-hop, chain): `--only ovs,chain` runs OVS on the chain only.
  * --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s, alternating forwarders within each
  * round (A B C A B C), about 5 minutes.
@@ -21,7 +21,8 @@
  *     cpu_us_per_pkt = forwarder CPU µs per delivered packet (null for tc: softirq, no process)
  *   {bench:"e2e-latency", forwarder, topology, round, pps, sent, received, lost, p50_us, p99_us, max_us}
  *     one-way, 1,000 pps, one flow, traffic tool timestamps (same host clock), sender and receiver
- *     on the generator's CPU; one run per forwarder per round, alternating. wire_*: the same
+ *     on the generator's CPU, after 5 s of the same flow as warm-up; one run per forwarder per
+ *     round, alternating. wire_*: the same
  *     packets timed by the kernel at the client's and the server's eth0 (bench/e2e/wire-latency.ts)
  *   {bench:"e2e-tcp", forwarder, topology:"chain", streams, round, seconds, gbps, retransmits}
  *     iperf3 -P 4 client -> server through the chain with the endpoints' offloads on (sfc backends
@@ -66,6 +67,8 @@ interface Settings {
   warmup: number;
   flows: number[];
   latencyPackets: number;
+  /** Packets of the latency flow sent (1,000 pps) before each latency measurement. */
+  latencyWarmup: number;
   /** iperf3 streams through the chain (0: no TCP runs). */
   tcpStreams: number;
   /** The trafgen UDP throughput rounds (false: latency and TCP only). */
@@ -104,6 +107,7 @@ function settings(argv: string[]): Settings {
     warmup: quick ? 0.5 : 1,
     flows: (values.flows ?? '256,65536').split(',').map((f) => num(f, 0)),
     latencyPackets: values['no-latency'] ? 0 : quick ? 300 : 2000,
+    latencyWarmup: quick ? 0 : 5000,
     tcpStreams: values['no-tcp'] ? 0 : 4,
     udp: !values['no-udp'],
     only: values.only ? values.only.split(',') : null,
@@ -159,6 +163,11 @@ async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Top
   const pcaps = ['client', 'server'].map((side) => join(env.dir, `latency-${side}.pcap`));
   try {
     running = await fwd.start(env, topology);
+    // Warm-up, the same for every forwarder: 5 s of the measured flow before the measurement (a
+    // fresh sfc process compiles its hot path and OVS sets up its datapath flows meanwhile). With
+    // no receiver yet the server answers ICMP, which crosses the chain backwards.
+    const send = ['taskset', '-c', String(GENERATOR_CPU), process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
+    if (s.latencyWarmup > 0) await netnsExec(lab.clientNs, [...send, '--count', String(s.latencyWarmup), '--sport', '40000']);
     for (const [k, ns] of [lab.clientNs, lab.serverNs].entries()) captures.push(await startWireCapture(lab.name, ns, pcaps[k], LATENCY_PORT));
     const limit = String(s.latencyPackets / 1000 + 5);
     const argv = [process.execPath, TRAFFIC, 'udp-recv', '--listen', `${SERVER.ip}:${LATENCY_PORT}`, '--idle', '1', '--seconds', limit];
@@ -166,9 +175,7 @@ async function latency(env: BenchEnv, s: Settings, fwd: Forwarder, topology: Top
     recv = await netnsSpawn(lab.name, lab.serverNs, argv, { cpu: GENERATOR_CPU, detached: true });
     const result = nextEvent<UdpRecvResult>(recv, (e) => e.event === 'result');
     await nextEvent(recv, (e) => e.event === 'listening');
-    const send = ['taskset', '-c', String(GENERATOR_CPU), process.execPath, TRAFFIC, 'udp-send', '--connect', `${SERVER.ip}:${LATENCY_PORT}`, '--pps', '1000'];
-    send.push('--count', String(s.latencyPackets), '--sport', '40000');
-    const sent = JSON.parse((await netnsExec(lab.clientNs, send)).stdout.trim().split('\n').pop()!) as UdpSendResult;
+    const sent = JSON.parse((await netnsExec(lab.clientNs, [...send, '--count', String(s.latencyPackets), '--sport', '40000'])).stdout.trim().split('\n').pop()!) as UdpSendResult;
     const r = await result;
     for (const c of captures.splice(0)) await stopWireCapture(c);
     const wire = await wireLatency(pcaps[0], pcaps[1]);

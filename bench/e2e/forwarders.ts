@@ -292,8 +292,10 @@ export const FORWARDERS: Forwarder[] = [
   sfc('afxdp'),
   sfc('afxdp', { suffix: 'wakeup', env: { SFC_AFXDP_NEED_WAKEUP: '1' } }),
   sfc('afxdp', { suffix: 'nohealth', args: ['--health-interval', '0'] }),
-  // Polls 2 ms after each frame: at the latency run's 1,000 pps it never sleeps (like OVS's PMD thread).
+  // Polls 2 ms after each frame: at the latency run's 1,000 pps it never sleeps (like OVS's PMD
+  // thread); without health checks the main thread, on the same CPU, hardly ever runs.
   sfc('afxdp', { suffix: 'busypoll', args: ['--busy-poll-us', '2000'] }),
+  sfc('afxdp', { suffix: 'busypoll-nohealth', args: ['--busy-poll-us', '2000', '--health-interval', '0'] }),
   sfc('cap'),
   sfcOvs,
   ovs('system'),

@@ -41,6 +41,10 @@ export const MAX_LATENCY_INSTANCES = 1024;
 const BREATHS_PER_TURN = 64;
 const STATS_EVERY_MS = 100;
 const RETRY_MS = 1000;
+/** Busy polling: longest stretch of polling between two event-loop turns (ms). */
+const POLL_TURN_MS = 1;
+/** Busy polling: empty polls between two reads of the clock. */
+const CLOCK_EVERY = 16;
 
 /** Where each figure lives in a worker's SharedArrayBuffer (byte offsets; all Float64). */
 export class StatsLayout {
@@ -338,11 +342,8 @@ export class DataplaneWorker {
     if (this.closing) return;
     let n = 0;
     try {
-      for (let i = 0; i < BREATHS_PER_TURN; i++) {
-        n = this.engine.breathe();
-        if (n === 0) break;
-        if (this.busyPollMs > 0) this.pollUntil = performance.now() + this.busyPollMs;
-      }
+      n = this.breaths();
+      if (n === 0 && this.busyPollMs > 0) n = this.poll();
     } catch (e) {
       this.post({ type: 'error', message: `worker ${this.cfg.index}: ${(e as Error).stack ?? String(e)}` });
     }
@@ -351,14 +352,44 @@ export class DataplaneWorker {
       this.liveWanted = -1;
     }
     const now = performance.now();
-    if (n === 0 || now - this.syncedAt >= STATS_EVERY_MS) this.sync(now);
-    if (this.flows.step(this.engine, now) || n > 0 || now < this.pollUntil) {
+    const polling = now < this.pollUntil;
+    if ((n === 0 && !polling) || now - this.syncedAt >= STATS_EVERY_MS) this.sync(now);
+    if (this.flows.step(this.engine, now) || n > 0 || polling) {
       this.wake();
       return;
     }
     for (const [name, port] of this.ports) {
       if (port.isClosed) this.ports.delete(name); // the engine dropped the interface
       else port.onReadable(this.wakeFn);
+    }
+  }
+
+  /** Breaths while frames come, at most BREATHS_PER_TURN; the last one's count (0: caught up). */
+  private breaths(): number {
+    let n = 0;
+    for (let i = 0; i < BREATHS_PER_TURN; i++) {
+      n = this.engine.breathe();
+      if (n === 0) break;
+      if (this.busyPollMs > 0) this.pollUntil = performance.now() + this.busyPollMs;
+    }
+    return n;
+  }
+
+  /**
+   * Busy polling inside one event-loop turn: breathe until the poll deadline passes or
+   * POLL_TURN_MS is up, then give messages and timers their turn. Returns > 0 when a turn's
+   * breaths ran out with frames still coming. Scheduling one immediate per empty poll instead made
+   * garbage for a scavenge every 15 ms, and V8 unmaps the freed pages on its helper threads, which
+   * took the worker's CPU for milliseconds.
+   */
+  private poll(): number {
+    const turnEnd = performance.now() + POLL_TURN_MS;
+    for (let k = 1; ; k++) {
+      const n = this.breaths();
+      if (n > 0) return n;
+      if (k % CLOCK_EVERY !== 0) continue;
+      const now = performance.now();
+      if (now >= this.pollUntil || now >= turnEnd) return 0;
     }
   }
 

@@ -15,7 +15,7 @@ import { Ctr, Drop } from '../src/packet/counters.js';
 import { Engine } from '../src/dataplane/engine.js';
 import { QueuePort } from '../src/dataplane/io/queue.js';
 import type { Tables } from '../src/dataplane/tables.js';
-import { buildProbe } from '../src/dataplane/probe.js';
+import { buildProbe, stampProbe } from '../src/dataplane/probe.js';
 import { CLIENT_MAC, SERVER_MAC, twoHop, type StateBuilder } from './support/sfc-state.js';
 
 const SF = /^sf(\d)(\d)i$/;
@@ -186,4 +186,23 @@ describe('health probes for SF-aware instances', () => {
       expect(rig.counters.events[Ctr.dropped]).toBe(0);
     });
   }
+});
+
+describe('stamping a probe built once', () => {
+  it('gives the bytes buildProbe gives for that sequence number (UDP checksum updated), for IPv4, IPv6, MPLS and NSH', () => {
+    const base = { ethDst: '02:00:00:00:21:01', ethSrc: CLIENT_MAC, instance: 5 };
+    const specs = [
+      { ...base, src: '10.0.0.1', dst: '10.0.0.2' },
+      { ...base, src: 'fd00::1', dst: 'fd00::2' },
+      { ...base, src: '10.0.0.1', dst: '10.0.0.2', encap: { kind: 'mpls' as const, spi: 3, si: 255 } },
+      { ...base, src: 'fd00::1', dst: 'fd00::2', encap: { kind: 'nsh' as const, spi: 70000, si: 254 } },
+    ];
+    for (const spec of specs) {
+      const frame = buildProbe({ ...spec, seq: 1 });
+      for (const seq of [2, 3, 0xffff, 0x10000, 0x1234abcd, 0xfffffffe, 0xffffffff, 77]) {
+        stampProbe(frame, seq);
+        expect([...frame]).toEqual([...buildProbe({ ...spec, seq })]);
+      }
+    }
+  });
 });

@@ -205,6 +205,25 @@ describe.skipIf(!run)('dataplane runtime', () => {
     await dp.close();
   });
 
+  it('sends health probes through a worker whether it sleeps (woken for them) or polls (takes them from its mailbox)', async () => {
+    for (const busyPollUs of [0, 1_000_000]) {
+      const dp = new Dataplane({ backend: 'afpacket', workers: 1, log: () => {}, busyPollUs });
+      const [h1, h2] = [host('h1'), host('h2')];
+      await dp.publish(tables(['d1', 'd2']));
+      if (busyPollUs > 0) {
+        transmit(h1, [broadcast(1)]); // traffic starts the polling
+        expect(await receive(h2, 1)).toHaveLength(1);
+      }
+      for (let round = 0; round < 3; round++) {
+        await sleep(30); // a sleeping worker has gone back to sleep by now
+        expect(dp.probe([{ iface: 'd2', frame: broadcast(100 + round) }, { iface: 'd1', frame: broadcast(200 + round) }])).toBe(true);
+        expect((await receive(h2, 1)).map(idOf)).toEqual([100 + round]);
+        expect((await receive(h1, 1)).map(idOf)).toEqual([200 + round]);
+      }
+      await dp.close();
+    }
+  });
+
   it('busy polling: a worker keeps its loop busy for busyPollUs after traffic, and sleeps at once without it', async () => {
     const busyAfterOneFrame = async (busyPollUs: number): Promise<number> => {
       const dp = new Dataplane({ backend: 'afpacket', workers: 1, log: () => {}, busyPollUs });

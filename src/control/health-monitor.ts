@@ -33,7 +33,7 @@ import type { HealthReport } from './api.js';
 import type { DataplaneHealth } from '../dataplane/runtime.js';
 import { healthView, type HealthPolicy } from './health.js';
 import type { Plan } from './plan.js';
-import { buildProbe, type ProbeSpec } from '../dataplane/probe.js';
+import { buildProbe, stampProbe, type ProbeSpec } from '../dataplane/probe.js';
 
 export interface HealthOptions {
   intervalMs: number;
@@ -72,6 +72,7 @@ interface Tracked extends InstanceHealth {
 
 /** The dataplane side of probing (runtime.ts Dataplane.probe / probeReturn / rxFrames). */
 export interface Prober {
+  /** Send the frames (copied before it returns: the monitor stamps them again next check). */
   probe(frames: { iface: string; frame: Uint8Array }[]): boolean;
   probeReturn(instance: number): { seq: number; at: number };
   /** Frames received on an interface so far. */
@@ -102,6 +103,8 @@ export class HealthMonitor {
   private dirty = false;
   private readonly policies: ReadonlyMap<string, HealthPolicy>;
   private seq = 0;
+  /** The plan's probe targets and each member's probe, built once per plan and stamped per check. */
+  private probing: { plan: Plan; targets: ReturnType<typeof probeTargets>; frames: Map<number, Uint8Array> } | null = null;
 
   constructor(
     private readonly opts: HealthOptions,
@@ -164,7 +167,8 @@ export class HealthMonitor {
   check(): boolean {
     const plan = this.deps.plan();
     const seen = new Set<string>();
-    const targets = probeTargets(plan);
+    if (this.probing?.plan !== plan) this.probing = { plan, targets: probeTargets(plan), frames: new Map() };
+    const { targets, frames } = this.probing;
     const probes: { iface: string; frame: Uint8Array }[] = [];
     const sent: Tracked[] = [];
     const now = Date.now();
@@ -186,7 +190,10 @@ export class HealthMonitor {
       const prober = this.deps.prober;
       if (prober && target && bad.length === 0) {
         const seq = ++this.seq;
-        probes.push({ iface: target.iface, frame: buildProbe({ ...target.spec, instance: k, seq }) });
+        let frame = frames.get(k);
+        if (frame === undefined) frames.set(k, (frame = buildProbe({ ...target.spec, instance: k, seq })));
+        else stampProbe(frame, seq); // the prober copies it before this returns
+        probes.push({ iface: target.iface, frame });
         h.pending.push({ seq, sentAt: now });
         sent.push(h);
       } else if (bad.length > 0) h.pending = [];

@@ -46,6 +46,28 @@ export function buildProbe(p: ProbeSpec): Uint8Array {
   return buildFrame({ ethSrc: p.ethSrc, ethDst: p.ethDst, ...encap, ip: { ver, src: p.src, dst: p.dst }, l4: { proto: 'udp', sport: PROBE_PORT, dport: PROBE_PORT }, payload });
 }
 
+/**
+ * Write sequence number `seq` into a probe buildProbe made (its payload ends the frame, right after
+ * the UDP header) and update the UDP checksum for it (RFC 1624): the monitor builds a probe per
+ * instance once and stamps it every check.
+ */
+export function stampProbe(frame: Uint8Array, seq: number): void {
+  const at = frame.length - PAYLOAD + 8;
+  const csum = frame.length - PAYLOAD - 2;
+  const old = [(frame[at] << 8) | frame[at + 1], (frame[at + 2] << 8) | frame[at + 3]];
+  const now = [(seq >>> 16) & 0xffff, seq & 0xffff];
+  let sum = ~((frame[csum] << 8) | frame[csum + 1]) & 0xffff;
+  for (let w = 0; w < 2; w++) sum += (~old[w] & 0xffff) + now[w];
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  const c = ~sum & 0xffff;
+  frame[csum] = c === 0 ? 0xff : c >>> 8; // UDP sends a computed 0 as 0xffff
+  frame[csum + 1] = c === 0 ? 0xff : c & 0xff;
+  frame[at] = now[0] >>> 8;
+  frame[at + 1] = now[0] & 0xff;
+  frame[at + 2] = now[1] >>> 8;
+  frame[at + 3] = now[1] & 0xff;
+}
+
 /** Slot i is a probe (UDP to PROBE_PORT with the magic): its payload offset, else -1. */
 export function probePayload(b: Batch, i: number): number {
   if (b.proto[i] !== 17 || b.dport[i] !== PROBE_PORT) return -1;

@@ -33,6 +33,7 @@ import { COUNTERS, DROP_REASONS } from '../packet/counters.js';
 import type { InterfaceFds, ThreadedIO } from './io/backend.js';
 import type { RingOptions } from './io/native.js';
 import { backendNamed, type BackendName, type RegisteredBackend } from './io/registry.js';
+import { FrameMailbox } from './mailbox.js';
 import { HIST_STRIDE } from './sf-latency.js';
 import type { Tables } from './tables.js';
 import type { TraceStep } from './engine.js';
@@ -104,6 +105,8 @@ export interface DataplaneHealth {
 interface Member {
   index: number;
   sab: SharedArrayBuffer;
+  /** The worker's health probe mailbox (in `sab`). */
+  mailbox: FrameMailbox;
   worker: Worker | null;
   local: DataplaneWorker | null;
   live: number;
@@ -272,11 +275,17 @@ export class Dataplane {
     return { ok: degraded.length === 0, degraded, restarts: this.restarts };
   }
 
-  /** Send health probes (probe.ts) through one running worker; false when none runs the generation in force. */
+  /**
+   * Send health probes (probe.ts) through one running worker; false when none runs the generation
+   * in force. A worker thread takes them from its mailbox (mailbox.ts), with a message only to
+   * wake it or for what the mailbox has no room for.
+   */
   probe(frames: { iface: string; frame: Uint8Array }[]): boolean {
     const m = this.members.find((x) => x.dead === null && x.downSince === 0);
     if (m === undefined) return false;
-    this.send(m, { type: 'inject', frames });
+    const { taken, wake } = m.worker !== null ? m.mailbox.post(frames) : { taken: 0, wake: false };
+    if (taken < frames.length) this.send(m, { type: 'inject', frames: frames.slice(taken) });
+    else if (wake) this.send(m, { type: 'wake' });
     return true;
   }
 
@@ -451,7 +460,7 @@ export class Dataplane {
   private threadMember(url: URL, index: number, sab: SharedArrayBuffer, m?: Member): Member {
     const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring, busyPollUs: this.busyPollUs };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
-    if (m === undefined) m = { index, sab, worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
+    if (m === undefined) m = { index, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
     else Object.assign(m, { worker, live: -1, waiters: [], dead: null });
     const self = m;
     worker.on('message', (msg: FromWorker) => {
@@ -494,7 +503,7 @@ export class Dataplane {
 
   private localMember(): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
-    const m: Member = { index: 0, sab, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
+    const m: Member = { index: 0, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
     const config: WorkerConfig = { index: 0, backend: this.backend.name, sab, ioNames: this.ioNames };
     m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
     return m;

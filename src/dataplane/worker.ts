@@ -15,6 +15,10 @@
  * second. A port whose interface vanished is reported (`lost`) and re-attached when the owner has
  * a new fd.
  *
+ * Health probes from the main thread arrive in a mailbox in shared memory (mailbox.ts), drained at
+ * every turn of the loop (a polling one takes a turn every POLL_TURN_MS); a message wakes a
+ * sleeping worker for them.
+ *
  * Statistics live in one SharedArrayBuffer per worker (StatsLayout): the engine's Counters
  * directly, and per-instance (SF latency histograms too) and per-interface figures copied by
  * engine.copyFigures() at most every STATS_EVERY_MS while busy and whenever the loop goes idle;
@@ -26,6 +30,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Counters } from '../packet/counters.js';
 import { Engine, type SharedFigures, type TraceStep } from './engine.js';
 import { COUNT_EVERY_MS, FlowCounter } from './flowcount.js';
+import { FrameMailbox } from './mailbox.js';
 import { HIST_STRIDE } from './sf-latency.js';
 import { AttachedPort } from './io/attached.js';
 import type { Backend } from './io/backend.js';
@@ -61,7 +66,9 @@ export class StatsLayout {
   /** Live flows per instance (flowcount.ts). */
   readonly instanceFlows = this.generation + 8;
   readonly sfLatency = this.instanceFlows + MAX_INSTANCES * 8;
-  readonly io = this.sfLatency + MAX_LATENCY_INSTANCES * HIST_STRIDE * 8;
+  /** Health probes to send (mailbox.ts). */
+  readonly mailbox = this.sfLatency + MAX_LATENCY_INSTANCES * HIST_STRIDE * 8;
+  readonly io = this.mailbox + FrameMailbox.BYTES;
   readonly bytes: number;
 
   constructor(ioCount: number) {
@@ -74,8 +81,10 @@ export class StatsLayout {
 export type ToWorker =
   | { type: 'attach'; name: string; fd: number; rx: boolean; epoch: number }
   | { type: 'publish'; tables: Tables }
-  /** Send these frames out of these interfaces as they are (health probes). */
+  /** Send these frames out of these interfaces as they are (health probes the mailbox had no room for). */
   | { type: 'inject'; frames: { iface: string; frame: Uint8Array }[] }
+  /** Frames wait in the mailbox of a worker that went to sleep. */
+  | { type: 'wake' }
   /** Follow frames matching `match` (tracefilter.ts): post up to `limit` of their trace steps. */
   | { type: 'trace'; id: number; match: string; limit: number }
   | { type: 'untrace'; id: number }
@@ -136,6 +145,8 @@ export class DataplaneWorker {
   private readonly busyPollMs: number;
   private retry: NodeJS.Timeout | null = null;
   private readonly flows: FlowCounter;
+  private readonly mailbox: FrameMailbox;
+  private readonly injectFn = (iface: string, frame: Uint8Array): void => void this.engine.inject(iface, [frame]);
   /** Wakes an idle loop for the flow count (flowcount.ts). */
   private readonly countTimer: NodeJS.Timeout;
   private readonly runFn = (): void => this.run();
@@ -161,6 +172,7 @@ export class DataplaneWorker {
     this.generation[0] = -1;
     this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
     this.flows = new FlowCounter(new Float64Array(cfg.sab, this.layout.instanceFlows, MAX_INSTANCES));
+    this.mailbox = new FrameMailbox(cfg.sab, this.layout.mailbox);
     this.countTimer = setInterval(this.wakeFn, COUNT_EVERY_MS).unref();
     this.busyPollMs = (cfg.busyPollUs ?? 0) / 1000;
     if (this.busyPollMs > 0) this.raisePriority();
@@ -190,6 +202,8 @@ export class DataplaneWorker {
       this.publish(m.tables);
     } else if (m.type === 'inject') {
       for (const { iface, frame } of m.frames) this.engine.inject(iface, [frame]);
+    } else if (m.type === 'wake') {
+      this.wake();
     } else if (m.type === 'trace' || m.type === 'untrace') {
       if (m.type === 'trace') this.traces.set(m.id, { match: compileMatch(m.match), left: m.limit });
       else this.traces.delete(m.id);
@@ -342,6 +356,8 @@ export class DataplaneWorker {
     if (this.closing) return;
     let n = 0;
     try {
+      this.mailbox.sleeping(false);
+      this.mailbox.drain(this.injectFn);
       n = this.breaths();
       if (n === 0 && this.busyPollMs > 0) n = this.poll();
     } catch (e) {
@@ -354,7 +370,8 @@ export class DataplaneWorker {
     const now = performance.now();
     const polling = now < this.pollUntil;
     if ((n === 0 && !polling) || now - this.syncedAt >= STATS_EVERY_MS) this.sync(now);
-    if (this.flows.step(this.engine, now) || n > 0 || polling) {
+    // Asleep from here unless frames came to the mailbox meanwhile (its handshake, mailbox.ts).
+    if (this.flows.step(this.engine, now) || n > 0 || polling || this.mailbox.sleeping(true)) {
       this.wake();
       return;
     }

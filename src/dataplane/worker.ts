@@ -201,7 +201,7 @@ export class DataplaneWorker {
     } else if (m.type === 'publish') {
       this.publish(m.tables);
     } else if (m.type === 'inject') {
-      for (const { iface, frame } of m.frames) this.engine.inject(iface, [frame]);
+      for (const { iface, frame } of m.frames) this.injectFn(iface, frame);
     } else if (m.type === 'wake') {
       this.wake();
     } else if (m.type === 'trace' || m.type === 'untrace') {

@@ -30,7 +30,7 @@ import { isHostName } from '../control/validate/ports.js';
 import { resolveToken } from '../control/token.js';
 import type { UserspaceDriver } from '../control/drivers/userspace/driver.js';
 import type { OvsDriver } from '../control/drivers/ovs/driver.js';
-import { BACKEND_NAMES, BUSY_POLL_HELP, DEFAULT_BACKEND, backendChoices, parseBackend, parseBusyPoll, type BackendName } from '../dataplane/io/registry.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, backendChoices, parseBackend, parseBusyPoll, type BackendName } from '../dataplane/io/registry.js';
 import type { Dataplane } from '../dataplane/runtime.js';
 import { LINK_UP, nativeAvailable, nativeLinkUp, sysfsLinkState } from '../dataplane/io/native.js';
 import { UsageError, parseHostPort, parseOptions, positiveInt, untilSignal, type Command } from '../util/args.js';
@@ -133,7 +133,10 @@ export const command: Command = {
   --max-connections N concurrent API connections (default ${DEFAULT_SERVER_LIMITS.maxConnections})
   --workers N         dataplane worker threads (default 1)
   --backend B         packet I/O: ${backendChoices()}
-${BUSY_POLL_HELP}
+  --busy-poll-us N    each dataplane worker keeps polling for N µs after the last frame it received
+                      before it sleeps, at nice -20 (default 0: sleep at once). Trades CPU for latency:
+                      a sleeping worker is woken by an interrupt, which an idle (virtual) CPU may take
+                      a millisecond or more to take. Not with --backend cap (no worker threads)
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others

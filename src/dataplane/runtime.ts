@@ -105,8 +105,8 @@ export interface DataplaneHealth {
 interface Member {
   index: number;
   sab: SharedArrayBuffer;
-  /** The worker's health probe mailbox (in `sab`). */
-  mailbox: FrameMailbox;
+  /** A worker thread's health probe mailbox (in `sab`); null for the in-process data path. */
+  mailbox: FrameMailbox | null;
   worker: Worker | null;
   local: DataplaneWorker | null;
   live: number;
@@ -283,7 +283,7 @@ export class Dataplane {
   probe(frames: { iface: string; frame: Uint8Array }[]): boolean {
     const m = this.members.find((x) => x.dead === null && x.downSince === 0);
     if (m === undefined) return false;
-    const { taken, wake } = m.worker !== null ? m.mailbox.post(frames) : { taken: 0, wake: false };
+    const { taken, wake } = m.mailbox?.post(frames) ?? { taken: 0, wake: false };
     if (taken < frames.length) this.send(m, { type: 'inject', frames: frames.slice(taken) });
     else if (wake) this.send(m, { type: 'wake' });
     return true;
@@ -503,7 +503,7 @@ export class Dataplane {
 
   private localMember(): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
-    const m: Member = { index: 0, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
+    const m: Member = { index: 0, sab, mailbox: null, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
     const config: WorkerConfig = { index: 0, backend: this.backend.name, sab, ioNames: this.ioNames };
     m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
     return m;

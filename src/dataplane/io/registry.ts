@@ -51,12 +51,6 @@ export function backendChoices(): string {
   return `${described.slice(0, -1).join(', ')} or ${described[described.length - 1]}`;
 }
 
-/** The --busy-poll-us option's help lines (sfc serve, sfc agent). */
-export const BUSY_POLL_HELP = `  --busy-poll-us N    each dataplane worker keeps polling for N µs after the last frame it received
-                      before it sleeps, at nice -20 (default 0: sleep at once). Trades CPU for latency:
-                      a sleeping worker is woken by an interrupt, which an idle (virtual) CPU may take
-                      a millisecond or more to take. Not with --backend cap (no worker threads)`;
-
 /** `--busy-poll-us` (µs, 0 or more; 0 = off); a UsageError for a backend without worker threads. */
 export function parseBusyPoll(value: string, backend: BackendName): number {
   const us = Number(value);

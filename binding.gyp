@@ -11,7 +11,8 @@
             "src/dataplane/native/tap.cc",
             "src/dataplane/native/offload.cc",
             "src/dataplane/native/afxdp.cc",
-            "src/dataplane/native/xdpprog.cc"
+            "src/dataplane/native/xdpprog.cc",
+            "src/dataplane/native/xskarena.cc"
           ]
         }]
       ],

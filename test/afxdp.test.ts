@@ -11,7 +11,7 @@ import { buildFrame } from '../src/dataplane/frames.js';
 import { adoptXsk, afxdpBackend, openXsk } from '../src/dataplane/io/afxdp.js';
 import { nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
-import { Batch, BATCH } from '../src/packet/batch.js';
+import { Batch, BATCH, SLOT } from '../src/packet/batch.js';
 import { prerequisites } from './support/prereq.js';
 import { receive, sleep, transmit } from './support/portio.js';
 import { enterHostsNamespace, enterVethNamespace, nativeCounter as counter, sh, snmpCounter } from './support/netns.js';
@@ -49,6 +49,15 @@ function tso(ns: string, ifname: string): string {
 
 function openXdp(ifname: string): NativePort {
   return afxdpBackend.open(ifname) as NativePort;
+}
+
+/** Ports on `ifnames` sharing one arena, as a worker has them, and a batch over that arena. */
+function arenaPorts(ifnames: string[]): { id: number; ports: NativePort[]; batch: Batch; close: () => void } {
+  const arenas = afxdpBackend.threads.arenas;
+  const id = arenas.create();
+  const batch = new Batch(arenas.view(id));
+  const ports = ifnames.map((n) => adoptXsk(openXsk(n, { arena: id }).fd, n)!);
+  return { id, ports, batch, close: () => (ports.forEach((p) => p.close()), arenas.release(id)) };
 }
 
 describe.skipIf(!run)('AF_XDP ports', () => {
@@ -102,6 +111,60 @@ describe.skipIf(!run)('AF_XDP ports', () => {
     expect((await receive(b, 2)).map((f) => f.length)).toEqual([142, 142]);
     a.close();
     b.close();
+  });
+
+  it("a worker's shared arena: frames leave from the chunk they arrived in; the second interface of a flood gets a copy", async () => {
+    const a = track(openXdp('va'));
+    const c = track(openXdp('vc'));
+    const { ports: [b, d], batch, close } = arenaPorts(['vb', 'vd']);
+    try {
+      const frames = Array.from({ length: 600 }, (_, i) => udp(i, 18 + ((i * 53) % 1400)));
+      expect(transmit(a, frames)).toBe(frames.length);
+      const idx = Uint16Array.from({ length: BATCH }, (_, i) => i);
+      let moved = 0;
+      for (let tries = 0; moved < frames.length && tries < 1000; tries++) {
+        batch.reset();
+        const n = b.rxBurst(batch, 0, BATCH);
+        if (n === 0) await sleep(2);
+        for (let i = 0; i < n; i++) expect(batch.start[i]).toBeGreaterThanOrEqual(BATCH * SLOT); // in the arena's pool, not a slot
+        expect(d.txBurst(batch, idx, n)).toBe(n); // in place
+        expect(b.txBurst(batch, idx, n)).toBe(n); // copied: d's TX ring has the chunk
+        moved += n;
+      }
+      const [atC, atA] = [await receive(c, frames.length), await receive(a, frames.length)];
+      for (const got of [atC, atA]) {
+        expect(got.length).toBe(frames.length);
+        expect(got.every((f, i) => Buffer.from(f).equals(Buffer.from(frames[i])))).toBe(true);
+      }
+      expect(counter(d, 'tx_in_place')).toBe(frames.length);
+      expect(counter(b, 'tx_in_place')).toBe(0);
+    } finally {
+      close();
+      a.close();
+      c.close();
+    }
+  });
+
+  it('a socket that closes gives its chunks back to the arena: 40 attach cycles (more fill chunks than the arena has) and frames still arrive', async () => {
+    const a = track(openXdp('va'));
+    const { id, batch, close } = arenaPorts(['vd']); // keeps a socket on the arena while vb's come and go
+    try {
+      for (let cycle = 0; cycle < 40; cycle++) {
+        const b = adoptXsk(openXsk('vb', { arena: id }).fd, 'vb')!;
+        transmit(a, [udp(cycle, 64)]);
+        let got = 0;
+        for (let tries = 0; got === 0 && tries < 500; tries++) {
+          batch.reset();
+          got = b.rxBurst(batch, 0, BATCH);
+          if (got === 0) await sleep(1);
+        }
+        expect(got).toBe(1);
+        b.close();
+      }
+    } finally {
+      close();
+      a.close();
+    }
   });
 
   it('workers: one socket per queue and worker; an interface with fewer queues falls back to AF_PACKET and says why', () => {
@@ -160,7 +223,10 @@ function spawnHolder(ifname: string): { child: ChildProcess; ready: Promise<void
 // their default offloads, so the client's segments arrive with partial checksums (no GSO: the
 // kernel turned the peers' TSO off); the server's receive checksum offload is off so its kernel
 // verifies every checksum we send on.
-describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoints', () => {
+describe.skipIf(!run).each([
+  { umem: 'private UMEMs (frames copied)', shared: false },
+  { umem: "a worker's shared arena (frames completed and sent in place)", shared: true },
+])('AF_XDP with real TCP and checksum offload at the endpoints, $umem', ({ shared }) => {
   let leave: () => void = () => {};
 
   beforeAll(() => {
@@ -175,9 +241,9 @@ describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoint
   });
 
   it('completes the partial checksums: 8 MB of TCP arrive with no checksum error', async () => {
-    const c0 = openXdp('c0');
-    const s0 = openXdp('s0');
-    const stop = pump(c0, s0);
+    const arena = shared ? arenaPorts(['c0', 's0']) : null;
+    const [c0, s0] = arena?.ports ?? [openXdp('c0'), openXdp('s0')];
+    const stop = pump(c0, s0, arena?.batch ?? new Batch());
     try {
       const errorsBefore = snmpCounter(SERVER_NS, 'Tcp', 'InCsumErrors');
       sh(`ip netns exec ${SERVER_NS} iperf3 -s -1 -D -B 10.9.0.2 --pidfile /tmp/${SERVER_NS}.pid`);
@@ -188,12 +254,16 @@ describe.skipIf(!run)('AF_XDP with real TCP and checksum offload at the endpoint
       expect(snmpCounter(SERVER_NS, 'Tcp', 'InCsumErrors')).toBe(errorsBefore);
       expect(counter(c0, 'rx_csum_completed')).toBeGreaterThan(1000);
       expect(counter(c0, 'rx_gso_frames') + counter(c0, 'rx_too_big') + counter(s0, 'tx_too_big')).toBe(0);
+      // In place: every frame each way (the data to the server, the acknowledgements back).
+      expect(counter(s0, 'tx_in_place')).toBe(shared ? counter(s0, 'tx_frames') : 0);
+      expect(counter(c0, 'tx_in_place')).toBe(shared ? counter(c0, 'tx_frames') : 0);
     } finally {
       // A failed transfer leaves the one-off iperf3 daemon waiting: it is ours, stop it by its pid.
       sh(`kill $(cat /tmp/${SERVER_NS}.pid 2>/dev/null) 2>/dev/null; rm -f /tmp/${SERVER_NS}.pid; true`);
       stop();
       c0.close();
       s0.close();
+      arena?.close();
     }
   }, 30_000);
 });
@@ -212,8 +282,7 @@ async function iperfClient(): Promise<{ end: { sum_sent: { bytes: number } } }> 
 }
 
 /** Move frames both ways between two ports until stopped (polling; the test's own event loop stays free). */
-function pump(x: PortIO, y: PortIO): () => void {
-  const batch = new Batch();
+function pump(x: PortIO, y: PortIO, batch: Batch): () => void {
   const idx = Uint16Array.from({ length: BATCH }, (_, i) => i);
   let stopped = false;
   const move = (from: PortIO, to: PortIO): void => {

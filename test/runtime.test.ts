@@ -118,10 +118,14 @@ describe.skipIf(!run)('dataplane runtime', () => {
     sh(`ip netns del ${NS} 2>/dev/null || true`);
   });
 
-  it('afpacket, 2 workers: floods from one veth to the others, counts it, and close() ends the workers', async () => {
+  // AF_XDP: a veth has one queue, so one worker; its frames stay in the chunks they arrived in.
+  it.each([
+    { backend: 'afpacket', workers: 2 },
+    { backend: 'afxdp', workers: 1 },
+  ] as const)('$backend, $workers worker(s): floods from one veth to the others, counts it, and close() ends the workers', async ({ backend, workers }) => {
     const logs: string[] = [];
-    const dp = new Dataplane({ backend: 'afpacket', workers: 2, log: (m) => logs.push(m) });
-    expect(dp.workers).toBe(2);
+    const dp = new Dataplane({ backend, workers, log: (m) => logs.push(m) });
+    expect(dp.workers).toBe(workers);
     const [h1, h2, h3] = [host('h1'), host('h2'), host('h3')];
     await dp.publish(tables(['d1', 'd2', 'd3']));
     const frames = Array.from({ length: 400 }, (_, i) => broadcast(i));
@@ -140,7 +144,10 @@ describe.skipIf(!run)('dataplane runtime', () => {
     expect(byName.d2).toMatchObject({ rxPackets: 0, txPackets: 400, up: true });
     expect(byName.d3.txPackets).toBe(400);
     expect(byName.d1.io.rx_frames).toBe(400);
+    // Each frame leaves in place by one of the two interfaces and is copied for the other.
+    expect(byName.d2.io.tx_in_place + byName.d3.io.tx_in_place).toBe(backend === 'afxdp' ? 400 : 0);
     expect(logs.filter((m) => m.startsWith('d1: attached')).length).toBe(1);
+    expect(logs.find((m) => m.startsWith('d1: attached'))).toContain(backend === 'afxdp' ? 'AF_XDP' : 'AF_PACKET');
     await dp.close();
     await dp.close(); // twice is harmless
     await expect(dp.publish(tables(['d1']))).rejects.toThrow(/closed/);

@@ -40,6 +40,8 @@ export interface EngineOptions extends SteerOptions {
   sfLatencyEvery?: number;
   /** Its clock (ms, fractional); default performance.now. */
   sfLatencyClock?: () => number;
+  /** Memory for the batch arena (Batch); default: its own. */
+  arena?: Uint8Array;
 }
 
 /**
@@ -128,7 +130,7 @@ export class Engine {
   private readonly open: (ifname: string) => PortIO;
   private readonly clock: () => number;
   private readonly mtuOf: (ifname: string) => number;
-  private readonly batch = new Batch();
+  private readonly batch: Batch;
   private readonly steer: SteerState;
   private tables: Tables | null = null;
   private pending: Tables | null = null;
@@ -157,6 +159,7 @@ export class Engine {
     this.clock = opts.clock ?? Date.now;
     this.mtuOf = opts.mtu ?? sysfsMtu;
     this.steer = new SteerState(opts);
+    this.batch = new Batch(opts.arena);
     this.latency = new SfLatency(opts.sfLatencyEvery ?? DEFAULT_SAMPLE_EVERY, opts.sfLatencyClock);
   }
 

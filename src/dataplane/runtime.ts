@@ -115,6 +115,8 @@ interface Member {
   dead: Error | null;
   /** ms (Date.now) since which it is being restarted; 0 while it runs the generation in force. */
   downSince: number;
+  /** The memory its sockets and batch share (ThreadedIO.arenas), new with every worker thread; null: none. */
+  arena: number | null;
 }
 
 interface Iface {
@@ -361,7 +363,7 @@ export class Dataplane {
     release(iface);
     let fds: InterfaceFds;
     try {
-      fds = threads.openFds(iface.name, this.members.length, this.ring);
+      fds = threads.openFds(iface.name, this.members.length, this.ring, this.members.map((m) => m.arena));
     } catch (e) {
       if (iface.epoch === 0 || iface.attached) this.log(`${iface.name}: ${(e as Error).message}; retrying every second`);
       iface.attached = false;
@@ -458,10 +460,11 @@ export class Dataplane {
 
   /** A worker thread for slot `index` over `sab`; `m`: the member it replaces (restart). */
   private threadMember(url: URL, index: number, sab: SharedArrayBuffer, m?: Member): Member {
-    const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring, busyPollUs: this.busyPollUs };
+    const arena = this.threads?.arenas?.create() ?? null;
+    const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring, busyPollUs: this.busyPollUs, arena };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
-    if (m === undefined) m = { index, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
-    else Object.assign(m, { worker, live: -1, waiters: [], dead: null });
+    if (m === undefined) m = { index, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0, arena };
+    else Object.assign(m, { worker, live: -1, waiters: [], dead: null, arena });
     const self = m;
     worker.on('message', (msg: FromWorker) => {
       if (self.worker === worker) this.fromWorker(self, msg);
@@ -472,6 +475,7 @@ export class Dataplane {
     });
     m.closed = new Promise<void>((resolve) => {
       worker.once('exit', (code) => {
+        if (arena !== null) this.threads?.arenas?.release(arena);
         this.fail(self, new Error(`dataplane worker ${index} exited`));
         if (this.closing === null) this.restart(url, self, code);
         resolve();
@@ -503,7 +507,7 @@ export class Dataplane {
 
   private localMember(): Member {
     const sab = new SharedArrayBuffer(this.layout.bytes);
-    const m: Member = { index: 0, sab, mailbox: null, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0 };
+    const m: Member = { index: 0, sab, mailbox: null, worker: null, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0, arena: null };
     const config: WorkerConfig = { index: 0, backend: this.backend.name, sab, ioNames: this.ioNames };
     m.local = new DataplaneWorker(config, (msg) => this.fromWorker(m, msg));
     return m;

@@ -114,6 +114,8 @@ export interface WorkerConfig {
   ring?: RingOptions;
   /** Keep polling this long (µs) after the last received frame before sleeping (0: sleep at once). */
   busyPollUs?: number;
+  /** The arena its sockets share (ThreadedIO.arenas): the batch's memory. */
+  arena?: number | null;
 }
 
 export class DataplaneWorker {
@@ -170,7 +172,8 @@ export class DataplaneWorker {
     };
     this.generation = new Float64Array(cfg.sab, this.layout.generation, 1);
     this.generation[0] = -1;
-    this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters));
+    const arena = cfg.arena != null ? this.backend.threads?.arenas?.view(cfg.arena) : undefined;
+    this.engine = new Engine((name) => this.open(name), new Counters(cfg.sab, this.layout.counters), { arena });
     this.flows = new FlowCounter(new Float64Array(cfg.sab, this.layout.instanceFlows, MAX_INSTANCES));
     this.mailbox = new FrameMailbox(cfg.sab, this.layout.mailbox);
     this.countTimer = setInterval(this.wakeFn, COUNT_EVERY_MS).unref();

@@ -87,8 +87,14 @@ export class Batch {
   /** Flow-table entry index used by this packet (-1 = none). */
   readonly flow = new Int32Array(BATCH);
 
-  constructor() {
-    this.data = new Uint8Array(BATCH * SLOT);
+  /**
+   * `data`: memory for the arena (at least BATCH * SLOT bytes; slot i is its i-th SLOT). A worker on
+   * AF_XDP passes its sockets' shared UMEM (native/xskarena.h): received frames then stay where
+   * the kernel wrote them, beyond the slots, with start[i] pointing there.
+   */
+  constructor(data?: Uint8Array) {
+    if (data !== undefined && data.length < BATCH * SLOT) throw new RangeError(`batch arena of ${data.length} bytes: needs ${BATCH * SLOT}`);
+    this.data = data ?? new Uint8Array(BATCH * SLOT);
     this.view = new DataView(this.data.buffer, this.data.byteOffset, this.data.byteLength);
     for (let i = 0; i < BATCH; i++) this.start[i] = i * SLOT + HEADROOM;
   }

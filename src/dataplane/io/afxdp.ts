@@ -1,12 +1,17 @@
 /*
  * afxdp: AF_XDP ports (native/afxdp.h, native/xdpprog.h) as PortIO, and the 'afxdp' backend.
  *
- * Per interface and worker one XDP socket with its own UMEM, bound to receive queue = worker
- * index; the interface's XDP program (attached by the first socket, detached with the last, never
- * replacing someone else's) redirects each queue's frames to its socket and passes a queue without
- * one to the kernel. The main thread opens every worker's socket of an interface (openFds); each
- * worker adopts its own. On a veth (one queue unless configured otherwise) only worker 0 receives;
- * every worker can transmit on its socket.
+ * Per interface and worker one XDP socket, bound to receive queue = worker index; the interface's
+ * XDP program (attached by the first socket, detached with the last, never replacing someone
+ * else's) redirects each queue's frames to its socket and passes a queue without one to the
+ * kernel. The main thread opens every worker's socket of an interface (openFds); each worker adopts
+ * its own. On a veth (one queue unless configured otherwise) only worker 0 receives; every worker
+ * can transmit on its socket.
+ *
+ * No copies: all of a worker's sockets register the worker's arena (native/xskarena.h) as their
+ * UMEM, and the worker's batch arena is that memory (`arenas`), so a frame is parsed, rewritten
+ * and sent from the chunk the kernel received it in, whichever interface it leaves by. A port
+ * opened in-process (open) has a private UMEM and copies frames into and out of its batch.
  *
  * Fallback: where AF_XDP cannot attach (a kernel without it, no permission, another XDP program on
  * the interface, fewer receive queues than workers), that interface gets AF_PACKET sockets
@@ -24,7 +29,7 @@
  * need_wakeup: off by default (bench/e2e measured it on and off: see the README); the environment
  * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on.
  */
-import { BATCH, MAX_FRAME } from '../../packet/batch.js';
+import { BATCH, MAX_FRAME, SLOT } from '../../packet/batch.js';
 import { afpacketBackend, adoptAfPacket } from './afpacket.js';
 import type { Backend, InterfaceFds } from './backend.js';
 import { ioCounters, loadNative, nativeLinkUp, NativePort, type Handle, type RingOptions, type SfcIo } from './native.js';
@@ -35,6 +40,8 @@ export interface XskOpenOptions {
   /** UMEM chunks of 2 KiB (a power of two); half wait on the fill ring, half transmit. */
   frames?: number;
   needWakeup?: boolean;
+  /** Register this arena (a worker's, xskArena) as the UMEM instead of a private one. */
+  arena?: number;
 }
 
 export interface XskOpened {
@@ -50,6 +57,9 @@ interface XskIo extends SfcIo {
   xskOpen(ifname: string, opts: XskOpenOptions): XskOpened;
   xskAttach(fd: number, ifname: string, opts: { maxFrame: number; maxBurst: number }, counters?: Float64Array): Handle | null;
   xskDiscard(fd: number): boolean;
+  xskArena(slots: number, slotBytes: number, poolChunks: number): number;
+  xskArenaView(id: number): ArrayBuffer;
+  xskArenaRelease(id: number): boolean;
   ifQueues(ifname: string): number;
 }
 
@@ -89,14 +99,14 @@ export function discardXsk(fd: number): boolean {
  * queue needs a socket (the program passes a queue without one to the kernel: its frames would
  * never reach the dataplane), so the interface must have exactly one queue per worker.
  */
-function openSockets(ifname: string, workers: number): XskOpened[] {
+function openSockets(ifname: string, workers: number, arenas: readonly (number | null)[]): XskOpened[] {
   const queues = xskIo().ifQueues(ifname);
   if (queues !== workers) {
     throw new Error(`afxdp ${ifname}: ${queues} receive queue(s) for ${workers} worker(s); AF_XDP binds one socket per queue and worker (ethtool -L ${ifname} rx ${workers} tx ${workers})`);
   }
   const opened: XskOpened[] = [];
   try {
-    for (let q = 0; q < workers; q++) opened.push(openXsk(ifname, { queue: q }));
+    for (let q = 0; q < workers; q++) opened.push(openXsk(ifname, { queue: q, arena: arenas[q] ?? undefined }));
     return opened;
   } catch (e) {
     for (const o of opened) discardXsk(o.fd);
@@ -109,6 +119,12 @@ function describe(o: XskOpened, sockets: number): string {
   return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}; ` +
     'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software); partial checksums completed in userspace';
 }
+
+/**
+ * Free chunks of a worker's arena beyond its batch slots (48 MiB): each socket keeps 1,024 on its
+ * fill ring, the rest are frames in flight on TX and completion rings and in batch slots.
+ */
+const ARENA_POOL_CHUNKS = 24576;
 
 let fallbackReported = false;
 
@@ -141,10 +157,10 @@ export const afxdpBackend: Backend<'afxdp'> = {
     return adoptXsk(o.fd, ifname, opts.counters)!;
   },
   threads: {
-    openFds(ifname, workers, ring) {
+    openFds(ifname, workers, ring, arenas = []) {
       let opened: XskOpened[];
       try {
-        opened = openSockets(ifname, workers);
+        opened = openSockets(ifname, workers, arenas);
       } catch (e) {
         if (!cannotAttach(e)) throw e;
         return fallbackFds(ifname, workers, ring, (e as Error).message);
@@ -160,6 +176,11 @@ export const afxdpBackend: Backend<'afxdp'> = {
       if (!discardXsk(fd)) loadNative().closeFd(fd);
     },
     linkUp: nativeLinkUp,
+    arenas: {
+      create: () => xskIo().xskArena(BATCH, SLOT, ARENA_POOL_CHUNKS),
+      view: (id) => new Uint8Array(xskIo().xskArenaView(id)),
+      release: (id) => void xskIo().xskArenaRelease(id),
+    },
   },
   lab: { link: 'veth', offloadsOff: false },
 };

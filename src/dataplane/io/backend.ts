@@ -44,14 +44,29 @@ export interface AdoptOptions {
 
 /** How a backend runs in worker threads. */
 export interface ThreadedIO {
-  /** Main thread: open `ifname` for `workers` workers; throws when it cannot (e.g. the interface is missing). */
-  openFds(ifname: string, workers: number, ring: RingOptions): InterfaceFds;
+  /**
+   * Main thread: open `ifname` for `workers` workers (worker i's sockets share arena `arenas[i]`
+   * when the backend has arenas); throws when it cannot (e.g. the interface is missing).
+   */
+  openFds(ifname: string, workers: number, ring: RingOptions, arenas?: readonly (number | null)[]): InterfaceFds;
   /** Worker thread: attach an fd from openFds; on failure the fd is discarded and the error thrown. */
   adopt(fd: number, ifname: string, opts: AdoptOptions): LosablePort;
   /** Worker thread: release an fd it was sent but will not adopt. */
   discard(fd: number): void;
   /** Main thread: whether the interface exists and is up. */
   linkUp(ifname: string): boolean;
+  /**
+   * Memory a worker's sockets and its batch share, so that frames stay where they were received
+   * (AF_XDP's UMEM); absent where the backend copies every frame.
+   */
+  readonly arenas?: {
+    /** Main thread: a new arena for one worker (its id goes to openFds and to the worker). */
+    create(): number;
+    /** Worker thread: the arena as the batch's memory (once per arena). */
+    view(id: number): Uint8Array;
+    /** Main thread: the worker is gone (its sockets and view keep the memory until they close). */
+    release(id: number): void;
+  };
 }
 
 export interface Backend<N extends string = string> {

@@ -166,7 +166,38 @@ Napi::Value AfpAttach(const Napi::CallbackInfo& info) {
   return finishAttach(info, port, 3, true);
 }
 
-// xskOpen(ifname, {queue, frames, needWakeup}): {fd, zeroCopy, nativeXdp, progId} (afxdp.h; parked until xskAttach)
+// xskArena(slots, slotBytes, poolChunks): id of a new arena for one worker's sockets and batch (xskarena.h)
+Napi::Value XskArenaCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) return throwType(env, "xskArena(slots, slotBytes, poolChunks)");
+  if (info[1].As<Napi::Number>().Uint32Value() != kChunk) return throwType(env, "xskArena: batch slots must be one UMEM chunk (2048 bytes)");
+  int err = 0;
+  XskArena* a = XskArena::create(info[0].As<Napi::Number>().Uint32Value(), info[2].As<Napi::Number>().Uint32Value(), &err);
+  if (a == nullptr) return throwErrno(env, "afxdp arena", err);
+  return Napi::Number::New(env, a->id);
+}
+
+// xskArenaView(id): the arena's memory as an ArrayBuffer (once per arena: the worker's batch arena)
+Napi::Value XskArenaView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) return throwType(env, "xskArenaView(id)");
+  XskArena* a = XskArena::acquire(info[0].As<Napi::Number>().Int32Value());
+  if (a == nullptr) return throwErrno(env, "afxdp arena " + std::to_string(info[0].As<Napi::Number>().Int32Value()), ENOENT);
+  return Napi::ArrayBuffer::New(env, a->base, a->len, [](Napi::Env, void*, XskArena* held) { held->release(); }, a);
+}
+
+// xskArenaRelease(id): drop the creator's reference (the memory goes with the last socket and view)
+Napi::Value XskArenaRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) return throwType(env, "xskArenaRelease(id)");
+  XskArena* a = XskArena::acquire(info[0].As<Napi::Number>().Int32Value());
+  if (a == nullptr) return Napi::Boolean::New(env, false);
+  a->release();  // the lookup's reference
+  a->release();  // and the creator's
+  return Napi::Boolean::New(env, true);
+}
+
+// xskOpen(ifname, {queue, frames, needWakeup, arena}): {fd, zeroCopy, nativeXdp, progId} (afxdp.h; parked until xskAttach)
 Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString() || !info[1].IsObject()) return throwType(env, "xskOpen(ifname, options)");
@@ -176,6 +207,7 @@ Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   cfg.queue = optU32(o, "queue", cfg.queue);
   cfg.frames = optU32(o, "frames", cfg.frames);
   cfg.needWakeup = optBool(o, "needWakeup", cfg.needWakeup);
+  cfg.arena = int(optU32(o, "arena", 0));
   int err = 0;
   std::string what;
   XskSocket* s = XskSocket::open(ifname.c_str(), cfg, &err, &what);
@@ -253,7 +285,7 @@ Napi::Value RxBurst(const Napi::CallbackInfo& info) {
   RxArgs a{};
   size_t startsLen, lensLen;
   if (p == nullptr || !typed(env, info[1], napi_uint8_array, &a.arena, &a.arenaLen) ||
-      !typed(env, info[2], napi_int32_array, const_cast<int32_t**>(&a.starts), &startsLen) ||
+      !typed(env, info[2], napi_int32_array, &a.starts, &startsLen) ||
       !typed(env, info[3], napi_uint16_array, &a.lens, &lensLen)) {
     return throwType(info.Env(), "rxBurst(handle, arena, starts, lens, from, max, times?)");
   }
@@ -385,6 +417,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("afpSocket", Napi::Function::New(env, AfpSocket, "afpSocket"));
   exports.Set("afpAttach", Napi::Function::New(env, AfpAttach, "afpAttach"));
   exports.Set("xskOpen", Napi::Function::New(env, XskOpen, "xskOpen"));
+  exports.Set("xskArena", Napi::Function::New(env, XskArenaCreate, "xskArena"));
+  exports.Set("xskArenaView", Napi::Function::New(env, XskArenaView, "xskArenaView"));
+  exports.Set("xskArenaRelease", Napi::Function::New(env, XskArenaRelease, "xskArenaRelease"));
   exports.Set("xskAttach", Napi::Function::New(env, XskAttach, "xskAttach"));
   exports.Set("ifQueues", Napi::Function::New(env, IfQueues, "ifQueues"));
   exports.Set("xskDiscard", Napi::Function::New(env, XskDiscard, "xskDiscard"));

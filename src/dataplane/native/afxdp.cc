@@ -31,7 +31,6 @@
 namespace sfc {
 namespace {
 
-constexpr uint32_t kChunk = 2048;
 constexpr uint32_t kKickTries = 64;
 constexpr uint32_t kBindTries = 50;
 constexpr uint32_t kBindRetryUs = 2000;
@@ -110,30 +109,34 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
   auto* s = new XskSocket();
   s->ifindex = int(ifindex);
   s->queue = cfg.queue;
-  s->frames = frames;
   s->needWakeup = cfg.needWakeup;
   const uint32_t ring = frames / 2;
+  if (cfg.arena > 0) {
+    s->arena = XskArena::acquire(cfg.arena);
+    s->fillTarget = ring < kSharedFill ? ring : kSharedFill;
+  } else {
+    int aerr = 0;
+    s->arena = XskArena::create(0, frames, &aerr);
+    s->fillTarget = ring;  // the other half of the chunks transmit
+    errno = aerr;
+  }
   const char* step = nullptr;
   std::string queueStep;
   xdp_mmap_offsets off{};
   socklen_t offLen = sizeof(off);
-  s->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0);
-  if (s->fd < 0) {
+  if (s->arena == nullptr) {
+    if (cfg.arena > 0) errno = ENOENT;
+    step = cfg.arena > 0 ? "no such arena" : "mmap UMEM";
+  } else if ((s->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0)) < 0) {
     step = "socket(AF_XDP)";
   } else {
-    s->umemLen = size_t(frames) * kChunk;
-    void* mem = mmap(nullptr, s->umemLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (mem == MAP_FAILED) {
-      step = "mmap UMEM";
-    } else {
-      s->umem = static_cast<uint8_t*>(mem);
-      xdp_umem_reg reg{};
-      reg.addr = reinterpret_cast<uint64_t>(mem);
-      reg.len = s->umemLen;
-      reg.chunk_size = kChunk;
-      reg.headroom = 0;
-      if (setsockopt(s->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) < 0) step = "XDP_UMEM_REG";
-    }
+    // Every socket registers the whole arena: the same chunk address means the same bytes on all.
+    xdp_umem_reg reg{};
+    reg.addr = reinterpret_cast<uint64_t>(s->arena->base);
+    reg.len = s->arena->len;
+    reg.chunk_size = kChunk;
+    reg.headroom = 0;
+    if (setsockopt(s->fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) < 0) step = "XDP_UMEM_REG";
   }
   if (step == nullptr) {
     if (setU32(s->fd, XDP_UMEM_FILL_RING, ring) < 0) step = "XDP_UMEM_FILL_RING";
@@ -147,13 +150,6 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     else if (!mapRing(s->fd, off.cr, ring, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING, &s->comp)) step = "mmap completion ring";
   }
   if (step == nullptr) {
-    // The first half of the chunks wait on the fill ring; the second half is the transmit pool.
-    uint64_t* fill = addrs(s->fill);
-    for (uint32_t i = 0; i < ring; i++) fill[i] = uint64_t(i) * kChunk;
-    storeRelease(s->fill.producer, ring);
-    s->free = new uint64_t[ring];
-    for (uint32_t i = 0; i < ring; i++) s->free[i] = uint64_t(ring + i) * kChunk;
-    s->freeCount = ring;
     // Best effort (Linux >= 6.16): let one kick send a whole burst in copy mode.
     setU32(s->fd, XDP_MAX_TX_SKB_BUDGET, ring);
     sockaddr_xdp sxdp{};
@@ -232,16 +228,20 @@ void XskSocket::destroy() {
   unmapRing(&tx);
   unmapRing(&fill);
   unmapRing(&comp);
-  if (umem != nullptr) munmap(umem, umemLen);
-  umem = nullptr;
-  delete[] free;
-  free = nullptr;
+  if (arena != nullptr) {
+    if (tag != 0) arena->reclaim(tag);
+    arena->release();
+  }
+  arena = nullptr;
   xdpRelease(xdp);
   xdp = nullptr;
 }
 
 XskPort::XskPort(napi_env env, XskSocket* xsk, const char* ifname, uint32_t maxFrame, uint32_t maxBurst)
-    : Port(env, xsk->fd, false, ifname, xsk->ifindex, maxFrame, maxBurst), xsk_(xsk) {}
+    : Port(env, xsk->fd, false, ifname, xsk->ifindex, maxFrame, maxBurst), xsk_(xsk) {
+  xsk->tag = xsk->arena->newTag();
+  topUp();
+}
 
 void XskPort::unmap() {
   if (xsk_ == nullptr) return;
@@ -266,6 +266,9 @@ void XskPort::pollKernelStats() {
 uint32_t XskPort::rx(const RxArgs& a) {
   XskSocket* s = xsk_;
   if (s == nullptr) return 0;
+  XskArena* arena = s->arena;
+  reapCompletions();
+  topUp();
   XskRing& rx = s->rx;
   const uint32_t cons = *rx.consumer;
   uint32_t avail = loadAcquire(rx.producer) - cons;
@@ -275,39 +278,63 @@ uint32_t XskPort::rx(const RxArgs& a) {
     return 0;
   }
   if (avail > a.max) avail = a.max;
-  XskRing& fill = s->fill;
-  const uint32_t fillProd = *fill.producer;
+  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen) && a.from + avail <= arena->reserved;
   const double t = a.times != nullptr ? nowNs() : 0;
   uint32_t k = 0;
   double bytes = 0;
   for (uint32_t i = 0; i < avail; i++) {
     const xdp_desc& d = descs(rx)[(cons + i) & rx.mask];
-    const uint8_t* frame = s->umem + d.addr;
-    VnetInfo vnet;
-    const bool partial = partialChecksum(frame, d.len, &vnet);
-    const VlanTag noTag{false, 0, 0};
-    const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
-    uint32_t written;
-    bool segmented, fixed;
-    const ExpandResult r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
+    uint8_t* frame = arena->base + d.addr;
+    ExpandResult r;
+    bool fixed;
+    if (inPlace) {
+      r = d.len > maxFrame_ ? ExpandResult::TooBig : ExpandResult::Ok;
+      fixed = r == ExpandResult::Ok && completePartial(frame, d.len);
+    } else {
+      VnetInfo vnet;
+      const bool partial = partialChecksum(frame, d.len, &vnet);
+      const VlanTag noTag{false, 0, 0};
+      const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
+      uint32_t written;
+      bool segmented;
+      r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
+    }
     if (r == ExpandResult::Ok) {
+      if (inPlace) {
+        arena->hold(a.from + k, d.addr);
+        a.starts[a.from + k] = int32_t(d.addr);
+        a.lens[a.from + k] = uint16_t(d.len);
+      } else {
+        arena->give(d.addr);
+      }
       bytes += d.len;
       if (a.times != nullptr) a.times[a.from + k] = t;
       if (fixed) ctr_[IO_rx_csum_completed]++;
       k++;
-    } else if (r == ExpandResult::TooBig) {
-      ctr_[IO_rx_too_big]++;
     } else {
-      ctr_[IO_rx_malformed]++;
+      arena->give(d.addr);
+      ctr_[r == ExpandResult::TooBig ? IO_rx_too_big : IO_rx_malformed]++;
     }
-    // The chunk goes back to the kernel at once (aligned mode: its base address).
-    addrs(fill)[(fillProd + i) & fill.mask] = d.addr & ~uint64_t(kChunk - 1);
   }
+  s->fillHeld -= avail;
   storeRelease(rx.consumer, cons + avail);
-  storeRelease(fill.producer, fillProd + avail);
+  topUp();
   ctr_[IO_rx_frames] += k;
   ctr_[IO_rx_bytes] += bytes;
   return k;
+}
+
+void XskPort::topUp() {
+  XskSocket* s = xsk_;
+  XskArena* arena = s->arena;
+  uint32_t n = s->fillTarget - s->fillHeld;
+  if (n == 0) return;
+  if (n > arena->pool.size()) n = uint32_t(arena->pool.size());
+  XskRing& fill = s->fill;
+  const uint32_t prod = *fill.producer;
+  for (uint32_t i = 0; i < n; i++) arena->take(s->tag, &addrs(fill)[(prod + i) & fill.mask]);
+  storeRelease(fill.producer, prod + n);
+  s->fillHeld += n;
 }
 
 void XskPort::reapCompletions() {
@@ -315,7 +342,7 @@ void XskPort::reapCompletions() {
   XskRing& comp = s->comp;
   const uint32_t cons = *comp.consumer;
   const uint32_t n = loadAcquire(comp.producer) - cons;
-  for (uint32_t i = 0; i < n; i++) s->free[s->freeCount++] = addrs(comp)[(cons + i) & comp.mask];
+  for (uint32_t i = 0; i < n; i++) s->arena->give(addrs(comp)[(cons + i) & comp.mask]);
   if (n > 0) storeRelease(comp.consumer, cons + n);
 }
 
@@ -335,7 +362,9 @@ void XskPort::kick() {
 uint32_t XskPort::tx(const TxArgs& a) {
   XskSocket* s = xsk_;
   if (s == nullptr) return 0;
+  XskArena* arena = s->arena;
   reapCompletions();
+  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen);
   XskRing& tx = s->tx;
   const uint32_t prod = *tx.producer;
   const uint32_t room = tx.size - (prod - loadAcquire(tx.consumer));
@@ -356,9 +385,19 @@ uint32_t XskPort::tx(const TxArgs& a) {
       ctr_[IO_tx_too_big]++;
       continue;
     }
-    if (queued == room || s->freeCount == 0) break;
-    const uint64_t addr = s->free[--s->freeCount];
-    memcpy(s->umem + addr, f, len);
+    if (queued == room) break;
+    uint64_t addr;
+    const int64_t held = inPlace && slot < arena->reserved ? arena->slotChunk[slot] : -1;
+    if (held >= 0 && start >= held && uint64_t(start) + len <= uint64_t(held) + kChunk) {
+      addr = uint64_t(start);  // still where it was received: hand the chunk itself to the kernel
+      arena->slotChunk[slot] = -1;
+      arena->holder[uint64_t(held) / kChunk] = s->tag;
+      ctr_[IO_tx_in_place]++;
+    } else if (arena->take(s->tag, &addr)) {
+      memcpy(arena->base + addr, f, len);
+    } else {
+      break;
+    }
     xdp_desc& d = descs(tx)[(prod + queued) & tx.mask];
     d.addr = addr;
     d.len = len;

@@ -1,18 +1,19 @@
 /*
- * AF_XDP port: one XDP socket (XSK) with its own UMEM, bound to one receive queue of one
- * interface, fed by the XDP program of xdpprog.h.
+ * AF_XDP port: one XDP socket (XSK) bound to one receive queue of one interface, its UMEM an arena
+ * (xskarena.h), fed by the XDP program of xdpprog.h.
  *
- * Opening (XskSocket::open, any thread): mmap a UMEM of `frames` 2 KiB chunks, register it, size
- * and map the four rings, put half the chunks on the fill ring (the other half is the transmit
- * pool), bind to (ifindex, queue) — zero-copy when the driver has it, else copy mode (veth) —,
- * attach the interface's XDP program (shared, counted) and put the socket in its map. The result
- * is parked in a process-wide table by fd, so the main thread can open every worker's socket and
- * each worker attach (take) its own; discard() frees one nobody took.
+ * Opening (XskSocket::open, any thread): register the arena (a worker's, shared by all its sockets,
+ * or a private one of `frames` chunks) as the socket's UMEM, size and map the four rings, bind to
+ * (ifindex, queue) — zero-copy when the driver has it, else copy mode (veth) —, attach the
+ * interface's XDP program (shared, counted) and put the socket in its map. The result is parked in
+ * a process-wide table by fd, so the main thread can open every worker's socket and each worker
+ * attach (take) its own; discard() frees one nobody took. The fill ring is filled on attach, on the
+ * worker's thread, which alone hands out the arena's chunks.
  *
- * Receive: up to `max` descriptors per call are copied from the UMEM into batch slots and their
- * chunks go straight back to the fill ring (one producer update per burst). The batch arena is
- * the engine's own JavaScript memory, so every frame is copied once in and once out; a frame
- * never stays in the UMEM between receive and transmit.
+ * Receive: up to `max` descriptors per call. When the burst's batch arena is the socket's arena,
+ * a frame stays where the kernel wrote it: its slot's start points into the chunk and the slot
+ * holds the chunk until transmit or its next receive. Otherwise (a private arena) the frame is
+ * copied into its slot and the chunk freed. The fill ring is topped up from the arena's pool.
  *
  * Checksums: on the XDP path a frame has no skb metadata, so a TCP/UDP segment sent by a local
  * stack through a veth with checksum offload (CHECKSUM_PARTIAL) arrives with only the pseudo-header
@@ -21,11 +22,14 @@
  * so valid frames are never altered. There are no GSO frames: while an XDP program is attached to
  * a veth, the kernel turns off software GSO on its peer, so the peer's stack segments.
  *
- * Transmit: each frame is copied into a free chunk and described on the TX ring; one kick
- * (sendto) per burst when the kernel asks for it (need_wakeup) or always (need_wakeup off). Copy
- * mode sends at most a budget of frames per kick, so the kick repeats while the ring drains.
- * Chunks come back through the completion ring, reaped before each burst; with no free chunk
- * the rest of the burst is counted tx_busy and dropped.
+ * Transmit: a frame still in the chunk its slot holds is described on the TX ring as it is (no
+ * copy; counted tx_in_place) and the slot gives up the chunk, so a second interface sending the same
+ * slot (a flood) copies it. Any other frame is copied into a free chunk. One kick (sendto) per
+ * burst when the kernel asks for it (need_wakeup) or always (need_wakeup off); copy mode sends at
+ * most a budget of frames per kick, so the kick repeats while the ring drains. Chunks come back
+ * through the completion ring, reaped before each burst, receive or transmit; with no free chunk the
+ * rest of the burst is counted tx_busy and dropped. A chunk sent in place is reused only after its
+ * completion, so a frame read after its transmit in the same batch (a capture) is still whole.
  */
 #pragma once
 
@@ -36,14 +40,19 @@
 
 #include "port.h"
 #include "xdpprog.h"
+#include "xskarena.h"
 
 namespace sfc {
 
 struct XskConfig {
   uint32_t queue = 0;
-  uint32_t frames = 4096;  // UMEM chunks (2 KiB each); rings hold frames / 2
+  uint32_t frames = 4096;  // rings hold frames / 2; a private arena has `frames` chunks
   bool needWakeup = false;
+  int arena = 0;           // a worker's arena (xskarena.h), 0: a private one
 };
+
+/** Fill-ring chunks each socket of a shared arena keeps with the kernel. */
+constexpr uint32_t kSharedFill = 1024;
 
 /** A producer or consumer view of one mmapped ring. */
 struct XskRing {
@@ -64,14 +73,12 @@ struct XskSocket {
   uint32_t queue = 0;
   bool zeroCopy = false;
   bool needWakeup = false;
-  uint8_t* umem = nullptr;
-  size_t umemLen = 0;
-  uint32_t frames = 0;
+  XskArena* arena = nullptr;
+  uint16_t tag = 0;          // the arena's name for this socket's chunks (0 until attached)
+  uint32_t fillTarget = 0;   // chunks to keep on the fill ring
+  uint32_t fillHeld = 0;     // chunks given to the fill ring and not yet received
   XskRing rx, tx, fill, comp;
   XdpAttachment* xdp = nullptr;
-  // Transmit pool: free chunk addresses (a stack).
-  uint64_t* free = nullptr;
-  uint32_t freeCount = 0;
 
   /** Open and bind; returns the socket (parked by fd) or null with *err and *what. */
   static XskSocket* open(const char* ifname, const XskConfig& cfg, int* err, std::string* what);
@@ -79,7 +86,7 @@ struct XskSocket {
   static XskSocket* take(int fd);
   /** Free the parked socket of `fd`; false when there is none. */
   static bool discard(int fd);
-  /** Unmap, close and release the XDP attachment. */
+  /** Unmap, close, give the chunks it held back to the arena, release the XDP attachment. */
   void destroy();
 };
 
@@ -98,6 +105,7 @@ class XskPort : public Port {
 
  private:
   void reapCompletions();
+  void topUp();
   void kick();
   XskSocket* xsk_;
   xdp_statistics last_{};

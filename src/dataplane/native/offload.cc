@@ -278,6 +278,11 @@ bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet) {
   return true;
 }
 
+bool completePartial(uint8_t* frame, uint32_t len) {
+  VnetInfo vnet;
+  return partialChecksum(frame, len, &vnet) && completeChecksum(frame, len, vnet.csumStart, vnet.csumOffset);
+}
+
 bool fitsMtu(const uint8_t* frame, uint32_t len, uint32_t mtu) {
   uint32_t limit = 14 + mtu;
   uint32_t off = 12;

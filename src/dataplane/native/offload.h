@@ -87,6 +87,9 @@ ExpandResult expandFrame(const uint8_t* frame, uint32_t len, const VlanTag& tag,
  */
 bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet);
 
+/** The same repair in place, for a frame that stays where it was received; true when it completed one. */
+bool completePartial(uint8_t* frame, uint32_t len);
+
 /** True when `len` fits the MTU for this frame (one extra 4 bytes per leading VLAN tag). */
 bool fitsMtu(const uint8_t* frame, uint32_t len, uint32_t mtu);
 

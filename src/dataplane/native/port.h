@@ -41,6 +41,7 @@ namespace sfc {
   X(tx_too_big)        /* larger than the egress MTU: dropped */                                      \
   X(tx_failed)         /* refused by the kernel (ENOBUFS, ENETDOWN, ...) */                           \
   X(tx_busy)           /* socket buffer full: the rest of the burst was not sent */                   \
+  X(tx_in_place)       /* AF_XDP: sent from the chunk it was received in (not copied) */             \
   X(poll_errors)       /* readiness errors (interface down / gone) */
 
 enum IoCounter {
@@ -56,7 +57,7 @@ extern const char* const kIoCounterNames[IO_COUNT];
 struct RxArgs {
   uint8_t* arena;
   size_t arenaLen;
-  const int32_t* starts;
+  int32_t* starts;  // AF_XDP may point a slot at the frame where it was received
   uint16_t* lens;
   double* times;  // may be null
   uint32_t from;

@@ -27,7 +27,8 @@
  * libxdp). Partial checksums from the peer's checksum offload are completed in the addon.
  *
  * need_wakeup: off by default (bench/e2e measured it on and off: see the README); the environment
- * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on.
+ * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on. SFC_AFXDP_COPY=1 gives workers private UMEMs
+ * (frames copied in and out, as bench/e2e's sfc-afxdp-copy measures).
  */
 import { BATCH, MAX_FRAME, SLOT } from '../../packet/batch.js';
 import { afpacketBackend, adoptAfPacket } from './afpacket.js';
@@ -69,6 +70,11 @@ function xskIo(): XskIo {
     throw new Error('sfc: the native addon was built without AF_XDP support: run `npm run build:native` (needs Linux uapi headers >= 5.9)');
   }
   return io;
+}
+
+/** Whether workers keep frames in place (on unless SFC_AFXDP_COPY=1: copy them, for comparison). */
+function inPlaceDefault(): boolean {
+  return process.env.SFC_AFXDP_COPY !== '1';
 }
 
 /** need_wakeup from the environment (off unless SFC_AFXDP_NEED_WAKEUP=1). */
@@ -114,9 +120,10 @@ function openSockets(ifname: string, workers: number, arenas: readonly (number |
   }
 }
 
-function describe(o: XskOpened, sockets: number): string {
+function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
   const mode = `${o.zeroCopy ? 'zero-copy' : 'copy mode'}, ${o.nativeXdp ? 'native' : 'generic'} XDP program id ${o.progId}`;
-  return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}; ` +
+  const frames = inPlace ? "frames kept in the worker's UMEM from receive to transmit" : 'frames copied to and from the batch';
+  return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}, ${frames}; ` +
     'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software); partial checksums completed in userspace';
 }
 
@@ -167,7 +174,7 @@ export const afxdpBackend: Backend<'afxdp'> = {
       }
       return {
         workers: opened.map((o) => ({ fd: o.fd, rx: true })),
-        description: describe(opened[0], opened.length),
+        description: describe(opened[0], opened.length, arenas.length === workers && arenas.every((a) => a !== null)),
         close: () => {}, // each worker owns its socket
       };
     },
@@ -177,7 +184,7 @@ export const afxdpBackend: Backend<'afxdp'> = {
     },
     linkUp: nativeLinkUp,
     arenas: {
-      create: () => xskIo().xskArena(BATCH, SLOT, ARENA_POOL_CHUNKS),
+      create: () => (inPlaceDefault() ? xskIo().xskArena(BATCH, SLOT, ARENA_POOL_CHUNKS) : null),
       view: (id) => new Uint8Array(xskIo().xskArenaView(id)),
       release: (id) => void xskIo().xskArenaRelease(id),
     },

@@ -60,8 +60,8 @@ export interface ThreadedIO {
    * (AF_XDP's UMEM); absent where the backend copies every frame.
    */
   readonly arenas?: {
-    /** Main thread: a new arena for one worker (its id goes to openFds and to the worker). */
-    create(): number;
+    /** Main thread: a new arena for one worker (its id goes to openFds and to the worker); null: copy frames instead. */
+    create(): number | null;
     /** Worker thread: the arena as the batch's memory (once per arena). */
     view(id: number): Uint8Array;
     /** Main thread: the worker is gone (its sockets and view keep the memory until they close). */

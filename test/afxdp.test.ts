@@ -147,23 +147,36 @@ describe.skipIf(!run)('AF_XDP ports', () => {
 
   it('a socket that closes gives its chunks back to the arena: 40 attach cycles (more fill chunks than the arena has) and frames still arrive', async () => {
     const a = track(openXdp('va'));
-    const { id, batch, close } = arenaPorts(['vd']); // keeps a socket on the arena while vb's come and go
+    const c = track(openXdp('vc'));
+    const { id, ports: [first], batch, close } = arenaPorts(['vd']); // registers the UMEM; vb's sockets share it
+    const arrives = async (from: PortIO, to: PortIO, tag: number): Promise<number> => {
+      transmit(from, [udp(tag, 64)]);
+      let got = 0;
+      for (let tries = 0; got === 0 && tries < 500; tries++) {
+        batch.reset();
+        got = to.rxBurst(batch, 0, BATCH);
+        if (got === 0) await sleep(1);
+      }
+      return got;
+    };
+    const later: NativePort[] = [];
     try {
       for (let cycle = 0; cycle < 40; cycle++) {
         const b = adoptXsk(openXsk('vb', { arena: id }).fd, 'vb')!;
-        transmit(a, [udp(cycle, 64)]);
-        let got = 0;
-        for (let tries = 0; got === 0 && tries < 500; tries++) {
-          batch.reset();
-          got = b.rxBurst(batch, 0, BATCH);
-          if (got === 0) await sleep(1);
-        }
-        expect(got).toBe(1);
+        expect(await arrives(a, b, cycle)).toBe(1);
         b.close();
       }
+      // The socket that registered the UMEM goes; the kernel keeps it for vb's, and a new vd shares it.
+      later.push(adoptXsk(openXsk('vb', { arena: id }).fd, 'vb')!);
+      first.close();
+      later.push(adoptXsk(openXsk('vd', { arena: id }).fd, 'vd')!);
+      expect(await arrives(a, later[0], 100)).toBe(1);
+      expect(await arrives(c, later[1], 101)).toBe(1);
     } finally {
+      for (const p of later) p.close();
       close();
       a.close();
+      c.close();
     }
   });
 

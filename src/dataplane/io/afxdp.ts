@@ -128,10 +128,11 @@ function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
 }
 
 /**
- * Free chunks of a worker's arena beyond its batch slots (48 MiB): each socket keeps 1,024 on its
- * fill ring, the rest are frames in flight on TX and completion rings and in batch slots.
+ * Free chunks of a worker's arena beyond its batch slots (64 MiB): each socket keeps 2,048 on its
+ * fill ring, the rest are frames in flight on TX and completion rings and in batch slots. A worker
+ * with more than 15 interfaces fills their rings only as far as the pool goes.
  */
-const ARENA_POOL_CHUNKS = 24576;
+const ARENA_POOL_CHUNKS = 32768;
 
 let fallbackReported = false;
 

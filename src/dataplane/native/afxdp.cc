@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -111,13 +112,13 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
   s->queue = cfg.queue;
   s->needWakeup = cfg.needWakeup;
   const uint32_t ring = frames / 2;
+  // A full fill ring: a TCP sender's burst must find room (a half-full one cost retransmits).
+  s->fillTarget = ring;
   if (cfg.arena > 0) {
     s->arena = XskArena::acquire(cfg.arena);
-    s->fillTarget = ring < kSharedFill ? ring : kSharedFill;
   } else {
     int aerr = 0;
-    s->arena = XskArena::create(0, frames, &aerr);
-    s->fillTarget = ring;  // the other half of the chunks transmit
+    s->arena = XskArena::create(0, frames, &aerr);  // half fill, half transmit
     errno = aerr;
   }
   const char* step = nullptr;
@@ -129,8 +130,16 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     step = cfg.arena > 0 ? "no such arena" : "mmap UMEM";
   } else if ((s->fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0)) < 0) {
     step = "socket(AF_XDP)";
-  } else {
-    // Every socket registers the whole arena: the same chunk address means the same bytes on all.
+  }
+  // From here to bind, no other socket of the arena may come or go (the one shared from must live).
+  std::unique_lock<std::mutex> bindHold;
+  int shareFd = -1;
+  if (step == nullptr) {
+    bindHold = std::unique_lock<std::mutex>(s->arena->bindLock);
+    if (!s->arena->bound.empty()) shareFd = s->arena->bound.front();
+  }
+  if (step == nullptr && shareFd < 0) {
+    // The arena's first socket registers it; the others share that kernel UMEM (one mapping).
     xdp_umem_reg reg{};
     reg.addr = reinterpret_cast<uint64_t>(s->arena->base);
     reg.len = s->arena->len;
@@ -156,7 +165,9 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_family = AF_XDP;
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
-    sxdp.sxdp_flags = cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0;
+    // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup) from the first one.
+    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0;
+    sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
     // A socket closed a moment ago frees its queue from a kernel work item: EBUSY for a while.
     int r = -1;
     for (uint32_t tries = 0; tries < kBindTries; tries++) {
@@ -167,8 +178,11 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     if (r < 0) {
       queueStep = "bind (queue " + std::to_string(cfg.queue) + (errno == EBUSY ? " has another AF_XDP socket)" : ")");
       step = queueStep.c_str();
+    } else {
+      s->arena->bound.push_back(s->fd);
     }
   }
+  if (bindHold.owns_lock()) bindHold.unlock();
   if (step == nullptr) {
     xdp_options opts{};
     socklen_t optLen = sizeof(opts);
@@ -222,7 +236,13 @@ bool XskSocket::discard(int fd) {
 
 void XskSocket::destroy() {
   // Closing the socket first takes it out of the XSKMAP and stops the kernel using the rings.
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0 && arena != nullptr) {
+    std::lock_guard<std::mutex> hold(arena->bindLock);
+    arena->bound.erase(std::remove(arena->bound.begin(), arena->bound.end(), fd), arena->bound.end());
+    ::close(fd);
+  } else if (fd >= 0) {
+    ::close(fd);
+  }
   fd = -1;
   unmapRing(&rx);
   unmapRing(&tx);

@@ -3,7 +3,8 @@
  * (xskarena.h), fed by the XDP program of xdpprog.h.
  *
  * Opening (XskSocket::open, any thread): register the arena (a worker's, shared by all its sockets,
- * or a private one of `frames` chunks) as the socket's UMEM, size and map the four rings, bind to
+ * or a private one of `frames` chunks) as the socket's UMEM, or share the UMEM of a socket already
+ * bound on it (XDP_SHARED_UMEM); size and map the four rings, bind to
  * (ifindex, queue) — zero-copy when the driver has it, else copy mode (veth) —, attach the
  * interface's XDP program (shared, counted) and put the socket in its map. The result is parked in
  * a process-wide table by fd, so the main thread can open every worker's socket and each worker
@@ -51,8 +52,6 @@ struct XskConfig {
   int arena = 0;           // a worker's arena (xskarena.h), 0: a private one
 };
 
-/** Fill-ring chunks each socket of a shared arena keeps with the kernel. */
-constexpr uint32_t kSharedFill = 1024;
 
 /** A producer or consumer view of one mmapped ring. */
 struct XskRing {

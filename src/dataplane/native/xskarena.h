@@ -4,10 +4,12 @@
  *
  * Layout: [`reserved` chunks: the batch's own slots][pool chunks]. The worker's batch arena
  * (packet/batch.ts) is this memory seen from JavaScript (xskArenaView: an external ArrayBuffer),
- * its slot i being chunk i. Every XDP socket of the worker registers the whole arena as its own
- * UMEM (one registration per socket: Linux pins the same pages again, and any chunk address means
- * the same bytes on every socket), so a chunk received on one interface can be described on
- * another interface's TX ring as it is.
+ * its slot i being chunk i. The worker's first XDP socket registers the arena as its UMEM and the
+ * others share it (XDP_SHARED_UMEM, each with its own fill and completion rings), so a chunk
+ * received on one interface can be described on another interface's TX ring as it is. (Registering
+ * the same memory once per socket works too, but the kernel then maps it once per socket, and its
+ * copies in and out ran at a third of the speed: see the README.) When the socket shared from
+ * closes, the kernel keeps the UMEM for the others; a new socket shares any bound one.
  *
  * Chunk ownership (all on the worker's thread): a pool chunk is free (in `pool`), handed to one
  * socket's fill or TX ring (holder[chunk] = that socket's tag, until it comes back through the RX
@@ -25,6 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace sfc {
@@ -42,6 +45,9 @@ struct XskArena {
   std::vector<uint16_t> holder;
   std::vector<int64_t> slotChunk;
   uint16_t lastTag = 0;
+  // Bound sockets (any thread, under bindLock): a new one shares the kernel UMEM of the first.
+  std::mutex bindLock;
+  std::vector<int> bound;
 
   /** A new arena of `reserved` slot chunks and `poolChunks` pool chunks (one reference); null with *err. */
   static XskArena* create(uint32_t reserved, uint32_t poolChunks, int* err);

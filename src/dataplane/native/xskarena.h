@@ -36,8 +36,10 @@ constexpr uint32_t kChunk = 2048;
 
 struct XskArena {
   int id = 0;
-  uint8_t* base = nullptr;
+  uint8_t* base = nullptr;  // 2 MiB aligned
   size_t len = 0;
+  void* map = nullptr;      // the mapping base lies in
+  size_t mapLen = 0;
   uint32_t reserved = 0;
   uint32_t chunks = 0;
   // Worker-thread state (see above).

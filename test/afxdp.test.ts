@@ -8,7 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { adoptXsk, afxdpBackend, openXsk } from '../src/dataplane/io/afxdp.js';
+import { adoptXsk, afxdpBackend, createArena, openXsk } from '../src/dataplane/io/afxdp.js';
 import { nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { Batch, BATCH, SLOT } from '../src/packet/batch.js';
@@ -54,9 +54,13 @@ function openXdp(ifname: string): NativePort {
 /** Ports on `ifnames` sharing one arena, as a worker has them, and a batch over that arena. */
 function arenaPorts(ifnames: string[]): { id: number; ports: NativePort[]; batch: Batch; close: () => void } {
   const arenas = afxdpBackend.threads.arenas;
-  const id = arenas.create();
+  const id = createArena();
   const batch = new Batch(arenas.view(id));
-  const ports = ifnames.map((n) => adoptXsk(openXsk(n, { arena: id }).fd, n)!);
+  const ports = ifnames.map((n, k) => {
+    const o = openXsk(n, { arena: id });
+    expect(o.sharesUmem).toBe(k > 0); // the first registers the arena, the others share its UMEM
+    return adoptXsk(o.fd, n)!;
+  });
   return { id, ports, batch, close: () => (ports.forEach((p) => p.close()), arenas.release(id)) };
 }
 
@@ -161,15 +165,20 @@ describe.skipIf(!run)('AF_XDP ports', () => {
     };
     const later: NativePort[] = [];
     try {
+      const join = (ifname: string): NativePort => {
+        const o = openXsk(ifname, { arena: id });
+        expect(o.sharesUmem).toBe(true);
+        return adoptXsk(o.fd, ifname)!;
+      };
       for (let cycle = 0; cycle < 40; cycle++) {
-        const b = adoptXsk(openXsk('vb', { arena: id }).fd, 'vb')!;
+        const b = join('vb');
         expect(await arrives(a, b, cycle)).toBe(1);
         b.close();
       }
       // The socket that registered the UMEM goes; the kernel keeps it for vb's, and a new vd shares it.
-      later.push(adoptXsk(openXsk('vb', { arena: id }).fd, 'vb')!);
+      later.push(join('vb'));
       first.close();
-      later.push(adoptXsk(openXsk('vd', { arena: id }).fd, 'vd')!);
+      later.push(join('vd'));
       expect(await arrives(a, later[0], 100)).toBe(1);
       expect(await arrives(c, later[1], 101)).toBe(1);
     } finally {

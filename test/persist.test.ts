@@ -314,11 +314,13 @@ describe('start-up', () => {
     expect(stderr).toMatch(/refusing to listen on 0\.0\.0\.0 without a token/);
   });
 
-  it('refuses --busy-poll-us that is not a count of µs, with a backend without worker threads or a driver without a dataplane (usage errors)', async () => {
+  it('refuses --busy-poll-us that is not a count of µs, with a backend without worker threads or a driver without a dataplane, and --frames-in-place off afxdp (usage errors)', async () => {
     const cases: [string[], RegExp][] = [
       [['--busy-poll-us', '1.5'], /--busy-poll-us must be an integer from 0 to 1000000, got '1\.5'/],
       [['--busy-poll-us', '50', '--backend', 'cap'], /--busy-poll-us needs worker threads; the cap backend/],
       [['--busy-poll-us', '50', '--driver', 'noop'], /--busy-poll-us is for the userspace driver/],
+      [['--frames-in-place', '--backend', 'afpacket'], /--frames-in-place is for the userspace driver on --backend afxdp .* --backend afpacket/],
+      [['--frames-in-place', '--driver', 'noop'], /--frames-in-place is for the userspace driver on --backend afxdp .* --driver noop/],
     ];
     for (const [args, why] of cases) {
       const proc = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--state', join(dir, 'bp.json'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -291,7 +291,7 @@ export const FORWARDERS: Forwarder[] = [
   sfc('afpacket'),
   sfc('afxdp'),
   sfc('afxdp', { suffix: 'wakeup', env: { SFC_AFXDP_NEED_WAKEUP: '1' } }),
-  sfc('afxdp', { suffix: 'copy', env: { SFC_AFXDP_COPY: '1' } }),
+  sfc('afxdp', { suffix: 'inplace', args: ['--frames-in-place'] }),
   sfc('afxdp', { suffix: 'nohealth', args: ['--health-interval', '0'] }),
   // Polls 2 ms after each frame: at the latency run's 1,000 pps it never sleeps (like OVS's PMD
   // thread). The main thread shares its CPU: SF health checks every 100 ms (default) cost it ~0.7 ms

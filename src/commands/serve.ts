@@ -40,9 +40,14 @@ const DEFAULT_OVS_BRIDGE = 'br-sfc';
 const log = (message: string) => console.error(`sfc serve: ${message}`);
 
 /** The userspace driver publishing to a worker-thread dataplane (modules loaded only here). */
-async function startUserspace(backend: BackendName, workers: number, busyPollUs: number): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
+async function startUserspace(
+  backend: BackendName,
+  workers: number,
+  busyPollUs: number,
+  framesInPlace: boolean,
+): Promise<{ driver: UserspaceDriver; dataplane: Dataplane }> {
   const [runtime, userspace] = await Promise.all([import('../dataplane/runtime.js'), import('../control/drivers/userspace/driver.js')]);
-  const dataplane = new runtime.Dataplane({ backend, workers, log, busyPollUs });
+  const dataplane = new runtime.Dataplane({ backend, workers, log, busyPollUs, framesInPlace });
   return { driver: new userspace.UserspaceDriver((t) => dataplane.publish(t)), dataplane };
 }
 
@@ -113,7 +118,7 @@ async function openEtcd(spec: string): Promise<ModelHome> {
 export const command: Command = {
   summary: 'serve the networking-sfc REST API and run the dataplane',
   usage: `[--config FILE] [--state FILE | --store etcd://HOST:PORT[,...]] [--listen HOST:PORT] [--driver userspace|ovs|noop] [--token T]
-           [--workers N] [--backend ${BACKEND_NAMES.join('|')}] [--busy-poll-us N]
+           [--workers N] [--backend ${BACKEND_NAMES.join('|')}] [--busy-poll-us N] [--frames-in-place]
   --config FILE       chain file (YAML/JSON) that seeds an EMPTY state (ignored once the state has content)
   --state FILE        durable state (default \${XDG_STATE_HOME:-~/.local/state}/sfc/state.json)
   --store etcd://HOST:PORT[,HOST:PORT...]  keep the model in this etcd cluster instead, shared with
@@ -137,6 +142,10 @@ export const command: Command = {
                       before it sleeps, at nice -20 (default 0: sleep at once). Trades CPU for latency:
                       a sleeping worker is woken by an interrupt, which an idle (virtual) CPU may take
                       a millisecond or more to take. Not with --backend cap (no worker threads)
+  --frames-in-place   afxdp: each worker's sockets share one UMEM that is also its batch, so a frame is
+                      parsed, rewritten and sent where the kernel received it, never copied by sfc
+                      (64.5 MiB per worker). On veth the kernel copies in and out of the UMEM anyway,
+                      and this measured level with the default (copying), so it is off by default
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others
@@ -162,6 +171,7 @@ export const command: Command = {
       'max-connections': { type: 'string', default: String(DEFAULT_SERVER_LIMITS.maxConnections) },
       workers: { type: 'string', default: '1' },
       'busy-poll-us': { type: 'string', default: '0' },
+      'frames-in-place': { type: 'boolean', default: false },
       backend: { type: 'string', default: DEFAULT_BACKEND },
       'health-policy': { type: 'string', default: '' },
       'health-interval': { type: 'string', default: String(DEFAULT_HEALTH.intervalMs) },
@@ -182,10 +192,15 @@ export const command: Command = {
     if (!isHostName(values.host)) throw new UsageError(`--host must be a host name (A-Z a-z 0-9 . _ -, starting with a letter or digit), got '${values.host}'`);
     if (!/^[A-Za-z0-9_.-]{1,15}$/.test(values['ovs-bridge'])) throw new UsageError(`--ovs-bridge must be an interface name (1-15 of A-Z a-z 0-9 _ . -), got '${values['ovs-bridge']}'`);
     if (values.ovsdb !== undefined && !/^unix:.+/.test(values.ovsdb)) throw new UsageError(`--ovsdb must be unix:PATH, got '${values.ovsdb}'`);
-    const backend = parseBackend(values.backend).name;
+    const registered = parseBackend(values.backend);
+    const backend = registered.name;
     const workers = positiveInt(values.workers, '--workers');
     const busyPollUs = parseBusyPoll(values['busy-poll-us'], backend);
     if (busyPollUs > 0 && values.driver !== 'userspace') throw new UsageError('--busy-poll-us is for the userspace driver (its dataplane workers)');
+    const framesInPlace = values['frames-in-place'];
+    if (framesInPlace && (values.driver !== 'userspace' || registered.threads?.arenas === undefined)) {
+      throw new UsageError(`--frames-in-place is for the userspace driver on --backend afxdp (its sockets share the batch's memory), not --driver ${values.driver} --backend ${backend}`);
+    }
     const limits = values.limits === undefined ? {} : parseLimits(values.limits);
     const maxConnections = positiveInt(values['max-connections'], '--max-connections');
     const healthInterval = values['health-interval'] === '0' ? 0 : positiveInt(values['health-interval'], '--health-interval');
@@ -216,7 +231,7 @@ export const command: Command = {
     let drivers = new DriverManager([new NoopDriver()]);
     try {
       if (values.driver === 'userspace') {
-        userspace = await startUserspace(backend, workers, busyPollUs);
+        userspace = await startUserspace(backend, workers, busyPollUs, framesInPlace);
         drivers = new DriverManager([oneHostGuard(values.host), userspace.driver]);
       } else if (values.driver === 'ovs') {
         const { OvsDriver } = await import('../control/drivers/ovs/driver.js');

@@ -57,6 +57,8 @@ export interface DataplaneOptions {
   ring?: RingOptions;
   /** Worker threads keep polling this long (µs) after the last received frame before sleeping (worker.ts). */
   busyPollUs?: number;
+  /** Each worker's batch is the memory its sockets receive into, so frames are never copied (ThreadedIO.arenas: afxdp). */
+  framesInPlace?: boolean;
 }
 
 export interface InterfaceStats {
@@ -135,6 +137,7 @@ export class Dataplane {
   private readonly log: (m: string) => void;
   private readonly ring: RingOptions;
   private readonly busyPollUs: number;
+  private readonly framesInPlace: boolean;
   private readonly layout: StatsLayout;
   private readonly ioNames: readonly string[];
   private readonly members: Member[] = [];
@@ -153,6 +156,10 @@ export class Dataplane {
     this.log = opts.log ?? ((m) => console.error(`sfc dataplane: ${m}`));
     this.ring = opts.ring ?? {};
     this.busyPollUs = opts.busyPollUs ?? 0;
+    this.framesInPlace = opts.framesInPlace ?? false;
+    if (this.framesInPlace && this.threads?.arenas === undefined) {
+      throw new Error(`frames stay in place only where the sockets can share the batch's memory (afxdp); the ${this.backend.name} backend copies them`);
+    }
     // Load what the backend needs now, so a missing addon or libpcap fails here with its hint.
     this.ioNames = this.backend.load();
     this.layout = new StatsLayout(this.ioNames.length);
@@ -460,7 +467,7 @@ export class Dataplane {
 
   /** A worker thread for slot `index` over `sab`; `m`: the member it replaces (restart). */
   private threadMember(url: URL, index: number, sab: SharedArrayBuffer, m?: Member): Member {
-    const arena = this.threads?.arenas?.create() ?? null;
+    const arena = this.framesInPlace ? this.threads!.arenas!.create() : null;
     const config: WorkerConfig = { index, backend: this.backend.name, sab, ioNames: this.ioNames, ring: this.ring, busyPollUs: this.busyPollUs, arena };
     const worker = new Worker(url, { workerData: { role: 'sfc-dataplane', config } });
     if (m === undefined) m = { index, sab, mailbox: new FrameMailbox(sab, this.layout.mailbox), worker, local: null, live: -1, waiters: [], closed: Promise.resolve(), dead: null, downSince: 0, arena };

@@ -274,20 +274,23 @@ function requirements(backend: RegisteredBackend): string | null {
  * userspace parser's drop reasons (OVS's flow extractor does not report why it could not parse a
  * header; what OVS does with such frames is its own, not this project's).
  */
-export function e2eSuite(target: E2eTarget): void {
+export function e2eSuite(target: E2eTarget, variant?: { label: string; args: string[]; log: RegExp }): void {
   const ovs = typeof target !== 'string';
   const name = ovs ? 'ovs' : target;
   // The lab's links: the backend's; the ovs driver's netdev datapath reads veths with AF_PACKET
   // (with TSO on, so endpoints keep their offloads).
   const backend = backendNamed(ovs ? 'afpacket' : name);
   // Unique per run: several people may run the suite at once on one machine.
-  const LAB = `sfct-e2e${ovs ? 'o' : name[0]}${process.pid}`;
+  const LAB = `sfct-e2e${ovs ? 'o' : name[0]}${variant ? 'v' : ''}${process.pid}`;
   const commands = ['ip', 'nft', 'ping', ...(backend.lab.offloadsOff ? ['ethtool'] : []), ...(ovs ? ['ovs-vsctl', 'ovs-ofctl'] : [])];
   const run = prerequisites(`e2e ${name}`, { root: true, commands, check: () => (ovs ? ovsRequirements() : requirements(backend)) });
   // The default backend's suite starts `sfc serve` without --backend: it tests the default too.
-  const start = ovs ? { driver: 'ovs' as const } : name === DEFAULT_BACKEND ? {} : { backend: name as BackendName };
+  const start = {
+    ...(ovs ? { driver: 'ovs' as const } : name === DEFAULT_BACKEND ? {} : { backend: name as BackendName }),
+    args: variant?.args,
+  };
 
-  describe.skipIf(!run)(`end to end, ${ovs ? 'ovs driver' : `${name} backend`}`, () => {
+  describe.skipIf(!run)(`end to end, ${ovs ? 'ovs driver' : `${name} backend`}${variant ? `, ${variant.label}` : ''}`, () => {
     let lab: Lab;
     let configs: Record<ConfigKind, string>;
     let dp: LabDataplane | null = null;
@@ -319,6 +322,7 @@ export function e2eSuite(target: E2eTarget): void {
         const log = dp.logTail(400);
         if (!/attached \(AF_XDP/.test(log) || /fallback/.test(log)) throw new Error(`afxdp suite: the dataplane did not attach with AF_XDP:\n${log}`);
       }
+      if (variant && !variant.log.test(dp.logTail(400))) throw new Error(`${variant.label}: the log does not say so (${variant.log}):\n${dp.logTail(400)}`);
       return dp;
     }
 

@@ -8,10 +8,13 @@
  * its own. On a veth (one queue unless configured otherwise) only worker 0 receives; every worker
  * can transmit on its socket.
  *
- * No copies: all of a worker's sockets register the worker's arena (native/xskarena.h) as their
- * UMEM, and the worker's batch arena is that memory (`arenas`), so a frame is parsed, rewritten
- * and sent from the chunk the kernel received it in, whichever interface it leaves by. A port
- * opened in-process (open) has a private UMEM and copies frames into and out of its batch.
+ * Frames in place (`sfc serve --frames-in-place`): all of a worker's sockets share one UMEM, the worker's
+ * arena (native/xskarena.h), and the worker's batch arena is that memory (`arenas`), so a frame is
+ * parsed, rewritten and sent from the chunk the kernel received it in, whichever interface it
+ * leaves by. Not the default: on veth the kernel copies every frame in and out of the UMEM anyway
+ * (copy mode), and bench/e2e measured no gain from sparing our own copies (sfc-afxdp-inplace, see
+ * the README). By default each socket has a private UMEM and frames are copied into the batch and
+ * out again, as is every port opened in-process (open).
  *
  * Fallback: where AF_XDP cannot attach (a kernel without it, no permission, another XDP program on
  * the interface, fewer receive queues than workers), that interface gets AF_PACKET sockets
@@ -27,8 +30,7 @@
  * libxdp). Partial checksums from the peer's checksum offload are completed in the addon.
  *
  * need_wakeup: off by default (bench/e2e measured it on and off: see the README); the environment
- * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on. SFC_AFXDP_COPY=1 gives workers private UMEMs
- * (frames copied in and out, as bench/e2e's sfc-afxdp-copy measures).
+ * variable SFC_AFXDP_NEED_WAKEUP=1 turns it on.
  */
 import { BATCH, MAX_FRAME, SLOT } from '../../packet/batch.js';
 import { afpacketBackend, adoptAfPacket } from './afpacket.js';
@@ -48,6 +50,8 @@ export interface XskOpenOptions {
 export interface XskOpened {
   fd: number;
   zeroCopy: boolean;
+  /** Bound to the UMEM another socket of its arena registered (XDP_SHARED_UMEM). */
+  sharesUmem: boolean;
   /** Driver-mode XDP (else generic). */
   nativeXdp: boolean;
   progId: number;
@@ -70,11 +74,6 @@ function xskIo(): XskIo {
     throw new Error('sfc: the native addon was built without AF_XDP support: run `npm run build:native` (needs Linux uapi headers >= 5.9)');
   }
   return io;
-}
-
-/** Whether workers keep frames in place (on unless SFC_AFXDP_COPY=1: copy them, for comparison). */
-function inPlaceDefault(): boolean {
-  return process.env.SFC_AFXDP_COPY !== '1';
 }
 
 /** need_wakeup from the environment (off unless SFC_AFXDP_NEED_WAKEUP=1). */
@@ -134,6 +133,11 @@ function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
  */
 const ARENA_POOL_CHUNKS = 32768;
 
+/** A new arena for one worker's sockets and batch (xskarena.h); `arenas.view` and `release` take its id. */
+export function createArena(): number {
+  return xskIo().xskArena(BATCH, SLOT, ARENA_POOL_CHUNKS);
+}
+
 let fallbackReported = false;
 
 /** Whether an open error means AF_XDP cannot work here (fall back) rather than a missing interface (retry). */
@@ -185,7 +189,7 @@ export const afxdpBackend: Backend<'afxdp'> = {
     },
     linkUp: nativeLinkUp,
     arenas: {
-      create: () => (inPlaceDefault() ? xskIo().xskArena(BATCH, SLOT, ARENA_POOL_CHUNKS) : null),
+      create: createArena,
       view: (id) => new Uint8Array(xskIo().xskArenaView(id)),
       release: (id) => void xskIo().xskArenaRelease(id),
     },

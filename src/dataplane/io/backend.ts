@@ -56,12 +56,12 @@ export interface ThreadedIO {
   /** Main thread: whether the interface exists and is up. */
   linkUp(ifname: string): boolean;
   /**
-   * Memory a worker's sockets and its batch share, so that frames stay where they were received
-   * (AF_XDP's UMEM); absent where the backend copies every frame.
+   * Memory a worker's sockets and its batch can share, so that frames stay where they were
+   * received (AF_XDP's UMEM; Dataplane's framesInPlace); absent where the backend copies every frame.
    */
   readonly arenas?: {
-    /** Main thread: a new arena for one worker (its id goes to openFds and to the worker); null: copy frames instead. */
-    create(): number | null;
+    /** Main thread: a new arena for one worker (its id goes to openFds and to the worker). */
+    create(): number;
     /** Worker thread: the arena as the batch's memory (once per arena). */
     view(id: number): Uint8Array;
     /** Main thread: the worker is gone (its sockets and view keep the memory until they close). */

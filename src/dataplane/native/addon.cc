@@ -215,6 +215,7 @@ Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("fd", Napi::Number::New(env, s->fd));
   r.Set("zeroCopy", Napi::Boolean::New(env, s->zeroCopy));
+  r.Set("sharesUmem", Napi::Boolean::New(env, s->sharesUmem));
   r.Set("nativeXdp", Napi::Boolean::New(env, s->xdp->native));
   r.Set("progId", Napi::Number::New(env, s->xdp->progId));
   return r;

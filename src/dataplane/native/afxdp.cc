@@ -180,6 +180,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
       step = queueStep.c_str();
     } else {
       s->arena->bound.push_back(s->fd);
+      s->sharesUmem = shareFd >= 0;
     }
   }
   if (bindHold.owns_lock()) bindHold.unlock();

@@ -72,6 +72,7 @@ struct XskSocket {
   uint32_t queue = 0;
   bool zeroCopy = false;
   bool needWakeup = false;
+  bool sharesUmem = false;  // bound with XDP_SHARED_UMEM to another socket of its arena
   XskArena* arena = nullptr;
   uint16_t tag = 0;          // the arena's name for this socket's chunks (0 until attached)
   uint32_t fillTarget = 0;   // chunks to keep on the fill ring

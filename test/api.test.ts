@@ -67,7 +67,7 @@ const stubStats: DataplaneStats = {
   drops: Float64Array.from(DROP_REASONS, (_, i) => 10 * i),
   instancePackets: Float64Array.from([7, 9, 5, 3]),
   instanceBytes: Float64Array.from([700, 900, 500, 300]),
-  interfaces: [{ name: 'sfct-a', rxPackets: 11, txPackets: 12 }],
+  interfaces: [{ name: 'sfct-a', rxPackets: 11, txPackets: 12, io: { rx_kernel_drops: 3, tx_in_place: 7 } }],
   workers: [0, 1].map((w) => ({ events: Float64Array.from(COUNTERS, (name) => (name === 'batches' ? 10 + w : name === 'rx_packets' ? 320 : 0)), busySeconds: 0.25 })),
 };
 
@@ -428,6 +428,8 @@ describe('HTTP surface', () => {
     expect(value('sfc_worker_packets_total{worker="0"}')).toBe(320);
     expect(value('sfc_worker_busy_seconds_total{worker="1"}')).toBe(0.25);
     expect(value('sfc_interface_packets_total{interface="sfct-a",direction="tx"}')).toBe(12);
+    expect(value('sfc_interface_io_total{interface="sfct-a",counter="rx_kernel_drops"}')).toBe(3);
+    expect(value('sfc_interface_io_total{interface="sfct-a",counter="tx_in_place"}')).toBe(7);
     stubStats.events[0] = 5000;
     expect(((await call('GET', '/metrics')).body as string)).toContain('sfc_packets_total{event="rx_packets"} 5000');
   });

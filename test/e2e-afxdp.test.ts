@@ -6,4 +6,9 @@
 import { e2eSuite } from './support/e2e.js';
 
 e2eSuite('afxdp');
-e2eSuite('afxdp', { label: 'frames in place', args: ['--frames-in-place'], log: /frames kept in the worker's UMEM from receive to transmit/ });
+e2eSuite('afxdp', {
+  label: 'frames in place',
+  args: ['--frames-in-place'],
+  log: /frames kept in the worker's UMEM from receive to transmit/,
+  framesInPlace: true,
+});

@@ -14,6 +14,8 @@
  *   sfc_worker_packets_total{worker}                          frames it received (/ batches: mean batch size)
  *   sfc_worker_busy_seconds_total{worker}                     CPU time its thread spent out of epoll
  *   sfc_interface_packets_total{interface,direction}          rx/tx per interface
+ *   sfc_interface_io_total{interface,counter}                 the packet I/O backend's own counters per interface
+ *                                                             (native/port.h: kernel drops, tx_busy, tx_in_place...)
  *   sfc_sf_latency_seconds{chain,hop,port_pair}               histogram: time sampled frames spent inside each SF instance
  *                                                             (sf-latency.ts; buckets 8 per octave from 8 µs to ~1 s)
  *   sfc_sf_latency_lost_total{chain,hop,port_pair}            sampled frames that did not come back within 1 s
@@ -38,7 +40,8 @@ export interface DataplaneStats {
   instanceBytes: Float64Array;
   /** Live flows per instance (absent: the driver cannot count them). */
   instanceFlows?: Float64Array;
-  interfaces: { name: string; rxPackets: number; txPackets: number }[];
+  /** `io`: the backend's per-interface I/O counters by name (absent: it has none). */
+  interfaces: { name: string; rxPackets: number; txPackets: number; io?: Record<string, number> }[];
   /** Per data path worker (userspace driver only): its event counters and busy CPU seconds. */
   workers?: { events: Float64Array; busySeconds: number }[];
   /** Time inside each SF (userspace driver only): per instance a histogram (sf-latency.ts). */
@@ -192,6 +195,9 @@ export class Metrics {
         set({ interface: itf.name, direction: 'rx' }, itf.rxPackets);
         set({ interface: itf.name, direction: 'tx' }, itf.txPackets);
       }
+    });
+    copied('sfc_interface_io_total', "The packet I/O backend's own counters per interface (kernel drops, tx_busy, tx_in_place...)", ['interface', 'counter'], (set, s) => {
+      for (const itf of s.interfaces) for (const [counter, n] of Object.entries(itf.io ?? {})) set({ interface: itf.name, counter }, n);
     });
   }
 

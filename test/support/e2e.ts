@@ -274,7 +274,7 @@ function requirements(backend: RegisteredBackend): string | null {
  * userspace parser's drop reasons (OVS's flow extractor does not report why it could not parse a
  * header; what OVS does with such frames is its own, not this project's).
  */
-export function e2eSuite(target: E2eTarget, variant?: { label: string; args: string[]; log: RegExp }): void {
+export function e2eSuite(target: E2eTarget, variant?: { label: string; args: string[]; log: RegExp; framesInPlace?: boolean }): void {
   const ovs = typeof target !== 'string';
   const name = ovs ? 'ovs' : target;
   // The lab's links: the backend's; the ovs driver's netdev datapath reads veths with AF_PACKET
@@ -427,6 +427,10 @@ export function e2eSuite(target: E2eTarget, variant?: { label: string; args: str
       for (const s of lab.sfs) {
         expect(metric(samples, 'sfc_instance_packets_total', { port_pair: `pp${s.hop}${s.instance}` }), `pp${s.hop}${s.instance}`).toBeGreaterThan(0);
       }
+      // Frames sent from the chunk they were received in (afxdp --frames-in-place), else none.
+      const inPlace = metric(samples, 'sfc_interface_io_total', { counter: 'tx_in_place' });
+      if (variant?.framesInPlace) expect(inPlace).toBeGreaterThan(10_000);
+      else expect(inPlace).toBe(0);
     }, 120_000);
 
     it('gives a 1:3 weighted group 25/75 of 2,000 flows (within 5 points); lb_fields ip_src keeps one source on one instance', async () => {

@@ -8,13 +8,13 @@
  * its own. On a veth (one queue unless configured otherwise) only worker 0 receives; every worker
  * can transmit on its socket.
  *
- * Frames in place (`sfc serve --frames-in-place`): all of a worker's sockets share one UMEM, the worker's
- * arena (native/xskarena.h), and the worker's batch arena is that memory (`arenas`), so a frame is
- * parsed, rewritten and sent from the chunk the kernel received it in, whichever interface it
- * leaves by. Not the default: on veth the kernel copies every frame in and out of the UMEM anyway
- * (copy mode), and bench/e2e measured no gain from sparing our own copies (sfc-afxdp-inplace, see
- * the README). By default each socket has a private UMEM and frames are copied into the batch and
- * out again, as is every port opened in-process (open).
+ * Frames in place (`sfc serve --frames-in-place`): all of a worker's sockets share one UMEM, the
+ * worker's arena (native/xskarena.h), and the worker's batch arena is that memory (`arenas`), so a
+ * frame is parsed, rewritten and sent from the chunk the kernel received it in, whichever
+ * interface it leaves by. Not the default: on veth the kernel copies every frame in and out of the
+ * UMEM anyway (copy mode), and bench/e2e measured no gain from sparing our own copies
+ * (sfc-afxdp-inplace, see the README). By default each socket has a private UMEM and frames are
+ * copied into the batch and out again, as is every port opened in-process (open).
  *
  * Fallback: where AF_XDP cannot attach (a kernel without it, no permission, another XDP program on
  * the interface, fewer receive queues than workers), that interface gets AF_PACKET sockets

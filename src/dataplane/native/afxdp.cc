@@ -112,8 +112,6 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
   s->queue = cfg.queue;
   s->needWakeup = cfg.needWakeup;
   const uint32_t ring = frames / 2;
-  // A full fill ring: a TCP sender's burst must find room (a half-full one cost retransmits).
-  s->fillTarget = ring;
   if (cfg.arena > 0) {
     s->arena = XskArena::acquire(cfg.arena);
   } else {
@@ -348,7 +346,8 @@ uint32_t XskPort::rx(const RxArgs& a) {
 void XskPort::topUp() {
   XskSocket* s = xsk_;
   XskArena* arena = s->arena;
-  uint32_t n = s->fillTarget - s->fillHeld;
+  // Keep the fill ring full: a TCP sender's burst must find room (a half-full one cost retransmits).
+  uint32_t n = s->fill.size - s->fillHeld;
   if (n == 0) return;
   if (n > arena->pool.size()) n = uint32_t(arena->pool.size());
   XskRing& fill = s->fill;

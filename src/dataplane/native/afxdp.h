@@ -75,7 +75,6 @@ struct XskSocket {
   bool sharesUmem = false;  // bound with XDP_SHARED_UMEM to another socket of its arena
   XskArena* arena = nullptr;
   uint16_t tag = 0;          // the arena's name for this socket's chunks (0 until attached)
-  uint32_t fillTarget = 0;   // chunks to keep on the fill ring
   uint32_t fillHeld = 0;     // chunks given to the fill ring and not yet received
   XskRing rx, tx, fill, comp;
   XdpAttachment* xdp = nullptr;

@@ -6,9 +6,4 @@
 import { e2eSuite } from './support/e2e.js';
 
 e2eSuite('afxdp');
-e2eSuite('afxdp', {
-  label: 'frames in place',
-  args: ['--frames-in-place'],
-  log: /frames kept in the worker's UMEM from receive to transmit/,
-  framesInPlace: true,
-});
+e2eSuite('afxdp', { framesInPlace: true });

@@ -291,6 +291,8 @@ export const FORWARDERS: Forwarder[] = [
   sfc('afpacket'),
   sfc('afxdp'),
   sfc('afxdp', { suffix: 'wakeup', env: { SFC_AFXDP_NEED_WAKEUP: '1' } }),
+  // Native XDP: the kernel turns TSO off on the veth peers, whose stacks then segment TCP themselves.
+  sfc('afxdp', { suffix: 'nogso', env: { SFC_AFXDP_GSO: '0' } }),
   sfc('afxdp', { suffix: 'inplace', args: ['--frames-in-place'] }),
   sfc('afxdp', { suffix: 'nohealth', args: ['--health-interval', '0'] }),
   // Polls 2 ms after each frame: at the latency run's 1,000 pps it never sleeps (like OVS's PMD

@@ -45,6 +45,8 @@ export interface XskOpenOptions {
   needWakeup?: boolean;
   /** Register this arena (a worker's, xskArena) as the UMEM instead of a private one. */
   arena?: number;
+  /** Receive GSO super-frames whole (generic-mode XDP program, XDP_USE_SG; private UMEMs only). */
+  gso?: boolean;
 }
 
 export interface XskOpened {
@@ -54,6 +56,8 @@ export interface XskOpened {
   sharesUmem: boolean;
   /** Driver-mode XDP (else generic). */
   nativeXdp: boolean;
+  /** GSO super-frames arrive whole (XskOpenOptions.gso took: the kernel has multi-buffer AF_XDP). */
+  gso: boolean;
   progId: number;
 }
 
@@ -81,9 +85,14 @@ export function needWakeupDefault(): boolean {
   return process.env.SFC_AFXDP_NEED_WAKEUP === '1';
 }
 
+/** GSO super-frames received whole, from the environment (on unless SFC_AFXDP_GSO=0). */
+export function gsoDefault(): boolean {
+  return process.env.SFC_AFXDP_GSO !== '0';
+}
+
 /** Open (and park) an XDP socket on `ifname` for a later adoptXsk, in this thread's namespace. */
 export function openXsk(ifname: string, opts: XskOpenOptions = {}): XskOpened {
-  return xskIo().xskOpen(ifname, { needWakeup: needWakeupDefault(), ...opts });
+  return xskIo().xskOpen(ifname, { needWakeup: needWakeupDefault(), gso: gsoDefault() && opts.arena === undefined, ...opts });
 }
 
 /** Attach the parked XDP socket `fd`; null when `fd` is not one (e.g. an AF_PACKET fallback socket). */
@@ -122,8 +131,10 @@ function openSockets(ifname: string, workers: number, arenas: readonly (number |
 function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
   const mode = `${o.zeroCopy ? 'zero-copy' : 'copy mode'}, ${o.nativeXdp ? 'native' : 'generic'} XDP program id ${o.progId}`;
   const frames = inPlace ? "frames kept in the worker's UMEM from receive to transmit" : 'frames copied to and from the batch';
-  return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}, ${frames}; ` +
-    'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software); partial checksums completed in userspace';
+  const gso = o.gso
+    ? "GSO super-frames received whole and cut to the interface's MTU in userspace (the peer keeps TSO)"
+    : o.nativeXdp ? 'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software)' : 'no GSO super-frames';
+  return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}, ${frames}; ${gso}; partial checksums completed in userspace`;
 }
 
 /**

@@ -197,7 +197,7 @@ Napi::Value XskArenaRelease(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-// xskOpen(ifname, {queue, frames, needWakeup, arena}): {fd, zeroCopy, nativeXdp, progId} (afxdp.h; parked until xskAttach)
+// xskOpen(ifname, {queue, frames, needWakeup, arena, gso}): {fd, zeroCopy, sharesUmem, nativeXdp, gso, progId} (afxdp.h; parked until xskAttach)
 Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString() || !info[1].IsObject()) return throwType(env, "xskOpen(ifname, options)");
@@ -207,6 +207,7 @@ Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   cfg.queue = optU32(o, "queue", cfg.queue);
   cfg.frames = optU32(o, "frames", cfg.frames);
   cfg.needWakeup = optBool(o, "needWakeup", cfg.needWakeup);
+  cfg.gso = optBool(o, "gso", cfg.gso);
   cfg.arena = int(optU32(o, "arena", 0));
   int err = 0;
   std::string what;
@@ -217,6 +218,7 @@ Napi::Value XskOpen(const Napi::CallbackInfo& info) {
   r.Set("zeroCopy", Napi::Boolean::New(env, s->zeroCopy));
   r.Set("sharesUmem", Napi::Boolean::New(env, s->sharesUmem));
   r.Set("nativeXdp", Napi::Boolean::New(env, s->xdp->native));
+  r.Set("gso", Napi::Boolean::New(env, s->gso));
   r.Set("progId", Napi::Number::New(env, s->xdp->progId));
   return r;
 }

@@ -29,8 +29,19 @@
 #define XDP_MAX_TX_SKB_BUDGET 9
 #endif
 
+// Linux >= 6.6: multi-buffer frames (a bind flag, and a descriptor's "more follow" option).
+#ifndef XDP_USE_SG
+#define XDP_USE_SG (1 << 4)
+#endif
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD (1 << 0)
+#endif
+
 namespace sfc {
 namespace {
+
+/** The largest super-frame gathered: a 64 KiB IP packet behind Ethernet and two VLAN tags. */
+constexpr uint32_t kMaxSuperFrame = 65535 + 14 + 8;
 
 constexpr uint32_t kKickTries = 64;
 constexpr uint32_t kBindTries = 50;
@@ -163,13 +174,20 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_family = AF_XDP;
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
-    // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup) from the first one.
-    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0;
+    // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup, sg) from the first one.
+    s->gso = cfg.gso && shareFd < 0;
+    const uint16_t own = uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
+    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(own | (s->gso ? XDP_USE_SG : 0));
     sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
     // A socket closed a moment ago frees its queue from a kernel work item: EBUSY for a while.
     int r = -1;
     for (uint32_t tries = 0; tries < kBindTries; tries++) {
       r = bind(s->fd, reinterpret_cast<sockaddr*>(&sxdp), sizeof(sxdp));
+      if (r < 0 && s->gso && errno == EINVAL) {
+        s->gso = false;  // a kernel without multi-buffer AF_XDP: frames one chunk each
+        sxdp.sxdp_flags = own;
+        continue;
+      }
       if (r == 0 || errno != EBUSY) break;
       usleep(kBindRetryUs);
     }
@@ -187,7 +205,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     socklen_t optLen = sizeof(opts);
     s->zeroCopy = getsockopt(s->fd, SOL_XDP, XDP_OPTIONS, &opts, &optLen) == 0 && (opts.flags & XDP_OPTIONS_ZEROCOPY) != 0;
     int xerr = 0;
-    s->xdp = xdpAcquire(int(ifindex), &xerr, what);
+    s->xdp = xdpAcquire(int(ifindex), s->gso, &xerr, what);
     if (s->xdp == nullptr) {
       *err = xerr;
       s->destroy();
@@ -259,6 +277,7 @@ void XskSocket::destroy() {
 XskPort::XskPort(napi_env env, XskSocket* xsk, const char* ifname, uint32_t maxFrame, uint32_t maxBurst)
     : Port(env, xsk->fd, false, ifname, xsk->ifindex, maxFrame, maxBurst), xsk_(xsk) {
   xsk->tag = xsk->arena->newTag();
+  if (xsk->gso) scratch_.resize(kMaxSuperFrame);
   topUp();
 }
 
@@ -290,23 +309,30 @@ uint32_t XskPort::rx(const RxArgs& a) {
   topUp();
   XskRing& rx = s->rx;
   const uint32_t cons = *rx.consumer;
-  uint32_t avail = loadAcquire(rx.producer) - cons;
-  if (avail == 0) {
+  const uint32_t ready = loadAcquire(rx.producer) - cons;
+  if (ready == 0) {
     // Copy mode never asks; a zero-copy driver may need a kick to refill its queue.
     if (s->needWakeup && (loadAcquire(s->fill.flags) & XDP_RING_NEED_WAKEUP)) recvfrom(s->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
     return 0;
   }
-  if (avail > a.max) avail = a.max;
-  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen) && a.from + avail <= arena->reserved;
+  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen) && a.from + std::min(ready, a.max) <= arena->reserved;
   const double t = a.times != nullptr ? nowNs() : 0;
-  uint32_t k = 0;
+  uint32_t used = 0;  // descriptors consumed
+  uint32_t k = 0;     // slots filled
   double bytes = 0;
-  for (uint32_t i = 0; i < avail; i++) {
-    const xdp_desc& d = descs(rx)[(cons + i) & rx.mask];
-    uint8_t* frame = arena->base + d.addr;
+  while (used < ready && k < a.max) {
+    const xdp_desc& d = descs(rx)[(cons + used) & rx.mask];
     ExpandResult r;
-    bool fixed;
-    if (inPlace) {
+    bool fixed = false;
+    uint32_t written = 1;
+    uint32_t span = 1;
+    uint8_t* frame = arena->base + d.addr;
+    if ((d.options & XDP_PKT_CONTD) != 0) {
+      span = rxChain(cons + used, ready - used, a, k, &r, &written);
+      if (span == 0) break;                          // the rest of the chain is not published yet
+      // Leave it for a burst with more room, unless even a whole batch could not hold it.
+      if (r == ExpandResult::NoRoom && (k > 0 || a.max < maxBurst_)) break;
+    } else if (inPlace) {
       r = d.len > maxFrame_ ? ExpandResult::TooBig : ExpandResult::Ok;
       fixed = r == ExpandResult::Ok && completePartial(frame, d.len);
     } else {
@@ -314,33 +340,69 @@ uint32_t XskPort::rx(const RxArgs& a) {
       const bool partial = partialChecksum(frame, d.len, &vnet);
       const VlanTag noTag{false, 0, 0};
       const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
-      uint32_t written;
       bool segmented;
       r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
     }
-    if (r == ExpandResult::Ok) {
-      if (inPlace) {
-        arena->hold(a.from + k, d.addr);
-        a.starts[a.from + k] = int32_t(d.addr);
-        a.lens[a.from + k] = uint16_t(d.len);
-      } else {
-        arena->give(d.addr);
-      }
-      bytes += d.len;
-      if (a.times != nullptr) a.times[a.from + k] = t;
-      if (fixed) ctr_[IO_rx_csum_completed]++;
-      k++;
+    if (r == ExpandResult::Ok && span == 1 && inPlace) {
+      arena->hold(a.from + k, d.addr);
+      a.starts[a.from + k] = int32_t(d.addr);
+      a.lens[a.from + k] = uint16_t(d.len);
     } else {
-      arena->give(d.addr);
-      ctr_[r == ExpandResult::TooBig ? IO_rx_too_big : IO_rx_malformed]++;
+      for (uint32_t c = 0; c < span; c++) arena->give(descs(rx)[(cons + used + c) & rx.mask].addr);
     }
+    used += span;
+    if (r != ExpandResult::Ok) {
+      ctr_[r == ExpandResult::Malformed ? IO_rx_malformed : IO_rx_too_big]++;
+      continue;
+    }
+    for (uint32_t w = 0; w < written; w++) {
+      bytes += a.lens[a.from + k + w];
+      if (a.times != nullptr) a.times[a.from + k + w] = t;
+    }
+    if (span > 1) {
+      ctr_[IO_rx_gso_frames]++;
+      ctr_[IO_rx_gso_segments] += written;
+    }
+    if (fixed) ctr_[IO_rx_csum_completed]++;
+    k += written;
   }
-  s->fillHeld -= avail;
-  storeRelease(rx.consumer, cons + avail);
+  s->fillHeld -= used;
+  storeRelease(rx.consumer, cons + used);
   topUp();
   ctr_[IO_rx_frames] += k;
   ctr_[IO_rx_bytes] += bytes;
   return k;
+}
+
+uint32_t XskPort::rxChain(uint32_t at, uint32_t ready, const RxArgs& a, uint32_t k, ExpandResult* r, uint32_t* written) {
+  XskRing& rx = xsk_->rx;
+  uint32_t span = 0;
+  uint32_t len = 0;
+  while (span < ready && (descs(rx)[(at + span) & rx.mask].options & XDP_PKT_CONTD) != 0) len += descs(rx)[(at + span++) & rx.mask].len;
+  if (span == ready) return 0;
+  len += descs(rx)[(at + span++) & rx.mask].len;
+  *written = 0;
+  VnetInfo vnet;
+  if (len > scratch_.size()) {
+    *r = ExpandResult::TooBig;
+    return span;
+  }
+  uint32_t off = 0;
+  for (uint32_t c = 0; c < span; c++) {
+    const xdp_desc& d = descs(rx)[(at + c) & rx.mask];
+    memcpy(scratch_.data() + off, xsk_->arena->base + d.addr, d.len);
+    off += d.len;
+  }
+  if (!superFrameGso(scratch_.data(), len, mtu_, &vnet)) {
+    *r = ExpandResult::TooBig;
+    return span;
+  }
+  const VlanTag noTag{false, 0, 0};
+  const uint32_t room = a.max - k;
+  const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, room, maxFrame_};
+  bool segmented, fixed;
+  *r = expandFrame(scratch_.data(), len, noTag, &vnet, sink, written, &segmented, &fixed);
+  return span;
 }
 
 void XskPort::topUp() {

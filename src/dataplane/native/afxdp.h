@@ -20,8 +20,17 @@
  * stack through a veth with checksum offload (CHECKSUM_PARTIAL) arrives with only the pseudo-header
  * sum in its checksum field. rx recognises exactly that value and completes the checksum
  * (offload.h); a complete checksum that happens to equal it is left unchanged by the completion,
- * so valid frames are never altered. There are no GSO frames: while an XDP program is attached to
- * a veth, the kernel turns off software GSO on its peer, so the peer's stack segments.
+ * so valid frames are never altered.
+ *
+ * GSO super-frames (XskConfig::gso): while a native XDP program is attached to a veth, the kernel
+ * turns TSO off on its peer, whose stack then cuts TCP into 1,500-byte frames before they cross
+ * the link, one XDP run and one copy each. A generic-mode program leaves the peer's TSO alone, so
+ * a 64 KiB TCP super-frame crosses whole; the socket, bound with XDP_USE_SG, receives it as a
+ * chain of chunks (XDP_PKT_CONTD), which rx gathers and cuts into segments of the interface's MTU
+ * (offload.h superFrameGso: the sender's size, the kernel's GSO metadata being gone). A super-frame
+ * that is not TCP (UDP GSO: its segment size cannot be known) is counted rx_too_big. Only with a
+ * private UMEM: a shared one takes its flags from its first socket. Where the kernel refuses
+ * XDP_USE_SG (before 6.6) the socket binds without it and the program goes native.
  *
  * Transmit: a frame still in the chunk its slot holds is described on the TX ring as it is (no
  * copy; counted tx_in_place) and the slot gives up the chunk, so a second interface sending the same
@@ -38,7 +47,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "offload.h"
 #include "port.h"
 #include "xdpprog.h"
 #include "xskarena.h"
@@ -50,6 +61,7 @@ struct XskConfig {
   uint32_t frames = 4096;  // rings hold frames / 2; a private arena has `frames` chunks
   bool needWakeup = false;
   int arena = 0;           // a worker's arena (xskarena.h), 0: a private one
+  bool gso = false;        // receive GSO super-frames whole (generic XDP, XDP_USE_SG); private arenas only
 };
 
 
@@ -73,6 +85,7 @@ struct XskSocket {
   bool zeroCopy = false;
   bool needWakeup = false;
   bool sharesUmem = false;  // bound with XDP_SHARED_UMEM to another socket of its arena
+  bool gso = false;         // bound with XDP_USE_SG behind a generic-mode program (XskConfig::gso took)
   XskArena* arena = nullptr;
   uint16_t tag = 0;          // the arena's name for this socket's chunks (0 until attached)
   uint32_t fillHeld = 0;     // chunks given to the fill ring and not yet received
@@ -106,8 +119,15 @@ class XskPort : public Port {
   void reapCompletions();
   void topUp();
   void kick();
+  /**
+   * The chain of descriptors starting `at` (XDP_PKT_CONTD), `ready` of them published: gathered
+   * and cut into segments from slot a.from + k on. Returns the descriptors it spans (0: the chain
+   * is not all there yet); *r and *written as expandFrame's.
+   */
+  uint32_t rxChain(uint32_t at, uint32_t ready, const RxArgs& a, uint32_t k, ExpandResult* r, uint32_t* written);
   XskSocket* xsk_;
   xdp_statistics last_{};
+  std::vector<uint8_t> scratch_;  // a gathered super-frame (gso sockets)
 };
 
 }  // namespace sfc

@@ -103,7 +103,7 @@ void closeAll(XdpAttachment* a) {
 
 }  // namespace
 
-XdpAttachment* xdpAcquire(int ifindex, int* err, std::string* what) {
+XdpAttachment* xdpAcquire(int ifindex, bool generic, int* err, std::string* what) {
   const uint64_t netns = currentNetns();
   std::lock_guard<std::mutex> hold(gLock);
   for (XdpAttachment* a : gAttachments) {
@@ -121,10 +121,10 @@ XdpAttachment* xdpAcquire(int ifindex, int* err, std::string* what) {
   } else if ((a->progFd = loadProgram(a->mapFd)) < 0) {
     *what = "BPF_PROG_LOAD (XDP)";
   } else {
-    a->linkFd = createLink(a->progFd, ifindex, XDP_FLAGS_DRV_MODE);
+    a->linkFd = generic ? -1 : createLink(a->progFd, ifindex, XDP_FLAGS_DRV_MODE);
     a->native = a->linkFd >= 0;
     // EBUSY/EEXIST: another program is attached (not ours to replace): no generic fallback either.
-    if (a->linkFd < 0 && errno != EBUSY && errno != EEXIST) a->linkFd = createLink(a->progFd, ifindex, XDP_FLAGS_SKB_MODE);
+    if (generic || (a->linkFd < 0 && errno != EBUSY && errno != EEXIST)) a->linkFd = createLink(a->progFd, ifindex, XDP_FLAGS_SKB_MODE);
     if (a->linkFd < 0) *what = errno == EBUSY || errno == EEXIST ? "BPF_LINK_CREATE (another XDP program is attached)" : "BPF_LINK_CREATE (XDP)";
   }
   if (a->linkFd < 0) {

@@ -10,7 +10,8 @@
  * without one (no worker bound there, or the socket already closed) is passed to the kernel stack.
  *
  * It is attached with a BPF link (BPF_LINK_CREATE, kernel >= 5.9), in native (driver) mode when
- * the driver has it, else in generic (skb) mode. A link never replaces a program someone else
+ * the driver has it, else in generic (skb) mode; or in generic mode by choice (`generic`: on a veth
+ * it keeps the peer's TSO, so GSO super-frames arrive whole, see afxdp.h). A link never replaces a program someone else
  * attached (that is EBUSY, reported as such), and it detaches when its last fd closes, so a
  * process that dies leaves nothing attached.
  *
@@ -38,9 +39,10 @@ struct XdpAttachment {
 
 /**
  * The attachment for `ifindex` in the calling thread's network namespace (attached now if it was
- * not), with one more reference; null with *err (an errno) and *what (the step) on failure.
+ * not: generic mode when `generic`, else native with a generic fallback), with one more reference;
+ * null with *err (an errno) and *what (the step) on failure.
  */
-XdpAttachment* xdpAcquire(int ifindex, int* err, std::string* what);
+XdpAttachment* xdpAcquire(int ifindex, bool generic, int* err, std::string* what);
 
 /** Put socket `xskFd` in the attachment's map at `queue`; 0 or an errno. */
 int xdpAddSocket(XdpAttachment* a, uint32_t queue, int xskFd);

@@ -8,7 +8,8 @@
  *       [--flows 256,65536] [--no-latency] [--no-tcp] [--no-udp]
  *
  * --only takes forwarder and/or topology names, comma-separated (sfc-afpacket, sfc-afxdp,
- * sfc-afxdp-wakeup, sfc-afxdp-nogso, sfc-afxdp-inplace, sfc-afxdp-nohealth, sfc-afxdp-busypoll, sfc-afxdp-busypoll-h1000,
+ * sfc-afxdp-wakeup, sfc-afxdp-nogso, sfc-afxdp-inplace, sfc-afxdp-nohealth, sfc-afxdp-busypoll,
+ * sfc-afxdp-busypoll-nogso, sfc-afxdp-busypoll-h1000,
  * sfc-afxdp-busypoll-nohealth, sfc-cap, sfc-ovs, ovs, ovs-tso, ovs-afxdp, netsniff-ng, tc;
  * one-hop, chain): `--only ovs,chain` runs OVS on the chain only.
  * --quick: 1 round of 1 s (CI smoke). Default: 2 rounds of 5 s, alternating forwarders within each

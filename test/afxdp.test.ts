@@ -8,7 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFrame } from '../src/dataplane/frames.js';
-import { adoptXsk, afxdpBackend, createArena, openXsk } from '../src/dataplane/io/afxdp.js';
+import { adoptXsk, afxdpBackend, createArena, discardXsk, openXsk } from '../src/dataplane/io/afxdp.js';
 import { nativeAvailable, type NativePort } from '../src/dataplane/io/native.js';
 import type { PortIO } from '../src/dataplane/io/portio.js';
 import { Batch, BATCH, SLOT } from '../src/packet/batch.js';
@@ -115,6 +115,19 @@ describe.skipIf(!run)('AF_XDP ports', () => {
     expect(xdpOn('va')).toBe('');
     expect(xdpOn('vb')).toBe('');
     expect(tso(NS, 'va')).toBe('on');
+  });
+
+  it('attaches natively, without GSO super-frames, to an interface that is not a veth (a TAP)', () => {
+    sh(`ip -n ${NS} tuntap add dev xt0 mode tap && ip -n ${NS} link set xt0 up`);
+    try {
+      const o = openXsk('xt0');
+      expect({ nativeXdp: o.nativeXdp, gso: o.gso }).toEqual({ nativeXdp: true, gso: false });
+      expect(xdpOn('xt0')).toBe('native:sfc_xsk_redir');
+      discardXsk(o.fd);
+      expect(xdpOn('xt0')).toBe('');
+    } finally {
+      sh(`ip -n ${NS} link del xt0`);
+    }
   });
 
   it('fires the readiness callback when frames arrive, and counts frames larger than the MTU instead of sending them', async () => {

@@ -299,6 +299,7 @@ export const FORWARDERS: Forwarder[] = [
   // thread). The main thread shares its CPU: SF health checks every 100 ms (default) cost it ~0.7 ms
   // of CPU each; every 1 s or none, it hardly runs.
   sfc('afxdp', { suffix: 'busypoll', args: ['--busy-poll-us', '2000'] }),
+  sfc('afxdp', { suffix: 'busypoll-nogso', args: ['--busy-poll-us', '2000'], env: { SFC_AFXDP_GSO: '0' } }),
   sfc('afxdp', { suffix: 'busypoll-h1000', args: ['--busy-poll-us', '2000', '--health-interval', '1000'] }),
   sfc('afxdp', { suffix: 'busypoll-nohealth', args: ['--busy-poll-us', '2000', '--health-interval', '0'] }),
   sfc('cap'),

@@ -89,18 +89,35 @@ double nowNs() {
 
 }  // namespace
 
-int receiveQueues(const char* ifname) {
+namespace {
+
+/** One ethtool request (`cmd` starts with its command word) on `ifname`; 0 or an errno. */
+int ethtool(const char* ifname, void* cmd) {
   const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  ethtool_channels ch{};
-  ch.cmd = ETHTOOL_GCHANNELS;
+  if (fd < 0) return errno;
   ifreq ifr{};
   strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
-  ifr.ifr_data = reinterpret_cast<char*>(&ch);
+  ifr.ifr_data = static_cast<char*>(cmd);
   const int r = ioctl(fd, SIOCETHTOOL, &ifr);
   const int err = errno;
   ::close(fd);
-  if (r < 0) return err == EOPNOTSUPP ? 1 : -err;
+  return r < 0 ? err : 0;
+}
+
+/** Whether `ifname` is a veth (where a generic-mode program keeps the peer's TSO, afxdp.h). */
+bool isVeth(const char* ifname) {
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  return ethtool(ifname, &info) == 0 && strcmp(info.driver, "veth") == 0;
+}
+
+}  // namespace
+
+int receiveQueues(const char* ifname) {
+  ethtool_channels ch{};
+  ch.cmd = ETHTOOL_GCHANNELS;
+  const int err = ethtool(ifname, &ch);
+  if (err != 0) return err == EOPNOTSUPP ? 1 : -err;
   const uint32_t n = ch.rx_count + ch.combined_count;
   return n == 0 ? 1 : int(n);
 }
@@ -175,7 +192,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
     // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup, sg) from the first one.
-    s->gso = cfg.gso && shareFd < 0;
+    s->gso = cfg.gso && shareFd < 0 && isVeth(ifname);
     const uint16_t own = uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
     sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(own | (s->gso ? XDP_USE_SG : 0));
     sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
@@ -183,7 +200,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     int r = -1;
     for (uint32_t tries = 0; tries < kBindTries; tries++) {
       r = bind(s->fd, reinterpret_cast<sockaddr*>(&sxdp), sizeof(sxdp));
-      if (r < 0 && s->gso && errno == EINVAL) {
+      if (r < 0 && s->gso && (errno == EINVAL || errno == EOPNOTSUPP)) {
         s->gso = false;  // a kernel without multi-buffer AF_XDP: frames one chunk each
         sxdp.sxdp_flags = own;
         continue;

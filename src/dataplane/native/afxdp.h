@@ -28,9 +28,10 @@
  * a 64 KiB TCP super-frame crosses whole; the socket, bound with XDP_USE_SG, receives it as a
  * chain of chunks (XDP_PKT_CONTD), which rx gathers and cuts into segments of the interface's MTU
  * (offload.h superFrameGso: the sender's size, the kernel's GSO metadata being gone). A super-frame
- * that is not TCP (UDP GSO: its segment size cannot be known) is counted rx_too_big. Only with a
- * private UMEM: a shared one takes its flags from its first socket. Where the kernel refuses
- * XDP_USE_SG (before 6.6) the socket binds without it and the program goes native.
+ * that is not TCP (UDP GSO: its segment size cannot be known) is counted rx_too_big. Only on a
+ * veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with a private
+ * UMEM (a shared one takes its flags from its first socket). Where the kernel refuses XDP_USE_SG
+ * (before 6.6) the socket binds without it and the program goes native.
  *
  * Transmit: a frame still in the chunk its slot holds is described on the TX ring as it is (no
  * copy; counted tx_in_place) and the slot gives up the chunk, so a second interface sending the same

@@ -146,6 +146,11 @@ export const command: Command = {
                       parsed, rewritten and sent where the kernel received it, never copied by sfc
                       (64.5 MiB per worker). On veth the kernel copies in and out of the UMEM anyway,
                       and this measured level with the default (copying), so it is off by default
+                      (GSO super-frames are then cut by the veth peer's kernel, as with SFC_AFXDP_GSO=0)
+  environment         afxdp on a veth receives the peer's GSO super-frames whole and cuts TCP ones to
+                      the MTU; SFC_AFXDP_GSO=0 attaches natively instead (the peer's kernel segments:
+                      use it for UDP GSO senders, whose super-frames are otherwise counted rx_too_big);
+                      SFC_AFXDP_NEED_WAKEUP=1 turns need_wakeup on
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or
                       fail-closed (dropped as hop_down); while any is up a down one's flows move to the others

@@ -139,7 +139,7 @@ function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
   const mode = `${o.zeroCopy ? 'zero-copy' : 'copy mode'}, ${o.nativeXdp ? 'native' : 'generic'} XDP program id ${o.progId}`;
   const frames = inPlace ? "frames kept in the worker's UMEM from receive to transmit" : 'frames copied to and from the batch';
   const gso = o.gso
-    ? "GSO super-frames received whole and cut to the interface's MTU in userspace (the peer keeps TSO)"
+    ? "GSO super-frames received whole and TCP ones cut to the interface's MTU in userspace (the peer keeps TSO; UDP GSO ones are counted rx_too_big: SFC_AFXDP_GSO=0 for such senders)"
     : o.nativeXdp ? 'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software)' : 'no GSO super-frames';
   return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}, ${frames}; ${gso}; partial checksums completed in userspace`;
 }

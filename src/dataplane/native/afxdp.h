@@ -26,8 +26,9 @@
  * turns TSO off on its peer, whose stack then cuts TCP into 1,500-byte frames before they cross
  * the link, one XDP run and one copy each. A generic-mode program leaves the peer's TSO alone, so
  * a 64 KiB TCP super-frame crosses whole; the socket, bound with XDP_USE_SG, receives it as a
- * chain of chunks (XDP_PKT_CONTD), which rx gathers and cuts into segments of the interface's MTU
- * (offload.h superFrameGso: the sender's size, the kernel's GSO metadata being gone). A super-frame
+ * chain of chunks (XDP_PKT_CONTD), which rx gathers and cuts into segments as large as the
+ * interface's MTU allows (offload.h superFrameGso; the sender's own segment size went with the
+ * kernel's GSO metadata, which does not cross XDP: on a veth it is that same size). A super-frame
  * that is not TCP (UDP GSO: its segment size cannot be known) is counted rx_too_big. Only on a
  * veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with a private
  * UMEM (a shared one takes its flags from its first socket). Where the kernel refuses XDP_USE_SG

@@ -24,7 +24,7 @@ import { nativeAvailable } from '../src/dataplane/io/native.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { awareSfFlows, awareSfPackets } from '../src/lab/aware-sf.js';
 import { distFile, LabDataplane, labUpFor, labUpForOvs, metric, startTraffic, type Sample } from '../src/lab/harness.js';
-import { chainConfig, describeLab, GRAPH_PORTS, labDown, netnsExec, SERVER, TAP, tapReceived, type Lab } from '../src/lab/topology.js';
+import { chainConfig, describeLab, GRAPH_PORTS, labDown, netnsExec, nftCounters, SERVER, TAP, tapReceived, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
 
@@ -75,10 +75,8 @@ async function addCounter(ns: string, table: string, hook: 'ingress' | 'egress',
 }
 
 async function readCounter(ns: string, table: string): Promise<number> {
-  const { stdout } = await netnsExec(ns, ['nft', '-j', 'list', 'counter', 'netdev', table, 'matched']);
-  const counter = (JSON.parse(stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((o) => o.counter)?.counter;
-  if (!counter) throw new Error(`no counter 'matched' in table ${table} of ${ns}: ${stdout.slice(0, 200)}`);
-  return counter.packets;
+  const [matched] = await nftCounters(ns, table, ['matched']);
+  return matched.packets;
 }
 
 /** Poll `read` until `done` holds of its value or 5 s passed; the last value either way. */

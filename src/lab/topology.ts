@@ -538,15 +538,20 @@ export interface FrameCount {
  */
 export async function tapReceived(lab: Pick<Lab, 'tapNs'>): Promise<{ received: FrameCount; toTap: FrameCount }> {
   if (!lab.tapNs) throw new Error('the lab has no tap (sfc lab up --tap)');
-  const { stdout } = await netnsExec(lab.tapNs, ['nft', '-j', 'list', 'counters', 'table', 'netdev', TAP_TABLE]);
+  const [received, toTap] = await nftCounters(lab.tapNs, TAP_TABLE, ['received', 'to_tap']);
+  return { received, toTap };
+}
+
+/** The named counters `names` of nftables table netdev `table` in `ns`, in that order. */
+export async function nftCounters(ns: string, table: string, names: string[]): Promise<FrameCount[]> {
+  const { stdout } = await netnsExec(ns, ['nft', '-j', 'list', 'counters', 'table', 'netdev', table]);
   type Counter = { name: string; packets: number; bytes: number };
   const counters = (JSON.parse(stdout) as { nftables: { counter?: Counter }[] }).nftables.flatMap((o) => (o.counter ? [o.counter] : []));
-  const named = (name: string): FrameCount => {
+  return names.map((name) => {
     const c = counters.find((x) => x.name === name);
-    if (!c) throw new Error(`no counter '${name}' in ${lab.tapNs}: ${stdout.slice(0, 200)}`);
+    if (!c) throw new Error(`no counter '${name}' in table ${table} of ${ns}: ${stdout.slice(0, 200)}`);
     return { packets: c.packets, bytes: c.bytes };
-  };
-  return { received: named('received'), toTap: named('to_tap') };
+  });
 }
 
 async function pidsInNamespace(ns: string): Promise<number[]> {

@@ -99,7 +99,7 @@ export function gsoDefault(): boolean {
 
 /** Open (and park) an XDP socket on `ifname` for a later adoptXsk, in this thread's namespace. */
 export function openXsk(ifname: string, opts: XskOpenOptions = {}): XskOpened {
-  return xskIo().xskOpen(ifname, { needWakeup: needWakeupDefault(), gso: gsoDefault() && opts.arena === undefined, ...opts });
+  return xskIo().xskOpen(ifname, { needWakeup: needWakeupDefault(), gso: gsoDefault(), ...opts });
 }
 
 /** Attach the parked XDP socket `fd`; null when `fd` is not one (e.g. an AF_PACKET fallback socket). */

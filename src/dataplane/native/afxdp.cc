@@ -192,7 +192,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
     // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup, sg) from the first one.
-    s->gso = cfg.gso && shareFd < 0 && isVeth(ifname);
+    s->gso = cfg.gso && cfg.arena == 0 && isVeth(ifname);
     const uint16_t own = uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
     sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(own | (s->gso ? XDP_USE_SG : 0));
     sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
@@ -337,6 +337,13 @@ uint32_t XskPort::rx(const RxArgs& a) {
   uint32_t used = 0;  // descriptors consumed
   uint32_t k = 0;     // slots filled
   double bytes = 0;
+  const VlanTag noTag{false, 0, 0};
+  // Copy `len` bytes of `frame` into slots from a.from + k on (at most `room`), repairing what `meta` describes.
+  const auto expand = [&](const uint8_t* frame, uint32_t len, const VnetInfo* meta, uint32_t room, uint32_t* written, bool* fixed) {
+    const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, room, maxFrame_};
+    bool segmented;
+    return expandFrame(frame, len, noTag, meta, sink, written, &segmented, fixed);
+  };
   while (used < ready && k < a.max) {
     const xdp_desc& d = descs(rx)[(cons + used) & rx.mask];
     ExpandResult r;
@@ -344,21 +351,20 @@ uint32_t XskPort::rx(const RxArgs& a) {
     uint32_t written = 1;
     uint32_t span = 1;
     uint8_t* frame = arena->base + d.addr;
+    VnetInfo vnet;
     if ((d.options & XDP_PKT_CONTD) != 0) {
-      span = rxChain(cons + used, ready - used, a, k, &r, &written);
-      if (span == 0) break;                          // the rest of the chain is not published yet
+      uint32_t len;
+      span = gatherChain(cons + used, ready - used, &len);
+      if (span == 0) break;  // the rest of the chain is not published yet
+      const bool tcp = len > 0 && superFrameGso(scratch_.data(), len, mtu_, &vnet);
+      r = tcp ? expand(scratch_.data(), len, &vnet, a.max - k, &written, &fixed) : ExpandResult::TooBig;
       // Leave it for a burst with more room, unless even a whole batch could not hold it.
       if (r == ExpandResult::NoRoom && (k > 0 || a.max < maxBurst_)) break;
     } else if (inPlace) {
       r = d.len > maxFrame_ ? ExpandResult::TooBig : ExpandResult::Ok;
       fixed = r == ExpandResult::Ok && completePartial(frame, d.len);
     } else {
-      VnetInfo vnet;
-      const bool partial = partialChecksum(frame, d.len, &vnet);
-      const VlanTag noTag{false, 0, 0};
-      const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
-      bool segmented;
-      r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
+      r = expand(frame, d.len, partialChecksum(frame, d.len, &vnet) ? &vnet : nullptr, 1, &written, &fixed);
     }
     if (r == ExpandResult::Ok && span == 1 && inPlace) {
       arena->hold(a.from + k, d.addr);
@@ -379,8 +385,9 @@ uint32_t XskPort::rx(const RxArgs& a) {
     if (span > 1) {
       ctr_[IO_rx_gso_frames]++;
       ctr_[IO_rx_gso_segments] += written;
+    } else if (fixed) {
+      ctr_[IO_rx_csum_completed]++;
     }
-    if (fixed) ctr_[IO_rx_csum_completed]++;
     k += written;
   }
   s->fillHeld -= used;
@@ -391,34 +398,20 @@ uint32_t XskPort::rx(const RxArgs& a) {
   return k;
 }
 
-uint32_t XskPort::rxChain(uint32_t at, uint32_t ready, const RxArgs& a, uint32_t k, ExpandResult* r, uint32_t* written) {
+uint32_t XskPort::gatherChain(uint32_t at, uint32_t ready, uint32_t* len) {
   XskRing& rx = xsk_->rx;
   uint32_t span = 0;
-  uint32_t len = 0;
-  while (span < ready && (descs(rx)[(at + span) & rx.mask].options & XDP_PKT_CONTD) != 0) len += descs(rx)[(at + span++) & rx.mask].len;
+  uint32_t total = 0;
+  while (span < ready && (descs(rx)[(at + span) & rx.mask].options & XDP_PKT_CONTD) != 0) total += descs(rx)[(at + span++) & rx.mask].len;
   if (span == ready) return 0;
-  len += descs(rx)[(at + span++) & rx.mask].len;
-  *written = 0;
-  VnetInfo vnet;
-  if (len > scratch_.size()) {
-    *r = ExpandResult::TooBig;
-    return span;
-  }
-  uint32_t off = 0;
+  total += descs(rx)[(at + span++) & rx.mask].len;
+  *len = 0;
+  if (total > scratch_.size()) return span;
   for (uint32_t c = 0; c < span; c++) {
     const xdp_desc& d = descs(rx)[(at + c) & rx.mask];
-    memcpy(scratch_.data() + off, xsk_->arena->base + d.addr, d.len);
-    off += d.len;
+    memcpy(scratch_.data() + *len, xsk_->arena->base + d.addr, d.len);
+    *len += d.len;
   }
-  if (!superFrameGso(scratch_.data(), len, mtu_, &vnet)) {
-    *r = ExpandResult::TooBig;
-    return span;
-  }
-  const VlanTag noTag{false, 0, 0};
-  const uint32_t room = a.max - k;
-  const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, room, maxFrame_};
-  bool segmented, fixed;
-  *r = expandFrame(scratch_.data(), len, noTag, &vnet, sink, written, &segmented, &fixed);
   return span;
 }
 

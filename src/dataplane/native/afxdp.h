@@ -122,11 +122,11 @@ class XskPort : public Port {
   void topUp();
   void kick();
   /**
-   * The chain of descriptors starting `at` (XDP_PKT_CONTD), `ready` of them published: gathered
-   * and cut into segments from slot a.from + k on. Returns the descriptors it spans (0: the chain
-   * is not all there yet); *r and *written as expandFrame's.
+   * The chain of descriptors starting `at` (XDP_PKT_CONTD), `ready` of them published, gathered
+   * into scratch_ (*len bytes; 0 when it does not fit). Returns the descriptors it spans (0: the
+   * chain is not all there yet).
    */
-  uint32_t rxChain(uint32_t at, uint32_t ready, const RxArgs& a, uint32_t k, ExpandResult* r, uint32_t* written);
+  uint32_t gatherChain(uint32_t at, uint32_t ready, uint32_t* len);
   XskSocket* xsk_;
   xdp_statistics last_{};
   std::vector<uint8_t> scratch_;  // a gathered super-frame (gso sockets)

@@ -1,7 +1,6 @@
 // offload: VLAN tag re-insertion, partial checksum completion, GSO segmentation (see offload.h).
 #include "offload.h"
 
-#include <algorithm>
 #include <cstring>
 
 namespace sfc {
@@ -301,7 +300,7 @@ bool superFrameGso(const uint8_t* frame, uint32_t len, uint32_t mtu, VnetInfo* v
   if (!findL4(frame, len, &p) || p.proto != kProtoTcp || p.end != len || p.l4 + 20 > len) return false;
   const uint32_t headers = p.l4 - p.l3 + (frame[p.l4 + 12] >> 4) * 4u;
   if (headers < p.l4 - p.l3 + 20 || p.l3 + headers >= len || mtu <= headers) return false;
-  *vnet = VnetInfo{kNeedsCsum, p.v4 ? kGsoTcp4 : kGsoTcp6, uint16_t(std::min<uint32_t>(mtu - headers, 0xffff)), uint16_t(p.l4), 16};
+  *vnet = VnetInfo{kNeedsCsum, p.v4 ? kGsoTcp4 : kGsoTcp6, uint16_t(mtu - headers), uint16_t(p.l4), 16};
   return true;
 }
 

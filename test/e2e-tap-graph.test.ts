@@ -17,6 +17,7 @@
  * (chain_id << 8 | 255) / SPI (chain_id) at SI 255, so its flow counter says which chains a flow crossed. Deleting the graph
  * through the running server's API makes pc1 deliver directly.
  */
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { checkOvsInstalled, ovsMissing } from '../src/control/drivers/ovs/daemon.js';
@@ -59,7 +60,7 @@ const delta = (before: Sample[], after: Sample[], name: string, labels: Record<s
   metric(after, name, labels) - metric(before, name, labels);
 
 /** A kernel interface counter (/sys/class/net/<ifname>/statistics/<what>) inside `ns`. */
-async function ifCounter(ns: string, ifname: string, what: 'tx_packets' | 'rx_packets'): Promise<number> {
+async function ifCounter(ns: string, ifname: string, what: 'tx_packets' | 'rx_packets' | 'tx_dropped'): Promise<number> {
   const { stdout } = await netnsExec(ns, ['cat', `/sys/class/net/${ifname}/statistics/${what}`]);
   return Number(stdout.trim());
 }
@@ -162,6 +163,35 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     const counts = await Promise.all(tapUpstream().map((u) => readCounter(u.ns, SENT)));
     return counts.reduce((a, b) => a + b, 0);
   };
+  /** The dataplane's side of those links (where it reads what the SFs sent). */
+  const tapUpstreamPorts = () => lab.sfs.map((s) => (s.hop === 1 ? s.egressIf : s.ingressIf));
+  /** The dataplane's packet sockets in its namespace (`ss -0 -m`): each one's interface and dropped frames. */
+  const packetSockets = async () => {
+    const { stdout } = await netnsExec(lab.dpNs, ['ss', '-0', '-m', '-p'], { check: false });
+    return { text: stdout, drops: [...stdout.matchAll(/\*:(\S+)\s.*skmem:\(.*\bd(\d+)\)/g)].map((m) => ({ ifname: m[1], drops: Number(m[2]) })) };
+  };
+  /**
+   * Frames lost between the SFs and the dataplane's pipeline, in the kernel: the SFs' veths full
+   * (tx_dropped), the packet sockets' receive buffers full (Open vSwitch: their drop counts; the
+   * userspace backends: rx_kernel_drops). Counted, not copied: TCP sends them again.
+   */
+  const kernelLosses = async (m: Sample[]) => {
+    const ports = new Set(tapUpstreamPorts());
+    const veths = await Promise.all(tapUpstream().map((u) => ifCounter(u.ns, u.ifname, 'tx_dropped')));
+    const sockets = (await packetSockets()).drops.filter((x) => ports.has(x.ifname)).reduce((a, x) => a + x.drops, 0);
+    const ring = [...ports].reduce((a, ifname) => a + metric(m, 'sfc_interface_io_total', { interface: ifname, counter: 'rx_kernel_drops' }), 0);
+    return veths.reduce((a, b) => a + b, 0) + sockets + ring;
+  };
+  /** Where frames could have gone missing, for a failure's message: kernel, packet-socket and dataplane drops. */
+  const lossReport = async (m: Sample[]) => {
+    const lossy = (x: Sample) => x.name === 'sfc_drops_total' || (x.name === 'sfc_interface_io_total' && /too_big|malformed|drops|failed|busy/.test(x.labels.counter));
+    const drops = m.filter((x) => lossy(x) && x.value > 0).map((x) => `${x.name}${JSON.stringify(x.labels)} ${x.value}`);
+    // (Open vSwitch's own receive drops and errors per port, as its database last recorded them)
+    const db = `--db=unix:${join(lab.runDir, 'ovs-br-sfc', 'ovs', 'db.sock')}`;
+    const ovs = driver === 'ovs' ? (await netnsExec(lab.dpNs, ['ovs-vsctl', db, '--columns=name,statistics', 'list', 'Interface'], { check: false })).stdout : '';
+    const ovsStats = ovs.split('\n').filter((l) => /^(name|statistics)\b/.test(l)).join('\n');
+    return `kernel losses ${await kernelLosses(m)}\n${drops.join('\n')}\n${ovsStats}\npacket sockets of the dataplane:\n${(await packetSockets()).text}`;
+  };
   const tapCopies = (m: Sample[]) => metric(m, 'sfc_packets_total', { event: 'tap_copies' });
   const instanceCopies = (before: Sample[], after: Sample[]) => ofTapPair(after, 'sfc_instance_packets_total') - ofTapPair(before, 'sfc_instance_packets_total');
   const lostCopies = (before: Sample[], after: Sample[]) => delta(before, after, 'sfc_packets_total', { event: 'tap_copies_lost' });
@@ -208,6 +238,7 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     const sfBefore = await leftTapUpstream();
     const tapBefore = await tapReceived(lab);
     const before = await dp.metrics();
+    const lossesBefore = await kernelLosses(before);
     const server = await startTraffic<TcpServerResult>(lab, lab.serverNs, ['tcp-server', '--listen', `${SERVER.ip}:${TCP_PORT}`, '--flows', String(FLOWS), '--timeout', '20']);
     await server.listening;
     const client = await startTraffic<TcpClientResult>(lab, lab.clientNs, [
@@ -221,11 +252,13 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     expect(sfLeft).toBeGreaterThan(FLOWS * 2);
     const handled = (m: Sample[]) => tapCopies(m) - tapCopies(before) + lostCopies(before, m);
     const after = await settle(() => dp.metrics(), (m) => handled(m) >= sfLeft);
+    // (what the kernel lost on the way never reached the dataplane: TCP sent it again)
+    const lostOnTheWay = (await kernelLosses(after)) - lossesBefore;
     const copied = tapCopies(after) - tapCopies(before);
     const tap = await settle(() => tapReceived(lab), (t) => t.toTap.packets - tapBefore.toTap.packets >= copied);
     const received = { packets: tap.toTap.packets - tapBefore.toTap.packets, bytes: tap.toTap.bytes - tapBefore.toTap.bytes };
-    expect({ handled: handled(after), tap: received.packets, instance: instanceCopies(before, after), lost: lostCopies(before, after) }).toEqual({
-      handled: sfLeft,
+    expect({ handled: handled(after), tap: received.packets, instance: instanceCopies(before, after), lost: lostCopies(before, after) }, await lossReport(after)).toEqual({
+      handled: sfLeft - lostOnTheWay,
       tap: copied,
       instance: copied,
       lost: 0,
@@ -233,7 +266,7 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     // The dataplane counts whole frames, nftables from the IP header on.
     const bytes = ofTapPair(after, 'sfc_instance_bytes_total') - ofTapPair(before, 'sfc_instance_bytes_total');
     expect(bytes).toBe(received.bytes + 14 * received.packets);
-    console.log(`tap: ${copied} of ${sfLeft} frames leaving its upstream node copied, ${lostCopies(before, after)} counted as lost copies`);
+    console.log(`tap: ${copied} of ${sfLeft} frames leaving its upstream node copied, ${lostCopies(before, after)} counted as lost copies, ${lostOnTheWay} lost in the kernel on the way`);
   }, 60_000);
 
   it('drops and counts (from_tap) what the tap sends; nothing reaches the server', async () => {

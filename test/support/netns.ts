@@ -50,7 +50,9 @@ export interface Host {
 export function enterHostsNamespace(ns: string, hosts: Host[]): () => void {
   freshNamespace(ns);
   for (const h of hosts) {
-    sh(`ip netns del ${h.ns} 2>/dev/null; ip netns add ${h.ns} && ip -n ${ns} link add ${h.dp} type veth peer name eth0 netns ${h.ns}`);
+    // (IPv4 hosts: IPv6 off before eth0 arrives, so no neighbour discovery or MLD report of theirs crosses the ports under test)
+    sh(`ip netns del ${h.ns} 2>/dev/null; ip netns add ${h.ns} && ip netns exec ${h.ns} sysctl -qw net.ipv6.conf.default.disable_ipv6=1`);
+    sh(`ip -n ${ns} link add ${h.dp} type veth peer name eth0 netns ${h.ns}`);
     sh(`ip -n ${ns} link set ${h.dp} up && ip -n ${h.ns} link set eth0 up && ip -n ${h.ns} addr add ${h.ip}/24 dev eth0`);
     sh(`ip netns exec ${h.ns} ethtool -K eth0 rx off`);
   }

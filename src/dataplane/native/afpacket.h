@@ -63,10 +63,10 @@ class AfPacketPort : public Port {
   int map(const RingConfig& cfg);
   uint32_t rx(const RxArgs& a) override;
   uint32_t tx(const TxArgs& a) override;
+  void pollKernelStats() override;
 
  protected:
   void unmap() override;
-  void pollKernelStats() override;
 
  private:
   struct Burst;

@@ -29,19 +29,16 @@
 #define XDP_MAX_TX_SKB_BUDGET 9
 #endif
 
-// Linux >= 6.6: multi-buffer frames (a bind flag, and a descriptor's "more follow" option).
-#ifndef XDP_USE_SG
-#define XDP_USE_SG (1 << 4)
-#endif
-#ifndef XDP_PKT_CONTD
-#define XDP_PKT_CONTD (1 << 0)
-#endif
-
 namespace sfc {
 namespace {
 
-/** The largest super-frame gathered: a 64 KiB IP packet behind Ethernet and two VLAN tags. */
-constexpr uint32_t kMaxSuperFrame = 65535 + 14 + 8;
+/** Frames a link of MTU m may carry: the IP packet behind Ethernet and up to two VLAN tags. */
+constexpr uint32_t kLinkHeaders = 14 + 8;
+/**
+ * The passed frames' socket (XskSocket::passFd): a small ring for stray frames of wire size (a
+ * queue without a socket), super-frames queued whole beside it (SocketConfig::rcvbuf).
+ */
+constexpr RingConfig kPassRing{2, 1u << 17, 1, 0};
 
 constexpr uint32_t kKickTries = 64;
 constexpr uint32_t kBindTries = 50;
@@ -191,20 +188,13 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_family = AF_XDP;
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
-    // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup, sg) from the first one.
-    s->gso = cfg.gso && cfg.arena == 0 && isVeth(ifname);
-    const uint16_t own = uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
-    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(own | (s->gso ? XDP_USE_SG : 0));
+    // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup) from the first one.
+    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
     sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
     // A socket closed a moment ago frees its queue from a kernel work item: EBUSY for a while.
     int r = -1;
     for (uint32_t tries = 0; tries < kBindTries; tries++) {
       r = bind(s->fd, reinterpret_cast<sockaddr*>(&sxdp), sizeof(sxdp));
-      if (r < 0 && s->gso && (errno == EINVAL || errno == EOPNOTSUPP)) {
-        s->gso = false;  // a kernel without multi-buffer AF_XDP: frames one chunk each
-        sxdp.sxdp_flags = own;
-        continue;
-      }
       if (r == 0 || errno != EBUSY) break;
       usleep(kBindRetryUs);
     }
@@ -221,8 +211,18 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     xdp_options opts{};
     socklen_t optLen = sizeof(opts);
     s->zeroCopy = getsockopt(s->fd, SOL_XDP, XDP_OPTIONS, &opts, &optLen) == 0 && (opts.flags & XDP_OPTIONS_ZEROCOPY) != 0;
+    s->gso = cfg.gso && cfg.arena == 0 && isVeth(ifname);
+    if (s->gso && cfg.queue == 0) {
+      // Where the passed frames' socket cannot open, the program goes native (no super-frames).
+      std::string ignored;
+      s->passFd = AfPacketPort::openSocket(ifname, SocketConfig{kPassRing}, &ignored);
+      s->gso = s->passFd >= 0;
+    }
+    // Passed: what the MTU does not allow, and what a chunk could not hold (a jumbo frame).
+    const uint32_t mtu = mtuByName(ifname);
+    const uint32_t passAbove = std::min(mtu + kLinkHeaders, kChunk - XDP_PACKET_HEADROOM);
     int xerr = 0;
-    s->xdp = xdpAcquire(int(ifindex), s->gso, &xerr, what);
+    s->xdp = xdpAcquire(int(ifindex), s->gso, s->gso && mtu > 0 ? passAbove : 0, &xerr, what);
     if (s->xdp == nullptr) {
       *err = xerr;
       s->destroy();
@@ -278,6 +278,8 @@ void XskSocket::destroy() {
     ::close(fd);
   }
   fd = -1;
+  if (passFd >= 0) ::close(passFd);
+  passFd = -1;
   unmapRing(&rx);
   unmapRing(&tx);
   unmapRing(&fill);
@@ -294,11 +296,27 @@ void XskSocket::destroy() {
 XskPort::XskPort(napi_env env, XskSocket* xsk, const char* ifname, uint32_t maxFrame, uint32_t maxBurst)
     : Port(env, xsk->fd, false, ifname, xsk->ifindex, maxFrame, maxBurst), xsk_(xsk) {
   xsk->tag = xsk->arena->newTag();
-  if (xsk->gso) scratch_.resize(kMaxSuperFrame);
+  if (xsk->passFd >= 0) {
+    // (the socket keeps the fd: xsk->destroy() closes it, after passed_ is gone)
+    passed_ = std::make_unique<AfPacketPort>(env, xsk->passFd, false, ifname, xsk->ifindex, maxFrame, maxBurst);
+    const int err = passed_->map(kPassRing);
+    if (err == 0) {
+      passed_->setCounters(ctr_, nullptr);
+      alsoPoll_ = xsk->passFd;
+    } else {
+      passed_.reset();  // the kernel drops what the program passes, as it would without the socket
+    }
+  }
   topUp();
 }
 
+void XskPort::setCounters(double* counters, napi_ref keepAlive) {
+  Port::setCounters(counters, keepAlive);
+  if (passed_) passed_->setCounters(counters, nullptr);
+}
+
 void XskPort::unmap() {
+  passed_.reset();
   if (xsk_ == nullptr) return;
   xsk_->destroy();
   delete xsk_;
@@ -306,6 +324,7 @@ void XskPort::unmap() {
 }
 
 void XskPort::pollKernelStats() {
+  if (passed_) passed_->pollKernelStats();
   if (xsk_ == nullptr) return;
   xdp_statistics st{};
   socklen_t len = sizeof(st);
@@ -319,6 +338,16 @@ void XskPort::pollKernelStats() {
 }
 
 uint32_t XskPort::rx(const RxArgs& a) {
+  // Super-frames first (see afxdp.h); they count themselves (passed_ shares ctr_).
+  const uint32_t passed = passed_ ? passed_->rx(a) : 0;
+  if (passed == a.max) return passed;
+  RxArgs rest = a;
+  rest.from = a.from + passed;
+  rest.max = a.max - passed;
+  return passed + rxRing(rest);
+}
+
+uint32_t XskPort::rxRing(const RxArgs& a) {
   XskSocket* s = xsk_;
   if (s == nullptr) return 0;
   XskArena* arena = s->arena;
@@ -326,93 +355,57 @@ uint32_t XskPort::rx(const RxArgs& a) {
   topUp();
   XskRing& rx = s->rx;
   const uint32_t cons = *rx.consumer;
-  const uint32_t ready = loadAcquire(rx.producer) - cons;
-  if (ready == 0) {
+  uint32_t avail = loadAcquire(rx.producer) - cons;
+  if (avail == 0) {
     // Copy mode never asks; a zero-copy driver may need a kick to refill its queue.
     if (s->needWakeup && (loadAcquire(s->fill.flags) & XDP_RING_NEED_WAKEUP)) recvfrom(s->fd, nullptr, 0, MSG_DONTWAIT, nullptr, nullptr);
     return 0;
   }
-  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen) && a.from + std::min(ready, a.max) <= arena->reserved;
+  if (avail > a.max) avail = a.max;
+  const bool inPlace = arena->isBatchArena(a.arena, a.arenaLen) && a.from + avail <= arena->reserved;
   const double t = a.times != nullptr ? nowNs() : 0;
-  uint32_t used = 0;  // descriptors consumed
-  uint32_t k = 0;     // slots filled
+  uint32_t k = 0;
   double bytes = 0;
-  const VlanTag noTag{false, 0, 0};
-  // Copy `len` bytes of `frame` into slots from a.from + k on (at most `room`), repairing what `meta` describes.
-  const auto expand = [&](const uint8_t* frame, uint32_t len, const VnetInfo* meta, uint32_t room, uint32_t* written, bool* fixed) {
-    const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, room, maxFrame_};
-    bool segmented;
-    return expandFrame(frame, len, noTag, meta, sink, written, &segmented, fixed);
-  };
-  while (used < ready && k < a.max) {
-    const xdp_desc& d = descs(rx)[(cons + used) & rx.mask];
-    ExpandResult r;
-    bool fixed = false;
-    uint32_t written = 1;
-    uint32_t span = 1;
+  for (uint32_t i = 0; i < avail; i++) {
+    const xdp_desc& d = descs(rx)[(cons + i) & rx.mask];
     uint8_t* frame = arena->base + d.addr;
-    VnetInfo vnet;
-    if ((d.options & XDP_PKT_CONTD) != 0) {
-      uint32_t len;
-      span = gatherChain(cons + used, ready - used, &len);
-      if (span == 0) break;  // the rest of the chain is not published yet
-      const bool tcp = len > 0 && superFrameGso(scratch_.data(), len, mtu_, &vnet);
-      r = tcp ? expand(scratch_.data(), len, &vnet, a.max - k, &written, &fixed) : ExpandResult::TooBig;
-      // Leave it for a burst with more room, unless even a whole batch could not hold it.
-      if (r == ExpandResult::NoRoom && (k > 0 || a.max < maxBurst_)) break;
-    } else if (inPlace) {
+    ExpandResult r;
+    bool fixed;
+    if (inPlace) {
       r = d.len > maxFrame_ ? ExpandResult::TooBig : ExpandResult::Ok;
       fixed = r == ExpandResult::Ok && completePartial(frame, d.len);
     } else {
-      r = expand(frame, d.len, partialChecksum(frame, d.len, &vnet) ? &vnet : nullptr, 1, &written, &fixed);
+      VnetInfo vnet;
+      const bool partial = partialChecksum(frame, d.len, &vnet);
+      const VlanTag noTag{false, 0, 0};
+      const SlotSink sink{a.arena, a.arenaLen, a.starts, a.lens, a.from + k, 1, maxFrame_};
+      uint32_t written;
+      bool segmented;
+      r = expandFrame(frame, d.len, noTag, partial ? &vnet : nullptr, sink, &written, &segmented, &fixed);
     }
-    if (r == ExpandResult::Ok && span == 1 && inPlace) {
-      arena->hold(a.from + k, d.addr);
-      a.starts[a.from + k] = int32_t(d.addr);
-      a.lens[a.from + k] = uint16_t(d.len);
+    if (r == ExpandResult::Ok) {
+      if (inPlace) {
+        arena->hold(a.from + k, d.addr);
+        a.starts[a.from + k] = int32_t(d.addr);
+        a.lens[a.from + k] = uint16_t(d.len);
+      } else {
+        arena->give(d.addr);
+      }
+      bytes += d.len;
+      if (a.times != nullptr) a.times[a.from + k] = t;
+      if (fixed) ctr_[IO_rx_csum_completed]++;
+      k++;
     } else {
-      for (uint32_t c = 0; c < span; c++) arena->give(descs(rx)[(cons + used + c) & rx.mask].addr);
+      arena->give(d.addr);
+      ctr_[r == ExpandResult::TooBig ? IO_rx_too_big : IO_rx_malformed]++;
     }
-    used += span;
-    if (r != ExpandResult::Ok) {
-      ctr_[r == ExpandResult::Malformed ? IO_rx_malformed : IO_rx_too_big]++;
-      continue;
-    }
-    for (uint32_t w = 0; w < written; w++) {
-      bytes += a.lens[a.from + k + w];
-      if (a.times != nullptr) a.times[a.from + k + w] = t;
-    }
-    if (span > 1) {
-      ctr_[IO_rx_gso_frames]++;
-      ctr_[IO_rx_gso_segments] += written;
-    } else if (fixed) {
-      ctr_[IO_rx_csum_completed]++;
-    }
-    k += written;
   }
-  s->fillHeld -= used;
-  storeRelease(rx.consumer, cons + used);
+  s->fillHeld -= avail;
+  storeRelease(rx.consumer, cons + avail);
   topUp();
   ctr_[IO_rx_frames] += k;
   ctr_[IO_rx_bytes] += bytes;
   return k;
-}
-
-uint32_t XskPort::gatherChain(uint32_t at, uint32_t ready, uint32_t* len) {
-  XskRing& rx = xsk_->rx;
-  uint32_t span = 0;
-  uint32_t total = 0;
-  while (span < ready && (descs(rx)[(at + span) & rx.mask].options & XDP_PKT_CONTD) != 0) total += descs(rx)[(at + span++) & rx.mask].len;
-  if (span == ready) return 0;
-  total += descs(rx)[(at + span++) & rx.mask].len;
-  *len = 0;
-  if (total > scratch_.size()) return span;
-  for (uint32_t c = 0; c < span; c++) {
-    const xdp_desc& d = descs(rx)[(at + c) & rx.mask];
-    memcpy(scratch_.data() + *len, xsk_->arena->base + d.addr, d.len);
-    *len += d.len;
-  }
-  return span;
 }
 
 void XskPort::topUp() {

@@ -25,14 +25,16 @@
  * GSO super-frames (XskConfig::gso): while a native XDP program is attached to a veth, the kernel
  * turns TSO off on its peer, whose stack then cuts TCP into 1,500-byte frames before they cross
  * the link, one XDP run and one copy each. A generic-mode program leaves the peer's TSO alone, so
- * a 64 KiB TCP super-frame crosses whole; the socket, bound with XDP_USE_SG, receives it as a
- * chain of chunks (XDP_PKT_CONTD), which rx gathers and cuts into segments as large as the
- * interface's MTU allows (offload.h superFrameGso; the sender's own segment size went with the
- * kernel's GSO metadata, which does not cross XDP: on a veth it is that same size). A super-frame
- * that is not TCP (UDP GSO: its segment size cannot be known) is counted rx_too_big. Only on a
- * veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with a private
- * UMEM (a shared one takes its flags from its first socket). Where the kernel refuses XDP_USE_SG
- * (before 6.6) the socket binds without it and the program goes native.
+ * a 64 KiB super-frame crosses whole; an XDP socket would get its bytes without the kernel's
+ * offload metadata (segment size, checksum state), which a UDP GSO datagram cannot be cut without.
+ * So the program passes every frame longer than the MTU allows to the kernel (xdpprog.h), and the
+ * port reads those from an AF_PACKET socket on the same interface (the socket of queue 0, which
+ * sees every queue's), with a virtio-net header: they are cut and completed exactly as the
+ * AF_PACKET backend does (afpacket.h, offload.h), TCP and UDP alike. Either socket's readiness
+ * wakes the port, and a burst reads the super-frames first (a ring of small frames waits; a
+ * super-frame queued behind a busy ring would wait for a burst with room for all its segments).
+ * Only on a veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with a
+ * private UMEM (frames in place are sent from the chunk they arrived in; a super-frame has none).
  *
  * Transmit: a frame still in the chunk its slot holds is described on the TX ring as it is (no
  * copy; counted tx_in_place) and the slot gives up the chunk, so a second interface sending the same
@@ -45,12 +47,15 @@
  */
 #pragma once
 
+#include <linux/bpf.h>
 #include <linux/if_xdp.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "afpacket.h"
 #include "offload.h"
 #include "port.h"
 #include "xdpprog.h"
@@ -63,7 +68,7 @@ struct XskConfig {
   uint32_t frames = 4096;  // rings hold frames / 2; a private arena has `frames` chunks
   bool needWakeup = false;
   int arena = 0;           // a worker's arena (xskarena.h), 0: a private one
-  bool gso = false;        // receive GSO super-frames whole (generic XDP, XDP_USE_SG); private arenas only
+  bool gso = false;        // receive GSO super-frames whole (generic XDP, an AF_PACKET socket); private arenas only
 };
 
 
@@ -87,7 +92,8 @@ struct XskSocket {
   bool zeroCopy = false;
   bool needWakeup = false;
   bool sharesUmem = false;  // bound with XDP_SHARED_UMEM to another socket of its arena
-  bool gso = false;         // bound with XDP_USE_SG behind a generic-mode program (XskConfig::gso took)
+  bool gso = false;         // behind a generic-mode program that passes super-frames (XskConfig::gso took)
+  int passFd = -1;           // gso, queue 0: the AF_PACKET socket reading what the program passes
   XskArena* arena = nullptr;
   uint16_t tag = 0;          // the arena's name for this socket's chunks (0 until attached)
   uint32_t fillHeld = 0;     // chunks given to the fill ring and not yet received
@@ -112,24 +118,20 @@ class XskPort : public Port {
   XskPort(napi_env env, XskSocket* xsk, const char* ifname, uint32_t maxFrame, uint32_t maxBurst);
   uint32_t rx(const RxArgs& a) override;
   uint32_t tx(const TxArgs& a) override;
+  void setCounters(double* counters, napi_ref keepAlive) override;
+  void pollKernelStats() override;
 
  protected:
   void unmap() override;
-  void pollKernelStats() override;
 
  private:
+  uint32_t rxRing(const RxArgs& a);
   void reapCompletions();
   void topUp();
   void kick();
-  /**
-   * The chain of descriptors starting `at` (XDP_PKT_CONTD), `ready` of them published, gathered
-   * into scratch_ (*len bytes; 0 when it does not fit). Returns the descriptors it spans (0: the
-   * chain is not all there yet).
-   */
-  uint32_t gatherChain(uint32_t at, uint32_t ready, uint32_t* len);
   XskSocket* xsk_;
   xdp_statistics last_{};
-  std::vector<uint8_t> scratch_;  // a gathered super-frame (gso sockets)
+  std::unique_ptr<AfPacketPort> passed_;  // reads xsk_->passFd (the super-frames), counting into ctr_
 };
 
 }  // namespace sfc

@@ -295,15 +295,6 @@ bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet) {
   return true;
 }
 
-bool superFrameGso(const uint8_t* frame, uint32_t len, uint32_t mtu, VnetInfo* vnet) {
-  L4At p;
-  if (!findL4(frame, len, &p) || p.proto != kProtoTcp || p.end != len || p.l4 + 20 > len) return false;
-  const uint32_t headers = p.l4 - p.l3 + (frame[p.l4 + 12] >> 4) * 4u;
-  if (headers < p.l4 - p.l3 + 20 || p.l3 + headers >= len || mtu <= headers) return false;
-  *vnet = VnetInfo{kNeedsCsum, p.v4 ? kGsoTcp4 : kGsoTcp6, uint16_t(mtu - headers), uint16_t(p.l4), 16};
-  return true;
-}
-
 bool completePartial(uint8_t* frame, uint32_t len) {
   VnetInfo vnet;
   return partialChecksum(frame, len, &vnet) && completeChecksum(frame, len, vnet.csumStart, vnet.csumOffset);

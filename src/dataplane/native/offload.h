@@ -87,14 +87,6 @@ ExpandResult expandFrame(const uint8_t* frame, uint32_t len, const VlanTag& tag,
  */
 bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet);
 
-/**
- * For a frame larger than its link's MTU that came without offload metadata (a GSO super-frame an
- * XDP socket received in several chunks): true when it is an unfragmented IPv4 or IPv6 TCP packet;
- * *vnet then describes cutting it into segments of `mtu` bytes from the IP header on (the size the
- * sender's stack would have cut it to), each with full checksums, for expandFrame.
- */
-bool superFrameGso(const uint8_t* frame, uint32_t len, uint32_t mtu, VnetInfo* vnet);
-
 /** The same repair in place, for a frame that stays where it was received; true when it completed one. */
 bool completePartial(uint8_t* frame, uint32_t len);
 

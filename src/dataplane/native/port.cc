@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 
 namespace sfc {
 
@@ -82,10 +83,13 @@ int Port::init(bool readable) {
   if (readable) {
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env_, &loop) != napi_ok) return EINVAL;
-    int r = uv_poll_init(loop, &box_->poll, fd_);
-    if (r < 0) return -r;
-    box_->poll.data = box_;
-    box_->polling = true;
+    for (auto [handle, fd] : {std::pair{&box_->poll, fd_}, std::pair{&box_->also, alsoPoll_}}) {
+      if (fd < 0) continue;
+      int r = uv_poll_init(loop, handle, fd);
+      if (r < 0) return -r;
+      handle->data = box_;
+      box_->handles++;
+    }
   }
   if (napi_add_async_cleanup_hook(env_, onTeardown, box_, &box_->hook) != napi_ok) box_->hook = nullptr;
   linkState();
@@ -105,25 +109,34 @@ void Port::setCallback(napi_value cb) {
 }
 
 bool Port::arm() {
-  if (closed_ || box_ == nullptr || !box_->polling || cb_ == nullptr) return false;
+  if (closed_ || box_ == nullptr || box_->handles == 0 || cb_ == nullptr) return false;
   if (armed_) return true;
   if (uv_poll_start(&box_->poll, UV_READABLE, onReadable) < 0) return false;
+  if (alsoPoll_ >= 0 && uv_poll_start(&box_->also, UV_READABLE, onReadable) < 0) {
+    uv_poll_stop(&box_->poll);
+    return false;
+  }
   armed_ = true;
   return true;
+}
+
+void Port::stopPolls() {
+  uv_poll_stop(&box_->poll);
+  if (alsoPoll_ >= 0) uv_poll_stop(&box_->also);
 }
 
 void Port::onReadable(uv_poll_t* handle, int status, int) {
   PollBox* box = static_cast<PollBox*>(handle->data);
   Port* p = box->port;
   if (p == nullptr) return;
-  uv_poll_stop(handle);
+  p->stopPolls();
   p->armed_ = false;
   int err = 0;
   if (status < 0) {
     // libuv stops a poll on POLLERR; read the socket error so that the next arm() does not
     // report the same condition again (harmless ENOTSOCK for a TAP fd).
     socklen_t len = sizeof(err);
-    if (getsockopt(p->fd_, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
+    if (getsockopt(handle == &box->poll ? p->fd_ : p->alsoPoll_, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
     p->ctr_[IO_poll_errors]++;
   }
   p->callJs(err);
@@ -171,9 +184,13 @@ void Port::close() {
   box_ = nullptr;
   if (box != nullptr) {
     box->port = nullptr;
-    if (box->polling) {
-      uv_poll_stop(&box->poll);  // removes the fd from epoll before it is closed below
-      uv_close(reinterpret_cast<uv_handle_t*>(&box->poll), onPollClosed);
+    if (box->handles > 0) {
+      // (stopping removes the fds from epoll before they are closed below)
+      for (uv_poll_t* handle : {&box->poll, &box->also}) {
+        if (handle->data != box) continue;
+        uv_poll_stop(handle);
+        uv_close(reinterpret_cast<uv_handle_t*>(handle), onPollClosed);
+      }
     } else {
       if (box->hook != nullptr) napi_remove_async_cleanup_hook(box->hook);
       delete box;
@@ -202,6 +219,7 @@ void Port::onTeardown(napi_async_cleanup_hook_handle, void* arg) {
 
 void Port::onPollClosed(uv_handle_t* handle) {
   PollBox* box = static_cast<PollBox*>(handle->data);
+  if (--box->handles > 0) return;
   if (box->hook != nullptr) napi_remove_async_cleanup_hook(box->hook);
   delete box;
 }

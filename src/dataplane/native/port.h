@@ -91,12 +91,13 @@ void resetControlSocket();
 
 class Port;
 
-/** The uv_poll handle and cleanup-hook registration; outlives its Port until libuv closes it. */
+/** The uv_poll handles and cleanup-hook registration; outlives its Port until libuv closes them. */
 struct PollBox {
   uv_poll_t poll;
+  uv_poll_t also;  // a second fd the port reads (Port::alsoPoll_)
   napi_async_cleanup_hook_handle hook = nullptr;
   Port* port = nullptr;
-  bool polling = false;  // uv_poll_init succeeded
+  int handles = 0;  // handles initialised and not yet closed
 };
 
 class Port {
@@ -107,26 +108,29 @@ class Port {
   Port& operator=(const Port&) = delete;
 
   /**
-   * Set up readiness (uv_poll) and the teardown hook; false with errno-style code on failure. A port
-   * that is not `readable` is a transmit-only share of another port's fd (a TAP's): it never reads.
+   * Set up readiness (uv_poll, of fd_ and alsoPoll_ when set) and the teardown hook; 0 or an errno.
+   * A port that is not `readable` is a transmit-only share of another port's fd (a TAP's): it never
+   * reads.
    */
   int init(bool readable);
   virtual uint32_t rx(const RxArgs& a) = 0;
   virtual uint32_t tx(const TxArgs& a) = 0;
   LinkState linkState();
-  void setCounters(double* counters, napi_ref keepAlive);
+  virtual void setCounters(double* counters, napi_ref keepAlive);
   void setCallback(napi_value cb);
   bool arm();
   void close();
   bool closed() const { return closed_; }
   bool receives() const { return receives_; }
   uint32_t mtu() const { return mtu_; }
+  /** Add what the kernel counted since the last look (drops) to the counters. */
+  virtual void pollKernelStats() {}
 
  protected:
   virtual void unmap() {}
-  virtual void pollKernelStats() {}
   double* ctr_;
   int fd_;
+  int alsoPoll_ = -1;  // a second fd rx reads (set before init): either one's readiness wakes the port
   const int ifindex_;
   const uint32_t maxFrame_;
   const uint32_t maxBurst_;
@@ -136,6 +140,7 @@ class Port {
 
  private:
   static void onReadable(uv_poll_t* handle, int status, int events);
+  void stopPolls();
   static void onTeardown(napi_async_cleanup_hook_handle hook, void* arg);
   static void onPollClosed(uv_handle_t* handle);
   void callJs(int err);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -17,7 +18,11 @@ namespace {
 
 constexpr uint32_t kMaxQueues = 64;
 constexpr int kXdpPass = 2;  // XDP_PASS
+constexpr int16_t kDataOffset = 0;           // offsetof(struct xdp_md, data)
+constexpr int16_t kDataEndOffset = 4;        // offsetof(struct xdp_md, data_end)
 constexpr int16_t kRxQueueIndexOffset = 16;  // offsetof(struct xdp_md, rx_queue_index)
+/** The largest constant the verifier lets a program add to a packet pointer (MAX_PACKET_OFF). */
+constexpr uint32_t kMaxPacketOff = 0xffff;
 
 long sysBpf(int cmd, bpf_attr* attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
@@ -33,9 +38,25 @@ bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) 
   return i;
 }
 
-/** r2 = ctx->rx_queue_index; r1 = &xsks; r3 = XDP_PASS; r0 = bpf_redirect_map(r1, r2, r3); exit */
-std::vector<bpf_insn> redirectProgram(int mapFd) {
-  return {
+/**
+ * [when passAbove > 0: if ctx->data + passAbove < ctx->data_end, return XDP_PASS;]
+ * r2 = ctx->rx_queue_index; r1 = &xsks; r3 = XDP_PASS; r0 = bpf_redirect_map(r1, r2, r3); exit
+ */
+std::vector<bpf_insn> redirectProgram(int mapFd, uint32_t passAbove) {
+  std::vector<bpf_insn> prog;
+  if (passAbove > 0) {
+    prog = {
+        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0),
+        insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, kDataOffset, 0),
+        insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_3, BPF_REG_1, kDataEndOffset, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, int32_t(passAbove + 1)),
+        insn(BPF_JMP | BPF_JGT | BPF_X, BPF_REG_2, BPF_REG_3, 2, 0),  // short enough: to the redirect
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, kXdpPass),
+        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_1, BPF_REG_6, 0, 0),
+    };
+  }
+  const bpf_insn redirect[] = {
       insn(BPF_LDX | BPF_MEM | BPF_W, BPF_REG_2, BPF_REG_1, kRxQueueIndexOffset, 0),
       insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, mapFd),
       insn(0, 0, 0, 0, 0),  // second half of the 64-bit immediate
@@ -43,6 +64,8 @@ std::vector<bpf_insn> redirectProgram(int mapFd) {
       insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_redirect_map),
       insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
   };
+  prog.insert(prog.end(), std::begin(redirect), std::end(redirect));
+  return prog;
 }
 
 int createMap() {
@@ -55,8 +78,8 @@ int createMap() {
   return int(sysBpf(BPF_MAP_CREATE, &a));
 }
 
-int loadProgram(int mapFd) {
-  std::vector<bpf_insn> prog = redirectProgram(mapFd);
+int loadProgram(int mapFd, uint32_t passAbove) {
+  std::vector<bpf_insn> prog = redirectProgram(mapFd, passAbove < kMaxPacketOff ? passAbove : 0);
   static const char kLicense[] = "Dual BSD/GPL";
   bpf_attr a{};
   a.prog_type = BPF_PROG_TYPE_XDP;
@@ -103,7 +126,7 @@ void closeAll(XdpAttachment* a) {
 
 }  // namespace
 
-XdpAttachment* xdpAcquire(int ifindex, bool generic, int* err, std::string* what) {
+XdpAttachment* xdpAcquire(int ifindex, bool generic, uint32_t passAbove, int* err, std::string* what) {
   const uint64_t netns = currentNetns();
   std::lock_guard<std::mutex> hold(gLock);
   for (XdpAttachment* a : gAttachments) {
@@ -118,7 +141,7 @@ XdpAttachment* xdpAcquire(int ifindex, bool generic, int* err, std::string* what
   a->mapFd = createMap();
   if (a->mapFd < 0) {
     *what = "BPF_MAP_CREATE (XSKMAP)";
-  } else if ((a->progFd = loadProgram(a->mapFd)) < 0) {
+  } else if ((a->progFd = loadProgram(a->mapFd, passAbove)) < 0) {
     *what = "BPF_PROG_LOAD (XDP)";
   } else {
     a->linkFd = generic ? -1 : createLink(a->progFd, ifindex, XDP_FLAGS_DRV_MODE);

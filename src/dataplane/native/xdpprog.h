@@ -1,13 +1,16 @@
 /*
  * xdpprog: the XDP program in front of the AF_XDP sockets, and who holds it.
  *
- * The program is seven BPF instructions built here and loaded with the bpf() syscall (no clang,
+ * The program is a few BPF instructions built here and loaded with the bpf() syscall (no clang,
  * libbpf or libxdp at build or run time, and no bpffs: nothing is pinned):
  *
+ *     if (passAbove > 0 && ctx->data_end - ctx->data > passAbove) return XDP_PASS;
  *     return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
  *
  * Every frame of a receive queue with a socket in `xsks` goes to that socket; a frame of a queue
- * without one (no worker bound there, or the socket already closed) is passed to the kernel stack.
+ * without one (no worker bound there, or the socket already closed) is passed to the kernel stack,
+ * and so is a frame longer than `passAbove` (a GSO super-frame a generic-mode program sees whole:
+ * the kernel keeps its offload metadata, which an XDP socket would lose; afxdp.h).
  *
  * It is attached with a BPF link (BPF_LINK_CREATE, kernel >= 5.9), in native (driver) mode when
  * the driver has it, else in generic (skb) mode; or in generic mode by choice (`generic`: on a veth
@@ -39,10 +42,11 @@ struct XdpAttachment {
 
 /**
  * The attachment for `ifindex` in the calling thread's network namespace (attached now if it was
- * not: generic mode when `generic`, else native with a generic fallback), with one more reference;
+ * not: generic mode when `generic`, else native with a generic fallback; frames longer than
+ * `passAbove` passed to the kernel, 0: none), with one more reference;
  * null with *err (an errno) and *what (the step) on failure.
  */
-XdpAttachment* xdpAcquire(int ifindex, bool generic, int* err, std::string* what);
+XdpAttachment* xdpAcquire(int ifindex, bool generic, uint32_t passAbove, int* err, std::string* what);
 
 /** Put socket `xskFd` in the attachment's map at `queue`; 0 or an errno. */
 int xdpAddSocket(XdpAttachment* a, uint32_t queue, int xskFd);

@@ -434,6 +434,13 @@ export function e2eSuite(target: E2eTarget, opts: { framesInPlace?: boolean } = 
       const sentInPlace = metric(samples, 'sfc_interface_io_total', { counter: 'tx_in_place' });
       if (inPlace) expect(sentInPlace).toBeGreaterThan(10_000);
       else expect(sentInPlace).toBe(0);
+      // The client keeps TSO on: where a backend receives its super-frames whole (AF_PACKET, and
+      // AF_XDP's AF_PACKET socket beside it), they were cut into segments at the client's port.
+      if (name === 'afpacket' || (name === 'afxdp' && !inPlace)) {
+        const cut = (counter: string) => metric(samples, 'sfc_interface_io_total', { interface: 'cli0', counter });
+        expect(cut('rx_gso_frames')).toBeGreaterThan(10);
+        expect(cut('rx_gso_segments')).toBeGreaterThan(cut('rx_gso_frames'));
+      }
     }, 120_000);
 
     it('gives a 1:3 weighted group 25/75 of 2,000 flows (within 5 points); lb_fields ip_src keeps one source on one instance', async () => {

@@ -147,9 +147,9 @@ export const command: Command = {
                       (64.5 MiB per worker). On veth the kernel copies in and out of the UMEM anyway,
                       and this measured level with the default (copying), so it is off by default
                       (GSO super-frames are then cut by the veth peer's kernel, as with SFC_AFXDP_GSO=0)
-  environment         afxdp on a veth receives the peer's GSO super-frames whole and cuts TCP ones to
-                      the MTU; SFC_AFXDP_GSO=0 attaches natively instead (the peer's kernel segments:
-                      use it for UDP GSO senders, whose super-frames are otherwise counted rx_too_big);
+  environment         afxdp on a veth receives the peer's GSO super-frames (TCP, UDP) whole through an
+                      AF_PACKET socket beside it and cuts them; SFC_AFXDP_GSO=0 attaches natively
+                      instead (the kernel turns the peer's TSO/USO off and it segments in software);
                       SFC_AFXDP_NEED_WAKEUP=1 turns need_wakeup on
   --health-policy G=P,...  per port pair group (name or id) what happens when none of its instances is
                       up: reroute (default: dropped as no_instance), fail-open (the hop is skipped) or

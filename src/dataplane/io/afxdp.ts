@@ -22,9 +22,9 @@
  * by asking the addon whether the fd is one of its parked XDP sockets.
  *
  * GSO super-frames (default on a veth; SFC_AFXDP_GSO=0 turns it off, and frames in place never
- * have it): the program is attached in generic mode and the sockets bound with XDP_USE_SG, so a peer's
- * 64 KiB TCP frames arrive whole, as chunk chains, and the addon cuts them to the MTU (afxdp.h).
- * Where the kernel refuses XDP_USE_SG the socket binds without it and the program goes native.
+ * have it): the program is attached in generic mode, so a peer's 64 KiB TCP and UDP GSO frames
+ * cross whole; it passes them to the kernel, and worker 0's port reads them from an AF_PACKET
+ * socket with their offload metadata and cuts them as the afpacket backend does (afxdp.h).
  * bench/e2e measured generic mode level with native for 64-byte frames and TCP through the chain
  * up from about 0.55-0.9x to level with AF_PACKET (sfc-afxdp against sfc-afxdp-nogso, README).
  *
@@ -52,7 +52,7 @@ export interface XskOpenOptions {
   needWakeup?: boolean;
   /** Register this arena (a worker's, xskArena) as the UMEM instead of a private one. */
   arena?: number;
-  /** Receive GSO super-frames whole (generic-mode XDP program, XDP_USE_SG; private UMEMs only). */
+  /** Receive GSO super-frames whole (generic-mode XDP program, an AF_PACKET socket beside; private UMEMs only). */
   gso?: boolean;
 }
 
@@ -63,7 +63,7 @@ export interface XskOpened {
   sharesUmem: boolean;
   /** Driver-mode XDP (else generic). */
   nativeXdp: boolean;
-  /** GSO super-frames arrive whole (XskOpenOptions.gso took: the kernel has multi-buffer AF_XDP). */
+  /** GSO super-frames arrive whole (XskOpenOptions.gso took: a veth, and the AF_PACKET socket opened). */
   gso: boolean;
   progId: number;
 }
@@ -139,7 +139,7 @@ function describe(o: XskOpened, sockets: number, inPlace: boolean): string {
   const mode = `${o.zeroCopy ? 'zero-copy' : 'copy mode'}, ${o.nativeXdp ? 'native' : 'generic'} XDP program id ${o.progId}`;
   const frames = inPlace ? "frames kept in the worker's UMEM from receive to transmit" : 'frames copied to and from the batch';
   const gso = o.gso
-    ? "GSO super-frames received whole and TCP ones cut to the interface's MTU in userspace (the peer keeps TSO; UDP GSO ones are counted rx_too_big: SFC_AFXDP_GSO=0 for such senders)"
+    ? 'GSO super-frames (TCP, UDP) received whole through an AF_PACKET socket beside and cut in userspace (the peer keeps TSO/USO)'
     : o.nativeXdp ? 'while attached to a veth the kernel turns TSO/USO off on its peer (the peer segments in software)' : 'no GSO super-frames';
   return `AF_XDP ${mode}, ${sockets} socket(s), need_wakeup ${needWakeupDefault() ? 'on' : 'off'}, ${frames}; ${gso}; partial checksums completed in userspace`;
 }

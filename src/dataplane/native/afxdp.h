@@ -27,14 +27,17 @@
  * the link, one XDP run and one copy each. A generic-mode program leaves the peer's TSO alone, so
  * a 64 KiB super-frame crosses whole; an XDP socket would get its bytes without the kernel's
  * offload metadata (segment size, checksum state), which a UDP GSO datagram cannot be cut without.
- * So the program passes every frame longer than the MTU allows to the kernel (xdpprog.h), and the
- * port reads those from an AF_PACKET socket on the same interface (the socket of queue 0, which
- * sees every queue's), with a virtio-net header: they are cut and completed exactly as the
- * AF_PACKET backend does (afpacket.h, offload.h), TCP and UDP alike. Either socket's readiness
- * wakes the port, and a burst reads the super-frames first (a ring of small frames waits; a
- * super-frame queued behind a busy ring would wait for a burst with room for all its segments).
- * Only on a veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with a
- * private UMEM (frames in place are sent from the chunk they arrived in; a super-frame has none).
+ * So the program passes every frame longer than the MTU allows (or a chunk holds) to the kernel
+ * (xdpprog.h), and the port reads those from an AF_PACKET socket on the same interface (the
+ * socket of queue 0, which sees every queue's), with a virtio-net header: they are cut and
+ * completed exactly as the AF_PACKET backend does (afpacket.h, offload.h), TCP and UDP alike
+ * (rx_gso_frames, rx_gso_segments; its kernel drops count as rx_kernel_drops). Either socket's
+ * readiness wakes the port, and a burst reads the super-frames first (a ring of small frames
+ * waits; a super-frame queued behind a busy ring would wait for a burst with room for all its
+ * segments).
+ * Only on a veth (elsewhere native XDP sees wire frames anyway, and is the faster mode) and with
+ * private UMEMs (frames in place keep every frame in a chunk from receive to transmit; the
+ * segments of a super-frame have none, so that mode attaches natively).
  *
  * Transmit: a frame still in the chunk its slot holds is described on the TX ring as it is (no
  * copy; counted tx_in_place) and the slot gives up the chunk, so a second interface sending the same

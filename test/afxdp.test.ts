@@ -223,7 +223,7 @@ describe.skipIf(!run)('AF_XDP ports', () => {
   it('workers: one socket per queue and worker; an interface with fewer queues falls back to AF_PACKET and says why', () => {
     const threads = afxdpBackend.threads;
     const one = threads.openFds('va', 1, {});
-    expect(one.description).toMatch(/^AF_XDP copy mode, generic XDP program id \d+, 1 socket.*GSO super-frames received whole/);
+    expect(one.description).toMatch(/^AF_XDP copy mode, generic XDP program id \d+, 1 socket.*GSO super-frames \(TCP, UDP\) received whole/);
     const port = track(threads.adopt(one.workers[0].fd, 'va', { rx: true }));
     expect(xdpOn('va')).toBe('generic:sfc_xsk_redir');
     port.close();

@@ -182,9 +182,10 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     const ring = [...ports].reduce((a, ifname) => a + metric(m, 'sfc_interface_io_total', { interface: ifname, counter: 'rx_kernel_drops' }), 0);
     return veths.reduce((a, b) => a + b, 0) + sockets + ring;
   };
-  /** Where frames could have gone missing, for a failure's message: kernel, packet-socket and dataplane drops. */
+  /** Where frames could have gone missing, for a failure's message: kernel, packet-socket and dataplane drops, the dataplane's events. */
   const lossReport = async (m: Sample[]) => {
-    const lossy = (x: Sample) => x.name === 'sfc_drops_total' || (x.name === 'sfc_interface_io_total' && /too_big|malformed|drops|failed|busy/.test(x.labels.counter));
+    const lossy = (x: Sample) =>
+      x.name === 'sfc_drops_total' || x.name === 'sfc_packets_total' || (x.name === 'sfc_interface_io_total' && /too_big|malformed|drops|failed|busy/.test(x.labels.counter));
     const drops = m.filter((x) => lossy(x) && x.value > 0).map((x) => `${x.name}${JSON.stringify(x.labels)} ${x.value}`);
     // (Open vSwitch's own receive drops and errors per port, as its database last recorded them)
     const db = `--db=unix:${join(lab.runDir, 'ovs-br-sfc', 'ovs', 'db.sock')}`;

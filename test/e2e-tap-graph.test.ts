@@ -25,7 +25,7 @@ import { nativeAvailable } from '../src/dataplane/io/native.js';
 import { backendNamed } from '../src/dataplane/io/registry.js';
 import { awareSfFlows, awareSfPackets } from '../src/lab/aware-sf.js';
 import { distFile, LabDataplane, labUpFor, labUpForOvs, metric, startTraffic, type Sample } from '../src/lab/harness.js';
-import { chainConfig, describeLab, GRAPH_PORTS, labDown, netnsExec, nftCounters, SERVER, TAP, tapReceived, type Lab } from '../src/lab/topology.js';
+import { addMatchCounter, chainConfig, describeLab, GRAPH_PORTS, labDown, matchedFrames, netnsExec, SERVER, TAP, tapReceived, type Lab } from '../src/lab/topology.js';
 import type { TcpClientResult, TcpServerResult, UdpRecvResult } from '../src/lab/traffic.js';
 import { prerequisites } from './support/prereq.js';
 
@@ -63,21 +63,6 @@ const delta = (before: Sample[], after: Sample[], name: string, labels: Record<s
 async function ifCounter(ns: string, ifname: string, what: 'tx_packets' | 'rx_packets' | 'tx_dropped'): Promise<number> {
   const { stdout } = await netnsExec(ns, ['cat', `/sys/class/net/${ifname}/statistics/${what}`]);
   return Number(stdout.trim());
-}
-
-/**
- * An nftables counter in `ns` (table netdev `table`) of the frames matching `match` that `ifname`
- * sends (egress) or receives (ingress); readCounter reads it.
- */
-async function addCounter(ns: string, table: string, hook: 'ingress' | 'egress', ifname: string, match: string): Promise<void> {
-  await netnsExec(ns, ['nft', '-f', '-'], {
-    input: `table netdev ${table} {\n  counter matched {}\n  chain c {\n    type filter hook ${hook} device ${ifname} priority 0; policy accept;\n    ${match} counter name matched\n  }\n}\n`,
-  });
-}
-
-async function readCounter(ns: string, table: string): Promise<number> {
-  const [matched] = await nftCounters(ns, table, ['matched']);
-  return matched.packets;
 }
 
 /** Poll `read` until `done` holds of its value or 5 s passed; the last value either way. */
@@ -160,7 +145,7 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
   const tapUpstream = () => lab.sfs.map((s) => ({ ns: s.ns, ifname: s.hop === 1 ? 'out0' : 'in0' }));
   /** IPv4 frames the SFs sent into the dataplane through those interfaces (not their IPv6 MLD reports, which no chain carries). */
   const leftTapUpstream = async () => {
-    const counts = await Promise.all(tapUpstream().map((u) => readCounter(u.ns, SENT)));
+    const counts = await Promise.all(tapUpstream().map((u) => matchedFrames(u.ns, SENT)));
     return counts.reduce((a, b) => a + b, 0);
   };
   /** The dataplane's side of those links (where it reads what the SFs sent). */
@@ -203,8 +188,8 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     // No health probes: they leave the SFs too (and are consumed, not copied), and the accounting
     // below compares every frame leaving the tap's upstream SF with the copies.
     dp = await LabDataplane.start(lab, startOn(driver, lab.configPath, ['--health-interval', '0']));
-    for (const u of tapUpstream()) await addCounter(u.ns, SENT, 'egress', u.ifname, 'ether type ip');
-    await addCounter(lab.serverNs, FROM_TAP, 'ingress', 'eth0', `ip saddr ${FROM_TAP_IP}`);
+    for (const u of tapUpstream()) await addMatchCounter(u.ns, SENT, 'egress', u.ifname, 'ether type ip');
+    await addMatchCounter(lab.serverNs, FROM_TAP, 'ingress', 'eth0', `ip saddr ${FROM_TAP_IP}`);
     // Resolve the endpoints' neighbours now (ARP broadcasts are flooded to the tap port as well).
     const warm = await netnsExec(lab.clientNs, ['ping', '-c', '1', '-W', '2', SERVER.ip], { check: false });
     expect(warm.code, warm.stdout).toBe(0);
@@ -280,7 +265,7 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
     const fromTap = (m: Sample[]) => delta(before, m, 'sfc_drops_total', { reason: 'from_tap' });
     const after = await settle(() => dp.metrics(), (m) => fromTap(m) >= FRAMES);
     expect(fromTap(after)).toBe(FRAMES);
-    expect(await readCounter(lab.serverNs, FROM_TAP)).toBe(0);
+    expect(await matchedFrames(lab.serverNs, FROM_TAP)).toBe(0);
   }, 30_000);
 });
 

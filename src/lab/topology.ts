@@ -542,6 +542,22 @@ export async function tapReceived(lab: Pick<Lab, 'tapNs'>): Promise<{ received: 
   return { received, toTap };
 }
 
+/**
+ * An nftables table netdev `table` in `ns` with one counter, `matched`, of the frames matching
+ * `match` (nft syntax) that `ifname` sends (egress) or receives (ingress); matchedFrames reads it.
+ */
+export async function addMatchCounter(ns: string, table: string, hook: 'ingress' | 'egress', ifname: string, match: string): Promise<void> {
+  await netnsExec(ns, ['nft', '-f', '-'], {
+    input: `table netdev ${table} {\n  counter matched {}\n  chain c {\n    type filter hook ${hook} device ${ifname} priority 0; policy accept;\n    ${match} counter name matched\n  }\n}\n`,
+  });
+}
+
+/** Frames counted so far by addMatchCounter's table `table` in `ns`. */
+export async function matchedFrames(ns: string, table: string): Promise<number> {
+  const [matched] = await nftCounters(ns, table, ['matched']);
+  return matched.packets;
+}
+
 /** The named counters `names` of nftables table netdev `table` in `ns`, in that order. */
 export async function nftCounters(ns: string, table: string, names: string[]): Promise<FrameCount[]> {
   const { stdout } = await netnsExec(ns, ['nft', '-j', 'list', 'counters', 'table', 'netdev', table]);

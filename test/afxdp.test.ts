@@ -130,6 +130,25 @@ describe.skipIf(!run)('AF_XDP ports', () => {
     }
   });
 
+  // A chunk holds at most 1,792 bytes of a received frame (2 KiB less the kernel's XDP headroom):
+  // with GSO super-frames on, a longer one (a link with a larger MTU) goes the super-frames' way.
+  it('passes a frame longer than a chunk holds (MTU 1900) to the AF_PACKET socket beside, which delivers it whole', async () => {
+    const mtu = (n: number) => sh(`ip -n ${NS} link set va mtu ${n} && ip -n ${NS} link set vb mtu ${n}`);
+    mtu(1900);
+    try {
+      const [b, a] = withGso(true, () => [track(openXdp('vb')), track(openXdp('va'))]);
+      const frame = udp(4, 1858);
+      expect(frame.length).toBe(1900);
+      expect(transmit(a, [frame])).toBe(1);
+      const got = await receive(b, 1);
+      expect(got.map((f) => Buffer.from(f).equals(Buffer.from(frame)))).toEqual([true]);
+      a.close();
+      b.close();
+    } finally {
+      mtu(1500);
+    }
+  });
+
   it('fires the readiness callback when frames arrive, and counts frames larger than the MTU instead of sending them', async () => {
     const a = track(openXdp('va'));
     const b = track(openXdp('vb'));

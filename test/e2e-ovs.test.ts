@@ -89,7 +89,7 @@ describe.skipIf(!capture)('sfc capture on the ovs driver (an OVS mirror)', () =>
     expect(lines).toHaveLength(5);
     for (const l of lines) expect(l).toMatch(new RegExp(`> ${SERVER.mac}, ethertype IPv4 .* 10\\.0\\.0\\.1\\.\\d+ > 10\\.0\\.0\\.2\\.5353: `));
     // Each capture took its mirror and port away when it ended.
-    const db = `--db=unix:${join(lab.runDir, 'ovs-br-sfc', 'ovs', 'db.sock')}`;
+    const db = `--db=unix:${join(LabDataplane.ovsDir(lab), 'db.sock')}`;
     for (let k = 0; k < 50 && (await exec(['ovs-vsctl', db, 'list-ports', 'br-sfc'])).includes('sfcm'); k++) await new Promise((r) => setTimeout(r, 100));
     expect(await exec(['ovs-vsctl', db, '--columns=name', 'list', 'Mirror'])).toBe('');
     expect(await exec(['ovs-vsctl', db, 'list-ports', 'br-sfc'])).not.toMatch(/sfcm/);

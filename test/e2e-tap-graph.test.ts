@@ -173,7 +173,7 @@ for (const driver of DRIVERS) describe.skipIf(!runTap || (driver === 'ovs' && !!
       x.name === 'sfc_drops_total' || x.name === 'sfc_packets_total' || (x.name === 'sfc_interface_io_total' && /too_big|malformed|drops|failed|busy/.test(x.labels.counter));
     const drops = m.filter((x) => lossy(x) && x.value > 0).map((x) => `${x.name}${JSON.stringify(x.labels)} ${x.value}`);
     // (Open vSwitch's own receive drops and errors per port, as its database last recorded them)
-    const db = `--db=unix:${join(lab.runDir, 'ovs-br-sfc', 'ovs', 'db.sock')}`;
+    const db = `--db=unix:${join(LabDataplane.ovsDir(lab), 'db.sock')}`;
     const ovs = driver === 'ovs' ? (await netnsExec(lab.dpNs, ['ovs-vsctl', db, '--columns=name,statistics', 'list', 'Interface'], { check: false })).stdout : '';
     const ovsStats = ovs.split('\n').filter((l) => /^(name|statistics)\b/.test(l)).join('\n');
     return `kernel losses ${await kernelLosses(m)}\n${drops.join('\n')}\n${ovsStats}\npacket sockets of the dataplane:\n${(await packetSockets()).text}`;

@@ -51,7 +51,7 @@ describe.skipIf(!run)('live flows per instance on the ovs driver', () => {
     for (const pp of pps) expect(metric(samples, 'sfc_instance_flows', { port_pair: pp }), `${pp} carries some of the ${FLOWS} flows`).toBeGreaterThan(0);
 
     // The datapath's own conntrack, by mark (member + 1) in the chain's zones: the metric's figures.
-    const ctl = join(lab.runDir, 'ovs-br-sfc', 'ovs', 'ovs-vswitchd.ctl');
+    const ctl = join(LabDataplane.ovsDir(lab), 'ovs-vswitchd.ctl');
     const dump = await exec(['ovs-appctl', '-t', ctl, 'dpctl/dump-conntrack']);
     const byMark = new Map<number, number>();
     for (const m of dump.matchAll(/^udp,orig=\(src=10\.0\.0\.1,dst=10\.0\.0\.2,.*,mark=(\d+)/gm)) byMark.set(Number(m[1]), (byMark.get(Number(m[1])) ?? 0) + 1);

@@ -115,6 +115,14 @@ export class LabDataplane {
     });
   }
 
+  /**
+   * Where `sfc serve --driver ovs` started by start() (default bridge, default state file in the
+   * lab's run dir) runs its Open vSwitch: db.sock, ovs-vswitchd.ctl.
+   */
+  static ovsDir(lab: Pick<LabInfo, 'runDir'>): string {
+    return join(lab.runDir, 'ovs-br-sfc', 'ovs');
+  }
+
   /** Start `sfc serve` in the lab's dataplane namespace and wait until its API listens. */
   static async start(lab: LabInfo, opts: DataplaneStart): Promise<LabDataplane> {
     await mkdir(lab.runDir, { recursive: true });

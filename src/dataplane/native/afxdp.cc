@@ -2,6 +2,7 @@
 #include "afxdp.h"
 
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <net/if.h>
@@ -189,7 +190,7 @@ XskSocket* XskSocket::open(const char* ifname, const XskConfig& cfg, int* err, s
     sxdp.sxdp_ifindex = ifindex;
     sxdp.sxdp_queue_id = cfg.queue;
     // A shared UMEM's sockets take its mode (copy or zero-copy, need_wakeup) from the first one.
-    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : uint16_t(cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0);
+    sxdp.sxdp_flags = shareFd >= 0 ? XDP_SHARED_UMEM : cfg.needWakeup ? XDP_USE_NEED_WAKEUP : 0;
     sxdp.sxdp_shared_umem_fd = shareFd >= 0 ? uint32_t(shareFd) : 0;
     // A socket closed a moment ago frees its queue from a kernel work item: EBUSY for a while.
     int r = -1;

@@ -50,16 +50,13 @@
  */
 #pragma once
 
-#include <linux/bpf.h>
 #include <linux/if_xdp.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "afpacket.h"
-#include "offload.h"
 #include "port.h"
 #include "xdpprog.h"
 #include "xskarena.h"

@@ -248,50 +248,33 @@ ExpandResult expandFrame(const uint8_t* frame, uint32_t len, const VlanTag& tag,
   return ExpandResult::Ok;
 }
 
-namespace {
-
-/** Where an unfragmented IPv4 / IPv6 packet's L4 header starts, and what it is. */
-struct L4At {
-  uint32_t l3, l4, end;  // end: where the IP packet says it ends
+bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet) {
+  uint32_t l3, et;
+  if (!findL3(frame, len, &l3, &et)) return false;
+  uint32_t l4, end;
   uint8_t proto;
-  bool v4;
-};
-
-bool findL4(const uint8_t* frame, uint32_t len, L4At* p) {
-  uint32_t et;
-  if (!findL3(frame, len, &p->l3, &et)) return false;
-  const uint32_t l3 = p->l3;
-  p->v4 = et == kEthIp4;
-  if (p->v4) {
+  if (et == kEthIp4) {
     if (l3 + 20 > len || (frame[l3] >> 4) != 4) return false;
-    if ((rd16(frame + l3 + 6) & 0x3fff) != 0) return false;  // a fragment: no L4 header of its own
-    p->l4 = l3 + (frame[l3] & 0xf) * 4u;
-    p->end = l3 + rd16(frame + l3 + 2);
-    p->proto = frame[l3 + 9];
+    if ((rd16(frame + l3 + 6) & 0x3fff) != 0) return false;  // a fragment: no L4 checksum to finish
+    l4 = l3 + (frame[l3] & 0xf) * 4u;
+    end = l3 + rd16(frame + l3 + 2);
+    proto = frame[l3 + 9];
   } else if (et == kEthIp6) {
     if (l3 + 40 > len || (frame[l3] >> 4) != 6) return false;
-    p->l4 = l3 + 40;
-    p->end = p->l4 + rd16(frame + l3 + 4);
-    p->proto = frame[l3 + 6];
+    l4 = l3 + 40;
+    end = l4 + rd16(frame + l3 + 4);
+    proto = frame[l3 + 6];
   } else {
     return false;
   }
-  return true;
-}
-
-}  // namespace
-
-bool partialChecksum(const uint8_t* frame, uint32_t len, VnetInfo* vnet) {
-  L4At p;
-  if (!findL4(frame, len, &p)) return false;
-  const uint32_t at = p.proto == kProtoTcp ? 16 : p.proto == kProtoUdp ? 6 : 0;
-  if (at == 0 || p.end != len || p.l4 + at + 2 > len) return false;
-  const uint32_t field = rd16(frame + p.l4 + at);
-  if (field == 0 && p.proto == kProtoUdp) return false;  // IPv4 UDP without a checksum
-  uint64_t acc = pseudoSum(frame, p.l3, p.v4, p.proto, len - p.l4);
+  const uint32_t at = proto == kProtoTcp ? 16 : proto == kProtoUdp ? 6 : 0;
+  if (at == 0 || end != len || l4 + at + 2 > len) return false;
+  const uint32_t field = rd16(frame + l4 + at);
+  if (field == 0 && proto == kProtoUdp) return false;  // IPv4 UDP without a checksum
+  uint64_t acc = pseudoSum(frame, l3, et == kEthIp4, proto, len - l4);
   while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
   if (field != acc) return false;
-  *vnet = VnetInfo{kNeedsCsum, kGsoNone, 0, uint16_t(p.l4), uint16_t(at)};
+  *vnet = VnetInfo{kNeedsCsum, kGsoNone, 0, uint16_t(l4), uint16_t(at)};
   return true;
 }
 
